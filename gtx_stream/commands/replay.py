@@ -1,0 +1,16 @@
+"""`gtx-stream replay` (not built yet)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("replay", help="(not built yet)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    print("gtx-stream replay: not built yet")
+    return 1

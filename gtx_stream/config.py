@@ -1,0 +1,152 @@
+"""Settings: ``config.toml`` < ``--config PATH`` < ``GTX_*`` environment variables.
+
+Every field can be set by an environment variable with the ``GTX_`` prefix and ``__`` between
+nesting levels, e.g. ``GTX_AGGREGATOR__TAU=0.95`` or ``GTX_REDIS__URL=rediss://...``.
+Unknown keys and bad values are rejected; :func:`load_settings` turns pydantic's report into a
+one-line message that names the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gtx_stream.model import Method
+
+DEFAULT_CONFIG_FILE = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a one-line message naming the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RedisSettings(_Section):
+    url: SecretStr = Field(
+        default=SecretStr(""),
+        description="redis:// or rediss:// URL, user and password included; empty: embedded server",
+    )
+    prefix: str = Field(default="gtx", pattern=r"^[A-Za-z0-9_.-]+$")
+    socket_timeout: float = Field(default=10.0, gt=0)
+
+
+class AggregatorSettings(_Section):
+    method: Method = Method.GTX
+    tau: float = Field(default=0.99, gt=0.5, lt=1.0)
+    kappa: int = Field(default=5, ge=1)
+    prior: float = Field(default=0.5, gt=0.0, lt=1.0, description="class prior P(y=1)")
+    budget: int = Field(default=15000, ge=0, description="labels that may be bought; 0: none")
+    max_open_frames: int = Field(default=64, ge=1)
+    max_inflight: int = Field(default=1, ge=1, description="outstanding requests per frame")
+    lease_seconds: float = Field(default=30.0, gt=0)
+    dispatch: Literal["random", "least_loaded"] = "random"
+    batch_size: int = Field(default=256, ge=1)
+    block_ms: int = Field(default=200, ge=1)
+    seed: int = 0
+
+
+class IngestSettings(_Section):
+    fps: float = Field(default=0.0, ge=0, description="target sampling rate; 0: every frame")
+    every: int = Field(default=1, ge=1)
+    max_frames: int = Field(default=0, ge=0, description="0: no limit")
+    skip_still: bool = False
+    still_threshold: float = Field(default=2.0, ge=0, description="mean abs pixel difference")
+    jpeg_quality: int = Field(default=90, ge=1, le=100)
+    frame_ttl: int = Field(default=86400, ge=1, description="seconds a frame's image is kept")
+    reconnect_max_seconds: float = Field(default=30.0, gt=0)
+
+
+class LabelerSettings(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:@-]+$")
+    backend: Literal["simulated", "replay", "python", "http"] = "simulated"
+    accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    target: str = Field(default="", description="python: module:function; http: URL")
+    timeout: float = Field(default=10.0, gt=0)
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GTX_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    redis: RedisSettings = RedisSettings()
+    aggregator: AggregatorSettings = AggregatorSettings()
+    ingest: IngestSettings = IngestSettings()
+    labelers: list[LabelerSettings] = Field(default_factory=list)
+
+    _toml_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _unique_labelers(self) -> Settings:
+        ids = [lab.id for lab in self.labelers]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"labeler ids must be unique, repeated: {sorted(dup)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _CONFIG_PATH.get("path")
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+_CONFIG_PATH: dict[str, Path | None] = {}
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    given = first.get("input")
+    tail = "" if first["type"] in ("extra_forbidden", "missing") else f" (got {given!r})"
+    more = len(err.errors()) - 1
+    return f"config error: {loc}: {msg}{tail}" + (f" [+{more} more]" if more else "")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``path`` (else ``$GTX_CONFIG``, else ``./config.toml`` if present).
+
+    Raises :class:`ConfigError` with a one-line message on a missing file or a bad value.
+    """
+    chosen = path or os.environ.get("GTX_CONFIG")
+    toml: Path | None
+    if chosen:
+        toml = Path(chosen)
+        if not toml.is_file():
+            raise ConfigError(f"config error: file not found: {toml}")
+    else:
+        toml = DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    _CONFIG_PATH["path"] = toml
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    except ValueError as err:  # e.g. TOML syntax errors
+        raise ConfigError(f"config error: {toml}: {err}") from None
+    finally:
+        _CONFIG_PATH.pop("path", None)

@@ -1,0 +1,96 @@
+"""Every Redis key and stream name of one pipeline, in one place.
+
+Global keys are ``<prefix>:<name>``; per-frame keys carry a hash tag, ``<prefix>:{f:<id>}:...``,
+so all keys of one frame live in one cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "gtx"
+
+    # streams
+    @property
+    def final(self) -> str:
+        """Finalised labels, one entry per frame."""
+        return f"{self.prefix}:final"
+
+    @property
+    def dead(self) -> str:
+        """Dead letters: anything that could not be applied, with a reason."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def labels(self) -> str:
+        """Labels coming back from labeler workers."""
+        return f"{self.prefix}:labels"
+
+    @property
+    def opened(self) -> str:
+        """One entry per frame opened by an ingester: wakes the aggregator up."""
+        return f"{self.prefix}:opened"
+
+    # global state
+    @property
+    def open_frames(self) -> str:
+        """ZSET frame_id -> opened_at: frames not finalised yet (backpressure, sweeps)."""
+        return f"{self.prefix}:open"
+
+    @property
+    def budget(self) -> str:
+        """HASH limit, spent: the label budget (spent counts requests issued)."""
+        return f"{self.prefix}:budget"
+
+    @property
+    def labelers(self) -> str:
+        """HASH labeler_id -> JSON {accuracy, lower, upper, source}: registered labelers."""
+        return f"{self.prefix}:labelers"
+
+    @property
+    def live(self) -> str:
+        """ZSET labeler_id -> last heartbeat (unix seconds) of a worker serving it."""
+        return f"{self.prefix}:live"
+
+    @property
+    def load(self) -> str:
+        """HASH labeler_id -> outstanding requests (for least-loaded dispatch)."""
+        return f"{self.prefix}:load"
+
+    @property
+    def leases(self) -> str:
+        """ZSET '<frame_id>|<request_id>' -> lease deadline (unix seconds)."""
+        return f"{self.prefix}:leases"
+
+    @property
+    def stats(self) -> str:
+        """HASH counters: frames_opened, frames_finalised, labels_applied, ..."""
+        return f"{self.prefix}:stats"
+
+    def source(self, source_id: str) -> str:
+        """HASH of one ingest source: uri, last_index (high-water mark of opened frames)."""
+        return f"{self.prefix}:source:{source_id}"
+
+    def queue(self, labeler_id: str) -> str:
+        """RQ queue name (not a key) of one labeler."""
+        return f"{self.prefix}.labeler.{labeler_id}"
+
+    # per frame
+    def frame(self, frame_id: str) -> str:
+        """HASH of one frame: state, source, frame_index, opened_at, n_labels, truth, ..."""
+        return f"{self.prefix}:{{f:{frame_id}}}:frame"
+
+    def image(self, frame_id: str) -> str:
+        """STRING: the frame's JPEG bytes (with the frame TTL)."""
+        return f"{self.prefix}:{{f:{frame_id}}}:jpeg"
+
+    def frame_labels(self, frame_id: str) -> str:
+        """LIST of JSON [labeler, label] in arrival order."""
+        return f"{self.prefix}:{{f:{frame_id}}}:labels"
+
+    def frame_requests(self, frame_id: str) -> str:
+        """HASH labeler_id -> request state: 'out' (outstanding), 'late' (lease expired), 'done'."""
+        return f"{self.prefix}:{{f:{frame_id}}}:requests"
