@@ -47,14 +47,21 @@ class AggregatorSettings(_Section):
     tau: float = Field(default=0.99, gt=0.5, lt=1.0)
     kappa: int = Field(default=5, ge=1)
     prior: float = Field(default=0.5, gt=0.0, lt=1.0, description="class prior P(y=1)")
-    budget: int = Field(default=15000, ge=0, description="labels that may be bought; 0: none")
+    budget: int = Field(default=0, ge=0, description="labels that may be bought; 0: unlimited")
     max_open_frames: int = Field(default=64, ge=1)
     max_inflight: int = Field(default=1, ge=1, description="outstanding requests per frame")
     lease_seconds: float = Field(default=30.0, gt=0)
     dispatch: Literal["random", "least_loaded"] = "random"
     batch_size: int = Field(default=256, ge=1)
     block_ms: int = Field(default=200, ge=1)
-    seed: int = 0
+    claim_idle_seconds: float = Field(
+        default=10.0, gt=0, description="reclaim a dead aggregator's pending labels after this"
+    )
+    sweep_seconds: float = Field(default=1.0, gt=0, description="re-check open frames this often")
+    live_seconds: float = Field(
+        default=5.0, gt=0, description="a labeler is live if its worker beat within this"
+    )
+    seed: int = Field(default=0, description="seeds the random dispatch order")
 
 
 class IngestSettings(_Section):

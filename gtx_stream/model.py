@@ -67,6 +67,19 @@ class Posterior:
         return 1.0 - self.confidence
 
 
+def _sum_labels(x: FloatArray) -> FloatArray:
+    """Sum over each row's labels in arrival order.
+
+    A strictly sequential sum (the last column of cumsum), unlike ``sum``, whose pairwise
+    blocking depends on the row width: the same labels then give bit-for-bit the same
+    posterior however much padding a batch has, in the aggregator and in the simulator alike.
+    """
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0])
+    out: FloatArray = np.cumsum(x, axis=1)[:, -1]
+    return out
+
+
 def _as_batch(
     labels: ArrayLike, accuracies: ArrayLike | None, mask: ArrayLike | None
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
@@ -119,7 +132,7 @@ def log_odds(
         raise ValueError(f"class prior must be in (0, 1), got {prior}")
     weight = logit(np.clip(acc, ACCURACY_EPS, 1.0 - ACCURACY_EPS))
     votes = np.where(m, (2.0 * lab - 1.0) * weight, 0.0)
-    out: FloatArray = float(logit(prior)) + votes.sum(axis=1)
+    out: FloatArray = float(logit(prior)) + _sum_labels(votes)
     return out
 
 
@@ -145,7 +158,7 @@ def majority_vote(labels: ArrayLike, mask: ArrayLike | None = None) -> Posterior
     """MV: confidence is the share of votes for the winning label (section 3.1)."""
     lab, _, m = _as_batch(labels, None, mask)
     n = m.sum(axis=1)
-    ones = np.where(m, lab, 0.0).sum(axis=1)
+    ones = _sum_labels(np.where(m, lab, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         p1 = np.where(n > 0, ones / n, 0.5)
     return _from_p1(p1)
@@ -157,8 +170,8 @@ def weighted_majority_vote(
     """WMV: each vote weighs alpha_j; confidence is the winning weight over the total weight."""
     lab, acc, m = _as_batch(labels, accuracies, mask)
     w = np.where(m, acc, 0.0)
-    total = w.sum(axis=1)
-    ones = (w * lab).sum(axis=1)
+    total = _sum_labels(w)
+    ones = _sum_labels(w * lab)
     with np.errstate(invalid="ignore", divide="ignore"):
         p1 = np.where(total > 0, ones / total, 0.5)
     return _from_p1(p1)
@@ -172,7 +185,7 @@ def soft_vote(labels: ArrayLike, accuracies: ArrayLike, mask: ArrayLike | None =
     """
     lab, acc, m = _as_batch(labels, accuracies, mask)
     n = m.sum(axis=1)
-    to_one = np.where(m, np.where(lab == 1.0, acc, 1.0 - acc), 0.0).sum(axis=1)
+    to_one = _sum_labels(np.where(m, np.where(lab == 1.0, acc, 1.0 - acc), 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         p1 = np.where(n > 0, to_one / n, 0.5)
     return _from_p1(p1)

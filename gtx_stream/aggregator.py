@@ -1,0 +1,495 @@
+"""The aggregator: applies labels to frames once, decides, dispatches and finalises.
+
+One loop, all state in Redis (so a restarted or a second aggregator continues exactly):
+
+1. read a batch from the ``labels`` and ``opened`` streams through the consumer group
+   (and, now and then, claim what a dead consumer left pending);
+2. apply each label with ``apply_label.lua``; whatever cannot be applied goes to ``dead``;
+3. decide every touched frame with the core math (:func:`gtx_stream.model.aggregate`,
+   :func:`gtx_stream.strategy.decide`): finalise (``finalise.lua``) or ask one more labeler
+   (``ask.lua``, then an RQ job);
+4. acknowledge the batch in one XACK per stream.
+
+Every second it also expires leases that ran out and re-decides open frames with nothing
+outstanding, which heals any step a crash cut short.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from gtx_stream.config import AggregatorSettings
+from gtx_stream.draws import labeler_order
+from gtx_stream.keys import Keys
+from gtx_stream.model import aggregate
+from gtx_stream.scripts import load_script
+from gtx_stream.strategy import Decision, decide
+
+log = logging.getLogger(__name__)
+
+GROUP = "aggregator"
+
+Request = tuple[str, str, str]
+"""(labeler id, frame id, request id)"""
+Enqueue = Callable[[redis.Redis, Keys, Sequence[Request], float], None]
+MAX_LABEL_PAYLOAD = 4096  # bytes; anything bigger is garbage, not a label
+
+
+def lease_member(frame_id: str, labeler_id: str) -> str:
+    return f"{frame_id}|{labeler_id}"
+
+
+def request_id(frame_id: str, labeler_id: str) -> str:
+    """One request per (frame, labeler): labelers are drawn without replacement."""
+    return f"{frame_id}.{labeler_id}".replace(":", "_")
+
+
+@dataclass
+class FrameView:
+    """What the aggregator reads of one open frame to decide about it."""
+
+    frame_id: str
+    meta: dict[str, str]
+    labels: list[tuple[str, int]]
+    requests: dict[str, str]
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def outstanding(self) -> int:
+        return sum(1 for v in self.requests.values() if v == "out")
+
+    def allowed(self, registered: Iterable[str]) -> list[str]:
+        """Registered labelers allowed on this frame (a replayed task: those who labeled it)."""
+        allowed = set(registered)
+        if "eligible" in self.meta:
+            allowed &= set(json.loads(self.meta["eligible"]))
+        return sorted(allowed)
+
+    def eligible(self, registered: Iterable[str]) -> list[str]:
+        """Allowed labelers never asked about this frame."""
+        return [lab for lab in self.allowed(registered) if lab not in self.requests]
+
+
+@dataclass
+class BatchReport:
+    labels_read: int = 0
+    applied: int = 0
+    dead: int = 0
+    finalised: int = 0
+    asked: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Aggregator:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: AggregatorSettings,
+        consumer: str | None = None,
+        lease_seconds: float | None = None,
+        enqueue: Enqueue | None = None,
+    ) -> None:
+        self.r = client
+        self.keys = keys
+        self.s = settings
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.lease_seconds = lease_seconds or settings.lease_seconds
+        self._enqueue = enqueue or _enqueue_rq_jobs
+        self._apply = load_script(client, "apply_label")
+        self._ask = load_script(client, "ask")
+        self._expire = load_script(client, "expire_request")
+        self._finalise = load_script(client, "finalise")
+        self._drop = load_script(client, "drop_frame")
+        self._accuracies: dict[str, float] = {}
+        self._accuracies_at = 0.0
+        self._last_sweep = 0.0
+        self._last_claim = 0.0
+        self._claim_cursor = {keys.labels: "0-0", keys.opened: "0-0"}
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def setup(self, budget: int | None = None) -> None:
+        """Create the consumer group on both streams and set the budget limit."""
+        for stream in (self.keys.labels, self.keys.opened):
+            try:
+                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+        limit = self.s.budget if budget is None else budget
+        if limit > 0:
+            self.r.hset(self.keys.budget, "limit", limit)
+        else:
+            self.r.hdel(self.keys.budget, "limit")
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None, idle_exit: float | None = None) -> None:
+        """Process batches until ``stop`` is set (finishing the batch in hand)."""
+        stop = stop or threading.Event()
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            report = self.step()
+            if report.labels_read or report.finalised or report.asked:
+                idle_since = time.monotonic()
+            elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                return
+
+    def step(self, block_ms: int | None = None) -> BatchReport:
+        report = BatchReport()
+        now = time.time()
+        entries: list[tuple[str, str, dict[str, str]]] = []
+        if now - self._last_claim >= self.s.claim_idle_seconds / 2:
+            entries += self._claim()
+            self._last_claim = now
+        resp = self.r.xreadgroup(
+            GROUP,
+            self.consumer,
+            {self.keys.labels: ">", self.keys.opened: ">"},
+            count=self.s.batch_size,
+            block=self.s.block_ms if block_ms is None else block_ms,
+        )
+        for stream, items in resp or []:
+            for entry_id, fields in items:
+                entries.append(
+                    (_s(stream), _s(entry_id), {_s(k): _s(v) for k, v in fields.items()})
+                )
+        touched = self._process(entries, report)
+        if time.time() - self._last_sweep >= self.s.sweep_seconds:
+            touched |= self._expire_leases()
+            touched |= set(_s(f) for f in self.r.zrange(self.keys.open_frames, 0, -1))
+            self._last_sweep = time.time()
+        if touched:
+            self._decide(sorted(touched), report)
+        self._ack(entries)
+        return report
+
+    def _claim(self) -> list[tuple[str, str, dict[str, str]]]:
+        """Take over entries that a dead consumer read but never acknowledged."""
+        out = []
+        idle_ms = int(self.s.claim_idle_seconds * 1000)
+        for stream in (self.keys.labels, self.keys.opened):
+            cursor, items, *_ = self.r.xautoclaim(
+                stream, GROUP, self.consumer, idle_ms, self._claim_cursor[stream],
+                count=self.s.batch_size,
+            )  # fmt: skip
+            self._claim_cursor[stream] = _s(cursor)
+            for entry_id, fields in items:
+                if fields is None:  # deleted from the stream meanwhile
+                    continue
+                out.append((stream, _s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+        if out:
+            log.info("claimed %d pending entries from dead consumers", len(out))
+        return out
+
+    def _ack(self, entries: Sequence[tuple[str, str, dict[str, str]]]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id, _ in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        if by_stream:
+            pipe = self.r.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+            pipe.execute()
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def _process(
+        self, entries: Sequence[tuple[str, str, dict[str, str]]], report: BatchReport
+    ) -> set[str]:
+        touched: set[str] = set()
+        accuracies = self.accuracies()
+        pipe = self.r.pipeline(transaction=False)
+        applied: list[tuple[str, dict[str, str]]] = []
+        dead: list[tuple[str, str, dict[str, str]]] = []
+        for stream, entry_id, fields in entries:
+            if stream == self.keys.opened:
+                if fields.get("frame_id"):
+                    touched.add(fields["frame_id"])
+                continue
+            report.labels_read += 1
+            problem = validate_label(fields, accuracies)
+            if problem:
+                dead.append((problem, entry_id, fields))
+                continue
+            fid, labeler = fields["frame_id"], fields["labeler"]
+            k = self.keys
+            self._apply(
+                keys=[k.frame(fid), k.frame_labels(fid), k.frame_requests(fid), k.labelers,
+                      k.leases, k.load, k.stats],
+                args=[labeler, fields["label"], entry_id, lease_member(fid, labeler)],
+                client=pipe,
+            )  # fmt: skip
+            applied.append((entry_id, fields))
+        results = pipe.execute() if applied else []
+        for (entry_id, fields), (status, _n) in zip(applied, results, strict=True):
+            status = _s(status)
+            report.counts[status] = report.counts.get(status, 0) + 1
+            if status in ("applied", "redelivered"):
+                report.applied += status == "applied"
+                touched.add(fields["frame_id"])
+            else:
+                dead.append((DEAD_REASONS.get(status, status), entry_id, fields))
+        if dead:
+            pipe = self.r.pipeline(transaction=False)
+            for reason, entry_id, fields in dead:
+                self._dead_letter(pipe, "label", reason, fields, entry_id)
+            pipe.execute()
+            report.dead += len(dead)
+        return touched
+
+    def _dead_letter(
+        self, pipe: Any, kind: str, reason: str, payload: dict[str, str], entry_id: str = ""
+    ) -> None:
+        text = json.dumps(payload)[:MAX_LABEL_PAYLOAD]
+        pipe.xadd(
+            self.keys.dead,
+            {"kind": kind, "reason": reason, "payload": text, "entry_id": entry_id,
+             "at": repr(time.time())},
+        )  # fmt: skip
+        pipe.hincrby(self.keys.stats, "dead", 1)
+        log.warning("dead letter (%s): %s %s", kind, reason, text[:200])
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def accuracies(self, max_age: float = 1.0) -> dict[str, float]:
+        """Registered labelers' accuracies, re-read at most once a second."""
+        if time.monotonic() - self._accuracies_at > max_age:
+            raw = self.r.hgetall(self.keys.labelers)
+            self._accuracies = {_s(k): float(json.loads(v)["accuracy"]) for k, v in raw.items()}
+            self._accuracies_at = time.monotonic()
+        return self._accuracies
+
+    def _read_frames(self, frame_ids: Sequence[str]) -> list[FrameView | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for fid in frame_ids:
+            pipe.hgetall(self.keys.frame(fid))
+            pipe.lrange(self.keys.frame_labels(fid), 0, -1)
+            pipe.hgetall(self.keys.frame_requests(fid))
+        raw = pipe.execute()
+        out: list[FrameView | None] = []
+        for i, fid in enumerate(frame_ids):
+            meta, labels, reqs = raw[3 * i : 3 * i + 3]
+            if not meta:
+                out.append(None)
+                continue
+            parsed = [tuple(json.loads(x)) for x in labels]
+            out.append(
+                FrameView(
+                    frame_id=fid,
+                    meta={_s(k): _s(v) for k, v in meta.items()},
+                    labels=[(str(a), int(b)) for a, b in parsed],
+                    requests={_s(k): _s(v) for k, v in reqs.items()},
+                )
+            )
+        return out
+
+    def _decide(self, frame_ids: Sequence[str], report: BatchReport) -> None:
+        views = self._read_frames(frame_ids)
+        gone = [fid for fid, v in zip(frame_ids, views, strict=True) if v is None]
+        if gone:
+            self._drop_gone(gone)
+        frames = [v for v in views if v is not None and v.meta.get("state") == "open"]
+        if not frames:
+            return
+        accuracies = self.accuracies()
+        registered = list(accuracies)
+        width = max(1, max(f.n_labels for f in frames))
+        labels = np.zeros((len(frames), width))
+        acc = np.full((len(frames), width), 0.5)
+        mask = np.zeros((len(frames), width), dtype=bool)
+        for i, f in enumerate(frames):
+            for j, (labeler, label) in enumerate(f.labels):
+                labels[i, j] = label
+                acc[i, j] = accuracies.get(labeler, 0.5)
+                mask[i, j] = True
+        post = aggregate(self.s.method, labels, acc, mask, self.s.prior)
+        budget_left = self.budget_left()
+        eligible = [f.eligible(registered) for f in frames]
+        outstanding = np.array([f.outstanding for f in frames])
+        n_labels = np.array([f.n_labels for f in frames])
+        # Labels still on their way count as possible: wait for them, do not finalise early
+        # as exhausted or out of budget.
+        decisions = decide(
+            self.s.method,
+            post.confidence,
+            n_labels,
+            self.s.tau,
+            self.s.kappa,
+            eligible_left=np.array([len(e) for e in eligible]) + outstanding,
+            budget_left=(np.inf if budget_left is None else budget_left) + outstanding,
+        )
+        now = time.time()
+        fin = self.r.pipeline(transaction=False)
+        to_finalise = []
+        to_ask: list[tuple[FrameView, list[str], int]] = []
+        for i, f in enumerate(frames):
+            d = Decision(int(decisions[i]))
+            if d is Decision.ASK:
+                room = min(
+                    self.s.max_inflight - f.outstanding,
+                    self.s.kappa - f.n_labels - f.outstanding,
+                )
+                if room > 0 and eligible[i]:
+                    to_ask.append((f, f.allowed(registered), room))
+                continue
+            record = {
+                "label": str(int(post.label[i])),
+                "confidence": repr(float(post.confidence[i])),
+                "p1": repr(float(post.p1[i])),
+                "reason": d.reason,
+                "method": str(self.s.method),
+                "labelers": json.dumps([lab for lab, _ in f.labels]),
+                "labels": json.dumps([val for _, val in f.labels]),
+                "accuracies": json.dumps([accuracies.get(lab, 0.5) for lab, _ in f.labels]),
+                "finalised_at": repr(now),
+            }
+            flat: list[str] = [x for kv in record.items() for x in kv]
+            k = self.keys
+            self._finalise(
+                keys=[k.frame(f.frame_id), k.image(f.frame_id), k.open_frames, k.final, k.stats],
+                args=[f.frame_id, f.n_labels, *flat],
+                client=fin,
+            )
+            to_finalise.append(f.frame_id)
+        if to_finalise:
+            for status in fin.execute():
+                if _s(status) not in ("not_open", "stale"):
+                    report.finalised += 1
+        if to_ask:
+            report.asked += self._dispatch(to_ask)
+
+    def budget_left(self) -> int | None:
+        limit, spent = self.r.hmget(self.keys.budget, ["limit", "spent"])
+        if limit is None:
+            return None
+        return int(limit) - int(spent or 0)
+
+    def _live(self) -> set[str]:
+        since = time.time() - self.s.live_seconds
+        return {_s(x) for x in self.r.zrangebyscore(self.keys.live, since, "+inf")}
+
+    def _dispatch(self, asks: Sequence[tuple[FrameView, list[str], int]]) -> int:
+        """Ask one more labeler about each frame: uniformly at random, or least loaded.
+
+        "Random" is the frame's own seeded permutation of all labelers allowed on it
+        (:func:`labeler_order`), walked in order past those already asked or not live: the
+        same sequence an offline run of the same seed uses (invariant 6).
+        """
+        live = self._live()
+        load: dict[str, int] = {}
+        if self.s.dispatch == "least_loaded":
+            load = {_s(k): int(v) for k, v in self.r.hgetall(self.keys.load).items()}
+        picks: list[tuple[str, str]] = []
+        for f, allowed, room in asks:
+            order_key = f.meta.get("task") or f.frame_id
+            order = labeler_order(self.s.seed, order_key, allowed)
+            ranked = [lab for lab in order if lab in live and lab not in f.requests]
+            if not ranked:
+                continue  # eligible labelers exist but none is running: wait for one
+            if self.s.dispatch == "least_loaded":
+                ranked.sort(key=lambda lab: load.get(lab, 0))  # stable: ties keep the order
+            for chosen in ranked[:room]:
+                load[chosen] = load.get(chosen, 0) + 1
+                picks.append((f.frame_id, chosen))
+        if not picks:
+            return 0
+        deadline = time.time() + self.lease_seconds
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        views = {f.frame_id: f for f, _, _ in asks}
+        for fid, labeler in picks:
+            self._ask(
+                keys=[k.frame(fid), k.frame_requests(fid), k.budget, k.leases, k.load, k.stats],
+                args=[labeler, views[fid].n_labels, self.s.max_inflight, repr(deadline),
+                      lease_member(fid, labeler)],
+                client=pipe,
+            )  # fmt: skip
+        results = [_s(x) for x in pipe.execute()]
+        granted = [p for p, res in zip(picks, results, strict=True) if res == "ok"]
+        if granted:
+            self._enqueue(
+                self.r,
+                self.keys,
+                [(labeler, fid, request_id(fid, labeler)) for fid, labeler in granted],
+                self.lease_seconds,
+            )
+        return len(granted)
+
+    def _expire_leases(self) -> set[str]:
+        due = [_s(m) for m in self.r.zrangebyscore(self.keys.leases, "-inf", time.time())]
+        if not due:
+            return set()
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        pairs = [m.rsplit("|", 1) for m in due]
+        for (fid, labeler), member in zip(pairs, due, strict=True):
+            self._expire(
+                keys=[k.frame_requests(fid), k.leases, k.load, k.stats],
+                args=[labeler, member],
+                client=pipe,
+            )
+        results = [_s(x) for x in pipe.execute()]
+        expired = {fid for (fid, _), res in zip(pairs, results, strict=True) if res == "expired"}
+        if expired:
+            log.info("leases expired on %d frames: asking other labelers", len(expired))
+        return expired
+
+    def _drop_gone(self, frame_ids: Sequence[str]) -> None:
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        for fid in frame_ids:
+            self._drop(
+                keys=[k.frame(fid), k.open_frames, k.dead, k.stats],
+                args=[fid, "frame state expired before finalisation (frame TTL)"],
+                client=pipe,
+            )
+        pipe.execute()
+
+
+DEAD_REASONS = {
+    "duplicate": "duplicate: this labeler already labeled this frame",
+    "unknown_frame": "unknown frame",
+    "unknown_labeler": "unknown labeler (not registered)",
+    "finalised": "frame already finalised",
+    "unsolicited": "unsolicited: this labeler was never asked about this frame",
+}
+
+
+def _enqueue_rq_jobs(
+    client: redis.Redis, keys: Keys, requests: Sequence[Request], lease_seconds: float
+) -> None:
+    from gtx_stream.labeler import enqueue_requests
+
+    enqueue_requests(client, keys, requests, lease_seconds)
+
+
+def validate_label(fields: dict[str, str], accuracies: dict[str, float]) -> str | None:
+    """Why a labels-stream entry is malformed, or None. Checks that need no frame state."""
+    if sum(len(k) + len(v) for k, v in fields.items()) > MAX_LABEL_PAYLOAD:
+        return "payload too large"
+    for name in ("frame_id", "labeler", "label"):
+        if not fields.get(name):
+            return f"missing field: {name}"
+    if fields["label"] not in ("0", "1"):
+        return f"label must be 0 or 1, got {fields['label'][:40]!r}"
+    return None
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

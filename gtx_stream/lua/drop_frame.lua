@@ -1,0 +1,15 @@
+-- An open frame whose state is gone (its TTL ran out before it was finalised) leaves the
+-- open set once, with a dead letter saying why.
+-- KEYS[1] = frame hash  (<prefix>:{f:<id>}:frame)
+-- KEYS[2] = open zset   (<prefix>:open)
+-- KEYS[3] = dead stream (<prefix>:dead)
+-- KEYS[4] = stats hash  (<prefix>:stats)
+-- ARGV[1] = frame id
+-- ARGV[2] = reason
+-- Returns 1 when dropped, 0 when the frame still exists or was dropped already.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[3], '*', 'kind', 'frame', 'reason', ARGV[2],
+           'payload', cjson.encode({frame_id = ARGV[1]}))
+redis.call('HINCRBY', KEYS[4], 'dead', 1)
+return 1
