@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -164,7 +164,7 @@ class Aggregator:
             count=self.s.batch_size,
             block=self.s.block_ms if block_ms is None else block_ms,
         )
-        for stream, items in resp or []:
+        for stream, items in cast(list[Any], resp or []):
             for entry_id, fields in items:
                 entries.append(
                     (_s(stream), _s(entry_id), {_s(k): _s(v) for k, v in fields.items()})
@@ -474,9 +474,9 @@ DEAD_REASONS = {
 def _enqueue_rq_jobs(
     client: redis.Redis, keys: Keys, requests: Sequence[Request], lease_seconds: float
 ) -> None:
-    from gtx_stream.labeler import enqueue_requests
+    from gtx_stream.labeler import LabelRequest, enqueue_requests
 
-    enqueue_requests(client, keys, requests, lease_seconds)
+    enqueue_requests(client, keys, [LabelRequest(*req) for req in requests], lease_seconds)
 
 
 def validate_label(fields: dict[str, str], accuracies: dict[str, float]) -> str | None:

@@ -69,8 +69,8 @@ def test_final_record_fields_and_posterior(r: redis.Redis, keys: Keys) -> None:
     agg = make_aggregator(r, keys, cap, tau=0.99, kappa=3)
     run_until_idle(agg, r, keys, cap, ACC)
     for rec in final_records(r, keys):
-        for name in ("frame_id", "source", "frame_index", "label", "confidence", "p1",
-                     "n_labels", "labelers", "labels", "reason", "opened_at", "finalised_at"):  # fmt: skip
+        for name in ("frame_id", "source", "frame_index", "label", "confidence", "p1", "n_labels",
+                     "labelers", "labels", "reason", "opened_at", "finalised_at"):  # fmt: skip
             assert name in rec
         assert rec["reason"] in ("confident", "kappa", "exhausted", "budget")
         labs = json.loads(rec["labelers"])
