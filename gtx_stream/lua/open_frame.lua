@@ -1,0 +1,58 @@
+-- Open one frame for labeling, atomically (ingester).
+-- KEYS[1] = frame hash          <prefix>:{f:<frame_id>}:frame
+-- KEYS[2] = frame JPEG          <prefix>:{f:<frame_id>}:jpeg
+-- KEYS[3] = open frames ZSET    <prefix>:open
+-- KEYS[4] = source hash         <prefix>:source:<source_id>
+-- KEYS[5] = budget hash         <prefix>:budget (fields limit, spent; missing: unlimited)
+-- KEYS[6] = stats hash          <prefix>:stats
+-- KEYS[7] = opened stream       <prefix>:opened
+-- ARGV[1] = frame_id
+-- ARGV[2] = frame_index (integer, position in the source)
+-- ARGV[3] = source (path, URL or camera:N)
+-- ARGV[4] = source_id
+-- ARGV[5] = opened_at (unix seconds)
+-- ARGV[6] = frame TTL (seconds)
+-- ARGV[7] = max open frames
+-- ARGV[8] = JPEG bytes
+-- ARGV[9..] = extra frame fields as name, value pairs (truth, task, eligible)
+-- Returns "opened"; or, with nothing written:
+--   "duplicate": frame_index <= the source's high-water mark, or the frame exists already
+--   "budget":    the label budget is spent (the ingester stops)
+--   "full":      max open frames are open (the ingester waits and tries again)
+
+local index = tonumber(ARGV[2])
+local last = redis.call('HGET', KEYS[4], 'last_index')
+if (last and tonumber(last) >= index) or redis.call('EXISTS', KEYS[1]) == 1 then
+    return 'duplicate'
+end
+
+local budget = redis.call('HMGET', KEYS[5], 'limit', 'spent')
+if budget[1] and tonumber(budget[2] or '0') >= tonumber(budget[1]) then
+    return 'budget'
+end
+
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+    return 'full'
+end
+
+local ttl = tonumber(ARGV[6])
+local fields = {
+    'state', 'open',
+    'source', ARGV[3],
+    'source_id', ARGV[4],
+    'frame_index', ARGV[2],
+    'opened_at', ARGV[5],
+    'n_labels', '0',
+}
+for i = 9, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SET', KEYS[2], ARGV[8], 'EX', ttl)
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[4], 'last_index', ARGV[2], 'uri', ARGV[3])
+redis.call('HINCRBY', KEYS[6], 'frames_opened', 1)
+redis.call('XADD', KEYS[7], '*', 'frame_id', ARGV[1])
+return 'opened'
