@@ -33,12 +33,13 @@ from gtx_stream.config import AggregatorSettings
 from gtx_stream.draws import labeler_order
 from gtx_stream.keys import Keys
 from gtx_stream.model import aggregate
-from gtx_stream.scripts import load_script
+from gtx_stream.scripts import script_source
 from gtx_stream.strategy import Decision, decide
 
 log = logging.getLogger(__name__)
 
 GROUP = "aggregator"
+SCRIPTS = ("apply_labels", "ask", "expire_request", "finalise", "drop_frame")
 
 Request = tuple[str, str, str]
 """(labeler id, frame id, request id)"""
@@ -110,16 +111,39 @@ class Aggregator:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_seconds = lease_seconds or settings.lease_seconds
         self._enqueue = enqueue or _enqueue_rq_jobs
-        self._apply = load_script(client, "apply_label")
-        self._ask = load_script(client, "ask")
-        self._expire = load_script(client, "expire_request")
-        self._finalise = load_script(client, "finalise")
-        self._drop = load_script(client, "drop_frame")
+        self._sha: dict[str, str] = {}
+        self._load_scripts()
         self._accuracies: dict[str, float] = {}
         self._accuracies_at = 0.0
         self._last_sweep = 0.0
         self._last_claim = 0.0
         self._claim_cursor = {keys.labels: "0-0", keys.opened: "0-0"}
+
+    # -- scripts --------------------------------------------------------------------------
+
+    def _load_scripts(self) -> None:
+        for name in SCRIPTS:
+            self._sha[name] = _s(self.r.script_load(script_source(name)))
+
+    def _run_scripts(self, calls: Sequence[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Run script calls in one pipelined round trip of EVALSHA.
+
+        After a Redis restart the scripts are gone (NOSCRIPT): load them again and retry. Every
+        script is safe to run twice (a redelivered label, a stale ask or finalise is refused).
+        """
+        if not calls:
+            return []
+        for attempt in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+            try:
+                return cast(list[Any], pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self._load_scripts()
+        raise AssertionError("unreachable")
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -169,13 +193,14 @@ class Aggregator:
                 entries.append(
                     (_s(stream), _s(entry_id), {_s(k): _s(v) for k, v in fields.items()})
                 )
-        touched = self._process(entries, report)
+        views: dict[str, FrameView] = {}
+        touched = self._process(entries, report, views)
         if time.time() - self._last_sweep >= self.s.sweep_seconds:
             touched |= self._expire_leases()
             touched |= set(_s(f) for f in self.r.zrange(self.keys.open_frames, 0, -1))
             self._last_sweep = time.time()
         if touched:
-            self._decide(sorted(touched), report)
+            self._decide(sorted(touched), report, views)
         self._ack(entries)
         return report
 
@@ -210,41 +235,46 @@ class Aggregator:
     # -- labels ---------------------------------------------------------------------------
 
     def _process(
-        self, entries: Sequence[tuple[str, str, dict[str, str]]], report: BatchReport
+        self,
+        entries: Sequence[tuple[str, str, dict[str, str]]],
+        report: BatchReport,
+        views: dict[str, FrameView],
     ) -> set[str]:
+        """Apply the batch's labels in one script call; fill ``views`` with the frames' state."""
         touched: set[str] = set()
-        accuracies = self.accuracies()
-        pipe = self.r.pipeline(transaction=False)
+        k = self.keys
+        keys: list[str] = [k.labelers, k.leases, k.load, k.stats]
+        args: list[Any] = []
         applied: list[tuple[str, dict[str, str]]] = []
         dead: list[tuple[str, str, dict[str, str]]] = []
         for stream, entry_id, fields in entries:
-            if stream == self.keys.opened:
+            if stream == k.opened:
                 if fields.get("frame_id"):
                     touched.add(fields["frame_id"])
                 continue
             report.labels_read += 1
-            problem = validate_label(fields, accuracies)
+            problem = validate_label(fields)
             if problem:
                 dead.append((problem, entry_id, fields))
                 continue
             fid, labeler = fields["frame_id"], fields["labeler"]
-            k = self.keys
-            self._apply(
-                keys=[k.frame(fid), k.frame_labels(fid), k.frame_requests(fid), k.labelers,
-                      k.leases, k.load, k.stats],
-                args=[labeler, fields["label"], entry_id, lease_member(fid, labeler)],
-                client=pipe,
-            )  # fmt: skip
+            keys += [k.frame(fid), k.frame_labels(fid), k.frame_requests(fid)]
+            args += [labeler, fields["label"], entry_id, lease_member(fid, labeler)]
             applied.append((entry_id, fields))
-        results = pipe.execute() if applied else []
-        for (entry_id, fields), (status, _n) in zip(applied, results, strict=True):
-            status = _s(status)
-            report.counts[status] = report.counts.get(status, 0) + 1
-            if status in ("applied", "redelivered"):
-                report.applied += status == "applied"
-                touched.add(fields["frame_id"])
-            else:
-                dead.append((DEAD_REASONS.get(status, status), entry_id, fields))
+        if applied:
+            ((statuses, raw_views),) = self._run_scripts([("apply_labels", keys, args)])
+            for (entry_id, fields), status in zip(applied, statuses, strict=True):
+                status = _s(status)
+                report.counts[status] = report.counts.get(status, 0) + 1
+                if status in ("applied", "redelivered"):
+                    report.applied += status == "applied"
+                    touched.add(fields["frame_id"])
+                else:
+                    dead.append((DEAD_REASONS.get(status, status), entry_id, fields))
+            for j in range(0, len(raw_views), 4):
+                fid = applied[int(raw_views[j]) - 1][1]["frame_id"]
+                views[fid] = _frame_view(fid, _pairs(raw_views[j + 1]), raw_views[j + 2],
+                                         _pairs(raw_views[j + 3]))  # fmt: skip
         if dead:
             pipe = self.r.pipeline(transaction=False)
             for reason, entry_id, fields in dead:
@@ -275,32 +305,32 @@ class Aggregator:
             self._accuracies_at = time.monotonic()
         return self._accuracies
 
-    def _read_frames(self, frame_ids: Sequence[str]) -> list[FrameView | None]:
+    def _read_frames(
+        self, frame_ids: Sequence[str], known: dict[str, FrameView] | None = None
+    ) -> list[FrameView | None]:
+        """Each frame's state: from ``known`` (returned by apply_labels), else read now."""
+        known = known or {}
+        missing = [fid for fid in frame_ids if fid not in known]
         pipe = self.r.pipeline(transaction=False)
-        for fid in frame_ids:
+        for fid in missing:
             pipe.hgetall(self.keys.frame(fid))
             pipe.lrange(self.keys.frame_labels(fid), 0, -1)
             pipe.hgetall(self.keys.frame_requests(fid))
-        raw = pipe.execute()
-        out: list[FrameView | None] = []
-        for i, fid in enumerate(frame_ids):
+        raw = pipe.execute() if missing else []
+        found = dict(known)
+        for i, fid in enumerate(missing):
             meta, labels, reqs = raw[3 * i : 3 * i + 3]
-            if not meta:
-                out.append(None)
-                continue
-            parsed = [tuple(json.loads(x)) for x in labels]
-            out.append(
-                FrameView(
-                    frame_id=fid,
-                    meta={_s(k): _s(v) for k, v in meta.items()},
-                    labels=[(str(a), int(b)) for a, b in parsed],
-                    requests={_s(k): _s(v) for k, v in reqs.items()},
-                )
-            )
-        return out
+            if meta:
+                found[fid] = _frame_view(fid, meta, labels, reqs)
+        return [found.get(fid) for fid in frame_ids]
 
-    def _decide(self, frame_ids: Sequence[str], report: BatchReport) -> None:
-        views = self._read_frames(frame_ids)
+    def _decide(
+        self,
+        frame_ids: Sequence[str],
+        report: BatchReport,
+        known: dict[str, FrameView] | None = None,
+    ) -> None:
+        views = self._read_frames(frame_ids, known)
         gone = [fid for fid, v in zip(frame_ids, views, strict=True) if v is None]
         if gone:
             self._drop_gone(gone)
@@ -335,8 +365,7 @@ class Aggregator:
             budget_left=(np.inf if budget_left is None else budget_left) + outstanding,
         )
         now = time.time()
-        fin = self.r.pipeline(transaction=False)
-        to_finalise = []
+        to_finalise: list[tuple[str, list[str], list[Any]]] = []
         to_ask: list[tuple[FrameView, list[str], int]] = []
         for i, f in enumerate(frames):
             d = Decision(int(decisions[i]))
@@ -361,16 +390,14 @@ class Aggregator:
             }
             flat: list[str] = [x for kv in record.items() for x in kv]
             k = self.keys
-            self._finalise(
-                keys=[k.frame(f.frame_id), k.image(f.frame_id), k.open_frames, k.final, k.stats],
-                args=[f.frame_id, f.n_labels, *flat],
-                client=fin,
-            )
-            to_finalise.append(f.frame_id)
-        if to_finalise:
-            for status in fin.execute():
-                if _s(status) not in ("not_open", "stale"):
-                    report.finalised += 1
+            to_finalise.append((
+                "finalise",
+                [k.frame(f.frame_id), k.image(f.frame_id), k.open_frames, k.final, k.stats],
+                [f.frame_id, f.n_labels, *flat],
+            ))  # fmt: skip
+        for status in self._run_scripts(to_finalise):
+            if _s(status) not in ("not_open", "stale"):
+                report.finalised += 1
         if to_ask:
             report.asked += self._dispatch(to_ask)
 
@@ -411,16 +438,15 @@ class Aggregator:
             return 0
         deadline = time.time() + self.lease_seconds
         k = self.keys
-        pipe = self.r.pipeline(transaction=False)
         views = {f.frame_id: f for f, _, _ in asks}
-        for fid, labeler in picks:
-            self._ask(
-                keys=[k.frame(fid), k.frame_requests(fid), k.budget, k.leases, k.load, k.stats],
-                args=[labeler, views[fid].n_labels, self.s.max_inflight, repr(deadline),
-                      lease_member(fid, labeler)],
-                client=pipe,
-            )  # fmt: skip
-        results = [_s(x) for x in pipe.execute()]
+        calls = [
+            ("ask",
+             [k.frame(fid), k.frame_requests(fid), k.budget, k.leases, k.load, k.stats],
+             [labeler, views[fid].n_labels, self.s.max_inflight, repr(deadline),
+              lease_member(fid, labeler)])
+            for fid, labeler in picks
+        ]  # fmt: skip
+        results = [_s(x) for x in self._run_scripts(calls)]
         granted = [p for p, res in zip(picks, results, strict=True) if res == "ok"]
         if granted:
             self._enqueue(
@@ -436,15 +462,13 @@ class Aggregator:
         if not due:
             return set()
         k = self.keys
-        pipe = self.r.pipeline(transaction=False)
         pairs = [m.rsplit("|", 1) for m in due]
-        for (fid, labeler), member in zip(pairs, due, strict=True):
-            self._expire(
-                keys=[k.frame_requests(fid), k.leases, k.load, k.stats],
-                args=[labeler, member],
-                client=pipe,
-            )
-        results = [_s(x) for x in pipe.execute()]
+        calls = [
+            ("expire_request", [k.frame_requests(fid), k.leases, k.load, k.stats],
+             [labeler, member])
+            for (fid, labeler), member in zip(pairs, due, strict=True)
+        ]  # fmt: skip
+        results = [_s(x) for x in self._run_scripts(calls)]
         expired = {fid for (fid, _), res in zip(pairs, results, strict=True) if res == "expired"}
         if expired:
             log.info("leases expired on %d frames: asking other labelers", len(expired))
@@ -452,14 +476,11 @@ class Aggregator:
 
     def _drop_gone(self, frame_ids: Sequence[str]) -> None:
         k = self.keys
-        pipe = self.r.pipeline(transaction=False)
-        for fid in frame_ids:
-            self._drop(
-                keys=[k.frame(fid), k.open_frames, k.dead, k.stats],
-                args=[fid, "frame state expired before finalisation (frame TTL)"],
-                client=pipe,
-            )
-        pipe.execute()
+        reason = "frame state expired before finalisation (frame TTL)"
+        self._run_scripts(
+            [("drop_frame", [k.frame(fid), k.open_frames, k.dead, k.stats], [fid, reason])
+             for fid in frame_ids]
+        )  # fmt: skip
 
 
 DEAD_REASONS = {
@@ -479,7 +500,21 @@ def _enqueue_rq_jobs(
     enqueue_requests(client, keys, [LabelRequest(*req) for req in requests], lease_seconds)
 
 
-def validate_label(fields: dict[str, str], accuracies: dict[str, float]) -> str | None:
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _frame_view(fid: str, meta: Any, labels: Sequence[Any], requests: Any) -> FrameView:
+    parsed = [json.loads(x) for x in labels]
+    return FrameView(
+        frame_id=fid,
+        meta={_s(k): _s(v) for k, v in meta.items()},
+        labels=[(str(a), int(b)) for a, b in parsed],
+        requests={_s(k): _s(v) for k, v in requests.items()},
+    )
+
+
+def validate_label(fields: dict[str, str]) -> str | None:
     """Why a labels-stream entry is malformed, or None. Checks that need no frame state."""
     if sum(len(k) + len(v) for k, v in fields.items()) > MAX_LABEL_PAYLOAD:
         return "payload too large"
@@ -492,4 +527,6 @@ def validate_label(fields: dict[str, str], accuracies: dict[str, float]) -> str 
 
 
 def _s(x: Any) -> str:
+    if type(x) is str:
+        return x
     return x.decode() if isinstance(x, bytes) else str(x)
