@@ -114,9 +114,7 @@ def test_simulated_settings_need_an_accuracy() -> None:
 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
-    (tmp_path / "answers.csv").write_text(
-        "task,worker,label\n1,w1,1\n2,w1,0\n1,w2,0\n3,w2,1\n"
-    )
+    (tmp_path / "answers.csv").write_text("task,worker,label\n1,w1,1\n2,w1,0\n1,w2,0\n3,w2,1\n")
     return tmp_path
 
 
