@@ -202,6 +202,8 @@ class Aggregator:
         if touched:
             self._decide(sorted(touched), report, views)
         self._ack(entries)
+        if report.applied or report.finalised or report.asked:
+            self.r.hset(self.keys.stats, "last_progress_at", repr(time.time()))
         return report
 
     def _claim(self) -> list[tuple[str, str, dict[str, str]]]:

@@ -61,6 +61,9 @@ class AggregatorSettings(_Section):
     live_seconds: float = Field(
         default=5.0, gt=0, description="a labeler is live if its worker beat within this"
     )
+    stall_seconds: float = Field(
+        default=120.0, gt=0, description="status --check fails after this long without progress"
+    )
     seed: int = Field(default=0, description="seeds the random dispatch order")
 
 

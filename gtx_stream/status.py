@@ -25,6 +25,7 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
     pipe.xlen(keys.dead)
     pipe.xlen(keys.labels)
     n_open, oldest, stats, budget, labelers, live, load, n_final, n_dead, n_labels = pipe.execute()
+    last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
     stats = {_s(k): int(v) for k, v in stats.items()}
     labelers = {_s(k): json.loads(v) for k, v in labelers.items()}
     load = {_s(k): int(v) for k, v in load.items()}
@@ -62,11 +63,25 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
         "labels_applied": stats.get("labels_applied", 0),
         "requests": stats.get("requests", 0),
         "leases_expired": stats.get("leases_expired", 0),
+        "last_progress_at": last_progress or None,
         "budget_limit": limit,
         "budget_spent": spent,
         "budget_left": None if limit is None else max(0, limit - spent),
         "labelers": per_labeler,
     }
+
+
+def health_problem(status: dict[str, Any], stall_seconds: float) -> str | None:
+    """Why the pipeline is unhealthy (open frames and no progress for stall_seconds), or None."""
+    if not status["frames_open"]:
+        return None
+    oldest_open_at = time.time() - (status["oldest_open_age_s"] or 0.0)
+    since = max(status["last_progress_at"] or 0.0, oldest_open_at)
+    idle = time.time() - since
+    if idle > stall_seconds:
+        return (f"stalled: {status['frames_open']} frames open and no progress for "
+                f"{idle:.0f} s (limit {stall_seconds:.0f} s)")  # fmt: skip
+    return None
 
 
 def _s(x: Any) -> str:

@@ -58,3 +58,30 @@ def test_status_and_tail_cli_hide_the_password(
     assert main(["status"]) != 0  # wrong credentials: a one-line error, no traceback
     err = capsys.readouterr().err
     assert "s3cret" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_healthy_stalled_and_unreachable(
+    r: redis.Redis, keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("GTX_REDIS__URL", redis_url)
+    assert main(["status", "--check"]) == 0  # nothing open: healthy
+    register(r, keys, ACC, live=False)  # no labeler live: nothing can progress
+    open_frame(r, keys, 0, 1)
+    cap = Capture()
+    make_aggregator(r, keys, cap).step(block_ms=1)
+    assert main(["status", "--check"]) == 0  # open, but not for long
+    monkeypatch.setenv("GTX_AGGREGATOR__STALL_SECONDS", "0.01")
+    import time
+
+    time.sleep(0.05)
+    capsys.readouterr()
+    assert main(["status", "--check"]) == 1
+    assert "stalled" in capsys.readouterr().err
+
+    from gtx_stream.embedded import free_port
+
+    monkeypatch.setenv("GTX_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert main(["status", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "unreachable" in err and len(err.strip().splitlines()) == 1

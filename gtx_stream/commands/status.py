@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -11,19 +12,38 @@ def register(sub: Any) -> None:
     p = sub.add_parser("status", help="show the pipeline's state")
     p.add_argument("--config", help="config file (default: ./config.toml)")
     p.add_argument("--json", action="store_true", help="one JSON document")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 1 when Redis is unreachable or the pipeline is stalled "
+        "(open frames, no progress for aggregator.stall_seconds)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gtx_stream.config import load_settings
+    from gtx_stream.config import ConfigError, load_settings
     from gtx_stream.connection import connect, redacted
     from gtx_stream.keys import Keys
-    from gtx_stream.status import pipeline_status
+    from gtx_stream.status import health_problem, pipeline_status
 
     settings = load_settings(args.config)
-    client = connect(settings)
+    try:
+        client = connect(settings)
+    except ConfigError as err:
+        if args.check:
+            print(f"unhealthy: {err}", file=sys.stderr)
+            return 1
+        raise
     st = pipeline_status(client, Keys(settings.redis.prefix), settings.aggregator.live_seconds)
     st["redis"] = redacted(settings.redis.url.get_secret_value())
+    if args.check:
+        problem = health_problem(st, settings.aggregator.stall_seconds)
+        if problem:
+            print(f"unhealthy: {problem}", file=sys.stderr)
+            return 1
+        print(f"healthy: {st['frames_open']} frames open, {st['frames_finalised']} finalised")
+        return 0
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
