@@ -19,6 +19,7 @@ import redis
 from gtx_stream.config import AggregatorSettings, IngestSettings, Settings
 from gtx_stream.ingest import IngestReport, Sampler, SourceError, open_frame, run_ingest
 from gtx_stream.keys import Keys
+from gtx_stream.scripts import load_script
 from gtx_stream.sources import source_id_of
 from gtx_stream.synthetic import write_synthetic_video, write_truth_csv
 from tests.mjpeg_server import MjpegServer, frame_of_level
@@ -269,6 +270,22 @@ def test_script_refuses_index_at_or_below_high_water_mark(r: redis.Redis, keys: 
     assert open_one(r, keys, 6) == "duplicate"
     assert r.xlen(keys.opened) == 2
     assert r.hget(keys.stats, "frames_opened") == "2"
+
+
+def test_load_script_is_cached_per_client_and_survives_script_flush(
+    r: redis.Redis, redis_url: str, keys: Keys
+) -> None:
+    script = load_script(r, "open_frame")
+    assert load_script(r, "open_frame.lua") is script
+    other = redis.Redis.from_url(redis_url)
+    try:
+        assert load_script(other, "open_frame") is not script
+    finally:
+        other.close()
+    r.script_flush()
+    assert open_one(r, keys, 0) == "opened"
+    with pytest.raises(FileNotFoundError):
+        load_script(r, "no_such_script")
 
 
 # --- backpressure and budget -----------------------------------------------------------------
@@ -524,16 +541,17 @@ def test_command_prints_a_summary(
     [
         (["missing.avi"], {}, 1, "no such file"),
         (["99"], {}, 1, "cannot open camera 99"),
+        (["http://127.0.0.1:9/cam.mjpg"], {}, 1, "cannot open http://127.0.0.1:9/cam.mjpg"),
         (["clip.avi"], {"GTX_REDIS__URL": ""}, 2, "no Redis URL"),
         (["clip.avi", "--every", "0"], {}, 2, "--every"),
         ([], {}, 2, "give either SOURCE or --tasks"),
     ],
-    ids=["missing", "camera-99", "no-redis-url", "bad-every", "no-source"],
+    ids=["missing", "camera-99", "refused-url", "no-redis-url", "bad-every", "no-source"],
 )
 def test_command_errors_are_one_line(
     redis_url: str, tmp_path: Path, args: list[str], env: dict[str, str], code: int, message: str
 ) -> None:
-    proc = gtx(args, redis_url, tmp_path, GTX_LOG_LEVEL="", **env)
+    proc = gtx(args, redis_url, tmp_path, **env)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code
     lines = err.strip().splitlines()
@@ -541,13 +559,19 @@ def test_command_errors_are_one_line(
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly(
-    r: redis.Redis, redis_url: str, keys: Keys, video: tuple[Path, list[int]], tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly(
+    r: redis.Redis,
+    redis_url: str,
+    keys: Keys,
+    video: tuple[Path, list[int]],
+    tmp_path: Path,
+    signum: int,
 ) -> None:
     proc = gtx([str(video[0])], redis_url, tmp_path, GTX_AGGREGATOR__MAX_OPEN_FRAMES="2")
     try:
         wait_until(lambda: r.zcard(keys.open_frames) == 2)  # now waiting for a free slot
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()

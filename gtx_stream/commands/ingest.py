@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import threading
@@ -79,8 +81,11 @@ def _run(args: argparse.Namespace) -> int:
         _error("no Redis URL: set redis.url in the config file or GTX_REDIS__URL")
         return 2
 
-    # OpenCV's own warnings would bury the one-line error of an unreadable source
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # OpenCV's and FFmpeg's own messages would bury the one-line error of an unreadable
+    # source; with --log-level DEBUG they stay. FFmpeg reads its level on first use.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
