@@ -104,9 +104,14 @@ def logit(p: ArrayLike) -> FloatArray:
 
 
 def sigmoid(x: ArrayLike) -> FloatArray:
-    """1 / (1 + exp(-x)) without overflow for large |x|."""
+    """1 / (1 + exp(-x)) without overflow for large |x|.
+
+    For x below about -745 the true value is below the smallest float64 and rounds to 0.0.
+    """
     x = np.asarray(x, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -x))
+    with np.errstate(under="ignore"):
+        out: FloatArray = np.exp(-np.logaddexp(0.0, -x))
+    return out
 
 
 def log_odds(
