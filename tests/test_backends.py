@@ -6,7 +6,6 @@ import csv
 import http.server
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,13 +225,14 @@ def test_python_target_errors(target: str) -> None:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     seen: list[dict[str, Any]] = []
+    release = threading.Event()  # set at teardown: ends the /slow answers
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append({"path": self.path, "headers": self.headers, "body": body})
         meta = json.loads(self.headers["X-GTX-Metadata"])
         if self.path == "/slow":
-            time.sleep(2)
+            self.release.wait(10)
         if self.path == "/status500":
             self.send_error(500, "boom")
             return
@@ -245,11 +245,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "/list": json.dumps([1]),
         }
         out = answers[self.path].encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (the timeout test)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -259,10 +262,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def http_labeler() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     _Handler.seen = []
+    _Handler.release = threading.Event()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    _Handler.release.set()
     server.shutdown()
     server.server_close()
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -276,3 +276,32 @@ def test_cli_unknown_id_is_a_one_line_error(redis_url: str, tmp_path: Path) -> N
     assert (
         out.strip() == "config error: labeler 'nobody' is not in labelers (known: none configured)"
     )
+
+
+def test_a_plain_rq_worker_builds_the_labeler_from_settings(
+    redis_url: str, r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `rq worker --serializer json -w rq.worker.SimpleWorker` instead of `gtx-stream labeler`
+    import gtx_stream.labeler as labeler_module
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[[labelers]]\nid = "alice"\nbackend = "simulated"\naccuracy = 0.7\nseed = 5\n'
+    )
+    monkeypatch.setenv("GTX_CONFIG", str(config))
+    monkeypatch.setattr(labeler_module, "_fallback_backends", {})
+    put_frame(r, keys, "cam-1", truth=0)
+    enqueue_request(r, keys, "alice", "cam-1", "r1", 30)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        SimpleWorker(
+            [keys.queue("alice")],
+            connection=redis.Redis.from_url(redis_url),
+            serializer=JSONSerializer,
+        ).work(burst=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    [entry] = labels(r, keys)
+    assert int(entry["label"]) == simulated_label(5, "cam-1", "alice", 0, 0.7)
+    assert rq_job_keys(r) == []
