@@ -1,0 +1,28 @@
+"""Ingester service: open the frames of ``$SOURCE`` for labeling (docker-compose: ``ingester``).
+
+``SOURCE`` is a video file, a camera index, a stream URL or a folder of images; ``TASKS``
+(a crowd dataset folder) opens one frame per task instead. Settings come from ``$GTX_CONFIG``
+and ``GTX_*`` variables (sampling: ``GTX_INGEST__FPS``, ``GTX_INGEST__EVERY``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from gtx_stream.cli import main
+
+
+def argv(env: Mapping[str, str]) -> list[str]:
+    """The ``gtx-stream`` arguments this service runs with, from its environment."""
+    head = ["--log-level", env.get("LOG_LEVEL", "INFO"), "ingest"]
+    if env.get("TASKS"):
+        return [*head, "--tasks", env["TASKS"]]
+    if not env.get("SOURCE"):
+        raise SystemExit("ingester: set SOURCE (a video, camera index, stream URL or folder)")
+    return [*head, env["SOURCE"]]
+
+
+if __name__ == "__main__":
+    sys.exit(main(argv(os.environ)))
