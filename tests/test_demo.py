@@ -1,0 +1,120 @@
+"""``gtx-stream demo`` as a user runs it: a subprocess, its JSON summary, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The environment without any GTX_* setting (so no Redis URL is configured)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GTX_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _demo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gtx_stream", "demo", *args]
+
+
+def _run_json(cwd: Path, env: dict[str, str], *args: str) -> dict:
+    out = subprocess.run(
+        _demo(*args, "--json"), cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary: dict = json.loads(out.stdout)
+    return summary
+
+
+@pytest.mark.slow
+def test_demo_on_an_embedded_redis_finalises_every_frame(tmp_path: Path) -> None:
+    # tmp_path as working directory: no ./config.toml, no GTX_REDIS__URL -> embedded server
+    summary = _run_json(tmp_path, _env(), "--frames", "40")
+    assert summary["frames_finalised"] == 40
+    assert summary["offline_same_seed_agrees"] is True
+    assert summary["labels_spent"] == round(summary["labels_per_frame"] * 40)
+    assert set(summary["exit_codes"].values()) == {0}
+    assert "failed_services" not in summary
+    assert 1.0 <= summary["labels_per_frame"] <= 5.0
+
+
+@pytest.mark.slow
+def test_demo_on_a_configured_redis_uses_a_fresh_prefix(
+    tmp_path: Path, redis_url: str, r: redis.Redis
+) -> None:
+    r.xadd("gtx:final", {"frame_id": "not-the-demo's"})  # an existing pipeline's stream
+    summary = _run_json(
+        tmp_path, _env(GTX_REDIS__URL=redis_url), "--frames", "20", "--labelers", "4"
+    )
+    assert summary["frames_finalised"] == 20
+    assert summary["offline_same_seed_agrees"] is True
+    finals = sorted(r.scan_iter("*:final"))
+    assert "gtx:final" in finals and r.xlen("gtx:final") == 1, "the demo wrote into gtx:final"
+    [demo_final] = [k for k in finals if k != "gtx:final"]
+    assert demo_final.startswith("gtx-demo-")
+    assert r.xlen(demo_final) == 20
+    prefix = demo_final.removesuffix(":final")
+    stray = [k for k in r.scan_iter("*") if not k.startswith((prefix, "gtx:final", "rq:"))]
+    assert not stray, f"keys outside the demo's prefix: {stray[:10]}"
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _finalised(progress: Path) -> int:
+    """Frames finalised according to the demo's last progress line (stderr, every 2 s)."""
+    found = re.findall(r"frames finalised\s+(\d+)", progress.read_text(errors="replace"))
+    return int(found[-1]) if found else 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_stops_every_process_it_started_on_a_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    progress = tmp_path / "progress.txt"
+    with progress.open("w") as err:
+        # enough frames that it is still running when the signal comes
+        demo = subprocess.Popen(
+            _demo("--frames", "2000", "--labelers", "3"),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        parent = psutil.Process(demo.pid)
+        # redis-server, aggregator, 3 labeler workers and the ingester, frames being finalised
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline:
+            children = _children(parent)
+            if len(children) >= 6 and _finalised(progress) > 0:
+                break
+            assert demo.poll() is None, progress.read_text()[-3000:]
+            time.sleep(0.2)
+        names = [" ".join(c.cmdline()[2:4]) for c in children]
+        assert len(children) >= 6, names
+        assert demo.poll() is None, "the demo finished before the signal: give it more frames"
+
+        demo.send_signal(sig)
+        assert demo.wait(timeout=30) == 130, progress.read_text()[-3000:]
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, [f"{p.pid}: {p.cmdline()}" for p in alive]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
