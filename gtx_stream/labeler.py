@@ -185,7 +185,7 @@ def _connection() -> redis.Redis:
 
 
 def read_frame(client: redis.Redis, keys: Keys, frame_id: str) -> Frame | None:
-    """The frame hash and JPEG, or None when the frame is gone (finalised or expired)."""
+    """The frame hash and JPEG, or None when the frame is gone (not open, or expired)."""
     with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.frame(frame_id))
         pipe.get(keys.image(frame_id))
@@ -193,7 +193,7 @@ def read_frame(client: redis.Redis, keys: Keys, frame_id: str) -> Frame | None:
     if not raw:
         return None
     metadata = {_text(k): _text(v) for k, v in raw.items()}
-    if metadata.get("state") == "final":
+    if metadata.get("state", "open") != "open":  # finalised (or dropped): no label is needed
         return None
     if isinstance(jpeg, str):  # a client with decode_responses=True cannot carry JPEG bytes
         raise LabelError("the labeler's Redis client must not decode responses")

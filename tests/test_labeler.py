@@ -305,3 +305,29 @@ def test_a_plain_rq_worker_builds_the_labeler_from_settings(
     [entry] = labels(r, keys)
     assert int(entry["label"]) == simulated_label(5, "cam-1", "alice", 0, 0.7)
     assert rq_job_keys(r) == []
+
+
+def test_ctrl_c_on_an_idle_worker_exits_0(
+    redis_url: str, r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_url}"\n\n[[labelers]]\nid = "a"\naccuracy = 0.8\n\n'
+        '[[labelers]]\nid = "b"\naccuracy = 0.9\n'
+    )
+    proc = _cli(config, "--all")
+    try:
+        deadline = time.time() + 30
+        while r.zcard(keys.live) < 2 and time.time() < deadline:
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.02)
+        assert set(r.zrange(keys.live, 0, -1)) == {"a", "b"}
+        time.sleep(0.3)  # let it reach the blocking wait for jobs
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert r.zcard(keys.live) == 0
