@@ -531,4 +531,6 @@ def validate_label(fields: dict[str, str]) -> str | None:
 def _s(x: Any) -> str:
     if type(x) is str:
         return x
-    return x.decode() if isinstance(x, bytes) else str(x)
+    # A stream entry is anyone's bytes: what is not UTF-8 becomes U+FFFD (and the label is
+    # refused as malformed or unknown) instead of an exception that stops the aggregator.
+    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
