@@ -133,7 +133,15 @@ def _describe(err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     given = first.get("input")
-    tail = "" if first["type"] in ("extra_forbidden", "missing") else f" (got {given!r})"
+    tail = ""
+    # Only a single value is echoed: a section or the whole settings may hold redis.url and
+    # its password, and so may a string given where the redis section belongs.
+    if (
+        first["type"] not in ("extra_forbidden", "missing")
+        and isinstance(given, str | int | float | bool)
+        and tuple(first["loc"]) not in (("redis",), ("redis", "url"))
+    ):
+        tail = f" (got {given!r})"
     more = len(err.errors()) - 1
     return f"config error: {loc}: {msg}{tail}" + (f" [+{more} more]" if more else "")
 
