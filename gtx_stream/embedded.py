@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -81,7 +83,10 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        # no retries: this loop retries, and a refusal (NOAUTH) must come back at once
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -94,6 +99,8 @@ class EmbeddedRedis:
             try:
                 if client.ping():
                     break
+            except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+                break  # it answers and wants credentials (requirepass, ACL): it is up
             except (redis.ConnectionError, redis.ResponseError):
                 # ResponseError: still loading its append-only file
                 pass
