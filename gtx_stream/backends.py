@@ -223,6 +223,11 @@ class PythonBackend(Backend):
                 frame, f"{self.target} gave no answer within {self.timeout:g} s"
             ) from None
         except Exception as err:
+            if not future.done():
+                # Interrupted while the call still runs (RQ's job timeout): abandon its thread,
+                # as on our own timeout, or the next frames would queue behind the stuck call.
+                self.close()
+                raise
             raise self._error(frame, f"{self.target} raised {type(err).__name__}: {err}") from err
         label = check_label(value)
         if label is None:
