@@ -45,6 +45,8 @@ Request = tuple[str, str, str]
 """(labeler id, frame id, request id)"""
 Enqueue = Callable[[redis.Redis, Keys, Sequence[Request], float], None]
 MAX_LABEL_PAYLOAD = 4096  # bytes; anything bigger is garbage, not a label
+RECONNECT_FIRST = 0.1  # seconds before the first retry when Redis is unreachable, doubling
+RECONNECT_MAX = 2.0
 
 
 def lease_member(frame_id: str, labeler_id: str) -> str:
@@ -167,8 +169,18 @@ class Aggregator:
         """Process batches until ``stop`` is set (finishing the batch in hand)."""
         stop = stop or threading.Event()
         idle_since = time.monotonic()
+        wait = RECONNECT_FIRST
         while not stop.is_set():
-            report = self.step()
+            try:
+                report = self.step()
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                # Redis restarting or unreachable: the batch in hand was not acknowledged, so it
+                # stays pending and is claimed again once Redis is back (XAUTOCLAIM).
+                log.warning("redis unavailable (%s): retrying in %.1f s", err, wait)
+                stop.wait(wait)
+                wait = min(wait * 2, RECONNECT_MAX)
+                continue
+            wait = RECONNECT_FIRST
             if report.labels_read or report.finalised or report.asked:
                 idle_since = time.monotonic()
             elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
