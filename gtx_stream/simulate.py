@@ -19,17 +19,21 @@ loop of the same experiments, can replay exactly the same labels.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gtx_stream.accuracy import Estimator, estimate_accuracy
-from gtx_stream.model import FloatArray, IntArray, Method, aggregate
+from gtx_stream.model import FloatArray, IntArray, Method, Posterior, aggregate
 
 Int8Array = NDArray[np.int8]
+_T = TypeVar("_T")
 
 PAPER_TAUS: tuple[float, ...] = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
 """Section 3.3: tau swept over 0.85, 0.86, ..., 0.99."""
@@ -115,16 +119,38 @@ def _without_replacement(
     """For each of ``shape[0]`` examples, the first ``shape[1]`` labelers of a random order.
 
     Slot s draws r uniformly among the ``labelers - s`` labelers not asked yet and takes the
-    r-th of them: r is shifted past every earlier pick at or below it, in increasing order.
+    r-th of them in increasing order.
     """
     n, slots = shape
+    nth = rng.integers(0, labelers - np.arange(slots), size=(n, slots))
     picks = np.empty((n, slots), dtype=np.int64)
-    for s in range(slots):
-        x = rng.integers(0, labelers - s, size=n)
-        for earlier in np.sort(picks[:, :s], axis=1).T:
-            x += earlier <= x
-        picks[:, s] = x
+    if labelers <= _TABLE_LABELERS:
+        table = _nth_free(labelers)
+        asked = np.zeros(n, dtype=np.int64)  # bit j set: labeler j was asked
+        for s in range(slots):
+            picks[:, s] = table[asked, nth[:, s]]
+            asked |= 1 << picks[:, s]
+    else:
+        for s in range(slots):
+            x = nth[:, s].copy()
+            for earlier in np.sort(picks[:, :s], axis=1).T:  # shift past earlier picks <= x
+                x += earlier <= x
+            picks[:, s] = x
     return picks.astype(np.int8)
+
+
+_TABLE_LABELERS = 12
+
+
+@functools.cache
+def _nth_free(labelers: int) -> IntArray:
+    """``table[asked, r]``: the r-th labeler (in increasing order) whose bit is not set in asked."""
+    bits = (np.arange(1 << labelers)[:, None] >> np.arange(labelers)) & 1
+    free_rank = np.cumsum(1 - bits, axis=1) - 1  # rank of each free labeler among the free
+    table = np.zeros((1 << labelers, labelers), dtype=np.int64)
+    mask, who = np.nonzero(bits == 0)
+    table[mask, free_rank[mask, who]] = who
+    return table
 
 
 def draw(
@@ -249,6 +275,40 @@ def best_outcomes(outcomes: Iterable[Outcome]) -> dict[tuple[str, Method], Outco
 # Section 3.3: confidence threshold
 
 
+def _posteriors(
+    method: Method,
+    labels: Int8Array,
+    labelers: Int8Array,
+    trial: IntArray,
+    accuracies: FloatArray,
+    prior: float,
+) -> Posterior:
+    """:func:`aggregate` of rows of t labels, each from a labeler of the row's trial.
+
+    A trial has only 2J possible (labeler, label) pairs, so for short rows it is cheaper to
+    aggregate every possible sequence of t pairs once per trial and look the rows up.
+    """
+    rows, t = labels.shape
+    trials, n_labelers = accuracies.shape
+    sequences = (2 * n_labelers) ** t
+    if t == 0 or 4 * trials * sequences > rows:
+        acc = accuracies[trial[:, None], labelers]
+        return aggregate(method, labels, acc, prior=prior)
+    pair = np.indices((2 * n_labelers,) * t).reshape(t, -1).T  # every sequence of t pairs
+    table = aggregate(
+        method,
+        np.broadcast_to(pair % 2, (trials, sequences, t)).reshape(-1, t),
+        accuracies[:, pair // 2].reshape(-1, t),
+        prior=prior,
+    )
+    code = trial * sequences
+    for s in range(t):
+        code = code + (2 * labelers[:, s].astype(np.int64) + labels[:, s]) * (
+            (2 * n_labelers) ** (t - 1 - s)
+        )
+    return Posterior(table.p1[code], table.label[code], table.confidence[code])
+
+
 def _fixed_k(
     cohort: str,
     method: Method,
@@ -260,34 +320,36 @@ def _fixed_k(
 ) -> Outcome:
     """MV and WMV in section 3.3: every example takes exactly k labels until the budget ends.
 
-    The last example takes what is left of the budget (the decision rule's ``budget`` stop).
+    When k does not divide the budget, the last example gets what is left (the decision
+    rule's ``budget`` stop).
     """
     trials = draws.shape[0]
-    n = -(-budget // k)
-    last = budget - (n - 1) * k
-    lab = draws.label[:, :n, :k].reshape(trials * n, k)
-    if method is Method.MV:
-        acc: FloatArray = np.full((1, 1), 0.5)  # majority vote ignores accuracies
-    else:
-        acc = accuracies[np.arange(trials)[:, None, None], draws.labeler[:, :n, :k]]
-        acc = acc.reshape(trials * n, k)
-    mask = None
-    if last < k:
-        full = np.ones((trials, n, k), dtype=bool)
-        full[:, n - 1, last:] = False
-        mask = full.reshape(-1, k)
-    post = aggregate(method, lab, acc, mask, prior)
-    truth = draws.truth[:, :n].reshape(-1)
-    wrong = (post.label != truth).reshape(trials, n).sum(axis=1)
-    absum = np.abs(truth - post.p1).reshape(trials, n).sum(axis=1)
+    full, rest = divmod(budget, k)
+    wrong = np.zeros(trials, dtype=np.int64)
+    absum = np.zeros(trials)
+    for first, n, width in ((0, full, k), (full, int(rest > 0), rest)):
+        if n == 0:
+            continue
+        part = slice(first, first + n)
+        post = _posteriors(
+            method,
+            draws.label[:, part, :width].reshape(trials * n, width),
+            draws.labeler[:, part, :width].reshape(trials * n, width),
+            np.repeat(np.arange(trials), n),
+            accuracies,
+            prior,
+        )
+        truth = draws.truth[:, part]
+        wrong += (post.label.reshape(trials, n) != truth).sum(axis=1)
+        absum += np.abs(truth - post.p1.reshape(trials, n)).sum(axis=1)
     return Outcome(
         cohort,
         method,
         None,
         k,
-        n_labeled=np.full(trials, n, dtype=np.int64),
+        n_labeled=np.full(trials, full + int(rest > 0), dtype=np.int64),
         labels_used=np.full(trials, budget, dtype=np.int64),
-        errors=wrong.astype(np.int64),
+        errors=wrong,
         abs_error=absum,
     )
 
@@ -295,11 +357,33 @@ def _fixed_k(
 _REACH_EVERY = 3
 
 
-def _reach(stop: NDArray[np.int16], budget: int) -> IntArray:
-    """Per trial, how many examples get a label when each takes ``stop`` labels in order."""
-    spent = np.cumsum(stop, axis=1, dtype=np.int32)
-    out: IntArray = np.minimum((spent < budget).sum(axis=1) + 1, stop.shape[1])
-    return out
+_BLOCK = 64
+
+
+def _serve(stop: NDArray[np.int16], budget: int) -> tuple[IntArray, IntArray, NDArray[np.bool_]]:
+    """Examples take ``stop[trial, i]`` labels each, in order, until the budget is spent.
+
+    Per trial: the example on which the budget ends (the last to get a label), the labels
+    spent before it, and whether the budget ended at all (if not, all examples were served
+    and the first two refer to the last example). A cumulative sum adds one number at a time,
+    so it runs over sums of blocks of examples, then inside the one block where the budget ends.
+    """
+    trials, width = stop.shape
+    n_blocks = -(-width // _BLOCK)
+    padded = np.zeros((trials, n_blocks * _BLOCK), dtype=np.int32)
+    padded[:, :width] = stop
+    blocks = padded.reshape(trials, n_blocks, _BLOCK)
+    sums = blocks.sum(axis=2)
+    after = np.cumsum(sums, axis=1)
+    k = (after < budget).sum(axis=1)
+    ended = k < n_blocks
+    tr = np.arange(trials)
+    k = np.minimum(k, n_blocks - 1)
+    inner = np.cumsum(blocks[tr, k], axis=1) + (after[tr, k] - sums[tr, k])[:, None]
+    pos = np.minimum((inner < budget).sum(axis=1), _BLOCK - 1)
+    last = np.where(ended, k * _BLOCK + pos, width - 1)
+    before = np.where(ended, inner[tr, pos], after[:, -1]) - stop[tr, last]
+    return last, before, ended
 
 
 def _threshold_method(
@@ -325,11 +409,11 @@ def _threshold_method(
     trials, pool, _ = draws.shape
     grid = np.asarray(taus, dtype=np.float64)
     n_tau = len(grid)
-    flat_label = draws.label.reshape(trials * pool, -1)[:, :kappa]
-    slot_acc = accuracies[np.arange(trials)[:, None, None], draws.labeler[:, :, :kappa]]
-    flat_acc = slot_acc.reshape(trials * pool, kappa)
-    p1 = np.full((kappa, trials, pool), np.nan)
-    hard = np.zeros((kappa, trials, pool), dtype=np.int8)
+    flat_label = draws.label.reshape(trials * pool, -1)
+    flat_who = draws.labeler.reshape(trials * pool, -1)
+    # only entries of examples in play are written, and only those are read
+    p1 = np.empty((kappa, trials, pool))
+    hard = np.empty((kappa, trials, pool), dtype=np.int8)
     reached = np.zeros((trials, pool), dtype=np.int8)
     history = np.zeros((kappa - 1, trials, pool), dtype=np.int8)  # reached after level 1, 2, ..
     starts = list(range(0, n_tau, _REACH_EVERY))
@@ -340,7 +424,9 @@ def _threshold_method(
     width = pool
     for t in range(1, kappa + 1):
         rows = np.flatnonzero(active)
-        post = aggregate(method, flat_label[rows, :t], flat_acc[rows, :t], prior=prior)
+        post = _posteriors(
+            method, flat_label[rows, :t], flat_who[rows, :t], rows // pool, accuracies, prior
+        )
         p1[t - 1].reshape(-1)[rows] = post.p1
         hard[t - 1].reshape(-1)[rows] = post.label
         if t == kappa:
@@ -351,7 +437,8 @@ def _threshold_method(
         history[t - 1] = reached
         for a, q in enumerate(starts):
             bound[a, :, :width] += reached[:, :width] <= q
-            reach[a] = _reach(bound[a, :, :width], budget)
+            last, _, ended = _serve(bound[a, :, :width], budget)
+            reach[a] = np.where(ended, last + 1, width)
         width = int(reach[0].max())
         anchor = anchor_of[np.minimum(reached[:, :width], n_tau - 1)]
         within = np.arange(width)[None, :] < reach[anchor, np.arange(trials)[:, None]]
@@ -399,36 +486,44 @@ def _sweep_outcomes(
         stop = np.ones((trials, w), dtype=np.int16)
         for level in history[:, :, :w]:
             stop += level <= q
-        spent = np.cumsum(stop, axis=1, dtype=np.int32)
-        n = np.minimum((spent < budget).sum(axis=1) + 1, w)
-        j = n - 1
-        before = spent[tr, j] - stop[tr, j]
-        if np.any(before + stop[tr, j] < budget):
+        j, before, ended = _serve(stop, budget)
+        if not ended.all():
             raise ValueError("the pool of examples ran out before the budget")  # pool >= budget
-        n_labeled[q], last[q], last_stop[q] = n, j, stop[tr, j]
-        last_used[q] = np.minimum(stop[tr, j], budget - before)
-        w = int(n.max())
+        n_labeled[q], last[q], last_stop[q] = j + 1, j, stop[tr, j]
+        last_used[q] = budget - before
+        w = int(j.max()) + 1
 
-    y = truth.astype(np.float64)
-    values = {"errors": (hard != truth).astype(np.float64), "abs": np.abs(y - p1)}
-    # the level at which an example stops is s for q in [history[s-1], history[s]), cut at R
-    counted = np.zeros((trials, width), dtype=np.int8)  # how many taus label the example
+    # At tau_q the example stops at level s for q in [history[s-1], history[s]), and counts
+    # while q < counted (the taus whose budget reaches it): one piece of a step function each.
+    counted = np.zeros((trials, width), dtype=np.int8)
     for n in n_labeled:
         counted += np.arange(width)[None, :] < n[:, None]
     lo = np.concatenate([np.zeros((1, trials, width), np.int8), history])
     hi = np.minimum(np.concatenate([history, np.full((1, trials, width), n_tau, np.int8)]), counted)
-    step = lo < hi
-    offset = (tr * (n_tau + 1))[None, :, None]
-    start, end = (offset + lo).reshape(-1), (offset + hi).reshape(-1)
+    piece = np.flatnonzero(lo < hi)
+    row = piece % (trials * width)
+    trial = row // width
+    start = trial * (n_tau + 1) + lo.reshape(-1)[piece]
+    end = trial * (n_tau + 1) + hi.reshape(-1)[piece]
+    y = truth.reshape(-1)[row]
+    values = {
+        "errors": (hard.reshape(-1)[piece] != y).astype(np.float64),
+        "abs": np.abs(y - p1.reshape(-1)[piece]),
+    }
+    size = trials * (n_tau + 1)
     totals = {}
     for name, v in values.items():
-        w = np.where(step, v, 0.0).reshape(-1)
-        size = trials * (n_tau + 1)
-        diff = np.bincount(start, w, size) - np.bincount(end, w, size)
+        diff = np.bincount(start, v, size) - np.bincount(end, v, size)
         total = np.cumsum(diff.reshape(trials, n_tau + 1), axis=1)[:, :n_tau].T.copy()
-        # the last example may get fewer labels than its stop, when the budget ends on it
-        total += v[last_used - 1, tr, last] - v[last_stop - 1, tr, last]
         totals[name] = total
+    # the budget may end on an example before its stop: it keeps the labels it got
+    y_last = truth[tr, last].astype(np.float64)
+    for name, level in (("errors", hard), ("abs", p1)):
+        at_used, at_stop = level[last_used - 1, tr, last], level[last_stop - 1, tr, last]
+        if name == "errors":
+            totals[name] += (at_used != y_last).astype(float) - (at_stop != y_last)
+        else:
+            totals[name] += np.abs(y_last - at_used) - np.abs(y_last - at_stop)
     return [
         Outcome(
             cohort,
@@ -665,3 +760,92 @@ def simulate_uncertainty(
                 )
             )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole experiments, as the command line runs them
+
+
+def run_threshold(
+    *,
+    trials: int = 100,
+    seed: int = 0,
+    budget: int = 15000,
+    kappa: int = 5,
+    labelers: int = 10,
+    taus: Sequence[float] = PAPER_TAUS,
+    estimators: Sequence[Estimator] = (Estimator.TRUE,),
+    assess_size: int = 0,
+    cohorts: Sequence[Cohort] = COHORTS,
+    jobs: int = 1,
+) -> dict[Estimator, list[Outcome]]:
+    """Section 3.3 for each cohort and accuracy estimator; cohorts run in ``jobs`` threads.
+
+    All estimators of a cohort see the same trials (labelers, examples, answers, gold items).
+    """
+    if trials < 1:
+        raise ValueError("need at least one trial")
+
+    def one(cohort: Cohort) -> dict[Estimator, list[Outcome]]:
+        draws = draw(
+            cohort,
+            trials=trials,
+            examples=budget,
+            slots=kappa,
+            labelers=labelers,
+            seed=seed,
+            assess_size=assess_size,
+        )
+        return {
+            e: simulate_threshold(
+                cohort, draws, draws.accuracies(e), taus=taus, kappa=kappa, budget=budget
+            )
+            for e in estimators
+        }
+
+    results = _map(one, cohorts, jobs)
+    return {e: [o for r in results for o in r[e]] for e in estimators}
+
+
+def run_uncertainty(
+    *,
+    trials: int = 10,
+    seed: int = 0,
+    examples: int = 5000,
+    budget: int = 15000,
+    labelers: int = 10,
+    estimators: Sequence[Estimator] = (Estimator.TRUE,),
+    assess_size: int = 0,
+    cohorts: Sequence[Cohort] = COHORTS,
+) -> dict[Estimator, list[Curves]]:
+    """Section 3.4 for each cohort and accuracy estimator, all on the same trials."""
+    if trials < 1:
+        raise ValueError("need at least one trial")
+    draws = [
+        draw(
+            cohort,
+            trials=trials,
+            examples=examples,
+            slots=labelers,
+            labelers=labelers,
+            seed=seed,
+            assess_size=assess_size,
+            tie_steps=max(budget - examples, 0),
+            experiment=Experiment.UNCERTAINTY,
+        )
+        for cohort in cohorts
+    ]
+    return {
+        e: simulate_uncertainty(
+            [(c, d, d.accuracies(e)) for c, d in zip(cohorts, draws, strict=True)], budget=budget
+        )
+        for e in estimators
+    }
+
+
+def _map(fn: Callable[[Cohort], _T], items: Sequence[Cohort], jobs: int) -> list[_T]:
+    if jobs <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    # numpy releases the GIL in its loops, so threads use both cores of a small machine
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(fn, items))
