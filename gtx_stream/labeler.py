@@ -289,7 +289,19 @@ class LabelerWorker(SimpleWorker):
 
     def _install_signal_handlers(self) -> None:
         if self._handle_signals:
+            if self._stop_event is None:
+                self._stop_event = threading.Event()
             super()._install_signal_handlers()
+
+    def _shutdown(self) -> None:
+        # RQ raises StopRequested from the signal handler when the worker is not busy. With
+        # several queues RQ dequeues by BLPOP, so a signal landing between BLPOP taking a job
+        # and the worker turning busy loses that job (popped, in no registry) until the
+        # aggregator's lease runs out. Stop after the job in hand instead; the sliced dequeue
+        # below sees the event within STOP_POLL_SECONDS.
+        self._stop_requested = True
+        if self._stop_event is not None:
+            self._stop_event.set()
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
