@@ -35,7 +35,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"unhealthy: {err}", file=sys.stderr)
             return 1
         raise
-    st = pipeline_status(client, Keys(settings.redis.prefix), settings.aggregator.live_seconds)
+    import redis
+
+    try:
+        st = pipeline_status(client, Keys(settings.redis.prefix), settings.aggregator.live_seconds)
+    except redis.RedisError as err:  # e.g. an ACL user without the reads status needs
+        print(f"{'unhealthy: ' if args.check else ''}redis error: {err}", file=sys.stderr)
+        return 1
     st["redis"] = redacted(settings.redis.url.get_secret_value())
     if args.check:
         problem = health_problem(st, settings.aggregator.stall_seconds)

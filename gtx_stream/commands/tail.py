@@ -43,6 +43,8 @@ def _line(rec: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import redis
+
     from gtx_stream.config import load_settings
     from gtx_stream.connection import connect
     from gtx_stream.keys import Keys
@@ -68,3 +70,6 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return 0
+    except redis.RedisError as err:  # e.g. an ACL user that may not read the stream
+        print(f"redis error: {err}", file=sys.stderr)
+        return 1
