@@ -94,6 +94,7 @@ def test_services_and_health_checks(compose: dict[str, Any]) -> None:
     for name in OUR_SERVICES:
         service = services[name]
         assert service["healthcheck"]["test"] == ["CMD", "gtx-stream", "status", "--check"]
+        assert build_parser().parse_args(service["healthcheck"]["test"][2:]).check is True
         assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
         env = service["environment"]
         assert env["GTX_REDIS__URL"] == "redis://redis:6379/0"
