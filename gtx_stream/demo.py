@@ -147,6 +147,9 @@ def _run(
         sup.start("aggregator", "aggregator")
         for lab in accuracies:
             sup.start(f"labeler-{lab}", "labeler", "--id", lab)
+        # Frames opened before every labeler serves would be dispatched among fewer labelers
+        # than the offline run assumes: start the ingester once all of them are live.
+        _wait_for_labelers(sup, client, keys, list(accuracies), opts.timeout)
         sup.start("ingester", "ingest", str(video), "--truth", str(workdir / "truth.csv"))
         _wait(sup, client, keys, opts, started)
     finally:
@@ -159,6 +162,25 @@ def _run(
     if bad:
         summary["failed_services"] = bad
     return summary
+
+
+def _wait_for_labelers(
+    sup: Supervisor, client: redis.Redis, keys: Keys, ids: list[str], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        live = set(client.zrangebyscore(keys.live, time.time() - 5, "+inf"))
+        registered = set(client.hkeys(keys.labelers))
+        if set(ids) <= live & registered:
+            return
+        failed = sup.failed()
+        if failed:
+            svc = failed[0]
+            raise RuntimeError(f"service {svc.name} exited with status {svc.returncode}; "
+                               f"its log ({svc.log_path}) ends:\n{svc.tail()}")  # fmt: skip
+        if time.monotonic() > deadline:
+            raise RuntimeError("labeler workers did not come up in time")
+        time.sleep(0.1)
 
 
 def _wait(

@@ -62,7 +62,7 @@ class Keys:
 
     @property
     def leases(self) -> str:
-        """ZSET '<frame_id>|<request_id>' -> lease deadline (unix seconds)."""
+        """ZSET '<frame_id>|<labeler_id>' -> lease deadline (unix seconds)."""
         return f"{self.prefix}:leases"
 
     @property

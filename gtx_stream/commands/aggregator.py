@@ -34,18 +34,15 @@ def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import load_settings
     from gtx_stream.connection import connect
     from gtx_stream.keys import Keys
+    from gtx_stream.registry import register_configured
 
     settings = load_settings(args.config)
     client = connect(settings)
     keys = Keys(settings.redis.prefix)
     agg = Aggregator(client, keys, settings.aggregator, consumer=args.consumer)
     agg.setup()
-    try:
-        from gtx_stream.registry import register_configured
-
-        register_configured(client, keys, settings)
-    except ImportError:  # pragma: no cover
-        pass
+    # configured accuracies fill in; ones loaded from a file or an assessment are kept
+    register_configured(client, keys, settings, overwrite=False)
     stop = threading.Event()
     stop_on_signals(stop)
     log.info(
