@@ -54,7 +54,7 @@ KILL_AGGREGATOR = "kill aggregator"
 KILL_LABELER = "kill labeler worker"
 KILL_INGESTER = "kill ingester"
 REDIS_RESTART = "restart redis (SIGKILL)"
-REDIS_CRASH = "restart redis (machine crash: last second of AOF cut)"
+REDIS_CRASH = "restart redis (machine crash: AOF cut back)"
 KILLS = (KILL_AGGREGATOR, KILL_LABELER, KILL_INGESTER)
 
 
@@ -78,8 +78,10 @@ class ChaosOptions:
     """Seconds between faults."""
     restart_delay: tuple[float, float] = (0.0, 0.8)
     redis_down: tuple[float, float] = (0.3, 1.0)
-    lost_window: float = 1.0
-    """Seconds of writes the machine-crash restart takes away (``appendfsync everysec``)."""
+    lost_window: float = 2.0
+    """Seconds of writes the machine-crash restart takes away: with ``appendfsync everysec``
+    Redis fsyncs once a second, and postpones a write while an fsync is still running (up to
+    two seconds), so two seconds is the worst case."""
     second_aggregator: tuple[float, float] = (0.15, 0.65)
     """Part of the fault schedule (fractions) during which two aggregators run."""
     redis_restart_at: float = 0.35
@@ -169,7 +171,8 @@ class ChaosResult:
     seconds_faults: float
     seconds_total: float
     two_aggregators: tuple[float, float] | None
-    unplanned_exits: dict[str, list[int]]
+    unplanned_exits: dict[str, list[tuple[int, str]]]
+    """service -> (exit status, last line of its log) of each exit on its own"""
     exit_codes: dict[str, int | None]
     crash: CrashLoss | None
     stats: dict[str, str]
@@ -218,7 +221,7 @@ class Harness:
         self.faults: list[Fault] = []
         self.restarts: dict[str, float] = {}  # service -> when to start it again
         self.killed: set[str] = set()  # killed on purpose, restart pending
-        self.unplanned: dict[str, list[int]] = {}
+        self.unplanned: dict[str, list[tuple[int, str]]] = {}
         self.ingester_done = False
         self.ingester_done_at: float | None = None
         self.commands: dict[str, tuple[str, ...]] = {}
@@ -346,7 +349,8 @@ class Harness:
                 continue
             if code is None:
                 continue
-            self.unplanned.setdefault(name, []).append(code)
+            last = (svc.tail(1).strip() or "-")[:160]
+            self.unplanned.setdefault(name, []).append((code, last))
             self.restarts[name] = now + 0.5
         for name, due in list(self.restarts.items()):
             if now >= due:
@@ -712,9 +716,11 @@ def format_report(res: ChaosResult) -> str:
             lines.append(
                 f"  {fault.at:5.1f} s  {fault.kind}" + (f": {fault.note}" if fault.note else "")
             )
-    lines.append("services that exited by themselves (restarted): "
+    lines.append("services that exited by themselves (restarted as a supervisor would): "
                  + (_counts({k: len(v) for k, v in res.unplanned_exits.items()})
-                    + f" {res.unplanned_exits}" if res.unplanned_exits else "none"))  # fmt: skip
+                    if res.unplanned_exits else "none"))  # fmt: skip
+    for name, exits in sorted(res.unplanned_exits.items()):
+        lines += [f"  {name} exit {code}: {last}" for code, last in exits]
     lines += [
         f"frames: opened {f.frames_opened}, final {f.frames_final}, dead {f.frames_dead}, "
         f"open at the end {f.frames_open_at_end}; reasons: {_counts(f.reasons)}",
