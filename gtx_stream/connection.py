@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from gtx_stream.config import ConfigError, Settings
 
+_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:ssl_)?password=)[^&]*")
+
 
 def redacted(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for logs and ``status``)."""
+    """The URL with its password replaced by ``***`` (for logs and ``status``).
+
+    Also a ``password`` or ``ssl_password`` in the query, which redis-py takes as well.
+    """
     parts = urlsplit(url)
+    query = _SECRET_QUERY.sub(r"\1***", parts.query)
     if parts.password is None:
-        return url
+        if query == parts.query:
+            return url
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, query, ""))
 
 
 def connect(settings: Settings, url: str | None = None, check: bool = True) -> redis.Redis:
