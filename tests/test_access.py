@@ -417,3 +417,42 @@ def test_a_pickled_job_or_label_is_never_unpickled(
     assert not in_label.exists()
     dead = {f["entry_id"]: f for _, f in cast(Any, r.xrange(KEYS.dead))}
     assert dead[cast(bytes, trap_id).decode()]["reason"].startswith("label must be 0 or 1, got ")
+
+
+# --- secrets in the URL's query -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://u:pw-1@h:1/0", "redis://u:***@h:1/0"),
+        ("redis://h:1/0?password=pw-1", "redis://h:1/0?password=***"),
+        ("redis://u@h:1/0?db=0&password=pw-1", "redis://u@h:1/0?db=0&password=***"),
+        ("rediss://u:pw-1@h:1/0?ssl_ca_certs=/ca.crt&ssl_password=pw-2",
+         "rediss://u:***@h:1/0?ssl_ca_certs=/ca.crt&ssl_password=***"),
+        ("redis://h:1/0", "redis://h:1/0"),
+    ],
+)  # fmt: skip
+def test_redacted_hides_every_password(url: str, shown: str) -> None:
+    from gtx_stream.connection import redacted
+
+    assert redacted(url) == shown
+
+
+def test_status_hides_a_password_given_in_the_query(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "query-secret-9"
+    server = EmbeddedRedis(data_dir=tmp_path, extra_args=["--requirepass", password]).start()
+    try:
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'[redis]\nurl = "redis://127.0.0.1:{server.port}/0?password={password}"\n'
+        )
+        assert main(["status", "--config", str(config)]) == 0
+        assert main(["status", "--json", "--config", str(config)]) == 0
+        out = capsys.readouterr()
+        assert "password=***" in out.out
+        assert password not in out.out + out.err
+    finally:
+        server.cleanup()
