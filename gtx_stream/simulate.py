@@ -122,7 +122,8 @@ def _without_replacement(
     r-th of them in increasing order.
     """
     n, slots = shape
-    nth = rng.integers(0, labelers - np.arange(slots), size=(n, slots))
+    # floor(u * m) is uniform on 0..m-1 (u has 53 random bits), and cheaper than integers()
+    nth = (rng.random((n, slots)) * (labelers - np.arange(slots))).astype(np.int64)
     picks = np.empty((n, slots), dtype=np.int64)
     if labelers <= _TABLE_LABELERS:
         table = _nth_free(labelers)
@@ -282,18 +283,20 @@ def _posteriors(
     trial: IntArray,
     accuracies: FloatArray,
     prior: float,
-) -> Posterior:
+    grid: FloatArray | None = None,
+) -> tuple[Posterior, Int8Array | None]:
     """:func:`aggregate` of rows of t labels, each from a labeler of the row's trial.
 
-    A trial has only 2J possible (labeler, label) pairs, so for short rows it is cheaper to
-    aggregate every possible sequence of t pairs once per trial and look the rows up.
+    With ``grid`` (increasing taus), also how many of those taus each row's confidence
+    reaches. A trial has only 2J possible (labeler, label) pairs, so for short rows it is
+    cheaper to aggregate every possible sequence of t pairs once per trial and look rows up.
     """
     rows, t = labels.shape
     trials, n_labelers = accuracies.shape
     sequences = (2 * n_labelers) ** t
     if t == 0 or 4 * trials * sequences > rows:
-        acc = accuracies[trial[:, None], labelers]
-        return aggregate(method, labels, acc, prior=prior)
+        post = aggregate(method, labels, accuracies[trial[:, None], labelers], prior=prior)
+        return post, _hits(grid, post.confidence)
     pair = np.indices((2 * n_labelers,) * t).reshape(t, -1).T  # every sequence of t pairs
     table = aggregate(
         method,
@@ -303,10 +306,20 @@ def _posteriors(
     )
     code = trial * sequences
     for s in range(t):
-        code = code + (2 * labelers[:, s].astype(np.int64) + labels[:, s]) * (
-            (2 * n_labelers) ** (t - 1 - s)
+        code += (2 * labelers[:, s].astype(np.int64) + labels[:, s]) * (2 * n_labelers) ** (
+            t - 1 - s
         )
-    return Posterior(table.p1[code], table.label[code], table.confidence[code])
+    hits = _hits(grid, table.confidence)
+    post = Posterior(table.p1.take(code), table.label.take(code), table.confidence.take(code))
+    return post, None if hits is None else hits.take(code)
+
+
+def _hits(grid: FloatArray | None, confidence: FloatArray) -> Int8Array | None:
+    """How many taus of ``grid`` each confidence reaches (confidence >= tau)."""
+    if grid is None:
+        return None
+    out: Int8Array = np.searchsorted(grid, confidence, side="right").astype(np.int8)
+    return out
 
 
 def _fixed_k(
@@ -331,12 +344,16 @@ def _fixed_k(
         if n == 0:
             continue
         part = slice(first, first + n)
-        post = _posteriors(
+        who = draws.labeler[:, part, :width].reshape(trials * n, width)
+        acc = accuracies
+        if method is Method.MV:  # one vote each, whoever the labeler: 2^k label sequences
+            who, acc = np.zeros_like(who), accuracies[:, :1]
+        post, _ = _posteriors(
             method,
             draws.label[:, part, :width].reshape(trials * n, width),
-            draws.labeler[:, part, :width].reshape(trials * n, width),
+            who,
             np.repeat(np.arange(trials), n),
-            accuracies,
+            acc,
             prior,
         )
         truth = draws.truth[:, part]
@@ -420,19 +437,24 @@ def _threshold_method(
     anchor_of = np.arange(n_tau) // _REACH_EVERY  # the closest start at or below each tau
     bound = np.ones((len(starts), trials, pool), dtype=np.int16)  # stop at tau, or lower bound
     reach = np.full((len(starts), trials), pool)
-    active = np.ones((trials, pool), dtype=bool)
+    flat_reached = reached.reshape(-1)
+    rows = np.arange(trials * pool)  # examples in play
     width = pool
     for t in range(1, kappa + 1):
-        rows = np.flatnonzero(active)
-        post = _posteriors(
-            method, flat_label[rows, :t], flat_who[rows, :t], rows // pool, accuracies, prior
+        trial = rows // pool
+        post, hit = _posteriors(
+            method,
+            flat_label[rows, :t],
+            flat_who[rows, :t],
+            trial,
+            accuracies,
+            prior,
+            grid if t < kappa else None,
         )
         p1[t - 1].reshape(-1)[rows] = post.p1
         hard[t - 1].reshape(-1)[rows] = post.label
-        if t == kappa:
+        if hit is None:
             break
-        hit = np.searchsorted(grid, post.confidence, side="right").astype(np.int8)
-        flat_reached = reached.reshape(-1)
         flat_reached[rows] = np.maximum(flat_reached[rows], hit)
         history[t - 1] = reached
         for a, q in enumerate(starts):
@@ -440,10 +462,10 @@ def _threshold_method(
             last, _, ended = _serve(bound[a, :, :width], budget)
             reach[a] = np.where(ended, last + 1, width)
         width = int(reach[0].max())
-        anchor = anchor_of[np.minimum(reached[:, :width], n_tau - 1)]
-        within = np.arange(width)[None, :] < reach[anchor, np.arange(trials)[:, None]]
-        active[:, width:] = False
-        active[:, :width] &= (reached[:, :width] < n_tau) & within
+        now = flat_reached[rows]
+        example = rows - trial * pool
+        open_anchor = anchor_of[np.minimum(now, n_tau - 1)]
+        rows = rows[(now < n_tau) & (example < reach[open_anchor, trial])]
     return _sweep_outcomes(
         cohort,
         method,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -170,6 +172,27 @@ def _settings(args: argparse.Namespace) -> tuple[tuple[Estimator, ...], int, tup
     return estimators, assess, cohorts
 
 
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse rather than hand it back to the kernel.
+
+    The simulator allocates and frees arrays of tens of MB thousands of times; by default
+    glibc returns each to the kernel, and the next one costs a page fault per 4 kB page (about
+    a fifth of the run's CPU time). The process is short-lived, so holding the memory is cheap.
+    Elsewhere than glibc this does nothing.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: bigger arrays are still mmapped
+    mallopt(m_trim_threshold, 1 << 30)
+    mallopt(m_top_pad, 64 << 20)
+
+
 def _fail(err: Exception) -> int:
     print(f"gtx-stream simulate: error: {err}", file=sys.stderr)
     return 2
@@ -180,6 +203,7 @@ def _fail(err: Exception) -> int:
 
 
 def _run_threshold(args: argparse.Namespace) -> int:
+    _keep_freed_memory()
     try:
         estimators, assess, cohorts = _settings(args)
         taus = parse_taus(args.taus)
@@ -307,6 +331,7 @@ def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: b
 
 
 def _run_uncertainty(args: argparse.Namespace) -> int:
+    _keep_freed_memory()
     try:
         estimators, assess, cohorts = _settings(args)
         if args.examples < 1:
