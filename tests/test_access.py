@@ -78,7 +78,11 @@ class Server:
         pw = passwords()[user]
         if self.tls is None:
             return f"redis://{user}:{pw}@127.0.0.1:{self.port}/0"
-        return f"rediss://{user}:{pw}@127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls / 'ca.crt'}"
+        tls = self.tls
+        query = f"ssl_ca_certs={tls / 'ca.crt'}&ssl_certfile={tls / 'client.crt'}"
+        return (
+            f"rediss://{user}:{pw}@127.0.0.1:{self.port}/0?{query}&ssl_keyfile={tls / 'client.key'}"
+        )
 
     def client(self, user: str, **kwargs: Any) -> redis.Redis:
         return redis.Redis.from_url(self.url(user), **kwargs)
@@ -102,6 +106,10 @@ def make_certs(folder: Path) -> Path:
          "-subj", "/CN=127.0.0.1"],
         ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
          "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+         "-subj", "/CN=gtx-stream service"],
+        ["x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "client.crt", "-days", "2"],
     ]  # fmt: skip
     for step in steps:
         subprocess.run([openssl, *step], cwd=folder, check=True, capture_output=True)
@@ -117,7 +125,8 @@ def start_server(tmp_path: Path, tls: bool, extra: list[str] | None = None) -> S
     if tls:
         certs = make_certs(tmp_path / "tls")
         tls_port = free_port()
-        args += ["--tls-port", str(tls_port), "--tls-auth-clients", "no",
+        # clients must show a certificate of the CA too (mutual TLS)
+        args += ["--tls-port", str(tls_port), "--tls-auth-clients", "yes",
                  "--tls-cert-file", str(certs / "server.crt"),
                  "--tls-key-file", str(certs / "server.key"),
                  "--tls-ca-cert-file", str(certs / "ca.crt")]  # fmt: skip
@@ -164,10 +173,14 @@ def _wait(condition: Any, what: str, sups: Any = (), timeout: float = 120) -> No
 def test_pipeline_runs_with_one_acl_user_per_service(
     acl_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if acl_server.tls is not None:  # the services' port speaks TLS only
-        plain = redis.Redis(port=acl_server.port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+    if acl_server.tls is not None:  # the services' port speaks TLS only, to certified clients
+        no_retry = {"socket_timeout": 2, "retry": Retry(NoBackoff(), 0)}
         with pytest.raises(redis.ConnectionError):
-            plain.ping()
+            redis.Redis(port=acl_server.port, **no_retry).ping()  # type: ignore[arg-type]
+        ca_only = acl_server.url("gtx-reader").split("&ssl_certfile")[0]
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(ca_only, **no_retry).ping()
+        assert acl_server.client("gtx-reader").ping()
     video = tmp_path / "line.avi"
     write_truth_csv(tmp_path / "truth.csv", write_synthetic_video(video, N_FRAMES, seed=4))
     admin = acl_server.admin()
@@ -210,6 +223,15 @@ def test_pipeline_runs_with_one_acl_user_per_service(
 
         # nothing was refused while the pipeline ran
         assert admin.acl_log() == []
+
+        # the labeler's credentials cannot finalise a frame nor change an accuracy
+        labeler = acl_server.client("gtx-labeler")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            labeler.xadd(KEYS.final, {"frame_id": some_frame, "label": "0"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            labeler.hset(KEYS.labelers, "sim-2", json.dumps({"accuracy": 1.0}))
+        assert admin.xlen(KEYS.final) == N_FRAMES
+        assert json.loads(admin.hget(KEYS.labelers, "sim-2") or "{}")["accuracy"] == 0.8
 
         # each service may run its own health check; the consumer may not run status at all
         outputs = []
