@@ -27,7 +27,7 @@ def figure1(outcomes: Sequence[Outcome], cohorts: Sequence[Cohort], path: Path) 
             color = COLORS[method.value]
             for o in mine:
                 ax.scatter(o.avg_k, 100 * o.error, s=4, alpha=0.15, color=color, linewidths=0)
-            mean_k = [float(o.avg_k.mean()) for o in mine]
+            mean_k = [float(o.labels_used.sum() / o.n_labeled.sum()) for o in mine]
             mean_err = [100 * float(o.error.mean()) for o in mine]
             order = np.argsort(mean_k)
             ax.plot(

@@ -234,11 +234,26 @@ class Outcome:
         return out
 
     def row(self, **extra: object) -> dict[str, object]:
-        """Means over trials, with standard errors (and the standard deviation of N)."""
-        avg_k, avg_k_se = _mean_se(self.avg_k)
+        """Means over trials with their standard errors.
+
+        ``avg_k`` is all labels over all labeled examples, B / mean(N) as in the paper's
+        Table 1 (the mean of the per-trial ratios is a little larger); its standard error is
+        the delta-method one of a ratio of means. ``n_labeled_se`` is what the paper prints
+        after N.
+        """
         err, err_se = _mean_se(self.error)
         mae, mae_se = _mean_se(self.mae)
         n = self.n_labeled.astype(np.float64)
+        used = self.labels_used.astype(np.float64)
+        trials = len(n)
+        avg_k = float(used.sum() / n.sum())
+        if trials > 1:
+            cov = np.cov(used, n)  # delta method for mean(used) / mean(n)
+            var = (cov[0, 0] - 2 * avg_k * cov[0, 1] + avg_k**2 * cov[1, 1]) / n.mean() ** 2
+            avg_k_se = float(np.sqrt(max(var, 0.0) / trials))
+            n_sd = float(n.std(ddof=1))
+        else:
+            avg_k_se = n_sd = float("nan")
         return {
             "cohort": self.cohort,
             "method": self.method.value,
@@ -247,12 +262,13 @@ class Outcome:
             "avg_k": avg_k,
             "avg_k_se": avg_k_se,
             "n_labeled": float(n.mean()),
-            "n_labeled_sd": float(n.std(ddof=1)) if len(n) > 1 else float("nan"),
+            "n_labeled_se": n_sd / np.sqrt(trials),
+            "n_labeled_sd": n_sd,
             "error": err,
             "error_se": err_se,
             "mae": mae,
             "mae_se": mae_se,
-            "trials": len(n),
+            "trials": trials,
             **extra,
         }
 

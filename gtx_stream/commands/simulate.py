@@ -305,7 +305,7 @@ def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: b
             head = ("method", "avg k", "tau" if show_all else "best tau", "k", "labeled N")
             lines: list[tuple[str, ...]] = [(*head, "error rate", "MAE")]
             for r in rows:
-                se_n = r["n_labeled_sd"] / math.sqrt(r["trials"]) if r["n_labeled_sd"] else 0.0
+                se_n = r["n_labeled_se"] or 0.0
                 lines.append(
                     (
                         r["method"].upper(),
