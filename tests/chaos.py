@@ -165,6 +165,8 @@ class Watcher(threading.Thread):
 
 @dataclass
 class ChaosResult:
+    error: str | None
+    """Why the run stopped early (a wait that timed out), or None."""
     options: ChaosOptions
     faults: list[Fault]
     findings: Findings
@@ -361,9 +363,15 @@ class Harness:
                 self.start(name)
 
     def run(self) -> ChaosResult:
+        self.redis.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._run()
+        finally:
+            self.redis.stop()
+
+    def _run(self) -> ChaosResult:
         o = self.opts
         started = time.monotonic()
-        self.redis.data_dir.mkdir(parents=True, exist_ok=True)
         self.redis.start()
         url = self.redis.url
         self.write_inputs()
@@ -380,6 +388,8 @@ class Harness:
             },
         )
         second: tuple[float, float] | None = None
+        error = None
+        seconds_faults = 0.0
         try:
             for name in ("aggregator-1", "labelers-a", "labelers-b", "labeler-hang",
                          "labeler-late", "ingester"):  # fmt: skip
@@ -413,6 +423,8 @@ class Harness:
             seconds_faults = self.now()
             self.wait(self.finished, "the end of the video, every frame finalised", o.drain_timeout)
             self.drain()
+        except TimeoutError as err:  # checked and reported like the rest
+            error = str(err)
         finally:
             codes = self.sup.stop_all(timeout=10)
             self.watcher.stop.set()
@@ -435,8 +447,8 @@ class Harness:
         final_label = {f["frame_id"]: f["label"] for _, f in _entries(self.client, self.keys.final)}
         stats = {str(k): str(v) for k, v in self.client.hgetall(self.keys.stats).items()}
         self.client.close()
-        self.redis.stop()
         return ChaosResult(
+            error=error,
             options=o,
             faults=self.faults,
             findings=findings,
@@ -492,8 +504,9 @@ class Harness:
                 self.sup.stop(name)
 
         def all_read() -> bool:
+            last = self.client.xinfo_stream(self.keys.labels)["last-generated-id"]
             for group in cast(list[Any], self.client.xinfo_groups(self.keys.labels)):
-                if group["pending"] or group.get("lag"):
+                if group["pending"] or group["last-delivered-id"] != last:
                     return False
             return True
 
@@ -743,6 +756,13 @@ def format_report(res: ChaosResult) -> str:
         lines.append(f"machine-crash restart: {c.cut_bytes} bytes of AOF cut; entries lost: "
                      f"{_counts(lost)}")  # fmt: skip
         lines.extend("  " + x for x in describe_crash(res))
+    codes = Counter(res.exit_codes.values())
+    lines.append(
+        "exit status after SIGTERM at the end: "
+        + ", ".join(f"{code} ({n} services)" for code, n in sorted(codes.items(), key=str))
+    )
+    if res.error:
+        lines.append(f"RUN STOPPED EARLY: {res.error}")
     lines += [
         f"lost: {len(f.lost)}"
         + (
