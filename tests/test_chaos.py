@@ -1,6 +1,6 @@
 """Fault injection: the pipeline keeps its invariants while its processes and Redis are killed.
 
-``test_chaos_run`` is the harness of :mod:`tests.chaos` (slow: about two minutes); the other
+``test_chaos_run`` is the harness of :mod:`tests.chaos` (slow: about 90 s on 2 cores); the other
 tests check that its checks catch what they must, and pin the bugs the harness found.
 """
 
