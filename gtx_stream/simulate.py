@@ -652,43 +652,65 @@ class Curves:
 
 @dataclass
 class _Blocks:
-    """Selection keys in blocks, with each block's maximum and how many keys equal it.
+    """Selection keys in blocks, with a summary of each block.
 
-    Picking the most uncertain example out of M costs O(sqrt M) per step instead of O(M):
-    a step changes one key, so only its block is looked at again.
+    The winner has the highest key, then (among equal keys) the lowest rank; the summary is
+    each block's highest key, the lowest rank among its entries with that key, and how many
+    entries have both. Picking one of M examples then costs O(sqrt M) per step instead of
+    O(M): a step changes one example, so only its block is summarised again.
     """
 
     keys: FloatArray  # (S, n_blocks, size); -1 marks padding and examples out of labelers
+    rank: IntArray  # (S, n_blocks, size)
     top: FloatArray = field(init=False)
+    low: IntArray = field(init=False)
     count: IntArray = field(init=False)
 
     def __post_init__(self) -> None:
         self.top = self.keys.max(axis=2)
-        self.count = (self.keys == self.top[:, :, None]).sum(axis=2)
+        self.low = self._low(self.keys, self.rank, self.top)
+        self.count = self._count(self.keys, self.rank, self.top, self.low)
+
+    @staticmethod
+    def _low(keys: FloatArray, rank: IntArray, top: FloatArray) -> IntArray:
+        out: IntArray = np.where(keys == top[..., None], rank, _NO_RANK).min(axis=-1)
+        return out
+
+    @staticmethod
+    def _count(keys: FloatArray, rank: IntArray, top: FloatArray, low: IntArray) -> IntArray:
+        out: IntArray = ((keys == top[..., None]) & (rank == low[..., None])).sum(axis=-1)
+        return out
 
     def pick(self, u: FloatArray) -> IntArray:
-        """Per sequence, the example of highest key; ties: the floor(u * ties)-th in order."""
+        """Per sequence, the winner; a tie goes to the floor(u * ties)-th tied entry in order."""
         seq = np.arange(len(u))
         best = self.top.max(axis=1)
-        tied = np.where(self.top == best[:, None], self.count, 0)
+        low = np.where(self.top == best[:, None], self.low, _NO_RANK).min(axis=1)
+        tied = np.where((self.top == best[:, None]) & (self.low == low[:, None]), self.count, 0)
         total = tied.sum(axis=1)
         nth = np.minimum((u * total).astype(np.int64), total - 1)
         upto = np.cumsum(tied, axis=1)
         block = (upto <= nth[:, None]).sum(axis=1)
         within = nth - (upto[seq, block] - tied[seq, block])
-        same = self.keys[seq, block] == best[:, None]
+        same = (self.keys[seq, block] == best[:, None]) & (self.rank[seq, block] == low[:, None])
         pos = (np.cumsum(same, axis=1) <= within[:, None]).sum(axis=1)
         out: IntArray = block * self.keys.shape[2] + pos
         return out
 
-    def set(self, example: IntArray, value: FloatArray) -> None:
+    def set(self, example: IntArray, key: FloatArray, rank: IntArray) -> None:
         seq = np.arange(len(example))
         size = self.keys.shape[2]
         block, pos = example // size, example % size
-        self.keys[seq, block, pos] = value
-        row = self.keys[seq, block]
-        self.top[seq, block] = row.max(axis=1)
-        self.count[seq, block] = (row == self.top[seq, block][:, None]).sum(axis=1)
+        self.keys[seq, block, pos] = key
+        self.rank[seq, block, pos] = rank
+        keys, ranks = self.keys[seq, block], self.rank[seq, block]
+        top = keys.max(axis=1)
+        low = self._low(keys, ranks, top)
+        self.top[seq, block], self.low[seq, block] = top, low
+        self.count[seq, block] = self._count(keys, ranks, top, low)
+
+
+_NO_RANK = np.iinfo(np.int64).max
 
 
 def simulate_uncertainty(
@@ -697,13 +719,15 @@ def simulate_uncertainty(
     budget: int = 15000,
     methods: Sequence[Method] = TABLE_ORDER,
     prior: float = 0.5,
+    fewest_first: bool = False,
 ) -> list[Curves]:
     """Section 3.4: uncertainty sampling (strategy 2) for every cohort, trial and method at once.
 
     Each example is labeled once; then, until ``budget`` labels are spent, the example with the
     highest uncertainty u_i = 1 - max_y P(Y_i = y | L(i)) (equation 5) gets its next labeler
     (labelers without replacement; an example asked of every labeler is out of the running).
-    Ties go to a uniformly random one of the tied examples. All methods of a trial see the same
+    Ties go to a uniformly random one of the tied examples; with ``fewest_first``, to a random
+    one of the tied examples that have the fewest labels. All methods of a trial see the same
     examples, labelers and answers.
     """
     draws0 = cohorts[0][1]
@@ -749,7 +773,10 @@ def simulate_uncertainty(
     n_blocks = -(-n_ex // size)
     keys = np.full((n_seq, n_blocks * size), -1.0)
     keys[:, :n_ex] = np.where(count < n_lab, unc, -1.0)
-    blocks = _Blocks(keys.reshape(n_seq, n_blocks, size))
+    rank = np.zeros((n_seq, n_blocks * size), dtype=np.int64)
+    if fewest_first:
+        rank[:, :n_ex] = count
+    blocks = _Blocks(keys.reshape(n_seq, n_blocks, size), rank.reshape(n_seq, n_blocks, size))
 
     err_curve = np.empty((n_seq, steps + 1))
     mae_curve = np.empty((n_seq, steps + 1))
@@ -778,7 +805,7 @@ def simulate_uncertainty(
         wrong += (new_hard != y_ex).astype(np.int64) - (hard[seq, ex] != y_ex)
         absum += np.abs(y_ex - new_p1) - np.abs(y_ex - p1[seq, ex])
         p1[seq, ex], hard[seq, ex], unc[seq, ex] = new_p1, new_hard, new_unc
-        blocks.set(ex, np.where(n_now < n_lab, new_unc, -1.0))
+        blocks.set(ex, np.where(n_now < n_lab, new_unc, -1.0), n_now * fewest_first)
         err_curve[:, step + 1] = wrong
         mae_curve[:, step + 1] = absum
 
@@ -855,6 +882,7 @@ def run_uncertainty(
     estimators: Sequence[Estimator] = (Estimator.TRUE,),
     assess_size: int = 0,
     cohorts: Sequence[Cohort] = COHORTS,
+    fewest_first: bool = False,
 ) -> dict[Estimator, list[Curves]]:
     """Section 3.4 for each cohort and accuracy estimator, all on the same trials."""
     if trials < 1:
@@ -875,7 +903,9 @@ def run_uncertainty(
     ]
     return {
         e: simulate_uncertainty(
-            [(c, d, d.accuracies(e)) for c, d in zip(cohorts, draws, strict=True)], budget=budget
+            [(c, d, d.accuracies(e)) for c, d in zip(cohorts, draws, strict=True)],
+            budget=budget,
+            fewest_first=fewest_first,
         )
         for e in estimators
     }

@@ -76,6 +76,7 @@ def uncertainty_trial(
     *,
     budget: int,
     prior: float = 0.5,
+    fewest_first: bool = False,
 ) -> tuple[list[int], list[float]]:
     """Section 3.4, one trial: errors and sum of |y - p1| over all examples after each label.
 
@@ -108,6 +109,9 @@ def uncertainty_trial(
         keys = [unc[i] if counts[i] < n_lab else -1.0 for i in range(n_ex)]
         top = max(keys)
         tied = [i for i in range(n_ex) if keys[i] == top]
+        if fewest_first:
+            fewest = min(counts[i] for i in tied)
+            tied = [i for i in tied if counts[i] == fewest]
         i = tied[min(int(tie[step] * len(tied)), len(tied) - 1)]
         old_p1, old_hard = p1[i], hard[i]
         label_once(i)

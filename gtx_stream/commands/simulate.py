@@ -77,6 +77,13 @@ def register(sub: Any) -> None:
     _common(u, trials=10)
     u.add_argument("--examples", type=int, default=5000, help="dataset size M (default 5000)")
     u.add_argument(
+        "--tie-break",
+        choices=["random", "fewest"],
+        default="random",
+        help="among equally uncertain examples pick a random one, or a random one of those "
+        "with the fewest labels (default random)",
+    )
+    u.add_argument(
         "--curve-every",
         type=int,
         default=100,
@@ -349,6 +356,7 @@ def _run_uncertainty(args: argparse.Namespace) -> int:
             estimators=estimators,
             assess_size=assess,
             cohorts=cohorts,
+            fewest_first=args.tie_break == "fewest",
         )
     except ValueError as err:
         return _fail(err)
@@ -397,6 +405,7 @@ def uncertainty_document(
             "examples": args.examples,
             "budget": args.budget,
             "labelers": args.labelers,
+            "tie_break": args.tie_break,
             "rows": rows,
             "curves": curves,
         }
@@ -416,7 +425,7 @@ def format_uncertainty(doc: dict[str, Any], cohorts: Sequence[Cohort]) -> str:
             rows = [r for r in doc["rows"] if r["accuracy"] == est and r["cohort"] == cohort.name]
             out.append(
                 f"{cohort.title}: {doc['trials']} trials, {doc['examples']} examples, "
-                f"B = {doc['budget']}, {_accuracy_text(rows[0])}"
+                f"B = {doc['budget']}, {_accuracy_text(rows[0])}, ties: {doc['tie_break']}"
             )
             lines: list[tuple[str, ...]] = [("method", "error rate", "MAE")]
             for r in rows:
