@@ -6,16 +6,12 @@ that answers with its recorded label, accuracies come from the dataset's assessm
 seed S, the dispatcher offers each task's workers in the order ``gtx-stream replay`` uses for
 seed S, trial 0, so the two must agree task by task: the same labelers in the same order, the
 same labels, the same final label and label count, hence the same accuracy and labels per task.
-
-The fast test runs the first 120 tasks of possent (a dataset folder holding their rows and the
-whole assessment set); the whole of possent runs in a slow test.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,28 +29,6 @@ KAPPA = 5
 LABELER_PROCESSES = 2
 
 
-def subset_dataset(source: Path, dest: Path, n_tasks: int | None) -> list[str]:
-    """A dataset folder with the first ``n_tasks`` tasks of ``source`` (all when None).
-
-    Returns the tasks in ``truth.csv`` order, which is the order of the frame indexes.
-    """
-    dest.mkdir()
-    with (source / "truth.csv").open(newline="") as fh:
-        truth_rows = list(csv.reader(fh))
-    header, rows = truth_rows[0], truth_rows[1 : None if n_tasks is None else n_tasks + 1]
-    tasks = [row[0] for row in rows]
-    keep = set(tasks)
-    with (dest / "truth.csv").open("w", newline="") as fh:
-        csv.writer(fh).writerows([header, *rows])
-    with (source / "answers.csv").open(newline="") as fh:
-        answers = list(csv.reader(fh))
-    with (dest / "answers.csv").open("w", newline="") as fh:
-        csv.writer(fh).writerows([answers[0], *(a for a in answers[1:] if a[0] in keep)])
-    for name in ("assessment_answers.csv", "assessment_truth.csv"):
-        shutil.copy(source / name, dest / name)
-    return tasks
-
-
 def _assess_command(config: Path, folder: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "gtx_stream", "labelers", "--config", str(config), "assess",
@@ -65,10 +39,17 @@ def _assess_command(config: Path, folder: Path) -> None:
     assert "stored" in out.stdout
 
 
-def run_replay_pipeline(tmp_path: Path, redis_url: str, possent: Path, n_tasks: int | None) -> None:
-    folder = tmp_path / "possent"
-    tasks = subset_dataset(possent, folder, n_tasks)
+@pytest.mark.slow
+def test_possent_through_the_pipeline_equals_replay(
+    tmp_path: Path, redis_url: str, datasets: Path
+) -> None:
+    folder = datasets / "possent"
+    if not folder.is_dir():
+        pytest.skip(f"no possent in {datasets}")
     dataset = load_dataset(folder)
+    # frame index i is the i-th task of truth.csv
+    with (folder / "truth.csv").open(newline="") as fh:
+        tasks = [row["task"] for row in csv.DictReader(fh)]
     workers = list(dataset.workers)
     labelers = [{"id": w, "backend": "replay", "target": str(folder)} for w in workers]
     agg = {"tau": TAU, "kappa": KAPPA, "seed": SEED, "max_open_frames": 128}
@@ -124,23 +105,3 @@ def run_replay_pipeline(tmp_path: Path, redis_url: str, possent: Path, n_tasks: 
         f"{np.mean(label == truth):.4f} (replay {gtx_row.accuracy:.4f}), labels per task "
         f"{np.mean(n):.3f} (replay {gtx_row.avg_k:.3f})"
     )
-
-
-@pytest.mark.slow
-def test_possent_subset_through_pipeline_equals_replay(
-    tmp_path: Path, redis_url: str, datasets: Path
-) -> None:
-    possent = datasets / "possent"
-    if not possent.is_dir():
-        pytest.skip(f"no possent in {datasets}")
-    run_replay_pipeline(tmp_path, redis_url, possent, n_tasks=120)
-
-
-@pytest.mark.slow
-def test_all_of_possent_through_pipeline_equals_replay(
-    tmp_path: Path, redis_url: str, datasets: Path
-) -> None:
-    possent = datasets / "possent"
-    if not possent.is_dir():
-        pytest.skip(f"no possent in {datasets}")
-    run_replay_pipeline(tmp_path, redis_url, possent, n_tasks=None)
