@@ -106,8 +106,7 @@ def test_demo_stops_every_process_it_started_on_a_signal(
                 break
             assert demo.poll() is None, progress.read_text()[-3000:]
             time.sleep(0.2)
-        names = [" ".join(c.cmdline()[2:4]) for c in children]
-        assert len(children) >= 6, names
+        assert len(children) >= 6, f"{len(children)} child processes"
         assert demo.poll() is None, "the demo finished before the signal: give it more frames"
 
         demo.send_signal(sig)

@@ -1,7 +1,7 @@
 """End to end: a real video file through ingester, labeler workers and aggregator processes.
 
-Every frame of the video comes out once on ``<prefix>:final``, and the finalised labels,
-confidences and label counts equal the offline threshold rule on the same seeded draws
+Every frame of the video comes out once on ``gtx:final`` (the default prefix), and the finalised
+labels, confidences and label counts equal the offline threshold rule on the same seeded draws
 (invariant 6), frame by frame.
 """
 
@@ -62,7 +62,6 @@ def test_video_through_the_pipeline_finalises_every_frame_once(
     with pipeline(
         tmp_path,
         redis_url,
-        prefix="e2e",
         aggregator=agg,
         labelers=[_labeler(lab) for lab in ACCURACIES],
     ) as p:
@@ -78,6 +77,7 @@ def test_video_through_the_pipeline_finalises_every_frame_once(
         p.wait_until(lambda: p.finished(N_FRAMES), f"{N_FRAMES} frames to be finalised", 90)
         assert p.sup.services["ingester"].returncode == 0, p.logs()
         r, keys = p.client, p.keys
+        assert keys.final == "gtx:final"
         records = final_records(r, keys)
         labels_stream = stream_entries(r, keys.labels)
         stats = cast(dict[str, str], r.hgetall(keys.stats))
