@@ -46,7 +46,7 @@ def figure1(outcomes: Sequence[Outcome], cohorts: Sequence[Cohort], path: Path) 
         ax.legend()
     fig.suptitle("Figure 1: confidence threshold (GTX, SV: tau sweep; MV, WMV: k = 1..kappa)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -76,5 +76,5 @@ def figure2(curves: Sequence[Curves], cohorts: Sequence[Cohort], path: Path) -> 
             ax.legend()
     fig.suptitle("Figure 2: uncertainty sampling (mean ± standard error over trials)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
