@@ -262,6 +262,7 @@ def summarise(
             "mae": float(np.mean(np.abs(truth - p))) if len(truth) else float("nan"),
         }
 
+    expected = expected_for_labelers(accuracies, opts)
     return {
         "frames_finalised": len(records),
         "labels_spent": spent,
@@ -271,6 +272,7 @@ def summarise(
         "offline_same_seed_agrees": agree,
         "offline_labels_per_frame": float(offline.n_labels.mean()),
         "offline_error_rate": float(np.mean(offline.posterior.label != y)),
+        "expected_for_these_labelers": expected,
         "majority_vote_same_budget": {
             "k": k,
             "frames_labeled": n_mv,
@@ -280,6 +282,27 @@ def summarise(
         "tau": opts.tau,
         "kappa": opts.kappa,
         "labelers": {lab: round(a, 4) for lab, a in accuracies.items()},
+    }
+
+
+def expected_for_labelers(
+    accuracies: dict[str, float], opts: DemoOptions, frames: int = 20_000
+) -> dict[str, float]:
+    """Labels per frame, error and MAE to expect from these labelers: the same threshold rule
+    over many fresh simulated frames (the simulator's draws, with this cohort's accuracies)."""
+    acc = np.array(list(accuracies.values()))
+    rng = np.random.default_rng([opts.seed, 77])
+    truth = rng.integers(0, 2, frames)
+    order = np.argsort(rng.random((frames, len(acc))), axis=1)  # a random order per frame
+    a = acc[order]
+    right = rng.random(a.shape) < a
+    labels = np.where(right, truth[:, None], 1 - truth[:, None])
+    stop = threshold_stop(opts.method, labels, a, opts.tau, opts.kappa)
+    return {
+        "frames": frames,
+        "labels_per_frame": float(stop.n_labels.mean()),
+        "error_rate": float(np.mean(stop.posterior.label != truth)),
+        "mae": float(np.mean(np.abs(truth - stop.posterior.p1))),
     }
 
 
@@ -296,6 +319,10 @@ def print_summary(s: dict[str, Any]) -> None:
           f"MAE {100 * s['mae']:.2f}%")  # fmt: skip
     print(f"MV, same budget    {mv['frames_labeled']} frames at k={mv['k']}: error "
           f"{100 * mv['error_rate']:.2f}%   MAE {100 * mv['mae']:.2f}%")  # fmt: skip
+    ex = s["expected_for_these_labelers"]
+    print(f"expected for these labelers (simulated, {ex['frames']} frames): "
+          f"{ex['labels_per_frame']:.2f} labels per frame, error {100 * ex['error_rate']:.2f}%, "
+          f"MAE {100 * ex['mae']:.2f}%")  # fmt: skip
     same = "yes" if s["offline_same_seed_agrees"] else "NO"
     print(f"offline run of the same seeded labels agrees frame by frame: {same}")
 
