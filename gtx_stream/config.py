@@ -76,6 +76,9 @@ class IngestSettings(_Section):
     jpeg_quality: int = Field(default=90, ge=1, le=100)
     frame_ttl: int = Field(default=86400, ge=1, description="seconds a frame's image is kept")
     reconnect_max_seconds: float = Field(default=30.0, gt=0)
+    redis_outage_seconds: float = Field(
+        default=60.0, ge=0, description="keep retrying a frame while Redis is away this long"
+    )
 
 
 class LabelerSettings(_Section):

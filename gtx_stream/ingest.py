@@ -274,18 +274,34 @@ def _open_with_backpressure(
         fields["truth"] = str(truths[frame.index])
     wait = FULL_WAIT_FIRST
     waiting_since: float | None = None
+    outage: float | None = None
     while True:
-        code = open_frame(
-            client,
-            keys,
-            source=src.uri,
-            source_id=src.source_id,
-            frame_index=frame.index,
-            jpeg=jpeg,
-            ttl=settings.ingest.frame_ttl,
-            max_open_frames=settings.aggregator.max_open_frames,
-            fields=fields,
-        )
+        try:
+            code = open_frame(
+                client,
+                keys,
+                source=src.uri,
+                source_id=src.source_id,
+                frame_index=frame.index,
+                jpeg=jpeg,
+                ttl=settings.ingest.frame_ttl,
+                max_open_frames=settings.aggregator.max_open_frames,
+                fields=fields,
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            # Redis restarting: keep this frame and try again, for up to redis_outage_seconds
+            # (opening is idempotent: a frame that did get opened comes back "duplicate")
+            now = time.monotonic()
+            outage = now if outage is None else outage
+            if now - outage > settings.ingest.redis_outage_seconds:
+                raise
+            log.warning("redis unreachable (%s): retrying frame %d", err, frame.index)
+            if stop.wait(min(2.0, 0.1 * 2 ** min(5, int(now - outage)))):
+                return "stop"
+            continue
+        if outage is not None:
+            log.info("redis is back after %.1f s", time.monotonic() - outage)
+            outage = None
         if code != "full":
             if waiting_since is not None:
                 log.debug("waited %.2fs for an open slot", time.monotonic() - waiting_since)

@@ -295,6 +295,7 @@ MEANING = {
     "ingest.jpeg_quality": "JPEG quality of stored frames (1 to 100)",
     "ingest.frame_ttl": "seconds a frame and its JPEG are kept in Redis",
     "ingest.reconnect_max_seconds": "longest wait between reopening a dropped camera or stream",
+    "ingest.redis_outage_seconds": "how long to keep retrying a frame while Redis is unreachable",
     "labelers[].id": "labeler id (letters, digits, `_ . : @ -`), unique",
     "labelers[].backend": "`simulated`, `replay`, `python` or `http`",
     "labelers[].accuracy": "accuracy alpha in [0, 1], registered in Redis; none: load or "

@@ -577,3 +577,35 @@ def test_signal_stops_cleanly(
         proc.kill()
     assert proc.returncode == 0, err
     assert "opened 2," in out and "stopped: stop" in out
+
+
+# --- Redis restarts while the ingester runs ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ingester_rides_out_a_redis_restart(tmp_path: Path, video: tuple[Path, list[int]]) -> None:
+    """Redis goes away mid-run: the ingester keeps its frame, retries, and finishes once."""
+    from gtx_stream.embedded import EmbeddedRedis
+
+    path, truths = video
+    server = EmbeddedRedis(data_dir=tmp_path, appendonly=True).start()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        keys = Keys("gtx")
+        settings = make_settings(max_open_frames=4)
+        runner = Runner(client, keys, settings, str(path))
+        wait_until(lambda: client.zcard(keys.open_frames) == 4)  # blocked on backpressure
+        time.sleep(1.2)  # let appendfsync everysec write the four frames out
+        server.kill()
+        time.sleep(0.5)  # the ingester now finds Redis gone and retries
+        server.start()
+        # play the aggregator: finalise whatever is open until the video is done
+        while runner.thread.is_alive():
+            for fid in client.zrange(keys.open_frames, 0, -1):
+                client.zrem(keys.open_frames, fid)
+            time.sleep(0.02)
+        report = runner.join()
+        assert report.opened == len(truths)
+        assert sorted(opened_indices(client, keys)) == list(range(len(truths)))
+    finally:
+        server.cleanup()
