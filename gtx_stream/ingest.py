@@ -38,6 +38,11 @@ FULL_WAIT_FIRST = 0.02  # seconds between tries while max open frames are open, 
 FULL_WAIT_MAX = 0.5
 
 
+class RedisLostWrites(redis.RedisError):
+    """Redis restarted without writes this ingester had made: it must resume from Redis's
+    high-water mark, not from where it is."""
+
+
 @dataclass
 class IngestReport:
     source: str
@@ -212,6 +217,7 @@ def _ingest(
 
     last_gray: np.ndarray | None = None
     kept = 0
+    last_opened = high_water
     for frame in src.frames(wants):
         if cfg.skip_still and frame.image is not None:
             gray = _gray(frame.image)
@@ -228,9 +234,12 @@ def _ingest(
             # refused by open_frame.lua too; known before encoding the JPEG
             report.duplicates += 1
         else:
-            code = _open_with_backpressure(client, keys, settings, src, frame, truths, stop)
+            code = _open_with_backpressure(
+                client, keys, settings, src, frame, truths, stop, last_opened
+            )
             if code == "opened":
                 report.opened += 1
+                last_opened = frame.index
             elif code == "duplicate":
                 report.duplicates += 1
             elif code == "budget":
@@ -258,8 +267,15 @@ def _open_with_backpressure(
     frame: SourceFrame,
     truths: dict[int, int],
     stop: threading.Event,
+    last_opened: int,
 ) -> str:
-    """Open ``frame``, waiting while max open frames are open; "stop" when asked to stop."""
+    """Open ``frame``, waiting while max open frames are open; "stop" when asked to stop.
+
+    While Redis is unreachable the frame is kept and opening retried. If Redis comes back
+    without frames this process had opened (a crash lost its last writes: the source's
+    high-water mark is below ``last_opened``), raise :class:`RedisLostWrites`: a restarted
+    ingester resumes at the mark and opens those frames again.
+    """
     jpeg = frame.jpeg
     if jpeg is None:
         assert frame.image is not None
@@ -277,6 +293,15 @@ def _open_with_backpressure(
     outage: float | None = None
     while True:
         try:
+            if outage is not None:
+                # back from an outage: did Redis keep what this process opened?
+                mark = _high_water_mark(client, keys, src.source_id)
+                if mark < last_opened:
+                    raise RedisLostWrites(
+                        f"Redis came back without frames {mark + 1}..{last_opened} of "
+                        f"{src.uri} (writes lost in a crash): restart the ingester to open "
+                        "them again"
+                    )
             code = open_frame(
                 client,
                 keys,

@@ -609,3 +609,30 @@ def test_ingester_rides_out_a_redis_restart(tmp_path: Path, video: tuple[Path, l
         assert sorted(opened_indices(client, keys)) == list(range(len(truths)))
     finally:
         server.cleanup()
+
+
+@pytest.mark.slow
+def test_ingester_stops_when_redis_came_back_without_its_frames(
+    tmp_path: Path, video: tuple[Path, list[int]]
+) -> None:
+    """A restart that lost writes (no persistence here): going on would skip those frames for
+    good, so the ingester stops with a clear error and a restart opens them again."""
+    from gtx_stream.embedded import EmbeddedRedis
+    from gtx_stream.ingest import RedisLostWrites
+
+    path, truths = video
+    server = EmbeddedRedis(data_dir=tmp_path, appendonly=False).start()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        keys = Keys("gtx")
+        runner = Runner(client, keys, make_settings(max_open_frames=4), str(path))
+        wait_until(lambda: client.zcard(keys.open_frames) == 4)
+        server.kill()
+        time.sleep(0.5)
+        server.start()
+        with pytest.raises(RedisLostWrites, match="frames 0..3"):
+            runner.join()
+        again = run_ingest(client, keys, make_settings(), str(path))  # the supervisor's restart
+        assert again.opened == len(truths)
+    finally:
+        server.cleanup()
