@@ -51,6 +51,7 @@ class IngestReport:
     opened: int = 0
     skipped: int = 0  # left out by sampling: --every, --fps, --skip-still
     duplicates: int = 0  # refused: opened before (restart)
+    dropped: int = 0  # live frames dropped while max open frames were open
     corrupt: int = 0
     reconnects: int = 0
     truncated: bool = False
@@ -63,6 +64,8 @@ class IngestReport:
             f"skipped {self.skipped}",
             f"duplicates refused {self.duplicates}",
         ]
+        if self.dropped:
+            parts.append(f"dropped while full {self.dropped}")
         if self.corrupt:
             parts.append(f"corrupt {self.corrupt}")
         if self.reconnects:
@@ -242,6 +245,8 @@ def _ingest(
                 last_opened = frame.index
             elif code == "duplicate":
                 report.duplicates += 1
+            elif code == "full":
+                report.dropped += 1
             elif code == "budget":
                 log.info("label budget spent: stopping")
                 report.stopped = "budget"
@@ -270,6 +275,8 @@ def _open_with_backpressure(
     last_opened: int,
 ) -> str:
     """Open ``frame``, waiting while max open frames are open; "stop" when asked to stop.
+
+    A live source (camera, stream) does not wait: its frame is dropped ("full").
 
     While Redis is unreachable the frame is kept and opening retried. If Redis comes back
     without frames this process had opened (a crash lost its last writes: the source's
@@ -327,6 +334,11 @@ def _open_with_backpressure(
         if outage is not None:
             log.info("redis is back after %.1f s", time.monotonic() - outage)
             outage = None
+        if code == "full" and src.live:
+            # a camera does not wait: waiting would open a stale frame later and let the
+            # capture buffer fill with more; drop this one and label a fresh one when a slot
+            # frees up
+            return code
         if code != "full":
             if waiting_since is not None:
                 log.debug("waited %.2fs for an open slot", time.monotonic() - waiting_since)

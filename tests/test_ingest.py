@@ -636,3 +636,24 @@ def test_ingester_stops_when_redis_came_back_without_its_frames(
         assert again.opened == len(truths)
     finally:
         server.cleanup()
+
+
+def test_a_live_stream_drops_frames_while_full_instead_of_waiting(
+    r: redis.Redis, raw: redis.Redis, keys: Keys
+) -> None:
+    """Backpressure on a camera: frames that come while max open frames are open are
+    dropped, so the next frame opened is a fresh one, not one that waited in a buffer."""
+    with MjpegServer(n_frames=40, drop_after=100, interval=0.01) as camera:
+        runner = Runner(raw, keys, make_settings(max_open_frames=3), camera.url)
+        wait_until(lambda: r.zcard(keys.open_frames) == 3)
+        wait_until(lambda: camera.sent >= 20)
+        r.zrem(keys.open_frames, *r.zrange(keys.open_frames, 0, -1))  # three slots free up
+        wait_until(lambda: r.zcard(keys.open_frames) == 3)
+        camera.done.wait(10)
+        runner.stop.set()
+        report = runner.join()
+    ids = opened_ids(r, keys)
+    assert report.opened == len(ids) == 6
+    assert report.dropped >= 10
+    levels = [frame_of_level(float(decode(raw.get(keys.image(i)), 0).mean())) for i in ids[3:]]
+    assert min(levels) >= 20  # fresh frames after the slots freed, not frames 3, 4, 5
