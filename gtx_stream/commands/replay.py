@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from gtx_stream.accuracy import Estimator
+from gtx_stream.commands import json_safe
 from gtx_stream.replay import REFERENCE, DatasetError, Report, Row, load_dataset, replay
 
 
@@ -68,19 +69,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def to_json(report: Report) -> str:
     """The report as one JSON document; a standard error of a single trial is null."""
-    return json.dumps(_finite(dataclasses.asdict(report)), indent=2)
+    return json.dumps(json_safe(dataclasses.asdict(report)), indent=2)
 
 
 def _pm(mean: float, se: float, digits: int) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gtx_stream.accuracy import Estimator
+from gtx_stream.commands import json_safe
 from gtx_stream.model import Method
 from gtx_stream.simulate import (
     COHORTS,
@@ -259,7 +260,7 @@ def threshold_document(
                     best=id(o) in best,
                 )
             )
-    return _finite(
+    return json_safe(
         {
             "experiment": "threshold",
             "trials": args.trials,
@@ -397,7 +398,7 @@ def uncertainty_document(
                     "mae_se": _se(c.mae)[pick].tolist() if n > 1 else None,
                 }
             )
-    return _finite(
+    return json_safe(
         {
             "experiment": "uncertainty",
             "trials": args.trials,
@@ -443,17 +444,6 @@ def format_uncertainty(doc: dict[str, Any], cohorts: Sequence[Cohort]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> Any:
-    """NaN (a standard error of one trial) becomes null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _plot(directory: str, experiment: str, results: Any, cohorts: Sequence[Cohort]) -> int:
