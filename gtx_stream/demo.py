@@ -150,7 +150,8 @@ def _run(
         # Frames opened before every labeler serves would be dispatched among fewer labelers
         # than the offline run assumes: start the ingester once all of them are live.
         _wait_for_labelers(sup, client, keys, list(accuracies), opts.timeout)
-        sup.start("ingester", "ingest", str(video), "--truth", str(workdir / "truth.csv"))
+        sup.start("ingester", "ingest", str(video), "--truth", str(workdir / "truth.csv"),
+                  "--source-id", "demo")  # fmt: skip
         _wait(sup, client, keys, opts, started)
     finally:
         codes = sup.stop_all()

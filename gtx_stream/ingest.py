@@ -9,6 +9,7 @@ again) and refuses once the label budget is spent (the ingester stops).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ __all__ = ["IngestReport", "Sampler", "SourceError", "open_frame", "run_ingest"]
 
 FULL_WAIT_FIRST = 0.02  # seconds between tries while max open frames are open, doubling
 FULL_WAIT_MAX = 0.5
+
+
+SOURCE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class RedisLostWrites(redis.RedisError):
@@ -160,12 +164,15 @@ def run_ingest(
     truth_csv: str | Path | None = None,
     tasks_dir: str | Path | None = None,
     stop_event: threading.Event | None = None,
+    source_id: str | None = None,
 ) -> IngestReport:
     """Ingest ``source`` (or the tasks of the crowd dataset ``tasks_dir``) until it ends.
 
     Sampling comes from ``settings.ingest``. Stops at the end of input, after ``max_frames``
     sampled frames, when the budget is spent, or when ``stop_event`` is set (after the
-    current frame). Raises :class:`SourceError` when the source cannot be read at all.
+    current frame). Frame ids are ``<source_id>-<index>``; ``source_id`` defaults to a hash of
+    the source's path or URL (give one to keep ids stable when a file moves).
+    Raises :class:`SourceError` when the source cannot be read at all.
     """
     if (source is None) == (tasks_dir is None):
         raise ValueError("give exactly one of source and tasks_dir")
@@ -177,6 +184,10 @@ def run_ingest(
     else:
         assert source is not None
         src = parse_source(source, reconnect_max_seconds=cfg.reconnect_max_seconds, stop=stop)
+    if source_id is not None:
+        if not SOURCE_ID.fullmatch(source_id):
+            raise SourceError(f"source id {source_id!r}: use letters, digits, '_', '.', '-'")
+        src.source_id = source_id
     truths = read_truth_csv(truth_csv) if truth_csv is not None else {}
     src.open()
     report = IngestReport(source=src.uri, source_id=src.source_id)

@@ -275,7 +275,7 @@ MEANING = {
     "aggregator.kappa": "at most kappa labels per frame",
     "aggregator.prior": "class prior P(y = 1)",
     "aggregator.budget": "labels that may be bought in all (requests issued); 0: unlimited",
-    "aggregator.max_open_frames": "backpressure: no more frames are opened while this many are open",
+    "aggregator.max_open_frames": "backpressure: no frame is opened while this many are open",
     "aggregator.max_inflight": "outstanding label requests per frame",
     "aggregator.lease_seconds": "time a labeler has to answer before another one is asked",
     "aggregator.dispatch": "`random` or `least_loaded` choice among eligible labelers",

@@ -657,3 +657,12 @@ def test_a_live_stream_drops_frames_while_full_instead_of_waiting(
     assert report.dropped >= 10
     levels = [frame_of_level(float(decode(raw.get(keys.image(i)), 0).mean())) for i in ids[3:]]
     assert min(levels) >= 20  # fresh frames after the slots freed, not frames 3, 4, 5
+
+
+def test_source_id_can_be_given(r: redis.Redis, keys: Keys, video: tuple[Path, list[int]]) -> None:
+    path, truths = video
+    report = run_ingest(r, keys, make_settings(), str(path), source_id="line-3.cam")
+    assert report.opened == len(truths)
+    assert opened_ids(r, keys)[:2] == ["line-3.cam-0", "line-3.cam-1"]
+    with pytest.raises(SourceError, match="source id"):
+        run_ingest(r, keys, make_settings(), str(path), source_id="no spaces")

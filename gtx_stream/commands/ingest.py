@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--truth", metavar="CSV", help="frame_index,truth file: known truth per frame")
     p.add_argument(
+        "--source-id",
+        metavar="NAME",
+        help="frame ids are NAME-<index> (default: a hash of the source's path or URL)",
+    )
+    p.add_argument(
         "--tasks",
         metavar="DATASET_DIR",
         help="open one frame per task of a crowd dataset (truth.csv, answers.csv) instead",
@@ -104,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             truth_csv=args.truth,
             tasks_dir=args.tasks,
             stop_event=stop,
+            source_id=args.source_id,
         )
     except SourceError as err:
         _error(str(err))
