@@ -28,13 +28,14 @@ for i = 1, n do
   local entry, member = ARGV[4 * i - 1], ARGV[4 * i]
   local status
   local req = redis.call('HGET', rkey, labeler)
+  local state = redis.call('HGET', fkey, 'state')
   if req and string.sub(req, 1, 5) == 'done:' then
     if string.sub(req, 6) == entry then status = 'redelivered' else status = 'duplicate' end
-  elseif redis.call('EXISTS', fkey) == 0 then
+  elseif not state then
     status = 'unknown_frame'
   elseif redis.call('HEXISTS', KEYS[1], labeler) == 0 then
     status = 'unknown_labeler'
-  elseif redis.call('HGET', fkey, 'state') ~= 'open' then
+  elseif state ~= 'open' then
     status = 'finalised'
   elseif not req then
     status = 'unsolicited'
@@ -44,12 +45,12 @@ for i = 1, n do
       if load > 0 then redis.call('HINCRBY', KEYS[3], labeler, -1) end
     end
     redis.call('ZREM', KEYS[2], member)
+    -- the requests hash got the frame's TTL when the request was made (ask.lua); the
+    -- labels list gets it with its first label
     redis.call('HSET', rkey, labeler, 'done:' .. entry)
-    redis.call('RPUSH', lkey, cjson.encode({labeler, tonumber(label)}))
-    local ttl = redis.call('TTL', fkey)
-    if ttl > 0 then
-      redis.call('EXPIRE', lkey, ttl)
-      redis.call('EXPIRE', rkey, ttl)
+    if redis.call('RPUSH', lkey, cjson.encode({labeler, tonumber(label)})) == 1 then
+      local ttl = redis.call('TTL', fkey)
+      if ttl > 0 then redis.call('EXPIRE', lkey, ttl) end
     end
     redis.call('HINCRBY', fkey, 'n_labels', 1)
     redis.call('HINCRBY', KEYS[4], 'labels_applied', 1)
