@@ -165,14 +165,13 @@ class Aggregator:
 
     # -- main loop ------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event | None = None, idle_exit: float | None = None) -> None:
+    def run(self, stop: threading.Event | None = None) -> None:
         """Process batches until ``stop`` is set (finishing the batch in hand)."""
         stop = stop or threading.Event()
-        idle_since = time.monotonic()
         wait = RECONNECT_FIRST
         while not stop.is_set():
             try:
-                report = self.step()
+                self.step()
             except (redis.ConnectionError, redis.TimeoutError) as err:
                 # Redis restarting or unreachable: the batch in hand was not acknowledged, so it
                 # stays pending and is claimed again once Redis is back (XAUTOCLAIM).
@@ -181,10 +180,6 @@ class Aggregator:
                 wait = min(wait * 2, RECONNECT_MAX)
                 continue
             wait = RECONNECT_FIRST
-            if report.labels_read or report.finalised or report.asked:
-                idle_since = time.monotonic()
-            elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
-                return
 
     def step(self, block_ms: int | None = None) -> BatchReport:
         report = BatchReport()
@@ -213,9 +208,7 @@ class Aggregator:
             self._last_sweep = time.time()
         if touched:
             self._decide(sorted(touched), report, views)
-        self._ack(entries)
-        if report.applied or report.finalised or report.asked:
-            self.r.hset(self.keys.stats, "last_progress_at", repr(time.time()))
+        self._ack(entries, progress=bool(report.applied or report.finalised or report.asked))
         return report
 
     def _claim(self) -> list[tuple[str, str, dict[str, str]]]:
@@ -236,15 +229,20 @@ class Aggregator:
             log.info("claimed %d pending entries from dead consumers", len(out))
         return out
 
-    def _ack(self, entries: Sequence[tuple[str, str, dict[str, str]]]) -> None:
+    def _ack(self, entries: Sequence[tuple[str, str, dict[str, str]]], progress: bool) -> None:
+        """One round trip: XACK per stream, and the progress stamp that ``status --check``
+        reads when the step applied, finalised or asked anything."""
         by_stream: dict[str, list[str]] = {}
         for stream, entry_id, _ in entries:
             by_stream.setdefault(stream, []).append(entry_id)
-        if by_stream:
-            pipe = self.r.pipeline(transaction=False)
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, GROUP, *ids)
-            pipe.execute()
+        if not by_stream and not progress:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+        if progress:
+            pipe.hset(self.keys.stats, "last_progress_at", repr(time.time()))
+        pipe.execute()
 
     # -- labels ---------------------------------------------------------------------------
 

@@ -158,6 +158,7 @@ def _run(
     elapsed = time.monotonic() - started
     bad = {k: v for k, v in codes.items() if v not in (0, None)}
     summary = summarise(client, keys, truths, accuracies, opts)
+    client.close()
     summary["seconds"] = round(elapsed, 2)
     summary["exit_codes"] = codes
     if bad:
