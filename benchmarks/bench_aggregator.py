@@ -29,12 +29,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtx_stream.aggregator import Aggregator, lease_member  # noqa: E402
 from gtx_stream.config import AggregatorSettings  # noqa: E402
-from gtx_stream.draws import simulated_label  # noqa: E402
-from gtx_stream.embedded import EmbeddedRedis  # noqa: E402
-from gtx_stream.keys import Keys  # noqa: E402
-from gtx_stream.scripts import load_script  # noqa: E402
+from gtx_stream.core.draws import simulated_label  # noqa: E402
+from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
+from gtx_stream.pipeline.aggregate.aggregator import Aggregator, lease_member  # noqa: E402
+from gtx_stream.store.keys import Keys  # noqa: E402
+from gtx_stream.store.scripts import load_script  # noqa: E402
 
 LABELERS = {f"lab{j}": float(a) for j, a in enumerate(np.linspace(0.8, 1.0, 10))}
 

@@ -45,11 +45,11 @@ from rq.worker import BaseWorker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtx_stream.demo import labeler_accuracies, write_config  # noqa: E402
-from gtx_stream.embedded import EmbeddedRedis  # noqa: E402
-from gtx_stream.keys import Keys  # noqa: E402
-from gtx_stream.supervisor import Supervisor  # noqa: E402
-from gtx_stream.synthetic import write_synthetic_video, write_truth_csv  # noqa: E402
+from gtx_stream.ops.demo import labeler_accuracies, write_config  # noqa: E402
+from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
+from gtx_stream.ops.supervisor import Supervisor  # noqa: E402
+from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv  # noqa: E402
+from gtx_stream.store.keys import Keys  # noqa: E402
 
 # --- the pipeline ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ Baselines, same run, each over every setting of ``--loop-trials`` trials of each
 time scaled to ``--trials`` trials; both read the same draws as the vectorised simulator and
 their counts (examples labeled, labels, errors) are checked against it:
 
-* library loop: :mod:`gtx_stream.simulate_reference`, which asks one labeler at a time and
+* library loop: :mod:`tests.offline.simulate_reference`, which asks one labeler at a time and
   calls ``model.aggregate`` and ``strategy.decide`` on that one example after every label, as
   the aggregator does per frame (about a minute per trial and cohort);
 * plain loop: the same loop with the posterior and the rule written out in Python floats
@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gtx_stream import simulate as sim  # noqa: E402
-from gtx_stream import simulate_reference as ref  # noqa: E402
-from gtx_stream.model import ACCURACY_EPS, Method  # noqa: E402
+from gtx_stream.core.models import ACCURACY_EPS, Method  # noqa: E402
+from gtx_stream.offline import simulate as sim  # noqa: E402
+from tests.offline import simulate_reference as ref  # noqa: E402
 
 
 def time_vectorised(trials: int, jobs: int) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from gtx_stream.model import Method
+from gtx_stream.core.models import Method
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 

@@ -1,7 +1,7 @@
 """In-process pipeline pieces for aggregator tests: open frames, answer requests, run to the end.
 
 Requests are captured from the aggregator's ``enqueue`` hook instead of RQ, and answered by
-seeded simulated labelers (gtx_stream.draws), so these tests need a real Redis but no workers.
+seeded simulated labelers (gtx_stream.core.draws), so these tests need a real Redis but no workers.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import redis
 
-from gtx_stream.aggregator import Aggregator, Request
 from gtx_stream.config import AggregatorSettings
-from gtx_stream.draws import simulated_label
-from gtx_stream.keys import Keys
-from gtx_stream.scripts import load_script
+from gtx_stream.core.draws import simulated_label
+from gtx_stream.pipeline.aggregate.aggregator import Aggregator, Request
+from gtx_stream.store.keys import Keys
+from gtx_stream.store.scripts import load_script
 
 
 def register(r: redis.Redis, keys: Keys, accuracies: dict[str, float], live: bool = True) -> None:

@@ -1,7 +1,7 @@
 """Fault injection against the running pipeline, and the checks that follow it.
 
 :func:`run_chaos` starts a private Redis (append-only file, ``appendfsync everysec``) and the
-real services as separate processes (:class:`gtx_stream.supervisor.Supervisor`): one
+real services as separate processes (:class:`gtx_stream.ops.supervisor.Supervisor`): one
 ingester reading a synthetic video, labeler workers (seeded simulated labelers, plus the two
 ``python`` labelers of :mod:`tests.chaos_labelers`: one that hangs on some frames, one that
 always answers after its lease), and an aggregator, with a second aggregator on the same
@@ -40,12 +40,12 @@ from typing import Any, cast
 
 import redis
 
-from gtx_stream.demo import labeler_accuracies, write_config
-from gtx_stream.embedded import EmbeddedRedis
-from gtx_stream.keys import Keys
-from gtx_stream.model import aggregate
-from gtx_stream.supervisor import Supervisor
-from gtx_stream.synthetic import write_synthetic_video, write_truth_csv
+from gtx_stream.core.models import aggregate
+from gtx_stream.ops.demo import labeler_accuracies, write_config
+from gtx_stream.ops.embedded import EmbeddedRedis
+from gtx_stream.ops.supervisor import Supervisor
+from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
+from gtx_stream.store.keys import Keys
 from tests import chaos_labelers
 
 ROOT = Path(__file__).resolve().parents[1]

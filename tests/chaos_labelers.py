@@ -1,6 +1,6 @@
 """``python``-backend labelers for the fault-injection test (``tests/test_chaos.py``).
 
-Both answer like a seeded simulated labeler (:func:`gtx_stream.draws.simulated_label`, from the
+Both answer like a seeded simulated labeler (:func:`gtx_stream.core.draws.simulated_label`, from the
 frame's ``truth`` field), but:
 
 - :func:`hang` never returns on every :data:`HANG_EVERY`-th frame (by frame index): its
@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from gtx_stream.draws import simulated_label
+from gtx_stream.core.draws import simulated_label
 
 SEED = 0
 HANG_EVERY = 3

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Redis tests run against a real server: ``$GTX_TEST_REDIS_URL`` when set, else a private
-redis-server that the session starts (see :mod:`gtx_stream.embedded`). Each test gets a
+redis-server that the session starts (see :mod:`gtx_stream.ops.embedded`). Each test gets a
 database that is checked to be empty first and flushed afterwards.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from gtx_stream.embedded import EmbeddedRedis
-from gtx_stream.keys import Keys
+from gtx_stream.ops.embedded import EmbeddedRedis
+from gtx_stream.store.keys import Keys
 
 DATASETS = Path(
     os.environ.get("GTX_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets")

@@ -1,5 +1,5 @@
 """Helpers for the process tests: a pipeline config in a temporary folder, its services as real
-processes (:class:`gtx_stream.supervisor.Supervisor`), waiting on Redis, and record checks.
+processes (:class:`gtx_stream.ops.supervisor.Supervisor`), waiting on Redis, and record checks.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import redis
 
-from gtx_stream.demo import write_config
-from gtx_stream.keys import Keys
-from gtx_stream.supervisor import Service, Supervisor
+from gtx_stream.ops.demo import write_config
+from gtx_stream.ops.supervisor import Service, Supervisor
+from gtx_stream.store.keys import Keys
 
 FINAL_FIELDS = (
     "frame_id",

@@ -1,0 +1,63 @@
+"""The ``gtx-stream`` command: one sub-command per module in :mod:`gtx_stream.cli`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from gtx_stream.config import ConfigError
+
+# Each module defines ``register(subparsers)``, which adds its sub-command(s) and sets
+# ``func=<callable(args) -> int>`` as the parser default.
+COMMANDS = (
+    "simulate",
+    "replay",
+    "demo",
+    "ingest",
+    "labeler",
+    "aggregator",
+    "tail",
+    "status",
+    "labelers",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gtx-stream",
+        description="Ground Truth Extension on Redis: cheap, trustworthy labels for video frames.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"gtx_stream.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`gtx-stream tail | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

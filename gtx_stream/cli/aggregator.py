@@ -1,0 +1,54 @@
+"""`gtx-stream aggregator`: apply labels, decide, dispatch and finalise, until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import Any
+
+log = logging.getLogger("gtx_stream.pipeline.aggregate.aggregator")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("aggregator", help="run the aggregator service")
+    p.add_argument("--config", help="config file (default: ./config.toml)")
+    p.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
+    p.set_defaults(func=_run)
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: the loop finishes its batch, acknowledges, exits 0."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: finishing the current batch", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gtx_stream.config import load_settings
+    from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+    from gtx_stream.store.connection import connect
+    from gtx_stream.store.keys import Keys
+    from gtx_stream.store.params import register_configured
+
+    settings = load_settings(args.config)
+    client = connect(settings)
+    keys = Keys(settings.redis.prefix)
+    agg = Aggregator(client, keys, settings.aggregator, consumer=args.consumer)
+    agg.setup()
+    # configured accuracies fill in; ones loaded from a file or an assessment are kept
+    register_configured(client, keys, settings, overwrite=False)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    log.info(
+        "aggregator %s: method=%s tau=%s kappa=%s", agg.consumer, settings.aggregator.method,
+        settings.aggregator.tau, settings.aggregator.kappa,
+    )  # fmt: skip
+    agg.run(stop)
+    log.info("aggregator %s stopped", agg.consumer)
+    return 0

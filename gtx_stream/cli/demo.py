@@ -1,0 +1,71 @@
+"""`gtx-stream demo`: the whole pipeline on a synthetic video, then a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on a synthetic video (main job)")
+    p.add_argument("--config", help="config file (default: ./config.toml if present)")
+    p.add_argument("--frames", type=int, default=300, help="frames in the synthetic video")
+    p.add_argument("--labelers", type=int, default=10, help="simulated labelers")
+    p.add_argument("--alpha-range", type=float, nargs=2, default=(0.8, 1.0),
+                   metavar=("LOW", "HIGH"), help="labeler accuracies ~ U(LOW, HIGH)")  # fmt: skip
+    p.add_argument("--method", choices=["gtx", "mv", "wmv", "sv"], help="default: config")
+    p.add_argument("--tau", type=float, help="default: config (0.99)")
+    p.add_argument("--kappa", type=int, help="default: config (5)")
+    p.add_argument("--budget", type=int, help="labels to spend; 0: unlimited (default: config)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, help="keep the video, config and logs here")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.ops.demo import DemoOptions, print_summary, run_demo
+
+    settings = load_settings(args.config)
+    agg = settings.aggregator
+    lo, hi = args.alpha_range
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ConfigError(f"--alpha-range: need 0 <= LOW <= HIGH <= 1, got {lo} {hi}")
+    if args.frames < 1 or args.labelers < 1:
+        raise ConfigError("--frames and --labelers must be at least 1")
+    tau = agg.tau if args.tau is None else args.tau
+    kappa = agg.kappa if args.kappa is None else args.kappa
+    if not 0.5 < tau < 1.0 or kappa < 1:
+        raise ConfigError(f"need 0.5 < tau < 1 and kappa >= 1, got tau={tau} kappa={kappa}")
+    opts = DemoOptions(
+        frames=args.frames,
+        labelers=args.labelers,
+        alpha_range=(lo, hi),
+        method=args.method or str(agg.method),
+        tau=tau,
+        kappa=kappa,
+        seed=args.seed,
+        budget=agg.budget if args.budget is None else args.budget,
+        json=args.json,
+        workdir=args.workdir,
+    )
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        summary = run_demo(settings, opts)
+    except RuntimeError as err:
+        print(f"gtx-stream demo: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    return 0 if not summary.get("failed_services") else 1

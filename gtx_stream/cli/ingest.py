@@ -1,0 +1,125 @@
+"""`gtx-stream ingest SOURCE`: read frames and open them for labeling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from gtx_stream.config import ConfigError, load_settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="read a video, camera, stream or image folder and open its frames for labeling",
+        description=(
+            "Read SOURCE with OpenCV, sample it, store each kept frame as JPEG in Redis and "
+            "open it for labeling. SOURCE is a video file, a camera index (0, 1, ...), a "
+            "stream URL (rtsp://, http://...) or a folder of images (in name order)."
+        ),
+    )
+    p.add_argument("source", nargs="?", metavar="SOURCE", help="video, camera, URL or folder")
+    p.add_argument("--config", metavar="PATH", help="config file (default ./config.toml)")
+    p.add_argument("--fps", type=float, help="target sampling rate (frames per second)")
+    p.add_argument("--every", type=int, metavar="N", help="keep every N-th frame")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N sampled frames")
+    p.add_argument(
+        "--skip-still",
+        action="store_true",
+        default=None,
+        help="skip frames that barely differ from the last kept one (ingest.still_threshold)",
+    )
+    p.add_argument("--truth", metavar="CSV", help="frame_index,truth file: known truth per frame")
+    p.add_argument(
+        "--source-id",
+        metavar="NAME",
+        help="frame ids are NAME-<index> (default: a hash of the source's path or URL)",
+    )
+    p.add_argument(
+        "--tasks",
+        metavar="DATASET_DIR",
+        help="open one frame per task of a crowd dataset (truth.csv, answers.csv) instead",
+    )
+    p.set_defaults(func=_run)
+
+
+def _error(message: str) -> None:
+    print(f"gtx-stream ingest: error: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import cv2
+    import redis
+    from pydantic import ValidationError
+
+    from gtx_stream.pipeline.ingest.ingester import SourceError, run_ingest
+    from gtx_stream.store.keys import Keys
+
+    if (args.source is None) == (args.tasks is None):
+        _error("give either SOURCE or --tasks DATASET_DIR")
+        return 2
+    settings = load_settings(args.config)
+    overrides = {
+        "fps": args.fps,
+        "every": args.every,
+        "max_frames": args.max_frames,
+        "skip_still": args.skip_still,
+    }
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            setattr(settings.ingest, name, value)
+        except ValidationError as err:
+            msg = err.errors()[0]["msg"]
+            raise ConfigError(
+                f"config error: --{name.replace('_', '-')}: {msg} (got {value!r})"
+            ) from None
+    url = settings.redis.url.get_secret_value()
+    if not url:
+        _error("no Redis URL: set redis.url in the config file or GTX_REDIS__URL")
+        return 2
+
+    # OpenCV's and FFmpeg's own messages would bury the one-line error of an unreadable
+    # source; with --log-level DEBUG they stay. FFmpeg reads its level on first use.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    client = redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout)
+    try:
+        report = run_ingest(
+            client,
+            Keys(settings.redis.prefix),
+            settings,
+            args.source,
+            truth_csv=args.truth,
+            tasks_dir=args.tasks,
+            stop_event=stop,
+            source_id=args.source_id,
+        )
+    except SourceError as err:
+        _error(str(err))
+        return 1
+    except redis.RedisError as err:
+        _error(f"Redis: {err}")
+        return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        client.close()
+    print(report.summary())
+    return 0

@@ -1,0 +1,52 @@
+"""`gtx-stream labeler --id ID [--id ID ...] | --all`: an RQ worker serving labeler identities."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "labeler",
+        help="run a labeler worker (RQ) for one or more labelers of the config",
+        description=(
+            "Serve the RQ queues of the given labelers: each label request is answered by the "
+            "labeler's backend (simulated, replay, python or http) and the label is added to "
+            "the labels stream. SIGTERM or Ctrl-C finish the current request, then exit 0."
+        ),
+    )
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        metavar="ID",
+        help="labeler id from the config's [[labelers]] (repeat to serve several)",
+    )
+    who.add_argument("--all", action="store_true", help="serve every configured labeler")
+    p.add_argument("--config", metavar="PATH", help="config file (default ./config.toml)")
+    p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import redis
+
+    from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.pipeline.label.backends import LabelError
+    from gtx_stream.pipeline.label.worker import run_labeler_worker
+
+    settings = load_settings(args.config)
+    ids = [lab.id for lab in settings.labelers] if args.all else list(args.ids)
+    if not ids:
+        raise ConfigError("config error: labelers: none configured")
+    try:
+        return run_labeler_worker(settings, ids, burst=args.burst)
+    except LabelError as err:
+        print(f"labeler error: {err}", file=sys.stderr)
+        return 2
+    except redis.RedisError as err:
+        print(f"redis error: {err}", file=sys.stderr)
+        return 1

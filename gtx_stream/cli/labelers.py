@@ -1,0 +1,136 @@
+"""`gtx-stream labelers load|assess|list`: labeler accuracies in Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gtx_stream.store.params import LabelerAccuracy
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "labelers",
+        help="load, assess and list labeler accuracies (stored in Redis)",
+        description="Labeler accuracies weigh each label in the posterior (equation 3).",
+    )
+    p.add_argument("--config", metavar="PATH", help="config file (default ./config.toml)")
+    action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    load = action.add_parser(
+        "load",
+        help="store accuracies from a file",
+        description="Store accuracies from TOML ([[labelers]] id, accuracy) or CSV (id,accuracy).",
+    )
+    load.add_argument("file", metavar="FILE", help=".toml or .csv")
+    load.set_defaults(func=_load)
+
+    assess = action.add_parser(
+        "assess",
+        help="estimate accuracies from an assessment set and store them",
+        description=(
+            "Estimate each worker's accuracy from gold answers: ANSWERS is task,worker,label "
+            "and TRUTH is task,truth (as in the datasets). The Beta(1, 1) posterior mean with "
+            "its 95%% credible interval by default; --estimator mle gives equation (4) with "
+            "the exact 95%% interval."
+        ),
+    )
+    assess.add_argument("answers", metavar="ANSWERS", help="CSV task,worker,label")
+    assess.add_argument("truth", metavar="TRUTH", help="CSV task,truth")
+    assess.add_argument("--estimator", choices=["beta", "mle"], default="beta")
+    assess.add_argument("--dry-run", action="store_true", help="print the estimates, store nothing")
+    assess.set_defaults(func=_assess)
+
+    show = action.add_parser("list", help="show the stored accuracies")
+    show.add_argument("--json", action="store_true", help="one JSON object: id -> record")
+    show.set_defaults(func=_list)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import redis
+
+    from gtx_stream.config import load_settings
+    from gtx_stream.pipeline.label.worker import redis_url
+    from gtx_stream.store.keys import Keys
+
+    settings = load_settings(args.config)
+    url = redis_url(settings)
+    return redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout), Keys(
+        settings.redis.prefix
+    )
+
+
+def _table(records: Mapping[str, LabelerAccuracy]) -> str:
+    width = max([len("labeler")] + [len(k) for k in records])
+    lines = [f"{'labeler':<{width}}  accuracy  95% interval       n  source"]
+    for lid, rec in records.items():
+        lines.append(
+            f"{lid:<{width}}  {rec.accuracy:8.4f}  [{rec.lower:.4f}, {rec.upper:.4f}]"
+            f"  {rec.n:5d}  {rec.source}"
+        )
+    return "\n".join(lines)
+
+
+def _guard(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import redis
+
+        from gtx_stream.store.params import RegistryError
+
+        try:
+            return int(func(args))
+        except RegistryError as err:
+            print(f"labelers error: {err}", file=sys.stderr)
+            return 2
+        except redis.RedisError as err:
+            print(f"redis error: {err}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_guard
+def _load(args: argparse.Namespace) -> int:
+    from gtx_stream.store.params import load_file, store
+
+    records = load_file(args.file)
+    client, keys = _client(args)
+    n = store(client, keys, records)
+    print(_table(records))
+    print(f"stored {n} labeler accuracies in {keys.labelers}")
+    return 0
+
+
+@_guard
+def _assess(args: argparse.Namespace) -> int:
+    from gtx_stream.store.params import assess, store
+
+    records = assess(args.answers, args.truth, args.estimator)
+    print(_table(records))
+    if args.dry_run:
+        return 0
+    client, keys = _client(args)
+    n = store(client, keys, records)
+    print(f"stored {n} labeler accuracies ({args.estimator}) in {keys.labelers}")
+    return 0
+
+
+@_guard
+def _list(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from gtx_stream.store.params import get_labelers
+
+    client, keys = _client(args)
+    records = get_labelers(client, keys)
+    if args.json:
+        print(json.dumps({k: dataclasses.asdict(v) for k, v in records.items()}, sort_keys=True))
+    elif records:
+        print(_table(records))
+    else:
+        print(f"no labeler accuracies stored in {keys.labelers}")
+    return 0

@@ -1,0 +1,469 @@
+"""`gtx-stream simulate threshold|uncertainty`: the paper's synthetic experiments (section 3)."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtx_stream.cli.output import json_safe
+from gtx_stream.core.accuracy import Estimator
+from gtx_stream.core.models import Method
+from gtx_stream.offline.simulate import (
+    COHORTS,
+    TABLE_ORDER,
+    Cohort,
+    Curves,
+    Outcome,
+    best_outcomes,
+    run_threshold,
+    run_uncertainty,
+)
+
+DEFAULT_ASSESS_SIZE = 20
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="reproduce the paper's synthetic experiments (Tables 1 and 2, Figures 1 and 2)",
+        description="Reproduce section 3 of the paper with simulated labelers.",
+    )
+    which = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+
+    t = which.add_parser(
+        "threshold",
+        help="section 3.3: confidence threshold (Table 1, Figure 1)",
+        description=(
+            "Section 3.3: a budget of B labels; each example is asked of labelers drawn without "
+            "replacement until its confidence reaches tau or kappa labels are in (GTX, SV), or "
+            "for a fixed k = 1..kappa labels (MV, WMV). Reports, per cohort and method, the "
+            "setting with the lowest error (Table 1); --all shows every setting."
+        ),
+    )
+    _common(t, trials=100)
+    t.add_argument(
+        "--taus",
+        default="0.85:0.99:0.01",
+        help="tau sweep: START:STOP:STEP (inclusive) or a comma list (default 0.85:0.99:0.01)",
+    )
+    t.add_argument("--kappa", type=int, default=5, help="most labels per example (default 5)")
+    t.add_argument("--all", action="store_true", help="print every setting, not only the best")
+    t.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="threads, one cohort each (default: 2, or 1 on a single core)",
+    )
+    t.set_defaults(func=_run_threshold)
+
+    u = which.add_parser(
+        "uncertainty",
+        help="section 3.4: uncertainty sampling (Table 2, Figure 2)",
+        description=(
+            "Section 3.4: every example is labeled once, then the example of highest "
+            "uncertainty (equation 5; random tie-break) gets its next labeler, until the "
+            "budget is spent. Reports the final error and MAE (Table 2)."
+        ),
+    )
+    _common(u, trials=10)
+    u.add_argument("--examples", type=int, default=5000, help="dataset size M (default 5000)")
+    u.add_argument(
+        "--tie-break",
+        choices=["random", "fewest"],
+        default="random",
+        help="among equally uncertain examples pick a random one, or a random one of those "
+        "with the fewest labels (default random)",
+    )
+    u.add_argument(
+        "--curve-every",
+        type=int,
+        default=100,
+        help="in --json, a curve point every this many labels (default 100)",
+    )
+    u.set_defaults(func=_run_uncertainty)
+
+
+def _common(p: argparse.ArgumentParser, trials: int) -> None:
+    p.add_argument("--trials", type=int, default=trials, help=f"trials (default {trials})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--budget", type=int, default=15000, help="labels B (default 15000)")
+    p.add_argument("--labelers", type=int, default=10, help="labelers per trial (default 10)")
+    p.add_argument(
+        "--accuracy",
+        default="true",
+        help="accuracies the methods use: true, mle (equation 4) or beta (Beta(1, 1) mean), "
+        "or a comma list to compare them on the same trials (default true)",
+    )
+    p.add_argument(
+        "--assess-size",
+        type=int,
+        default=None,
+        help=f"gold items per labeler for mle and beta (default {DEFAULT_ASSESS_SIZE})",
+    )
+    p.add_argument(
+        "--cohort",
+        choices=["both", *(c.name for c in COHORTS)],
+        default="both",
+        help="labeler cohort (default both)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document with every row")
+    p.add_argument("--plot", metavar="DIR", help="write the figures as PNG files into DIR")
+
+
+class UsageError(ValueError):
+    """A bad command-line value."""
+
+
+def parse_taus(text: str) -> tuple[float, ...]:
+    """``0.85:0.99:0.01`` (inclusive) or ``0.9,0.95,0.99``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise UsageError("--taus step must be positive")
+            n = int(math.floor((stop - start) / step + 1e-9)) + 1
+            taus = tuple(round(start + i * step, 10) for i in range(max(n, 0)))
+        else:
+            taus = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"--taus: cannot read {text!r}") from None
+    if not taus:
+        raise UsageError("--taus: no tau given")
+    if any(not 0.5 < t < 1.0 for t in taus):
+        raise UsageError("--taus: every tau must be in (0.5, 1)")
+    if list(taus) != sorted(set(taus)):
+        raise UsageError("--taus: taus must be increasing")
+    return taus
+
+
+def parse_estimators(text: str) -> tuple[Estimator, ...]:
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(Estimator(part.strip()))
+        except ValueError:
+            raise UsageError(
+                f"--accuracy: {part.strip()!r} is not one of true, mle, beta"
+            ) from None
+    if len(set(out)) != len(out):
+        raise UsageError("--accuracy: an estimator is repeated")
+    return tuple(out)
+
+
+def _settings(args: argparse.Namespace) -> tuple[tuple[Estimator, ...], int, tuple[Cohort, ...]]:
+    estimators = parse_estimators(args.accuracy)
+    estimated = any(e is not Estimator.TRUE for e in estimators)
+    assess = args.assess_size
+    if assess is None:
+        assess = DEFAULT_ASSESS_SIZE if estimated else 0
+    if assess < 0 or (estimated and assess == 0):
+        raise UsageError("--assess-size must be a positive number of gold items for mle or beta")
+    if args.trials < 1:
+        raise UsageError("--trials must be at least 1")
+    if args.budget < 1:
+        raise UsageError("--budget must be at least 1")
+    if args.labelers < 1 or args.labelers > 127:
+        raise UsageError("--labelers must be in 1..127")
+    cohorts = tuple(c for c in COHORTS if args.cohort in ("both", c.name))
+    return estimators, assess, cohorts
+
+
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse rather than hand it back to the kernel.
+
+    The simulator allocates and frees arrays of tens of MB thousands of times; by default
+    glibc returns each to the kernel, and the next one costs a page fault per 4 kB page (about
+    a fifth of the run's CPU time). The process is short-lived, so holding the memory is cheap.
+    Elsewhere than glibc this does nothing.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: bigger arrays are still mmapped
+    mallopt(m_trim_threshold, 1 << 30)
+    mallopt(m_top_pad, 64 << 20)
+
+
+def _fail(err: Exception) -> int:
+    print(f"gtx-stream simulate: error: {err}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------
+# threshold
+
+
+def _run_threshold(args: argparse.Namespace) -> int:
+    _keep_freed_memory()
+    try:
+        estimators, assess, cohorts = _settings(args)
+        taus = parse_taus(args.taus)
+        if not 1 <= args.kappa <= args.labelers:
+            raise UsageError("--kappa must be in 1..labelers")
+        if args.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        results = run_threshold(
+            trials=args.trials,
+            seed=args.seed,
+            budget=args.budget,
+            kappa=args.kappa,
+            labelers=args.labelers,
+            taus=taus,
+            estimators=estimators,
+            assess_size=assess,
+            cohorts=cohorts,
+            jobs=args.jobs,
+        )
+    except ValueError as err:
+        return _fail(err)
+    doc = threshold_document(results, args, taus, assess)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_threshold(doc, cohorts, show_all=args.all))
+    if args.plot:
+        return _plot(args.plot, "threshold", results, cohorts)
+    return 0
+
+
+def threshold_document(
+    results: dict[Estimator, list[Outcome]],
+    args: argparse.Namespace,
+    taus: Sequence[float],
+    assess: int,
+) -> dict[str, Any]:
+    rows = []
+    for est, outcomes in results.items():
+        best = {id(o) for o in best_outcomes(outcomes).values()}
+        for o in outcomes:
+            rows.append(
+                o.row(
+                    accuracy=est.value,
+                    assess_size=assess if est is not Estimator.TRUE else None,
+                    best=id(o) in best,
+                )
+            )
+    return json_safe(
+        {
+            "experiment": "threshold",
+            "trials": args.trials,
+            "seed": args.seed,
+            "budget": args.budget,
+            "kappa": args.kappa,
+            "labelers": args.labelers,
+            "taus": list(taus),
+            "rows": rows,
+        }
+    )
+
+
+def _pct(mean: float | None, se: float | None) -> str:
+    if mean is None:
+        return "-"
+    digits = 2 if abs(mean) < 0.1 else 1
+    tail = "" if se is None else f" (± {100 * se:.2f}%)"
+    return f"{100 * mean:.{digits}f}%{tail}"
+
+
+def _table(lines: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+
+
+def _accuracy_text(row: dict[str, Any]) -> str:
+    if row["accuracy"] == "true":
+        return "true accuracies"
+    return f"{row['accuracy']} accuracies from {row['assess_size']} gold items per labeler"
+
+
+def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: bool) -> str:
+    out = []
+    estimators = list(dict.fromkeys(r["accuracy"] for r in doc["rows"]))
+    for est in estimators:
+        for cohort in cohorts:
+            rows = [r for r in doc["rows"] if r["accuracy"] == est and r["cohort"] == cohort.name]
+            if not show_all:
+                rows = [r for r in rows if r["best"]]
+            rows.sort(
+                key=lambda r: (TABLE_ORDER.index(Method(r["method"])), r["tau"] or 0, r["k"] or 0)
+            )
+            out.append(
+                f"{cohort.title}: {doc['trials']} trials, B = {doc['budget']}, "
+                f"kappa = {doc['kappa']}, {_accuracy_text(rows[0])}"
+            )
+            head = ("method", "avg k", "tau" if show_all else "best tau", "k", "labeled N")
+            lines: list[tuple[str, ...]] = [(*head, "error rate", "MAE")]
+            for r in rows:
+                se_n = r["n_labeled_se"] or 0.0
+                lines.append(
+                    (
+                        r["method"].upper(),
+                        f"{r['avg_k']:.2f}",
+                        "-" if r["tau"] is None else f"{r['tau']:g}",
+                        "-" if r["k"] is None else str(r["k"]),
+                        f"{r['n_labeled']:,.0f} ± {se_n:.1f}",
+                        _pct(r["error"], r["error_se"]),
+                        _pct(r["mae"], r["mae_se"]),
+                    )
+                )
+            out += _table(lines)
+            out.append("")
+    out.append(
+        "Means over trials; ± is the standard error over trials. "
+        + ("" if show_all else "Per method, the setting with the lowest error.")
+    )
+    return "\n".join(out).rstrip()
+
+
+# ---------------------------------------------------------------------------------------------
+# uncertainty
+
+
+def _run_uncertainty(args: argparse.Namespace) -> int:
+    _keep_freed_memory()
+    try:
+        estimators, assess, cohorts = _settings(args)
+        if args.examples < 1:
+            raise UsageError("--examples must be at least 1")
+        if not args.examples <= args.budget <= args.examples * args.labelers:
+            raise UsageError("--budget must be between examples and examples x labelers")
+        if args.curve_every < 1:
+            raise UsageError("--curve-every must be at least 1")
+        results = run_uncertainty(
+            trials=args.trials,
+            seed=args.seed,
+            examples=args.examples,
+            budget=args.budget,
+            labelers=args.labelers,
+            estimators=estimators,
+            assess_size=assess,
+            cohorts=cohorts,
+            fewest_first=args.tie_break == "fewest",
+        )
+    except ValueError as err:
+        return _fail(err)
+    doc = uncertainty_document(results, args, assess)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_uncertainty(doc, cohorts))
+    if args.plot:
+        return _plot(args.plot, "uncertainty", results, cohorts)
+    return 0
+
+
+def uncertainty_document(
+    results: dict[Estimator, list[Curves]], args: argparse.Namespace, assess: int
+) -> dict[str, Any]:
+    rows, curves = [], []
+    for est, runs in results.items():
+        extra = {
+            "accuracy": est.value,
+            "assess_size": assess if est is not Estimator.TRUE else None,
+        }
+        for c in sorted(runs, key=lambda c: TABLE_ORDER.index(c.method)):
+            rows.append(c.final.row(**extra))
+            pick = np.unique(
+                np.r_[np.arange(0, len(c.labels), args.curve_every), len(c.labels) - 1]
+            )
+            n = c.error.shape[0]
+            curves.append(
+                {
+                    "cohort": c.cohort,
+                    "method": c.method.value,
+                    **extra,
+                    "labels": c.labels[pick].tolist(),
+                    "error": c.error.mean(axis=0)[pick].tolist(),
+                    "error_se": _se(c.error)[pick].tolist() if n > 1 else None,
+                    "mae": c.mae.mean(axis=0)[pick].tolist(),
+                    "mae_se": _se(c.mae)[pick].tolist() if n > 1 else None,
+                }
+            )
+    return json_safe(
+        {
+            "experiment": "uncertainty",
+            "trials": args.trials,
+            "seed": args.seed,
+            "examples": args.examples,
+            "budget": args.budget,
+            "labelers": args.labelers,
+            "tie_break": args.tie_break,
+            "rows": rows,
+            "curves": curves,
+        }
+    )
+
+
+def _se(values: np.ndarray) -> np.ndarray:
+    out: np.ndarray = values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
+    return out
+
+
+def format_uncertainty(doc: dict[str, Any], cohorts: Sequence[Cohort]) -> str:
+    out = []
+    estimators = list(dict.fromkeys(r["accuracy"] for r in doc["rows"]))
+    for est in estimators:
+        for cohort in cohorts:
+            rows = [r for r in doc["rows"] if r["accuracy"] == est and r["cohort"] == cohort.name]
+            out.append(
+                f"{cohort.title}: {doc['trials']} trials, {doc['examples']} examples, "
+                f"B = {doc['budget']}, {_accuracy_text(rows[0])}, ties: {doc['tie_break']}"
+            )
+            lines: list[tuple[str, ...]] = [("method", "error rate", "MAE")]
+            for r in rows:
+                lines.append(
+                    (
+                        r["method"].upper(),
+                        _pct(r["error"], r["error_se"]),
+                        _pct(r["mae"], r["mae_se"]),
+                    )
+                )
+            out += _table(lines)
+            out.append("")
+    out.append("Final error rate and MAE over all examples; ± is the standard error over trials.")
+    return "\n".join(out).rstrip()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _plot(directory: str, experiment: str, results: Any, cohorts: Sequence[Cohort]) -> int:
+    try:
+        from gtx_stream.offline import figures
+    except ImportError:
+        print(
+            "gtx-stream simulate: --plot needs matplotlib: pip install 'gtx-stream[plot]'",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for est, data in results.items():
+        suffix = "" if est is Estimator.TRUE else f"-{est.value}"
+        if experiment == "threshold":
+            path = out / f"figure1{suffix}.png"
+            figures.figure1(data, cohorts, path)
+        else:
+            path = out / f"figure2{suffix}.png"
+            figures.figure2(data, cohorts, path)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,66 @@
+"""`gtx-stream status`: frames, budget, queues and labelers of a running pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("status", help="show the pipeline's state")
+    p.add_argument("--config", help="config file (default: ./config.toml)")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 1 when Redis is unreachable or the pipeline is stalled "
+        "(open frames, no progress for aggregator.stall_seconds)",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.ops.status import health_problem, pipeline_status
+    from gtx_stream.store.connection import connect, redacted
+    from gtx_stream.store.keys import Keys
+
+    settings = load_settings(args.config)
+    try:
+        client = connect(settings)
+    except ConfigError as err:
+        if args.check:
+            print(f"unhealthy: {err}", file=sys.stderr)
+            return 1
+        raise
+    import redis
+
+    try:
+        st = pipeline_status(client, Keys(settings.redis.prefix), settings.aggregator.live_seconds)
+    except redis.RedisError as err:  # e.g. an ACL user without the reads status needs
+        print(f"{'unhealthy: ' if args.check else ''}redis error: {err}", file=sys.stderr)
+        return 1
+    st["redis"] = redacted(settings.redis.url.get_secret_value())
+    if args.check:
+        problem = health_problem(st, settings.aggregator.stall_seconds)
+        if problem:
+            print(f"unhealthy: {problem}", file=sys.stderr)
+            return 1
+        print(f"healthy: {st['frames_open']} frames open, {st['frames_finalised']} finalised")
+        return 0
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    budget = "unlimited" if st["budget_limit"] is None else f"{st['budget_left']} left"
+    print(f"redis            {st['redis']}")
+    print(f"frames open      {st['frames_open']}  (oldest {st['oldest_open_age_s']} s)")
+    print(f"frames final     {st['frames_finalised']}  dead letters {st['dead_letters']}")
+    print(f"labels           {st['labels_applied']} applied, {st['budget_spent']} bought, {budget}")
+    print(f"{'labeler':<16}{'live':>6}{'accuracy':>10}{'labels':>8}{'queue':>7}{'out':>5}")
+    for lab, v in st["labelers"].items():
+        acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.3f}"
+        print(f"{lab:<16}{'yes' if v['live'] else 'no':>6}{acc:>10}{v['labels']:>8}"
+              f"{v['queue']:>7}{v['outstanding']:>5}")  # fmt: skip
+    return 0

@@ -1,0 +1,472 @@
+"""The confidence-threshold strategy (section 2.3) replayed on real crowdsourced labels.
+
+A dataset folder holds ``answers.csv`` (``task,worker,label``), ``truth.csv`` (``task,truth``)
+and, optionally, a separate assessment set: ``assessment_answers.csv`` + ``assessment_truth.csv``
+(section 2.2 of the paper). The recorded workers play the labelers. Each scored task's recorded
+labels arrive in a random order, :func:`gtx_stream.core.draws.labeler_order` of
+``(seed + trial, task id, the workers who labeled the task)``, and
+:func:`gtx_stream.core.decision.threshold_stop` stops early exactly as the aggregator would.
+
+Labeler accuracies come from the assessment set when the folder has one. Otherwise a random
+``assess_fraction`` of the tasks of ``truth.csv`` is drawn as gold: the workers' answers on them
+give the accuracies, and those tasks are left out of scoring. A worker with no assessment item
+gets the estimator's value for zero items (0.5 for both ``beta`` and ``mle``), so its labels
+carry no weight in GTX and SV.
+
+The math lives in :mod:`gtx_stream.core.models`, :mod:`gtx_stream.core.decision` and
+:mod:`gtx_stream.core.accuracy`; this module only reads files, orders labels and counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gtx_stream.core.accuracy import Estimator, count_correct, estimate_accuracy
+from gtx_stream.core.decision import Decision, Stop, threshold_stop
+from gtx_stream.core.draws import labeler_order, stable_hash
+from gtx_stream.core.models import FloatArray, Method, majority_vote
+
+ANSWERS = "answers.csv"
+TRUTH = "truth.csv"
+ASSESSMENT_ANSWERS = "assessment_answers.csv"
+ASSESSMENT_TRUTH = "assessment_truth.csv"
+
+METHODS = (Method.GTX, Method.SV, Method.MV, Method.WMV)
+"""Methods replayed, in the order they are reported."""
+REFERENCE = "mv-all"
+"""Name of the reference row: majority vote over every recorded label of a task."""
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be replayed; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset folder, read and checked."""
+
+    name: str
+    truth: dict[str, int]
+    """Gold label of every task of ``truth.csv``."""
+    answers: dict[str, dict[str, int]]
+    """Recorded labels: task -> {worker: label}; a worker labels a task at most once."""
+    assessment: tuple[tuple[str, int, int], ...] | None
+    """(worker, label, gold label) per assessment answer, or None without an assessment set."""
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        return tuple(sorted({w for labels in self.answers.values() for w in labels}))
+
+    @property
+    def n_labels(self) -> int:
+        return sum(len(labels) for labels in self.answers.values())
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Labeler accuracies for one trial, and which tasks they leave to be scored."""
+
+    accuracies: dict[str, float]
+    """Estimated accuracy of every worker of ``answers.csv``."""
+    gold_tasks: tuple[str, ...]
+    """Tasks of ``truth.csv`` spent on the estimate (none when the folder has an assessment set)."""
+    scored_tasks: tuple[str, ...]
+    unassessed: int
+    """Workers with no assessment item, who get the estimator's value for zero items."""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How one task went in one trial: the labelers asked, in order, and where it stopped."""
+
+    task: str
+    truth: int
+    labelers: tuple[str, ...]
+    labels: tuple[int, ...]
+    label: int
+    p1: float
+    n_labels: int
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method's figures, averaged over trials, with standard errors of the mean."""
+
+    method: str
+    tau: float | None
+    k: int | None
+    """Fixed number of labels (MV, WMV); None for the threshold methods and the reference."""
+    avg_k: float
+    avg_k_se: float
+    accuracy: float
+    accuracy_se: float
+    error: float
+    error_se: float
+    mae: float
+    mae_se: float
+    exhausted: float
+    """Tasks that ran out of labelers before the method stopped (decision ``exhausted``)."""
+    exhausted_se: float
+    n_tasks: float
+    trials: int
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``gtx-stream replay`` prints."""
+
+    dataset: str
+    n_tasks: int
+    n_workers: int
+    n_labels: int
+    assessment: str
+    """``assessment set`` or ``gold tasks``."""
+    n_gold: int
+    unassessed: float
+    """Workers without an assessment item, averaged over trials."""
+    estimator: str
+    tau: float
+    kappa: int
+    seed: int
+    trials: int
+    rows: tuple[Row, ...]
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, tuple[str, ...]]]:
+    """(line number, fields) of each non-blank data line of a CSV file with exactly ``columns``."""
+    if not path.is_file():
+        raise DatasetError(f"missing file: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if header != list(columns):
+            raise DatasetError(
+                f"{path}: expected header {','.join(columns)}, got {','.join(header)}"
+            )
+        rows = []
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue
+            if len(row) != len(columns):
+                raise DatasetError(
+                    f"{path}:{reader.line_num}: expected {len(columns)} fields, got {len(row)}"
+                )
+            rows.append((reader.line_num, tuple(field.strip() for field in row)))
+    return rows
+
+
+def _binary(value: str, path: Path, line: int) -> int:
+    if value not in ("0", "1"):
+        raise DatasetError(f"{path}:{line}: label must be 0 or 1, got {value!r}")
+    return int(value)
+
+
+def _read_truth(path: Path) -> dict[str, int]:
+    truth: dict[str, int] = {}
+    for line, (task, value) in _read_rows(path, ("task", "truth")):
+        if task in truth:
+            raise DatasetError(f"{path}:{line}: task {task} has a second truth row")
+        truth[task] = _binary(value, path, line)
+    if not truth:
+        raise DatasetError(f"{path}: no tasks")
+    return truth
+
+
+def _read_answers(path: Path, truth: dict[str, int], truth_path: Path) -> dict[str, dict[str, int]]:
+    answers: dict[str, dict[str, int]] = {}
+    for line, (task, worker, value) in _read_rows(path, ("task", "worker", "label")):
+        if task not in truth:
+            raise DatasetError(f"{path}:{line}: task {task} has no row in {truth_path}")
+        labels = answers.setdefault(task, {})
+        if worker in labels:
+            raise DatasetError(f"{path}:{line}: worker {worker} labeled task {task} twice")
+        labels[worker] = _binary(value, path, line)
+    return answers
+
+
+def load_dataset(folder: str | Path) -> Dataset:
+    """Read and check a dataset folder; raises :class:`DatasetError` with a one-line message."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder not found: {folder}")
+    truth = _read_truth(folder / TRUTH)
+    answers = _read_answers(folder / ANSWERS, truth, folder / TRUTH)
+    if not answers:
+        raise DatasetError(f"{folder / ANSWERS}: no labels")
+    has_answers = (folder / ASSESSMENT_ANSWERS).exists()
+    has_truth = (folder / ASSESSMENT_TRUTH).exists()
+    assessment = None
+    if has_answers != has_truth:
+        missing = ASSESSMENT_TRUTH if has_answers else ASSESSMENT_ANSWERS
+        raise DatasetError(
+            f"missing file: {folder / missing} (the assessment set needs both files)"
+        )
+    if has_answers:
+        gold = _read_truth(folder / ASSESSMENT_TRUTH)
+        recorded = _read_answers(folder / ASSESSMENT_ANSWERS, gold, folder / ASSESSMENT_TRUTH)
+        assessment = tuple(
+            (worker, label, gold[task])
+            for task in sorted(recorded)
+            for worker, label in sorted(recorded[task].items())
+        )
+    return Dataset(name=folder.resolve().name, truth=truth, answers=answers, assessment=assessment)
+
+
+# -- one trial -------------------------------------------------------------------------------
+
+
+def _check_seed(seed: int, trial: int) -> None:
+    if seed < 0 or trial < 0:
+        raise ValueError(f"seed and trial must be >= 0, got seed {seed}, trial {trial}")
+
+
+def gold_tasks(
+    tasks: Sequence[str], assess_fraction: float, seed: int, trial: int = 0
+) -> list[str]:
+    """The gold subset of a trial: round(fraction * n) tasks, drawn by ``(seed + trial)``.
+
+    The draw permutes the sorted task ids, so it does not depend on the order of ``tasks``.
+    """
+    _check_seed(seed, trial)
+    if not 0.0 <= assess_fraction < 1.0:
+        raise ValueError(f"assess fraction must be in [0, 1), got {assess_fraction}")
+    ordered = sorted(tasks)
+    n_gold = int(round(assess_fraction * len(ordered)))
+    rng = np.random.default_rng([seed + trial, stable_hash("gold tasks")])
+    picked = rng.permutation(len(ordered))[:n_gold]
+    return sorted(ordered[i] for i in picked)
+
+
+def assess(
+    dataset: Dataset,
+    *,
+    seed: int = 0,
+    trial: int = 0,
+    assess_fraction: float = 0.1,
+    estimator: Estimator | str = Estimator.BETA,
+) -> Assessment:
+    """Accuracies of the dataset's workers for one trial, from its assessment set or gold tasks."""
+    if Estimator(estimator) is Estimator.TRUE:
+        raise ValueError("a real dataset has no true accuracies: use mle or beta")
+    if dataset.assessment is not None:
+        gold: list[str] = []
+        items = dataset.assessment
+    else:
+        gold = gold_tasks(list(dataset.truth), assess_fraction, seed, trial)
+        items = tuple(
+            (worker, label, dataset.truth[task])
+            for task in gold
+            for worker, label in dataset.answers.get(task, {}).items()
+        )
+    counts = count_correct(
+        [w for w, _, _ in items], [lab for _, lab, _ in items], [t for _, _, t in items]
+    )
+    workers = dataset.workers
+    correct = [counts.get(w, (0, 0))[0] for w in workers]
+    total = [counts.get(w, (0, 0))[1] for w in workers]
+    accuracy = estimate_accuracy(correct, total, estimator)
+    gold_set = set(gold)
+    scored = tuple(sorted(t for t in dataset.truth if t not in gold_set))
+    if not scored:
+        raise DatasetError(f"{dataset.name}: no task left to score after the gold split")
+    return Assessment(
+        accuracies={w: float(a) for w, a in zip(workers, accuracy, strict=True)},
+        gold_tasks=tuple(gold),
+        scored_tasks=scored,
+        unassessed=sum(1 for n in total if n == 0),
+    )
+
+
+@dataclass(frozen=True)
+class _Queues:
+    """Each scored task's recorded labels in arrival order, padded into arrays."""
+
+    tasks: tuple[str, ...]
+    truth: FloatArray
+    order: list[list[str]]
+    labels: FloatArray
+    accuracies: FloatArray
+    mask: np.ndarray
+
+
+def _queues(dataset: Dataset, assessment: Assessment, seed: int, trial: int) -> _Queues:
+    tasks = assessment.scored_tasks
+    order = [
+        labeler_order(seed + trial, task, list(dataset.answers.get(task, {}))) for task in tasks
+    ]
+    width = max(1, max(len(o) for o in order))
+    labels = np.zeros((len(tasks), width))
+    accuracies = np.full((len(tasks), width), 0.5)
+    mask = np.zeros((len(tasks), width), dtype=bool)
+    for i, (task, workers) in enumerate(zip(tasks, order, strict=True)):
+        recorded = dataset.answers.get(task, {})
+        n = len(workers)
+        labels[i, :n] = [recorded[w] for w in workers]
+        accuracies[i, :n] = [assessment.accuracies[w] for w in workers]
+        mask[i, :n] = True
+    truth = np.array([dataset.truth[t] for t in tasks], dtype=np.float64)
+    return _Queues(tasks, truth, order, labels, accuracies, mask)
+
+
+def _stop(method: Method, q: _Queues, tau: float, kappa: int) -> Stop:
+    return threshold_stop(method, q.labels, q.accuracies, tau, kappa, q.mask)
+
+
+def replay_tasks(
+    dataset: Dataset,
+    method: Method | str,
+    *,
+    tau: float = 0.99,
+    kappa: int = 5,
+    seed: int = 0,
+    trial: int = 0,
+    assess_fraction: float = 0.1,
+    estimator: Estimator | str = Estimator.BETA,
+    assessment: Assessment | None = None,
+) -> list[TaskResult]:
+    """Per-task outcome of one method in one trial, in sorted task order.
+
+    Pass ``assessment`` to replay with given accuracies and scored tasks; by default they come
+    from :func:`assess` with the same seed and trial.
+    """
+    _check_seed(seed, trial)
+    if assessment is None:
+        assessment = assess(
+            dataset, seed=seed, trial=trial, assess_fraction=assess_fraction, estimator=estimator
+        )
+    q = _queues(dataset, assessment, seed, trial)
+    stop = _stop(Method(method), q, tau, kappa)
+    out = []
+    for i, task in enumerate(q.tasks):
+        n = int(stop.n_labels[i])
+        used = tuple(q.order[i][:n])
+        out.append(
+            TaskResult(
+                task=task,
+                truth=int(q.truth[i]),
+                labelers=used,
+                labels=tuple(int(v) for v in q.labels[i, :n]),
+                label=int(stop.posterior.label[i]),
+                p1=float(stop.posterior.p1[i]),
+                n_labels=n,
+                decision=Decision(int(stop.decision[i])),
+            )
+        )
+    return out
+
+
+# -- many trials -----------------------------------------------------------------------------
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    x = np.asarray(values, dtype=np.float64)
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+    return float(x.mean()), se
+
+
+def _row(
+    method: str, tau: float | None, k: int | None, per_trial: dict[str, list[float]], trials: int
+) -> Row:
+    stats = {name: _mean_se(values) for name, values in per_trial.items()}
+    return Row(
+        method=method,
+        tau=tau,
+        k=k,
+        avg_k=stats["avg_k"][0],
+        avg_k_se=stats["avg_k"][1],
+        accuracy=stats["accuracy"][0],
+        accuracy_se=stats["accuracy"][1],
+        error=1.0 - stats["accuracy"][0],
+        error_se=stats["accuracy"][1],
+        mae=stats["mae"][0],
+        mae_se=stats["mae"][1],
+        exhausted=stats["exhausted"][0],
+        exhausted_se=stats["exhausted"][1],
+        n_tasks=stats["n_tasks"][0],
+        trials=trials,
+    )
+
+
+def _figures(
+    truth: FloatArray, label: np.ndarray, p1: FloatArray, n_labels: np.ndarray, exhausted: int
+) -> dict[str, float]:
+    return {
+        "avg_k": float(np.mean(n_labels)),
+        "accuracy": float(np.mean(label == truth)),
+        "mae": float(np.mean(np.abs(truth - p1))),
+        "exhausted": float(exhausted),
+        "n_tasks": float(len(truth)),
+    }
+
+
+def replay(
+    dataset: Dataset,
+    *,
+    tau: float = 0.99,
+    kappa: int = 5,
+    trials: int = 10,
+    seed: int = 0,
+    assess_fraction: float = 0.1,
+    estimator: Estimator | str = Estimator.BETA,
+) -> Report:
+    """Replay every method over ``trials`` trials (trial t orders labels with seed + t)."""
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    _check_seed(seed, 0)
+    names = [m.value for m in METHODS] + [REFERENCE]
+    per_trial: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    unassessed, n_gold = [], 0
+    for trial in range(trials):
+        assessment = assess(
+            dataset, seed=seed, trial=trial, assess_fraction=assess_fraction, estimator=estimator
+        )
+        unassessed.append(assessment.unassessed)
+        n_gold = len(assessment.gold_tasks)
+        q = _queues(dataset, assessment, seed, trial)
+        results = {}
+        for method in METHODS:
+            stop = _stop(method, q, tau, kappa)
+            exhausted = int(np.sum(stop.decision == Decision.EXHAUSTED.value))
+            post = stop.posterior
+            results[method.value] = _figures(q.truth, post.label, post.p1, stop.n_labels, exhausted)
+        every = majority_vote(q.labels, q.mask)
+        results[REFERENCE] = _figures(q.truth, every.label, every.p1, q.mask.sum(axis=1), 0)
+        for name, figures in results.items():
+            for key, value in figures.items():
+                per_trial[name].setdefault(key, []).append(value)
+    rows = [
+        _row(
+            m.value,
+            tau if m.uses_threshold else None,
+            None if m.uses_threshold else kappa,
+            per_trial[m.value],
+            trials,
+        )
+        for m in METHODS
+    ]
+    rows.append(_row(REFERENCE, None, None, per_trial[REFERENCE], trials))
+    return Report(
+        dataset=dataset.name,
+        n_tasks=len(dataset.truth),
+        n_workers=len(dataset.workers),
+        n_labels=dataset.n_labels,
+        assessment="assessment set" if dataset.assessment is not None else "gold tasks",
+        n_gold=n_gold,
+        unassessed=float(np.mean(unassessed)),
+        estimator=Estimator(estimator).value,
+        tau=tau,
+        kappa=kappa,
+        seed=seed,
+        trials=trials,
+        rows=tuple(rows),
+    )

@@ -1,0 +1,334 @@
+"""``gtx-stream demo``: the whole pipeline on a synthetic video, as separate processes.
+
+1. Redis: the configured URL, else an embedded server started here.
+2. A short synthetic video whose every frame has a known truth (a square inside or outside a
+   marked region), and simulated labelers with accuracies drawn from ``alpha_range``.
+3. One ingester, one worker per labeler and one aggregator, each its own process.
+4. Live progress, then a summary against the truth: error rate, MAE and labels per frame;
+   the same seeded label sequence run offline through the core math (it must agree frame by
+   frame); and majority vote spending the same budget with k = kappa labels per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import redis
+
+from gtx_stream.config import Settings
+from gtx_stream.core.decision import threshold_stop
+from gtx_stream.core.draws import labeler_order, simulated_label
+from gtx_stream.core.models import Method, majority_vote
+from gtx_stream.ops.embedded import EmbeddedRedis
+from gtx_stream.ops.status import pipeline_status
+from gtx_stream.ops.supervisor import Supervisor
+from gtx_stream.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoOptions:
+    frames: int = 300
+    labelers: int = 10
+    alpha_range: tuple[float, float] = (0.8, 1.0)
+    method: str = "gtx"
+    tau: float = 0.99
+    kappa: int = 5
+    seed: int = 0
+    budget: int = 0
+    json: bool = False
+    timeout: float = 600.0
+    workdir: Path | None = None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return json.dumps(str(v))
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]], labelers: list[dict]) -> None:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    for lab in labelers:
+        lines.append("[[labelers]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in lab.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def labeler_accuracies(n: int, alpha_range: tuple[float, float], seed: int) -> dict[str, float]:
+    lo, hi = alpha_range
+    rng = np.random.default_rng([seed, 2024])
+    return {f"labeler-{j:02d}": float(a) for j, a in enumerate(rng.uniform(lo, hi, n))}
+
+
+def run_demo(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
+    url = settings.redis.url.get_secret_value()
+    embedded: EmbeddedRedis | None = None
+    tmp = None
+    if opts.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="gtx-demo-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = opts.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    prefix = settings.redis.prefix
+    try:
+        if not url:
+            embedded = EmbeddedRedis(data_dir=workdir).start()
+            url = embedded.url
+            where = f"embedded redis-server on {url}"
+        else:
+            # never touch an existing pipeline's keys: a fresh prefix for this demo
+            prefix = f"{prefix}-demo-{secrets.token_hex(3)}"
+            where = "the configured Redis"
+        _say(opts, f"gtx-stream demo: {opts.frames} frames, {opts.labelers} labelers, "
+                   f"alpha ~ U{opts.alpha_range}, method {opts.method}, tau {opts.tau}, "
+                   f"kappa {opts.kappa}; {where}, key prefix {prefix!r}")  # fmt: skip
+        return _run(settings, opts, url, prefix, workdir)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(
+    settings: Settings, opts: DemoOptions, url: str, prefix: str, workdir: Path
+) -> dict[str, Any]:
+    from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
+
+    video = workdir / "demo.avi"
+    truths = write_synthetic_video(video, opts.frames, seed=opts.seed)
+    write_truth_csv(workdir / "truth.csv", truths)
+    accuracies = labeler_accuracies(opts.labelers, opts.alpha_range, opts.seed)
+    config = workdir / "demo.toml"
+    write_config(
+        config,
+        {
+            "redis": {"url": url, "prefix": prefix},
+            "aggregator": {
+                "method": opts.method,
+                "tau": opts.tau,
+                "kappa": opts.kappa,
+                "budget": opts.budget,
+                "seed": opts.seed,
+                "lease_seconds": 30.0,
+                "max_open_frames": settings.aggregator.max_open_frames,
+            },
+            "ingest": {"jpeg_quality": settings.ingest.jpeg_quality},
+        },  # fmt: skip
+        [
+            {"id": lab, "backend": "simulated", "accuracy": a, "seed": opts.seed}
+            for lab, a in accuracies.items()
+        ],
+    )
+    client = redis.Redis.from_url(url, decode_responses=True)
+    keys = Keys(prefix)
+    sup = Supervisor(config=config, log_dir=workdir / "logs")
+    started = time.monotonic()
+    try:
+        sup.start("aggregator", "aggregator")
+        for lab in accuracies:
+            sup.start(f"labeler-{lab}", "labeler", "--id", lab)
+        # Frames opened before every labeler serves would be dispatched among fewer labelers
+        # than the offline run assumes: start the ingester once all of them are live.
+        _wait_for_labelers(sup, client, keys, list(accuracies), opts.timeout)
+        sup.start("ingester", "ingest", str(video), "--truth", str(workdir / "truth.csv"),
+                  "--source-id", "demo")  # fmt: skip
+        _wait(sup, client, keys, opts, started)
+    finally:
+        codes = sup.stop_all()
+    elapsed = time.monotonic() - started
+    bad = {k: v for k, v in codes.items() if v not in (0, None)}
+    summary = summarise(client, keys, truths, accuracies, opts)
+    client.close()
+    summary["seconds"] = round(elapsed, 2)
+    summary["exit_codes"] = codes
+    if bad:
+        summary["failed_services"] = bad
+    return summary
+
+
+def _wait_for_labelers(
+    sup: Supervisor, client: redis.Redis, keys: Keys, ids: list[str], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        live = set(client.zrangebyscore(keys.live, time.time() - 5, "+inf"))
+        registered = set(client.hkeys(keys.labelers))
+        if set(ids) <= live & registered:
+            return
+        failed = sup.failed()
+        if failed:
+            svc = failed[0]
+            raise RuntimeError(f"service {svc.name} exited with status {svc.returncode}; "
+                               f"its log ({svc.log_path}) ends:\n{svc.tail()}")  # fmt: skip
+        if time.monotonic() > deadline:
+            raise RuntimeError("labeler workers did not come up in time")
+        time.sleep(0.1)
+
+
+def _wait(
+    sup: Supervisor, client: redis.Redis, keys: Keys, opts: DemoOptions, started: float
+) -> None:
+    tty = sys.stderr.isatty()
+    last_print = 0.0
+    while True:
+        time.sleep(0.25)
+        failed = sup.failed()
+        if failed:
+            svc = failed[0]
+            raise RuntimeError(
+                f"service {svc.name} exited with status {svc.returncode}; its log "
+                f"({svc.log_path}) ends:\n{svc.tail()}"
+            )
+        st = pipeline_status(client, keys)
+        done = not sup.services["ingester"].running and st["frames_open"] == 0
+        now = time.monotonic()
+        if tty or now - last_print >= 2.0 or done:
+            budget = "unlimited" if st["budget_left"] is None else st["budget_left"]
+            line = (f"  {now - started:6.1f}s  frames finalised {st['frames_finalised']:>5}"
+                    f" / opened {st['frames_opened']:>5}  labels spent {st['budget_spent']:>6}"
+                    f"  budget left {budget}")  # fmt: skip
+            if not opts.json:
+                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr)
+            last_print = now
+        if done:
+            if tty and not opts.json:
+                print(file=sys.stderr)
+            return
+        if now - started > opts.timeout:
+            raise RuntimeError(f"demo did not finish within {opts.timeout:.0f} s")
+
+
+def summarise(
+    client: redis.Redis,
+    keys: Keys,
+    truths: list[int],
+    accuracies: dict[str, float],
+    opts: DemoOptions,
+) -> dict[str, Any]:
+    """Error, MAE and labels per frame of the finalised stream, and the offline/MV references."""
+    records: list[dict[str, str]] = [f for _, f in cast(list[Any], client.xrange(keys.final))]
+    if not records:
+        return {"frames_finalised": 0}
+    idx = np.array([int(f["frame_index"]) for f in records])
+    y = np.array([truths[i] for i in idx])
+    label = np.array([int(f["label"]) for f in records])
+    p1 = np.array([float(f["p1"]) for f in records])
+    n = np.array([int(f["n_labels"]) for f in records])
+    spent = int(n.sum())
+    reasons: dict[str, int] = {}
+    for f in records:
+        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+
+    # the same draws, offline: labeler order and labels depend on (seed, frame id) only
+    fids = [f["frame_id"] for f in records]
+    ids = list(accuracies)
+    orders = [labeler_order(opts.seed, fid, ids) for fid in fids]
+    seq = np.array([[simulated_label(opts.seed, fid, lab, int(t), accuracies[lab]) for lab in o]
+                    for fid, o, t in zip(fids, orders, y, strict=True)])  # fmt: skip
+    acc = np.array([[accuracies[lab] for lab in o] for o in orders])
+    offline = threshold_stop(opts.method, seq, acc, opts.tau, opts.kappa)
+    agree = bool(
+        np.array_equal(offline.n_labels, n)
+        and np.array_equal(offline.posterior.label, label)
+        and np.array_equal(offline.posterior.p1, p1)
+    )
+    # majority vote, k = kappa labels per frame, with the same number of labels
+    k = opts.kappa
+    n_mv = min(len(records), spent // k)
+    mv = majority_vote(seq[:n_mv, :k])
+    y_mv = y[:n_mv]
+
+    def metrics(lab: np.ndarray, p: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        return {
+            "error_rate": float(np.mean(lab != truth)) if len(truth) else float("nan"),
+            "mae": float(np.mean(np.abs(truth - p))) if len(truth) else float("nan"),
+        }
+
+    expected = expected_for_labelers(accuracies, opts)
+    return {
+        "frames_finalised": len(records),
+        "labels_spent": spent,
+        "labels_per_frame": spent / len(records),
+        **metrics(label, p1, y),
+        "reasons": reasons,
+        "offline_same_seed_agrees": agree,
+        "offline_labels_per_frame": float(offline.n_labels.mean()),
+        "offline_error_rate": float(np.mean(offline.posterior.label != y)),
+        "expected_for_these_labelers": expected,
+        "majority_vote_same_budget": {
+            "k": k,
+            "frames_labeled": n_mv,
+            **metrics(mv.label, mv.p1, y_mv),
+        },  # fmt: skip
+        "method": str(Method(opts.method)),
+        "tau": opts.tau,
+        "kappa": opts.kappa,
+        "labelers": {lab: round(a, 4) for lab, a in accuracies.items()},
+    }
+
+
+def expected_for_labelers(
+    accuracies: dict[str, float], opts: DemoOptions, frames: int = 20_000
+) -> dict[str, float]:
+    """Labels per frame, error and MAE to expect from these labelers: the same threshold rule
+    over many fresh simulated frames (the simulator's draws, with this cohort's accuracies)."""
+    acc = np.array(list(accuracies.values()))
+    rng = np.random.default_rng([opts.seed, 77])
+    truth = rng.integers(0, 2, frames)
+    order = np.argsort(rng.random((frames, len(acc))), axis=1)  # a random order per frame
+    a = acc[order]
+    right = rng.random(a.shape) < a
+    labels = np.where(right, truth[:, None], 1 - truth[:, None])
+    stop = threshold_stop(opts.method, labels, a, opts.tau, opts.kappa)
+    return {
+        "frames": frames,
+        "labels_per_frame": float(stop.n_labels.mean()),
+        "error_rate": float(np.mean(stop.posterior.label != truth)),
+        "mae": float(np.mean(np.abs(truth - stop.posterior.p1))),
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    if not s.get("frames_finalised"):
+        print("no frame was finalised")
+        return
+    mv = s["majority_vote_same_budget"]
+    print()
+    print(f"frames finalised   {s['frames_finalised']}  in {s.get('seconds', 0):.1f} s")
+    print(f"labels spent       {s['labels_spent']}  ({s['labels_per_frame']:.2f} per frame)")
+    print(f"reasons            {', '.join(f'{k} {v}' for k, v in sorted(s['reasons'].items()))}")
+    print(f"{s['method'].upper()} error rate     {100 * s['error_rate']:.2f}%   "
+          f"MAE {100 * s['mae']:.2f}%")  # fmt: skip
+    print(f"MV, same budget    {mv['frames_labeled']} frames at k={mv['k']}: error "
+          f"{100 * mv['error_rate']:.2f}%   MAE {100 * mv['mae']:.2f}%")  # fmt: skip
+    ex = s["expected_for_these_labelers"]
+    print(f"expected for these labelers (simulated, {ex['frames']} frames): "
+          f"{ex['labels_per_frame']:.2f} labels per frame, error {100 * ex['error_rate']:.2f}%, "
+          f"MAE {100 * ex['mae']:.2f}%")  # fmt: skip
+    same = "yes" if s["offline_same_seed_agrees"] else "NO"
+    print(f"offline run of the same seeded labels agrees frame by frame: {same}")
+
+
+def _say(opts: DemoOptions, text: str) -> None:
+    if not opts.json:
+        print(text, file=sys.stderr)

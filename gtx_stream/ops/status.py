@@ -1,0 +1,88 @@
+"""What a running pipeline is doing, read from Redis alone (``gtx-stream status``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from gtx_stream.store.keys import Keys
+
+
+def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) -> dict[str, Any]:
+    """Frames open and finalised, labels spent and budget left, queues, per-labeler figures."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(keys.open_frames)
+    pipe.zrange(keys.open_frames, 0, 0, withscores=True)
+    pipe.hgetall(keys.stats)
+    pipe.hgetall(keys.budget)
+    pipe.hgetall(keys.labelers)
+    pipe.zrange(keys.live, 0, -1, withscores=True)
+    pipe.hgetall(keys.load)
+    pipe.xlen(keys.final)
+    pipe.xlen(keys.dead)
+    pipe.xlen(keys.labels)
+    n_open, oldest, stats, budget, labelers, live, load, n_final, n_dead, n_labels = pipe.execute()
+    last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
+    stats = {_s(k): int(v) for k, v in stats.items()}
+    labelers = {_s(k): json.loads(v) for k, v in labelers.items()}
+    load = {_s(k): int(v) for k, v in load.items()}
+    budget = {_s(k): int(v) for k, v in budget.items()}
+    now = time.time()
+    live_at = {_s(k): float(v) for k, v in live}
+    pipe = client.pipeline(transaction=False)
+    ids = sorted(labelers)
+    for lab in ids:
+        pipe.llen(f"rq:queue:{keys.queue(lab)}")
+    depths = pipe.execute()
+    per_labeler = {}
+    for lab, depth in zip(ids, depths, strict=True):
+        info = labelers[lab]
+        per_labeler[lab] = {
+            "accuracy": info.get("accuracy"),
+            "lower": info.get("lower"),
+            "upper": info.get("upper"),
+            "source": info.get("source"),
+            "labels": stats.get(f"labels:{lab}", 0),
+            "outstanding": load.get(lab, 0),
+            "queue": depth,
+            "live": now - live_at.get(lab, -1e18) <= live_seconds,
+        }
+    limit = budget.get("limit")
+    spent = budget.get("spent", 0)
+    return {
+        "frames_open": n_open,
+        "oldest_open_age_s": round(now - oldest[0][1], 3) if oldest else None,
+        "frames_opened": stats.get("frames_opened", 0),
+        "frames_finalised": stats.get("frames_finalised", 0),
+        "final_stream_length": n_final,
+        "dead_letters": n_dead,
+        "labels_stream_length": n_labels,
+        "labels_applied": stats.get("labels_applied", 0),
+        "requests": stats.get("requests", 0),
+        "leases_expired": stats.get("leases_expired", 0),
+        "last_progress_at": last_progress or None,
+        "budget_limit": limit,
+        "budget_spent": spent,
+        "budget_left": None if limit is None else max(0, limit - spent),
+        "labelers": per_labeler,
+    }
+
+
+def health_problem(status: dict[str, Any], stall_seconds: float) -> str | None:
+    """Why the pipeline is unhealthy (open frames and no progress for stall_seconds), or None."""
+    if not status["frames_open"]:
+        return None
+    oldest_open_at = time.time() - (status["oldest_open_age_s"] or 0.0)
+    since = max(status["last_progress_at"] or 0.0, oldest_open_at)
+    idle = time.time() - since
+    if idle > stall_seconds:
+        return (f"stalled: {status['frames_open']} frames open and no progress for "
+                f"{idle:.0f} s (limit {stall_seconds:.0f} s)")  # fmt: skip
+    return None
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

@@ -1,0 +1,291 @@
+"""Labeler accuracies in Redis: where equation (3) gets each labeler's alpha.
+
+``keys.labelers`` is a hash ``labeler_id -> JSON {"accuracy", "lower", "upper", "source",
+"n"}``: the point estimate, an interval, where it came from (``config``, ``file`` or
+``assessment``) and how many gold items it rests on (0 when it was given, not measured). A
+labeler missing from the hash is unknown, and the aggregator refuses its labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from scipy.special import betaincinv
+
+from gtx_stream.config import Settings
+from gtx_stream.core.accuracy import Estimator, beta_accuracy, count_correct, mle_accuracy
+from gtx_stream.store.keys import Keys
+
+SOURCES = ("config", "file", "assessment")
+
+
+class RegistryError(ValueError):
+    """An accuracy that cannot be stored, or an accuracy file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class LabelerAccuracy:
+    """One labeler's accuracy with its interval; ``lower == upper == accuracy`` when given."""
+
+    accuracy: float
+    lower: float
+    upper: float
+    source: str
+    n: int = 0
+
+    @classmethod
+    def given(cls, accuracy: float, source: str) -> LabelerAccuracy:
+        return cls(accuracy, accuracy, accuracy, source, 0)
+
+    def check(self, labeler_id: str) -> LabelerAccuracy:
+        """This record, or a :class:`RegistryError` naming the labeler and the bad value."""
+        for name in ("accuracy", "lower", "upper"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise RegistryError(
+                    f"labeler {labeler_id}: {name} must be in [0, 1], got {value!r}"
+                )
+        if not self.lower <= self.accuracy <= self.upper:
+            raise RegistryError(
+                f"labeler {labeler_id}: need lower <= accuracy <= upper, "
+                f"got {self.lower} <= {self.accuracy} <= {self.upper}"
+            )
+        if self.source not in SOURCES:
+            raise RegistryError(f"labeler {labeler_id}: source must be one of {SOURCES}")
+        if self.n < 0:
+            raise RegistryError(f"labeler {labeler_id}: n must be >= 0, got {self.n}")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LabelerAccuracy:
+        raw = json.loads(text)
+        return cls(
+            accuracy=float(raw["accuracy"]),
+            lower=float(raw.get("lower", raw["accuracy"])),
+            upper=float(raw.get("upper", raw["accuracy"])),
+            source=str(raw.get("source", "")),
+            n=int(raw.get("n", 0)),
+        )
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+def store(client: redis.Redis, keys: Keys, records: Mapping[str, LabelerAccuracy]) -> int:
+    """Validate every record, then store them all in one HSET; returns how many."""
+    checked: dict[Any, Any] = {lid: rec.check(lid).to_json() for lid, rec in records.items()}
+    if checked:
+        client.hset(keys.labelers, mapping=checked)
+    return len(checked)
+
+
+def get_labelers(client: redis.Redis, keys: Keys) -> dict[str, LabelerAccuracy]:
+    """Every registered labeler, sorted by id."""
+    raw = client.hgetall(keys.labelers)
+    out = {}
+    for k, v in raw.items():
+        lid = k.decode() if isinstance(k, bytes) else str(k)
+        out[lid] = LabelerAccuracy.from_json(v)
+    return dict(sorted(out.items()))
+
+
+def get_accuracies(client: redis.Redis, keys: Keys) -> dict[str, float]:
+    """labeler id -> accuracy, for equation (3)."""
+    return {lid: rec.accuracy for lid, rec in get_labelers(client, keys).items()}
+
+
+def register_configured(
+    client: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    labeler_ids: Iterable[str] | None = None,
+    overwrite: bool = True,
+) -> dict[str, LabelerAccuracy]:
+    """Store the configured accuracies (``source = "config"``) of the labelers that have one.
+
+    ``labeler_ids`` limits it to those labelers; with ``overwrite=False`` a labeler that has an
+    accuracy stored already (from a file or an assessment, say) keeps it.
+    """
+    wanted = None if labeler_ids is None else set(labeler_ids)
+    records = {
+        lab.id: LabelerAccuracy.given(lab.accuracy, "config")
+        for lab in settings.labelers
+        if lab.accuracy is not None and (wanted is None or lab.id in wanted)
+    }
+    if not overwrite and records:
+        present = client.hmget(keys.labelers, list(records))
+        records = {
+            lid: rec
+            for (lid, rec), old in zip(records.items(), present, strict=True)
+            if old is None
+        }
+    store(client, keys, records)
+    return records
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise RegistryError(f"{what}: not a number: {value!r}") from None
+    if math.isnan(out):
+        raise RegistryError(f"{what}: not a number: {value!r}")
+    return out
+
+
+def _record(row: Mapping[str, Any], where: str) -> tuple[str, LabelerAccuracy]:
+    lid = str(row.get("id") or "").strip()
+    if not lid:
+        raise RegistryError(f"{where}: missing labeler id")
+    if row.get("accuracy") in (None, ""):
+        raise RegistryError(f"{where}: labeler {lid}: missing accuracy")
+    acc = _number(row["accuracy"], f"{where}: labeler {lid}: accuracy")
+    lower = row.get("lower")
+    upper = row.get("upper")
+    n = row.get("n")
+    rec = LabelerAccuracy(
+        accuracy=acc,
+        lower=acc if lower in (None, "") else _number(lower, f"{where}: labeler {lid}: lower"),
+        upper=acc if upper in (None, "") else _number(upper, f"{where}: labeler {lid}: upper"),
+        source="file",
+        n=0 if n in (None, "") else int(_number(n, f"{where}: labeler {lid}: n")),
+    )
+    try:
+        return lid, rec.check(lid)
+    except RegistryError as err:
+        raise RegistryError(f"{where}: {err}") from None
+
+
+def load_file(path: str | Path) -> dict[str, LabelerAccuracy]:
+    """Accuracies from TOML (``[[labelers]]`` tables) or CSV (header ``id,accuracy``).
+
+    Optional ``lower``, ``upper`` and ``n`` are read too. Every value is checked before
+    anything is returned, so a bad line stores nothing.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise RegistryError(f"{file}: no such file")
+    suffix = file.suffix.lower()
+    rows: list[tuple[str, Mapping[str, Any]]] = []
+    if suffix == ".toml":
+        try:
+            doc = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise RegistryError(f"{file}: {err}") from None
+        tables = doc.get("labelers")
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise RegistryError(f"{file}: expected [[labelers]] tables with id and accuracy")
+        rows = [(f"{file}: labelers[{i}]", t) for i, t in enumerate(tables)]
+    elif suffix == ".csv":
+        with file.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"id", "accuracy"} - set(reader.fieldnames or ())
+            if missing:
+                raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
+            rows = [(f"{file}: line {reader.line_num}", row) for row in reader]
+    else:
+        raise RegistryError(f"{file}: expected a .toml or .csv file")
+    out: dict[str, LabelerAccuracy] = {}
+    for where, row in rows:
+        lid, rec = _record(row, where)
+        if lid in out:
+            raise RegistryError(f"{where}: labeler {lid} appears twice")
+        out[lid] = rec
+    return out
+
+
+def _read_csv(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    file = Path(path)
+    if not file.is_file():
+        raise RegistryError(f"{file}: no such file")
+    with file.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(columns) - set(reader.fieldnames or ())
+        if missing:
+            raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
+        return list(reader)
+
+
+def _label(value: str, where: str) -> int:
+    text = value.strip()
+    if text not in ("0", "1"):
+        raise RegistryError(f"{where}: label must be 0 or 1, got {value!r}")
+    return int(text)
+
+
+def clopper_pearson(correct: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval for the MLE (it always contains ``correct / total``)."""
+    if total == 0:
+        return 0.0, 1.0
+    tail = (1.0 - level) / 2.0
+    lower = 0.0 if correct == 0 else float(betaincinv(correct, total - correct + 1, tail))
+    upper = 1.0 if correct == total else float(betaincinv(correct + 1, total - correct, 1 - tail))
+    return lower, upper
+
+
+def assess(
+    answers_path: str | Path,
+    truth_path: str | Path,
+    estimator: Estimator | str = Estimator.BETA,
+) -> dict[str, LabelerAccuracy]:
+    """Accuracies from an assessment set: answers ``task,worker,label`` and truth ``task,truth``.
+
+    ``beta`` (default): the Beta(1, 1) posterior mean with its 95% credible interval;
+    ``mle``: equation (4) with the exact (Clopper-Pearson) 95% interval. Answers to tasks
+    without a truth are not counted.
+    """
+    estimator = Estimator(estimator)
+    if estimator is Estimator.TRUE:
+        raise RegistryError("the true accuracy is not an estimate; use beta or mle")
+    truth_rows = _read_csv(truth_path, ("task", "truth"))
+    truth = {
+        r["task"].strip(): _label(r["truth"], f"{truth_path}: task {r['task']}") for r in truth_rows
+    }
+    workers: list[str] = []
+    labels: list[int] = []
+    truths: list[int] = []
+    for r in _read_csv(answers_path, ("task", "worker", "label")):
+        task = r["task"].strip()
+        if task not in truth:
+            continue
+        workers.append(r["worker"].strip())
+        labels.append(_label(r["label"], f"{answers_path}: task {task}"))
+        truths.append(truth[task])
+    if not workers:
+        raise RegistryError(f"{answers_path}: no answer to a task of {truth_path}")
+    counts = count_correct(workers, labels, truths)
+    ids = sorted(counts)
+    correct = np.array([counts[i][0] for i in ids], dtype=np.float64)
+    total = np.array([counts[i][1] for i in ids], dtype=np.float64)
+    out: dict[str, LabelerAccuracy] = {}
+    if estimator is Estimator.BETA:
+        est = beta_accuracy(correct, total)
+        for j, lid in enumerate(ids):
+            out[lid] = LabelerAccuracy(
+                float(est.accuracy[j]),
+                float(est.lower[j]),
+                float(est.upper[j]),
+                "assessment",
+                int(total[j]),
+            )
+    else:
+        point = mle_accuracy(correct, total)
+        for j, lid in enumerate(ids):
+            lower, upper = clopper_pearson(int(correct[j]), int(total[j]))
+            out[lid] = LabelerAccuracy(float(point[j]), lower, upper, "assessment", int(total[j]))
+    return out

@@ -1,0 +1,187 @@
+"""docker-compose.yml: valid against the Compose Specification, and the services we promise.
+
+The schema is the Compose Specification's own (tests/data/compose-spec.json, see
+tests/data/README.md). When a Docker Compose binary is on PATH, ``docker compose config``
+checks the file too; no Docker engine is needed for that.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from gtx_stream.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
+OUR_SERVICES = ("ingester", "labeler", "aggregator")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+
+
+def _interpolate(text: str) -> str:
+    """``${VAR:-default}`` -> default and ``${VAR}`` -> "", as Compose does with VAR unset."""
+    return _VARIABLE.sub(lambda m: m.group(2) or "", text)
+
+
+def _load(interpolate: bool = True) -> dict[str, Any]:
+    text = COMPOSE_FILE.read_text()
+    loaded = yaml.safe_load(_interpolate(text) if interpolate else text)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft7Validator:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+@pytest.fixture
+def compose() -> dict[str, Any]:
+    return _load()
+
+
+def _errors(validator: jsonschema.Draft7Validator, document: dict[str, Any]) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in err.absolute_path)}: {err.message}"
+        for err in validator.iter_errors(document)
+    ]
+
+
+@pytest.mark.parametrize("interpolate", [False, True], ids=["as-written", "interpolated"])
+def test_compose_file_is_valid(validator: jsonschema.Draft7Validator, interpolate: bool) -> None:
+    assert _errors(validator, _load(interpolate)) == []
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c["services"]["labeler"].update(replica=2),
+        lambda c: c["services"]["redis"]["healthcheck"].update(command="ping"),
+        lambda c: c["services"]["aggregator"]["depends_on"]["redis"].update(
+            condition="service_ready"
+        ),
+    ],
+    ids=["unknown-service-key", "unknown-healthcheck-key", "bad-depends-on-condition"],
+)
+def test_schema_rejects_broken_compose_file(
+    validator: jsonschema.Draft7Validator, compose: dict[str, Any], mutate: Any
+) -> None:
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    assert _errors(validator, broken)
+
+
+def test_services_and_health_checks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", *OUR_SERVICES}
+    for name, service in services.items():
+        assert service["healthcheck"]["test"][0] == "CMD", name
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name in OUR_SERVICES:
+        service = services[name]
+        assert service["healthcheck"]["test"] == ["CMD", "gtx-stream", "status", "--check"]
+        assert build_parser().parse_args(service["healthcheck"]["test"][2:]).check is True
+        assert service["depends_on"] == {"redis": {"condition": "service_healthy"}}
+        env = service["environment"]
+        assert env["GTX_REDIS__URL"] == "redis://redis:6379/0"
+        mounted = {v.split(":")[1] for v in service["volumes"]}
+        assert env["GTX_CONFIG"] in mounted, f"{name}: the config file is not mounted"
+
+
+def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--appendfsync everysec" in command
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert redis["image"].startswith("redis:7")
+
+
+def test_labelers_scale(compose: dict[str, Any]) -> None:
+    labeler = compose["services"]["labeler"]
+    assert int(labeler["deploy"]["replicas"]) >= 1
+    # a fixed container name or a published port would make `--scale labeler=N` fail
+    assert "container_name" not in labeler
+    assert "ports" not in labeler
+
+
+def _worker(name: str) -> ModuleType:
+    path = ROOT / "workers" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"gtx_worker_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_services_run_the_worker_entry_points(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "COPY workers ./workers" in dockerfile and "WORKDIR /app" in dockerfile
+    for name in OUR_SERVICES:
+        python, script = compose["services"][name]["command"]
+        assert python == "python"
+        assert (ROOT / script.removeprefix("/app/")).is_file(), script
+
+
+@pytest.mark.parametrize(
+    ("worker", "env", "expected"),
+    [
+        ("ingester", {"SOURCE": "/input/a.mp4"}, {"command": "ingest", "source": "/input/a.mp4"}),
+        ("ingester", {"SOURCE": "0"}, {"command": "ingest", "source": "0"}),
+        ("ingester", {"SOURCE": "x", "TASKS": "/data/possent"},
+         {"command": "ingest", "source": None, "tasks": "/data/possent"}),
+        ("labeler", {}, {"command": "labeler", "all": True, "ids": None}),
+        ("labeler", {"LABELER_IDS": "all"}, {"command": "labeler", "all": True}),
+        ("labeler", {"LABELER_IDS": "a, b c"}, {"command": "labeler", "ids": ["a", "b", "c"]}),
+        ("aggregator", {}, {"command": "aggregator", "consumer": None}),
+        ("aggregator", {"CONSUMER": "agg-1", "LOG_LEVEL": "DEBUG"},
+         {"command": "aggregator", "consumer": "agg-1", "log_level": "DEBUG"}),
+    ],
+)  # fmt: skip
+def test_worker_arguments(worker: str, env: dict[str, str], expected: dict[str, Any]) -> None:
+    args = build_parser().parse_args(_worker(worker).argv(env))
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_ingester_needs_a_source() -> None:
+    with pytest.raises(SystemExit, match="SOURCE"):
+        _worker("ingester").argv({})
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("no Docker Compose binary on PATH (docker compose / docker-compose)")
+    run = [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "config", "-q"]
+    done = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("stop_grace_period:", "stop_grace:"))
+    run[run.index(str(COMPOSE_FILE))] = str(broken)
+    done = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode != 0 and "stop_grace" in done.stderr
