@@ -4,7 +4,7 @@ Each test starts a redis-server of its own: with the ACL file of docs/access.md 
 page, so the page and the test cannot drift apart), with ``requirepass``, or with TLS on a
 certificate made here by the ``openssl`` command.
 
-Elsewhere: the job payload is JSON (tests/test_labeler.py::test_job_payload_is_json), a job
+Elsewhere: the job payload is JSON (tests/pipeline/test_labeler.py::test_job_payload_is_json), a job
 naming another function is refused (test_worker_runs_nothing_but_label_frame), labels from
 unregistered labelers are dead-lettered (tests/test_aggregator.py::test_bad_labels_are_dead_
 lettered), a config error never shows redis.url's password (tests/test_bad_input.py).
@@ -390,9 +390,9 @@ class Touch:
 def test_no_source_file_uses_pickle() -> None:
     for path in (ROOT / "gtx_stream").rglob("*.py"):
         assert "pickle" not in path.read_text(), path
-    labeler = (ROOT / "gtx_stream" / "labeler.py").read_text()
-    assert "serializer=JSONSerializer" in labeler
-    for line in labeler.splitlines():
+    label = "\n".join(p.read_text() for p in (ROOT / "gtx_stream/pipeline/label").glob("*.py"))
+    assert "serializer=JSONSerializer" in label
+    for line in label.splitlines():
         if re.search(r"\b(Queue|Worker)\(", line) and "class " not in line:
             assert "serializer=JSONSerializer" in line or line.rstrip().endswith("("), line
 
