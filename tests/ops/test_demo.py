@@ -15,6 +15,9 @@ import psutil
 import pytest
 import redis
 
+# every demo runs a Redis: the configured one, else an embedded redis-server of its own
+pytestmark = pytest.mark.redis
+
 
 def _env(**extra: str) -> dict[str, str]:
     """The environment without any GTX_* setting (so no Redis URL is configured)."""

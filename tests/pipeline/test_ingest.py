@@ -589,6 +589,7 @@ def test_signal_stops_cleanly(
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_ingester_rides_out_a_redis_restart(tmp_path: Path, video: tuple[Path, list[int]]) -> None:
     """Redis goes away mid-run: the ingester keeps its frame, retries, and finishes once."""
     from gtx_stream.ops.embedded import EmbeddedRedis
@@ -618,6 +619,7 @@ def test_ingester_rides_out_a_redis_restart(tmp_path: Path, video: tuple[Path, l
 
 
 @pytest.mark.slow
+@pytest.mark.redis
 def test_ingester_stops_when_redis_came_back_without_its_frames(
     tmp_path: Path, video: tuple[Path, list[int]]
 ) -> None:

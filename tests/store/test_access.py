@@ -170,6 +170,7 @@ def _wait(condition: Any, what: str, sups: Any = (), timeout: float = 120) -> No
         time.sleep(0.05)
 
 
+@pytest.mark.redis
 def test_pipeline_runs_with_one_acl_user_per_service(
     acl_server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -320,6 +321,7 @@ def _run(server: Server, user: str, command: list[Any]) -> Any:
     return server.client(user).execute_command(*args)
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize(("user", "command"), REFUSED, ids=[f"{u}-{c[0]}" for u, c in REFUSED])
 def test_each_user_is_refused_what_it_must_not_do(
     plain_acl_server: Server, user: str, command: list[Any]
@@ -331,6 +333,7 @@ def test_each_user_is_refused_what_it_must_not_do(
     assert {k: admin.type(k) for k in admin.keys("*")} == before
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize(("user", "command"), ALLOWED, ids=[f"{u}-{c[0]}" for u, c in ALLOWED])
 def test_each_user_may_do_its_work(plain_acl_server: Server, user: str, command: list[Any]) -> None:
     _run(plain_acl_server, user, command)  # raises on a refusal
@@ -339,6 +342,7 @@ def test_each_user_may_do_its_work(plain_acl_server: Server, user: str, command:
 # --- a password-only server ------------------------------------------------------------------
 
 
+@pytest.mark.redis
 def test_password_only_server_via_the_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -461,6 +465,7 @@ def test_redacted_hides_every_password(url: str, shown: str) -> None:
     assert redacted(url) == shown
 
 
+@pytest.mark.redis
 def test_status_hides_a_password_given_in_the_query(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
