@@ -95,6 +95,7 @@ class EmbeddedRedis:
                     if self.process.stderr
                     else ""
                 )
+                self._close_pipe()
                 raise EmbeddedRedisError(f"redis-server exited at start: {err.strip()}")
             try:
                 if client.ping():
@@ -116,6 +117,7 @@ class EmbeddedRedis:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._close_pipe()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -125,7 +127,13 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._close_pipe()
         self.process = None
+
+    def _close_pipe(self) -> None:
+        # stderr is a pipe for the message of a failed start; it must not outlive the process
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
 
     def cleanup(self) -> None:
         self.stop()
