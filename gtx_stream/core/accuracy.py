@@ -9,11 +9,17 @@ posterior mean under a Beta(a, b) prior,
     \hat\alpha_j = \frac{c_j + a}{n_j + a + b},
 
 with an equal-tailed credible interval from the Beta(c_j + a, n_j - c_j + b) posterior. It is the
-default wherever gtx-stream estimates accuracies.
+default wherever gtx-stream estimates accuracies. The MLE comes with the exact binomial
+(Clopper-Pearson) interval, which always contains c_j / n_j.
+
+:func:`assess` is the one place that turns an assessment set (each labeler's answers to gold
+items) into estimates: ``gtx-stream labelers assess`` stores its result in Redis
+(:func:`gtx_stream.store.params.assess`) and ``gtx-stream replay`` scores with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -82,6 +88,48 @@ def beta_accuracy(
     )
 
 
+def clopper_pearson(
+    correct: ArrayLike, total: ArrayLike, level: float = 0.95
+) -> tuple[FloatArray, FloatArray]:
+    """Exact binomial interval for the MLE, per labeler; (0, 1) for a labeler with no item.
+
+    The bounds are Beta quantiles: lower = B(tail; c, n - c + 1), upper = B(1 - tail; c + 1, n - c),
+    and 0 (1) where c = 0 (c = n), where those Beta distributions do not exist.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    c = np.asarray(correct, dtype=np.float64)
+    n = np.asarray(total, dtype=np.float64)
+    tail = (1.0 - level) / 2.0
+    # betaincinv needs positive shape parameters: feed 1 where the bound is fixed anyway
+    lower = np.where(c > 0, betaincinv(np.where(c > 0, c, 1.0), n - c + 1, tail), 0.0)
+    upper = np.where(c < n, betaincinv(c + 1, np.where(c < n, n - c, 1.0), 1.0 - tail), 1.0)
+    return np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+
+
+def estimate(
+    correct: ArrayLike,
+    total: ArrayLike,
+    estimator: Estimator | str = Estimator.BETA,
+    prior: tuple[float, float] = DEFAULT_PRIOR,
+    level: float = 0.95,
+) -> AccuracyEstimate:
+    """Point estimate and interval per labeler.
+
+    ``beta``: the posterior mean with its equal-tailed credible interval; ``mle``: equation (4)
+    with its Clopper-Pearson interval.
+    """
+    estimator = Estimator(estimator)
+    if estimator is Estimator.BETA:
+        return beta_accuracy(correct, total, prior, level)
+    if estimator is Estimator.MLE:
+        c = np.asarray(correct, dtype=np.float64)
+        n = np.asarray(total, dtype=np.float64)
+        lower, upper = clopper_pearson(c, n, level)
+        return AccuracyEstimate(mle_accuracy(c, n), lower, upper, c, n)
+    raise ValueError("the true accuracy is not an estimate; use beta or mle")
+
+
 def estimate_accuracy(
     correct: ArrayLike,
     total: ArrayLike,
@@ -110,3 +158,50 @@ def count_correct(
     for u, c, n in zip(uniq, corrects, totals, strict=True):
         out[str(u)] = (int(c), int(n))
     return out
+
+
+@dataclass(frozen=True)
+class LabelerEstimate:
+    """One labeler's estimated accuracy, its interval, and the gold items it rests on."""
+
+    accuracy: float
+    lower: float
+    upper: float
+    correct: int
+    total: int
+
+
+def assess(
+    answers: Mapping[str, Mapping[str, int]],
+    truth: Mapping[str, int],
+    estimator: Estimator | str = Estimator.BETA,
+    *,
+    labelers: Iterable[str] | None = None,
+    prior: tuple[float, float] = DEFAULT_PRIOR,
+    level: float = 0.95,
+) -> dict[str, LabelerEstimate]:
+    """Each labeler's accuracy from its answers (task -> {labeler: label}) to gold tasks.
+
+    Only answers to tasks of ``truth`` count. By default every labeler with at least one such
+    answer is reported, sorted by id; with ``labelers``, exactly those, and one without a gold
+    answer gets the estimator's value for zero items (0.5 for both ``beta`` and ``mle``).
+    """
+    ids, labels, gold = [], [], []
+    for task, by_labeler in answers.items():
+        if task not in truth:
+            continue
+        for labeler, label in by_labeler.items():
+            ids.append(labeler)
+            labels.append(label)
+            gold.append(truth[task])
+    counts = count_correct(ids, labels, gold) if ids else {}
+    who = sorted(counts) if labelers is None else list(labelers)
+    correct = [counts.get(w, (0, 0))[0] for w in who]
+    total = [counts.get(w, (0, 0))[1] for w in who]
+    est = estimate(correct, total, estimator, prior, level)
+    return {
+        w: LabelerEstimate(
+            float(est.accuracy[j]), float(est.lower[j]), float(est.upper[j]), correct[j], total[j]
+        )
+        for j, w in enumerate(who)
+    }

@@ -1,8 +1,12 @@
-"""Strategy 1 of section 2.3, the confidence threshold, as pure numpy.
+"""The decision rule of section 2.3, as pure numpy: the only place it is written down.
 
-:func:`decide` is the rule for one moment of one or many examples (the aggregator calls it on each
-frame it touches); :func:`threshold_stop` runs the rule along whole label sequences at once (the
-simulator and the replay call it). Both use the same code, so streaming equals offline.
+Strategy 1, the confidence threshold: :func:`decide` is the rule for one moment of one or many
+examples (the aggregator calls it on each frame it touches); :func:`threshold_stop` runs it
+along whole label sequences at once (the replay and the demo's offline check call it), and
+:func:`taus_reached` is its confidence test for a whole sweep of taus at once (the simulator's
+sweep calls it). Strategy 2, uncertainty sampling, asks next about the example of highest
+:func:`uncertainty` (equation 5). Streaming equals offline because all of them run this code;
+``tests/offline/test_threshold.py`` holds the simulator's sweep to :func:`decide`, tau by tau.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
-from gtx_stream.core.models import IntArray, Method, Posterior, aggregate
+from gtx_stream.core.models import FloatArray, IntArray, Method, Posterior, aggregate
 
 
 class Decision(int, Enum):
@@ -28,6 +32,51 @@ class Decision(int, Enum):
     @property
     def reason(self) -> str:
         return self.name.lower()
+
+
+def check_tau(tau: float) -> float:
+    """``tau`` if it is a usable threshold, else a :class:`ValueError`.
+
+    At or below 0.5 every example would stop on its first label (any confidence is >= 0.5); at
+    1 or above, on none.
+    """
+    if not 0.5 < tau < 1.0:
+        raise ValueError(f"tau must be in (0.5, 1), got {tau}")
+    return tau
+
+
+def confident(method: Method | str, confidence: ArrayLike, tau: float) -> NDArray[np.bool_]:
+    """The threshold test of strategy 1: confidence >= tau, equality included.
+
+    Always False for MV and WMV, which take a fixed number of labels instead. Whether an
+    example has a label at all is :func:`decide`'s business (no label: always ask).
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    if not Method(method).uses_threshold:
+        return np.zeros(conf.shape, dtype=bool)
+    out: NDArray[np.bool_] = conf >= tau
+    return out
+
+
+def taus_reached(method: Method | str, confidence: ArrayLike, taus: FloatArray) -> NDArray[np.int8]:
+    """For each confidence, how many taus of the increasing ``taus`` it is :func:`confident` at.
+
+    Those are the first ones: ``confident`` at tau_q for q < taus_reached, not beyond. One
+    binary search instead of one pass per tau, for the simulator's sweep; it counts exactly the
+    taus with ``confidence >= tau`` (``side="right"`` puts a tau equal to the confidence among
+    them), which the sweep's test checks against :func:`decide` at every tau.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    if not Method(method).uses_threshold:
+        return np.zeros(conf.shape, dtype=np.int8)
+    out: NDArray[np.int8] = np.searchsorted(taus, conf, side="right").astype(np.int8)
+    return out
+
+
+def uncertainty(posterior: Posterior) -> FloatArray:
+    """Equation (5): u_i = 1 - max_y P(Y_i = y | L(i)), what strategy 2 asks about next."""
+    out: FloatArray = 1.0 - posterior.confidence
+    return out
 
 
 def decide(
@@ -49,18 +98,15 @@ def decide(
     The checks run in that order, so an example that is confident with its last affordable
     label is reported ``confident``, not ``budget``.
     """
-    method = Method(method)
-    if not 0.5 < tau < 1.0:
-        raise ValueError(f"tau must be in (0.5, 1), got {tau}")
+    check_tau(tau)
     if kappa < 1:
         raise ValueError(f"kappa must be >= 1, got {kappa}")
     conf = np.asarray(confidence, dtype=np.float64)
     n = np.asarray(n_labels)
     shape = np.broadcast_shapes(conf.shape, n.shape)
     out = np.full(shape, Decision.ASK.value, dtype=np.int64)
-    confident = (conf >= tau) & (n >= 1) if method.uses_threshold else np.zeros(shape, bool)
     rules = [
-        (confident, Decision.CONFIDENT),
+        (confident(method, conf, tau) & (n >= 1), Decision.CONFIDENT),
         (n >= kappa, Decision.KAPPA),
         (np.asarray(eligible_left) <= 0, Decision.EXHAUSTED),
         (np.asarray(budget_left) <= 0, Decision.BUDGET),

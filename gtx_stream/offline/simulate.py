@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gtx_stream.core.accuracy import Estimator, estimate_accuracy
+from gtx_stream.core.decision import uncertainty
 from gtx_stream.core.models import FloatArray, IntArray, Method, Posterior, aggregate
 
 Int8Array = NDArray[np.int8]
@@ -763,7 +764,7 @@ def simulate_uncertainty(
         part = slice(g * n_data, (g + 1) * n_data)
         p1[part] = post.p1.reshape(n_data, n_ex)
         hard[part] = post.label.reshape(n_data, n_ex)
-        unc[part] = post.uncertainty.reshape(n_data, n_ex)
+        unc[part] = uncertainty(post).reshape(n_data, n_ex)
     count = np.ones((n_seq, n_ex), dtype=np.int64)
     y = truth[data]
     wrong = (hard != y).sum(axis=1)
@@ -800,7 +801,7 @@ def simulate_uncertainty(
                 slots[None, :] < n_now[part, None],
                 prior,
             )
-            new_p1[part], new_hard[part], new_unc[part] = post.p1, post.label, post.uncertainty
+            new_p1[part], new_hard[part], new_unc[part] = post.p1, post.label, uncertainty(post)
         y_ex = y[seq, ex]
         wrong += (new_hard != y_ex).astype(np.int64) - (hard[seq, ex] != y_ex)
         absum += np.abs(y_ex - new_p1) - np.abs(y_ex - p1[seq, ex])

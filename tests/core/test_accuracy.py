@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gtx_stream.core.accuracy import beta_accuracy, count_correct, estimate_accuracy, mle_accuracy
+from gtx_stream.core.accuracy import (
+    assess,
+    beta_accuracy,
+    clopper_pearson,
+    count_correct,
+    estimate,
+    estimate_accuracy,
+    mle_accuracy,
+)
 
 
 def test_mle_is_share_correct() -> None:
@@ -50,3 +58,58 @@ def test_estimate_accuracy_by_name() -> None:
 def test_count_correct() -> None:
     got = count_correct(["a", "b", "a", "a"], [1, 0, 0, 1], [1, 1, 0, 0])
     assert got == {"a": (2, 3), "b": (0, 1)}
+
+
+def test_clopper_pearson_known_values() -> None:
+    # 0 of n and n of n: the one-sided bounds are (alpha/2)^(1/n)
+    lower, upper = clopper_pearson([10, 0, 0], [10, 10, 0])
+    assert lower[0] == pytest.approx(0.025 ** (1 / 10)) and upper[0] == 1.0
+    assert lower[1] == 0.0 and upper[1] == pytest.approx(1 - 0.025 ** (1 / 10))
+    assert (lower[2], upper[2]) == (0.0, 1.0)  # no item: nothing known
+
+
+def test_clopper_pearson_matches_scipy_and_contains_the_mle() -> None:
+    lower, upper = clopper_pearson([3, 17], [4, 20], level=0.9)
+    for i, (c, n) in enumerate([(3, 4), (17, 20)]):
+        ci = stats.binomtest(c, n).proportion_ci(confidence_level=0.9, method="exact")
+        assert lower[i] == pytest.approx(ci.low) and upper[i] == pytest.approx(ci.high)
+        assert lower[i] < c / n < upper[i]
+
+
+def test_estimate_gives_each_estimator_its_interval() -> None:
+    mle = estimate([3], [4], "mle")
+    assert mle.accuracy[0] == 0.75
+    assert (mle.lower[0], mle.upper[0]) == tuple(x[0] for x in clopper_pearson([3], [4]))
+    beta = estimate([3], [4], "beta")
+    assert beta.accuracy[0] == pytest.approx(4 / 6)
+    assert beta.lower[0] == beta_accuracy([3], [4]).lower[0]
+    with pytest.raises(ValueError, match="not an estimate"):
+        estimate([3], [4], "true")
+
+
+ANSWERS = {
+    "1": {"w1": 1, "w2": 1},
+    "2": {"w1": 0, "w2": 0},
+    "3": {"w1": 0},
+    "4": {"w1": 0},
+    "9": {"w2": 1, "w1": 0},  # no truth: not counted
+}
+TRUTH = {"1": 1, "2": 0, "3": 1, "4": 0}
+
+
+def test_assess_counts_answers_to_gold_tasks_only() -> None:
+    got = assess(ANSWERS, TRUTH)
+    assert list(got) == ["w1", "w2"]
+    assert (got["w1"].correct, got["w1"].total) == (3, 4)
+    assert (got["w2"].correct, got["w2"].total) == (2, 2)
+    assert got["w1"].accuracy == pytest.approx(4 / 6)  # Beta(1, 1): (3 + 1) / (4 + 2)
+    assert got["w2"].lower == pytest.approx(beta_accuracy([2], [2]).lower[0])
+    mle = assess(ANSWERS, TRUTH, "mle")
+    assert mle["w1"].accuracy == 0.75 and mle["w2"].upper == 1.0
+
+
+def test_assess_reports_the_labelers_asked_for() -> None:
+    got = assess(ANSWERS, TRUTH, "mle", labelers=["w2", "nobody"])
+    assert list(got) == ["w2", "nobody"]
+    assert got["nobody"].total == 0 and got["nobody"].accuracy == 0.5
+    assert (got["nobody"].lower, got["nobody"].upper) == (0.0, 1.0)

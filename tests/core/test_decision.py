@@ -1,11 +1,20 @@
-"""The decision rule of section 2.3 (strategy 1) and threshold_stop along label sequences."""
+"""The decision rule of section 2.3: strategy 1 (decide, threshold_stop, taus_reached) and the
+uncertainty of equation (5) that strategy 2 picks by."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gtx_stream.core.decision import Decision, decide, threshold_stop
+from gtx_stream.core.decision import (
+    Decision,
+    confident,
+    decide,
+    taus_reached,
+    threshold_stop,
+    uncertainty,
+)
+from gtx_stream.core.models import Method, gtx_posterior
 
 A, C, K, E, B = (
     Decision.ASK,
@@ -78,8 +87,6 @@ def test_threshold_stop_equals_decide_step_by_step() -> None:
     labels = rng.integers(0, 2, (200, 6))
     acc = rng.uniform(0.6, 0.99, (200, 6))
     stop = threshold_stop("gtx", labels, acc, tau=0.97, kappa=6)
-    from gtx_stream.core.models import gtx_posterior
-
     for i in range(200):
         for t in range(1, 7):
             post = gtx_posterior(labels[i : i + 1, :t], acc[i : i + 1, :t])
@@ -88,3 +95,26 @@ def test_threshold_stop_equals_decide_step_by_step() -> None:
                 assert stop.n_labels[i] == t and Decision(int(stop.decision[i])) is d
                 assert stop.posterior.p1[i] == post.p1[0]
                 break
+
+
+def test_uncertainty_is_equation_5() -> None:
+    post = gtx_posterior([[1], [0]], [[0.9], [0.7]])
+    np.testing.assert_allclose(uncertainty(post), [0.1, 0.3])
+
+
+def test_confident_includes_equality_and_never_holds_for_mv_and_wmv() -> None:
+    assert list(confident("gtx", [0.98, 0.99, 0.995], 0.99)) == [False, True, True]
+    assert list(confident("sv", [0.99], 0.99)) == [True]
+    for method in ("mv", "wmv"):
+        assert not confident(method, [1.0], 0.9).any()
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_taus_reached_counts_the_taus_decide_finalises_at(method: Method) -> None:
+    taus = np.array([0.6, 0.8, 0.9, 0.95, 0.99])
+    # confidences on, between and beyond the taus
+    conf = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.949999, 0.95, 0.99, 0.999, 1.0])
+    reached = taus_reached(method, conf, taus)
+    for q, tau in enumerate(taus):
+        d = decide(method, conf, 1, float(tau), kappa=5)
+        np.testing.assert_array_equal(d == Decision.CONFIDENT.value, q < reached, err_msg=f"{tau}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gtx_stream.core.decision import Decision, decide
+from gtx_stream.core.decision import Decision, decide, uncertainty
 from gtx_stream.core.models import FloatArray, Method, aggregate
 from gtx_stream.offline.simulate import Draws
 
@@ -99,7 +99,7 @@ def uncertainty_trial(
         acc = np.array([accuracies[trial, draws.labeler[trial, i]]])
         mask = np.arange(n_lab)[None, :] < counts[i]
         post = aggregate(method, row, acc, mask, prior)
-        p1[i], hard[i], unc[i] = float(post.p1[0]), int(post.label[0]), float(post.uncertainty[0])
+        p1[i], hard[i], unc[i] = float(post.p1[0]), int(post.label[0]), float(uncertainty(post)[0])
 
     for i in range(n_ex):
         label_once(i)
