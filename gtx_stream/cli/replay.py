@@ -11,7 +11,8 @@ from typing import Any
 
 from gtx_stream.cli.output import json_safe
 from gtx_stream.core.accuracy import Estimator
-from gtx_stream.offline.replay import REFERENCE, DatasetError, Report, Row, load_dataset, replay
+from gtx_stream.core.datasets import DatasetError, load_dataset
+from gtx_stream.offline.replay import REFERENCE, Report, Row, replay
 
 
 def register(sub: Any) -> None:

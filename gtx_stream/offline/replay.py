@@ -13,59 +13,31 @@ give the accuracies, and those tasks are left out of scoring. A worker with no a
 gets the estimator's value for zero items (0.5 for both ``beta`` and ``mle``), so its labels
 carry no weight in GTX and SV.
 
-The math lives in :mod:`gtx_stream.core.models`, :mod:`gtx_stream.core.decision` and
-:mod:`gtx_stream.core.accuracy`; this module only reads files, orders labels and counts.
+The folder is read by :func:`gtx_stream.core.datasets.load_dataset`, and the math lives in
+:mod:`gtx_stream.core.models`, :mod:`gtx_stream.core.decision` and :mod:`gtx_stream.core.accuracy`
+(:func:`~gtx_stream.core.accuracy.assess`); this module only draws gold tasks, orders labels and
+counts.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from gtx_stream.core.accuracy import Estimator, count_correct, estimate_accuracy
+from gtx_stream.core import accuracy
+from gtx_stream.core.accuracy import Estimator
+from gtx_stream.core.datasets import Dataset, DatasetError
 from gtx_stream.core.decision import Decision, Stop, threshold_stop
 from gtx_stream.core.draws import labeler_order, stable_hash
 from gtx_stream.core.models import FloatArray, Method, majority_vote
-
-ANSWERS = "answers.csv"
-TRUTH = "truth.csv"
-ASSESSMENT_ANSWERS = "assessment_answers.csv"
-ASSESSMENT_TRUTH = "assessment_truth.csv"
 
 METHODS = (Method.GTX, Method.SV, Method.MV, Method.WMV)
 """Methods replayed, in the order they are reported."""
 REFERENCE = "mv-all"
 """Name of the reference row: majority vote over every recorded label of a task."""
-
-
-class DatasetError(ValueError):
-    """A dataset folder that cannot be replayed; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """One dataset folder, read and checked."""
-
-    name: str
-    truth: dict[str, int]
-    """Gold label of every task of ``truth.csv``."""
-    answers: dict[str, dict[str, int]]
-    """Recorded labels: task -> {worker: label}; a worker labels a task at most once."""
-    assessment: tuple[tuple[str, int, int], ...] | None
-    """(worker, label, gold label) per assessment answer, or None without an assessment set."""
-
-    @property
-    def workers(self) -> tuple[str, ...]:
-        return tuple(sorted({w for labels in self.answers.values() for w in labels}))
-
-    @property
-    def n_labels(self) -> int:
-        return sum(len(labels) for labels in self.answers.values())
 
 
 @dataclass(frozen=True)
@@ -139,89 +111,6 @@ class Report:
     rows: tuple[Row, ...]
 
 
-# -- reading ---------------------------------------------------------------------------------
-
-
-def _read_rows(path: Path, columns: tuple[str, ...]) -> list[tuple[int, tuple[str, ...]]]:
-    """(line number, fields) of each non-blank data line of a CSV file with exactly ``columns``."""
-    if not path.is_file():
-        raise DatasetError(f"missing file: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
-        if header != list(columns):
-            raise DatasetError(
-                f"{path}: expected header {','.join(columns)}, got {','.join(header)}"
-            )
-        rows = []
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue
-            if len(row) != len(columns):
-                raise DatasetError(
-                    f"{path}:{reader.line_num}: expected {len(columns)} fields, got {len(row)}"
-                )
-            rows.append((reader.line_num, tuple(field.strip() for field in row)))
-    return rows
-
-
-def _binary(value: str, path: Path, line: int) -> int:
-    if value not in ("0", "1"):
-        raise DatasetError(f"{path}:{line}: label must be 0 or 1, got {value!r}")
-    return int(value)
-
-
-def _read_truth(path: Path) -> dict[str, int]:
-    truth: dict[str, int] = {}
-    for line, (task, value) in _read_rows(path, ("task", "truth")):
-        if task in truth:
-            raise DatasetError(f"{path}:{line}: task {task} has a second truth row")
-        truth[task] = _binary(value, path, line)
-    if not truth:
-        raise DatasetError(f"{path}: no tasks")
-    return truth
-
-
-def _read_answers(path: Path, truth: dict[str, int], truth_path: Path) -> dict[str, dict[str, int]]:
-    answers: dict[str, dict[str, int]] = {}
-    for line, (task, worker, value) in _read_rows(path, ("task", "worker", "label")):
-        if task not in truth:
-            raise DatasetError(f"{path}:{line}: task {task} has no row in {truth_path}")
-        labels = answers.setdefault(task, {})
-        if worker in labels:
-            raise DatasetError(f"{path}:{line}: worker {worker} labeled task {task} twice")
-        labels[worker] = _binary(value, path, line)
-    return answers
-
-
-def load_dataset(folder: str | Path) -> Dataset:
-    """Read and check a dataset folder; raises :class:`DatasetError` with a one-line message."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"dataset folder not found: {folder}")
-    truth = _read_truth(folder / TRUTH)
-    answers = _read_answers(folder / ANSWERS, truth, folder / TRUTH)
-    if not answers:
-        raise DatasetError(f"{folder / ANSWERS}: no labels")
-    has_answers = (folder / ASSESSMENT_ANSWERS).exists()
-    has_truth = (folder / ASSESSMENT_TRUTH).exists()
-    assessment = None
-    if has_answers != has_truth:
-        missing = ASSESSMENT_TRUTH if has_answers else ASSESSMENT_ANSWERS
-        raise DatasetError(
-            f"missing file: {folder / missing} (the assessment set needs both files)"
-        )
-    if has_answers:
-        gold = _read_truth(folder / ASSESSMENT_TRUTH)
-        recorded = _read_answers(folder / ASSESSMENT_ANSWERS, gold, folder / ASSESSMENT_TRUTH)
-        assessment = tuple(
-            (worker, label, gold[task])
-            for task in sorted(recorded)
-            for worker, label in sorted(recorded[task].items())
-        )
-    return Dataset(name=folder.resolve().name, truth=truth, answers=answers, assessment=assessment)
-
-
 # -- one trial -------------------------------------------------------------------------------
 
 
@@ -260,30 +149,21 @@ def assess(
         raise ValueError("a real dataset has no true accuracies: use mle or beta")
     if dataset.assessment is not None:
         gold: list[str] = []
-        items = dataset.assessment
+        answers, truth = dataset.assessment.answers, dataset.assessment.truth
     else:
         gold = gold_tasks(list(dataset.truth), assess_fraction, seed, trial)
-        items = tuple(
-            (worker, label, dataset.truth[task])
-            for task in gold
-            for worker, label in dataset.answers.get(task, {}).items()
-        )
-    counts = count_correct(
-        [w for w, _, _ in items], [lab for _, lab, _ in items], [t for _, _, t in items]
-    )
-    workers = dataset.workers
-    correct = [counts.get(w, (0, 0))[0] for w in workers]
-    total = [counts.get(w, (0, 0))[1] for w in workers]
-    accuracy = estimate_accuracy(correct, total, estimator)
+        answers = {task: dataset.answers.get(task, {}) for task in gold}
+        truth = dataset.truth
+    estimates = accuracy.assess(answers, truth, estimator, labelers=dataset.workers)
     gold_set = set(gold)
     scored = tuple(sorted(t for t in dataset.truth if t not in gold_set))
     if not scored:
         raise DatasetError(f"{dataset.name}: no task left to score after the gold split")
     return Assessment(
-        accuracies={w: float(a) for w, a in zip(workers, accuracy, strict=True)},
+        accuracies={w: e.accuracy for w, e in estimates.items()},
         gold_tasks=tuple(gold),
         scored_tasks=scored,
-        unassessed=sum(1 for n in total if n == 0),
+        unassessed=sum(1 for e in estimates.values() if e.total == 0),
     )
 
 

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
-from scipy.special import betaincinv
 
 from gtx_stream.config import Settings
-from gtx_stream.core.accuracy import Estimator, beta_accuracy, count_correct, mle_accuracy
+from gtx_stream.core import accuracy
+from gtx_stream.core.accuracy import Estimator
+from gtx_stream.core.datasets import DatasetError, read_answers, read_truth
 from gtx_stream.store.keys import Keys
 
 SOURCES = ("config", "file", "assessment")
@@ -209,35 +209,6 @@ def load_file(path: str | Path) -> dict[str, LabelerAccuracy]:
     return out
 
 
-def _read_csv(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    file = Path(path)
-    if not file.is_file():
-        raise RegistryError(f"{file}: no such file")
-    with file.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(columns) - set(reader.fieldnames or ())
-        if missing:
-            raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
-        return list(reader)
-
-
-def _label(value: str, where: str) -> int:
-    text = value.strip()
-    if text not in ("0", "1"):
-        raise RegistryError(f"{where}: label must be 0 or 1, got {value!r}")
-    return int(text)
-
-
-def clopper_pearson(correct: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact binomial interval for the MLE (it always contains ``correct / total``)."""
-    if total == 0:
-        return 0.0, 1.0
-    tail = (1.0 - level) / 2.0
-    lower = 0.0 if correct == 0 else float(betaincinv(correct, total - correct + 1, tail))
-    upper = 1.0 if correct == total else float(betaincinv(correct + 1, total - correct, 1 - tail))
-    return lower, upper
-
-
 def assess(
     answers_path: str | Path,
     truth_path: str | Path,
@@ -247,45 +218,21 @@ def assess(
 
     ``beta`` (default): the Beta(1, 1) posterior mean with its 95% credible interval;
     ``mle``: equation (4) with the exact (Clopper-Pearson) 95% interval. Answers to tasks
-    without a truth are not counted.
+    without a truth are not counted. The files are read by :mod:`gtx_stream.core.datasets`,
+    the estimate is :func:`gtx_stream.core.accuracy.assess`.
     """
     estimator = Estimator(estimator)
     if estimator is Estimator.TRUE:
         raise RegistryError("the true accuracy is not an estimate; use beta or mle")
-    truth_rows = _read_csv(truth_path, ("task", "truth"))
-    truth = {
-        r["task"].strip(): _label(r["truth"], f"{truth_path}: task {r['task']}") for r in truth_rows
-    }
-    workers: list[str] = []
-    labels: list[int] = []
-    truths: list[int] = []
-    for r in _read_csv(answers_path, ("task", "worker", "label")):
-        task = r["task"].strip()
-        if task not in truth:
-            continue
-        workers.append(r["worker"].strip())
-        labels.append(_label(r["label"], f"{answers_path}: task {task}"))
-        truths.append(truth[task])
-    if not workers:
+    try:
+        truth = read_truth(truth_path)
+        answers = read_answers(answers_path)
+    except DatasetError as err:
+        raise RegistryError(str(err)) from None
+    estimates = accuracy.assess(answers, truth, estimator)
+    if not estimates:
         raise RegistryError(f"{answers_path}: no answer to a task of {truth_path}")
-    counts = count_correct(workers, labels, truths)
-    ids = sorted(counts)
-    correct = np.array([counts[i][0] for i in ids], dtype=np.float64)
-    total = np.array([counts[i][1] for i in ids], dtype=np.float64)
-    out: dict[str, LabelerAccuracy] = {}
-    if estimator is Estimator.BETA:
-        est = beta_accuracy(correct, total)
-        for j, lid in enumerate(ids):
-            out[lid] = LabelerAccuracy(
-                float(est.accuracy[j]),
-                float(est.lower[j]),
-                float(est.upper[j]),
-                "assessment",
-                int(total[j]),
-            )
-    else:
-        point = mle_accuracy(correct, total)
-        for j, lid in enumerate(ids):
-            lower, upper = clopper_pearson(int(correct[j]), int(total[j]))
-            out[lid] = LabelerAccuracy(float(point[j]), lower, upper, "assessment", int(total[j]))
-    return out
+    return {
+        lid: LabelerAccuracy(e.accuracy, e.lower, e.upper, "assessment", e.total)
+        for lid, e in estimates.items()
+    }

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 
 from gtx_stream import cli
+from gtx_stream.core.datasets import DatasetError, load_dataset
 from gtx_stream.core.decision import Decision
 from gtx_stream.core.draws import labeler_order
 from gtx_stream.offline.replay import (
-    DatasetError,
     Report,
     Row,
     assess,
     gold_tasks,
-    load_dataset,
     replay,
     replay_tasks,
 )
@@ -96,7 +95,7 @@ def test_load_dataset_reads_every_file(tiny: Path) -> None:
     assert ds.answers["t2"] == {"a": 0, "b": 1, "d": 0}
     assert ds.workers == ("a", "b", "c", "d", "f", "g")
     assert ds.n_labels == 13
-    assert ds.assessment is not None and len(ds.assessment) == 13
+    assert ds.assessment is not None and ds.assessment.n_labels == 13
 
 
 def test_accuracies_from_the_assessment_set(tiny: Path) -> None:

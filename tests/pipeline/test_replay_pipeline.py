@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gtx_stream.offline.replay import assess, load_dataset, replay, replay_tasks
+from gtx_stream.core.datasets import load_dataset
+from gtx_stream.offline.replay import assess, replay, replay_tasks
 from gtx_stream.store.params import get_accuracies
 from tests.pipeline_fixtures import check_final_records, final_records, pipeline
 

@@ -17,7 +17,6 @@ from gtx_stream.store.params import (
     LabelerAccuracy,
     RegistryError,
     assess,
-    clopper_pearson,
     get_accuracies,
     get_labelers,
     load_file,
@@ -103,13 +102,6 @@ def test_assess_mle(gold: tuple[Path, Path]) -> None:
     assert got["w2"].accuracy == 1.0
     assert got["w2"].upper == 1.0 and 0.0 < got["w2"].lower < 1.0
     assert got["w1"].lower < 0.75 < got["w1"].upper
-
-
-def test_clopper_pearson_known_values() -> None:
-    # 0 of n and n of n: the one-sided bounds are (alpha/2)^(1/n)
-    assert clopper_pearson(10, 10)[0] == pytest.approx(0.025 ** (1 / 10))
-    assert clopper_pearson(0, 10)[1] == pytest.approx(1 - 0.025 ** (1 / 10))
-    assert clopper_pearson(0, 0) == (0.0, 1.0)
 
 
 def test_assess_refuses_bad_input(tmp_path: Path, gold: tuple[Path, Path]) -> None:
