@@ -7,7 +7,6 @@ starts above the source's high-water mark and keeps increasing across reconnects
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from gtx_stream.core.datasets import DatasetError, binary, load_dataset, read_table
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,11 @@ def placeholder_jpeg() -> bytes:
 
 
 class TaskSource(Source):
-    """One frame per task of a crowd dataset (truth.csv; answers.csv names who labeled what)."""
+    """One frame per task of a crowd dataset (truth.csv; answers.csv names who labeled what).
+
+    The folder is read and checked by :func:`gtx_stream.core.datasets.load_dataset`, as the
+    replay reads it, so a folder the replay refuses is refused here with the same message.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
@@ -264,17 +269,12 @@ class TaskSource(Source):
         self._eligible: dict[str, list[str]] = {}
 
     def open(self) -> None:
-        truth_rows = _read_csv(self.path / "truth.csv", ("task", "truth"))
-        answer_rows = _read_csv(self.path / "answers.csv", ("task", "worker"))
-        for row in truth_rows:
-            if row["truth"] not in ("0", "1"):
-                raise SourceError(f"{self.path / 'truth.csv'}: truth must be 0 or 1: {row}")
-        self._tasks = [(row["task"], row["truth"]) for row in truth_rows]
-        self._eligible = {}
-        for row in answer_rows:
-            self._eligible.setdefault(row["task"], []).append(row["worker"])
-        if not self._tasks:
-            raise SourceError(f"{self.path / 'truth.csv'}: no tasks")
+        try:
+            dataset = load_dataset(self.path)
+        except DatasetError as err:
+            raise SourceError(str(err)) from None
+        self._tasks = [(task, str(truth)) for task, truth in dataset.truth.items()]
+        self._eligible = {task: list(labels) for task, labels in dataset.answers.items()}
 
     def frames(self, wants: Wants) -> Iterator[SourceFrame]:
         jpeg = placeholder_jpeg()
@@ -290,31 +290,20 @@ class TaskSource(Source):
             yield SourceFrame(index, jpeg=jpeg, fields=fields)
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
-            return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except OSError as err:
-        raise SourceError(f"cannot read {path}: {err.strerror}") from None
-    except (csv.Error, UnicodeDecodeError) as err:
-        raise SourceError(f"cannot read {path}: {err}") from None
-
-
 def read_truth_csv(path: str | Path) -> dict[int, int]:
-    """``frame_index,truth`` rows -> {frame_index: truth}."""
+    """``frame_index,truth`` rows -> {frame_index: truth}; one row per frame index."""
     truths: dict[int, int] = {}
-    for row in _read_csv(Path(path), ("frame_index", "truth")):
-        try:
-            index, truth = int(row["frame_index"]), int(row["truth"])
-        except ValueError:
-            raise SourceError(f"{path}: frame_index and truth must be integers: {row}") from None
-        if truth not in (0, 1):
-            raise SourceError(f"{path}: truth must be 0 or 1: {row}")
-        truths[index] = truth
+    try:
+        for line, (index, value) in read_table(path, ("frame_index", "truth")):
+            if not index.isdigit():
+                raise DatasetError(
+                    f"{path}:{line}: frame_index must be a whole number, got {index!r}"
+                )
+            if int(index) in truths:
+                raise DatasetError(f"{path}:{line}: frame {index} has a second truth row")
+            truths[int(index)] = binary(value, "truth", path, line)
+    except DatasetError as err:
+        raise SourceError(str(err)) from None
     return truths
 
 
