@@ -16,7 +16,6 @@ keeps it in its failed-job registry, and the aggregator's lease asks another lab
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import functools
 import importlib
 import json
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from gtx_stream.config import LabelerSettings
+from gtx_stream.core.datasets import DatasetError, by_worker, read_answers
 from gtx_stream.core.draws import simulated_label
 
 
@@ -129,21 +129,11 @@ class SimulatedBackend(Backend):
 
 @functools.lru_cache(maxsize=8)
 def _answers_by_worker(answers_csv: Path) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    with answers_csv.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"task", "worker", "label"} - set(reader.fieldnames or ())
-        if missing:
-            raise LabelError(f"{answers_csv}: missing column(s) {sorted(missing)}")
-        for row in reader:
-            label = check_label(int(row["label"])) if row["label"].strip().isdigit() else None
-            if label is None:
-                raise LabelError(
-                    f"{answers_csv}: line {reader.line_num}: label must be 0 or 1, "
-                    f"got {row['label']!r}"
-                )
-            out.setdefault(row["worker"], {})[row["task"].strip()] = label
-    return out
+    """worker -> {task: label} of an answers.csv, read and checked by :mod:`core.datasets`."""
+    try:
+        return by_worker(read_answers(answers_csv))
+    except DatasetError as err:
+        raise LabelError(str(err)) from None
 
 
 class ReplayBackend(Backend):
