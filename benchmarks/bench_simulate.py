@@ -11,8 +11,8 @@ time scaled to ``--trials`` trials; both read the same draws as the vectorised s
 their counts (examples labeled, labels, errors) are checked against it:
 
 * library loop: :mod:`tests.offline.simulate_reference`, which asks one labeler at a time and
-  calls ``model.aggregate`` and ``strategy.decide`` on that one example after every label, as
-  the aggregator does per frame (about a minute per trial and cohort);
+  calls ``core.models.aggregate`` and ``core.decision.decide`` on that one example after every
+  label, as the aggregator does per frame (about a minute per trial and cohort);
 * plain loop: the same loop with the posterior and the rule written out in Python floats
   (``plain_trial`` below), the fastest a straightforward per-label loop gets.
 """

@@ -1,0 +1,165 @@
+"""Section 3.3 of the paper, Table 1 and Figure 1: strategy 1 on a budget, vectorised.
+
+A budget of B labels, examples arriving one after another, each asked of labelers drawn without
+replacement until the decision rule of section 2.3 stops it: GTX and SV when the confidence
+reaches tau or kappa labels are in (every tau of a sweep in one pass over the labels,
+:mod:`.sweep`), MV and WMV after a fixed k labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from gtx_stream.core.accuracy import Estimator
+from gtx_stream.core.decision import check_tau
+from gtx_stream.core.models import FloatArray, Method
+from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Draws, draw
+from gtx_stream.offline.simulate.results import TABLE_ORDER, Outcome
+from gtx_stream.offline.simulate.sweep import posteriors, sweep, sweep_outcomes
+
+_T = TypeVar("_T")
+
+PAPER_TAUS: tuple[float, ...] = tuple(round(0.85 + 0.01 * i, 2) for i in range(15))
+"""Section 3.3: tau swept over 0.85, 0.86, ..., 0.99."""
+
+
+def _fixed_k(
+    cohort: str,
+    method: Method,
+    draws: Draws,
+    accuracies: FloatArray,
+    k: int,
+    budget: int,
+    prior: float,
+) -> Outcome:
+    """MV and WMV in section 3.3: every example takes exactly k labels until the budget ends.
+
+    When k does not divide the budget, the last example gets what is left (the decision
+    rule's ``budget`` stop).
+    """
+    trials = draws.shape[0]
+    full, rest = divmod(budget, k)
+    wrong = np.zeros(trials, dtype=np.int64)
+    absum = np.zeros(trials)
+    for first, n, width in ((0, full, k), (full, int(rest > 0), rest)):
+        if n == 0:
+            continue
+        part = slice(first, first + n)
+        who = draws.labeler[:, part, :width].reshape(trials * n, width)
+        acc = accuracies
+        if method is Method.MV:  # one vote each, whoever the labeler: 2^k label sequences
+            who, acc = np.zeros_like(who), accuracies[:, :1]
+        post, _ = posteriors(
+            method,
+            draws.label[:, part, :width].reshape(trials * n, width),
+            who,
+            np.repeat(np.arange(trials), n),
+            acc,
+            prior,
+        )
+        truth = draws.truth[:, part]
+        wrong += (post.label.reshape(trials, n) != truth).sum(axis=1)
+        absum += np.abs(truth - post.p1.reshape(trials, n)).sum(axis=1)
+    return Outcome(
+        cohort,
+        method,
+        None,
+        k,
+        n_labeled=np.full(trials, full + int(rest > 0), dtype=np.int64),
+        labels_used=np.full(trials, budget, dtype=np.int64),
+        errors=wrong,
+        abs_error=absum,
+    )
+
+
+def simulate_threshold(
+    cohort: Cohort,
+    draws: Draws,
+    accuracies: FloatArray,
+    *,
+    taus: Sequence[float] = PAPER_TAUS,
+    kappa: int = 5,
+    budget: int = 15000,
+    methods: Sequence[Method] = TABLE_ORDER,
+    prior: float = 0.5,
+) -> list[Outcome]:
+    """Section 3.3 for one cohort: every method at every setting, per trial.
+
+    GTX and SV: one outcome per tau (strategy 1, kappa labels at most). MV and WMV give
+    confidence 1.0 after one label, so, as in the paper, they take a fixed k = 1 .. kappa.
+    ``draws`` needs ``budget`` examples (each example takes at least one label) and ``kappa``
+    slots.
+    """
+    trials, pool, slots = draws.shape
+    if pool < budget:
+        raise ValueError(f"draws hold {pool} examples per trial, the budget needs {budget}")
+    if slots < kappa:
+        raise ValueError(f"draws hold {slots} labels per example, kappa is {kappa}")
+    if list(taus) != sorted(set(taus)):
+        raise ValueError("taus must be increasing")
+    for tau in taus:
+        check_tau(tau)
+    out: list[Outcome] = []
+    for method in methods:
+        if method.uses_threshold:
+            sw = sweep(method, draws, accuracies, taus, kappa, budget, prior)
+            out += sweep_outcomes(cohort.name, sw, budget)
+        else:
+            out += [
+                _fixed_k(cohort.name, method, draws, accuracies, k, budget, prior)
+                for k in range(1, kappa + 1)
+            ]
+    return out
+
+
+def run_threshold(
+    *,
+    trials: int = 100,
+    seed: int = 0,
+    budget: int = 15000,
+    kappa: int = 5,
+    labelers: int = 10,
+    taus: Sequence[float] = PAPER_TAUS,
+    estimators: Sequence[Estimator] = (Estimator.TRUE,),
+    assess_size: int = 0,
+    cohorts: Sequence[Cohort] = COHORTS,
+    jobs: int = 1,
+) -> dict[Estimator, list[Outcome]]:
+    """Section 3.3 for each cohort and accuracy estimator; cohorts run in ``jobs`` threads.
+
+    All estimators of a cohort see the same trials (labelers, examples, answers, gold items).
+    """
+    if trials < 1:
+        raise ValueError("need at least one trial")
+
+    def one(cohort: Cohort) -> dict[Estimator, list[Outcome]]:
+        draws = draw(
+            cohort,
+            trials=trials,
+            examples=budget,
+            slots=kappa,
+            labelers=labelers,
+            seed=seed,
+            assess_size=assess_size,
+        )
+        return {
+            e: simulate_threshold(
+                cohort, draws, draws.accuracies(e), taus=taus, kappa=kappa, budget=budget
+            )
+            for e in estimators
+        }
+
+    results = _map(one, cohorts, jobs)
+    return {e: [o for r in results for o in r[e]] for e in estimators}
+
+
+def _map(fn: Callable[[Cohort], _T], items: Sequence[Cohort], jobs: int) -> list[_T]:
+    if jobs <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    # numpy releases the GIL in its loops, so threads use both cores of a small machine
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(fn, items))

@@ -1,0 +1,85 @@
+"""`gtx-stream simulate threshold|uncertainty`: JSON, tables, figures and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gtx_stream.cli import main
+
+
+def test_cli_threshold_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(
+        ["simulate", "threshold", "--trials", "2", "--budget", "200", "--taus", "0.9,0.99"]
+        + ["--accuracy", "true,beta", "--assess-size", "5", "--json"]
+    )
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["taus"] == [0.9, 0.99] and doc["budget"] == 200
+    # 2 estimators x 2 cohorts x (GTX, SV at 2 taus + MV, WMV at k = 1..5)
+    assert len(doc["rows"]) == 2 * 2 * (2 * 2 + 2 * 5)
+    row = doc["rows"][0]
+    for field in ("cohort", "method", "tau", "k", "avg_k", "n_labeled", "error", "error_se"):
+        assert field in row
+    for field in ("mae", "mae_se", "trials", "accuracy", "assess_size", "best"):
+        assert field in row
+    bests = [r for r in doc["rows"] if r["best"]]
+    assert len(bests) == 2 * 2 * 4
+
+
+def test_cli_threshold_table(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["simulate", "threshold", "--trials", "2", "--budget", "100", "--cohort", "accurate"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "More accurate labelers" in out and "Less accurate" not in out
+    assert [line.split()[0] for line in out.splitlines()[2:6]] == ["MV", "WMV", "SV", "GTX"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--taus", "0.99,0.9"], "increasing"),
+        (["--taus", "0.4:0.9:0.1"], "(0.5, 1)"),
+        (["--accuracy", "mle", "--assess-size", "0"], "assess-size"),
+        (["--accuracy", "exact"], "not one of"),
+        (["--kappa", "11"], "kappa"),
+        (["--trials", "0"], "trials"),
+    ],
+)
+def test_cli_threshold_bad_values(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "threshold", "--budget", "50", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and message in err
+
+
+def test_cli_uncertainty_json_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(
+        ["simulate", "uncertainty", "--trials", "2", "--examples", "40", "--budget", "100"]
+        + ["--curve-every", "20", "--json", "--plot", str(tmp_path)]
+    )
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["rows"]) == 8 and doc["rows"][0]["avg_k"] == 2.5
+    curve = doc["curves"][0]
+    assert curve["labels"] == [40, 60, 80, 100]
+    assert len(curve["error"]) == len(curve["mae_se"]) == 4
+    assert (tmp_path / "figure2.png").stat().st_size > 1000
+    assert doc["tie_break"] == "random"
+    rc = main(
+        ["simulate", "threshold", "--trials", "2", "--budget", "100", "--plot", str(tmp_path)]
+    )
+    assert rc == 0
+    assert (tmp_path / "figure1.png").stat().st_size > 1000
+
+
+def test_cli_uncertainty_table_and_bad_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", "uncertainty", "--trials", "1", "--examples", "20", "--budget"]
+    assert main([*args, "50"]) == 0
+    out = capsys.readouterr().out
+    assert "MV" in out and "GTX" in out and "20 examples" in out
+    assert main([*args, "201"]) == 2
+    assert "--budget" in capsys.readouterr().err
