@@ -9,10 +9,22 @@ one-line message that names the field.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,12 +94,46 @@ class IngestSettings(_Section):
 
 
 class LabelerSettings(_Section):
+    """One ``[[labelers]]`` entry; a backend's required fields are checked when it is loaded."""
+
     id: str = Field(pattern=r"^[A-Za-z0-9_.:@-]+$")
     backend: Literal["simulated", "replay", "python", "http"] = "simulated"
-    accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
-    target: str = Field(default="", description="python: module:function; http: URL")
+    accuracy: float | None = Field(default=None, ge=0.0, le=1.0, validate_default=True)
+    target: str = Field(
+        default="", description="python: module:function; http: URL", validate_default=True
+    )
     timeout: float = Field(default=10.0, gt=0)
     seed: int = 0
+
+    @field_validator("accuracy")
+    @classmethod
+    def _simulated_needs_accuracy(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("backend") == "simulated":
+            raise _labeler_error(info, "needs an accuracy (it draws its labels with it)")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target_fits_backend(cls, value: str, info: ValidationInfo) -> str:
+        backend = info.data.get("backend")
+        if backend == "python" and not _PYTHON_TARGET.fullmatch(value):
+            raise _labeler_error(info, "needs target = 'module:function'")
+        if backend == "http":
+            url = urlsplit(value)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise _labeler_error(info, "needs target = an http:// or https:// URL")
+        if backend == "replay" and not value.strip():
+            raise _labeler_error(info, "needs target = its dataset folder")
+        return value
+
+
+def _labeler_error(info: ValidationInfo, needs: str) -> PydanticCustomError:
+    # a message of our own (no "Value error, " prefix); config errors append the value given
+    who = f"{info.data.get('backend')} labeler {info.data.get('id', '?')!r}"
+    return PydanticCustomError("labeler_settings", "{who} {needs}", {"who": who, "needs": needs})
+
+
+_PYTHON_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class Settings(BaseSettings):

@@ -1,20 +1,19 @@
-"""Dataset folders of crowd labels: the one reader of answers.csv, truth.csv and the
-assessment files (layout in ``shared/datasets/README.md``).
+"""Dataset folders of crowd labels: the one reader of their CSV files.
 
-=========================  =====================  ==========================================
-file                       columns                meaning
-=========================  =====================  ==========================================
-``answers.csv``            ``task,worker,label``  one row per label; a (task, worker) pair once
-``truth.csv``              ``task,truth``         the gold label of each task, once
-``assessment_answers.csv`` ``task,worker,label``  optional: a separate assessment set ...
-``assessment_truth.csv``   ``task,truth``         ... with its gold labels (both or neither)
-=========================  =====================  ==========================================
+The layout (``shared/datasets/README.md``):
+
+- ``answers.csv``, columns ``task,worker,label``: one row per label; a (task, worker) pair once;
+- ``truth.csv``, columns ``task,truth``: the gold label of each task, once;
+- optionally a separate assessment set (section 2.2 of the paper), both files or neither:
+  ``assessment_answers.csv`` (``task,worker,label``) and ``assessment_truth.csv``
+  (``task,truth``).
 
 Labels and truths are ``0`` or ``1``; fields are stripped; blank lines are skipped; columns may
 come in any order and extra columns are ignored. Every problem is a :class:`DatasetError` whose
 message is one line naming the file, and the line where there is one. The replay
-(:mod:`gtx_stream.offline.replay`), the replay labelers, ``gtx-stream ingest --tasks`` and
-``gtx-stream labelers assess`` all read through here; plain ``csv``, no Redis.
+(:mod:`gtx_stream.offline.replay`), the replay labelers, ``gtx-stream ingest --tasks`` (and
+the ``frame_index,truth`` file of ``ingest --truth``) and ``gtx-stream labelers assess`` all
+read through here; plain ``csv``, no Redis.
 """
 
 from __future__ import annotations

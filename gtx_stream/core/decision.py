@@ -6,7 +6,7 @@ along whole label sequences at once (the replay and the demo's offline check cal
 :func:`taus_reached` is its confidence test for a whole sweep of taus at once (the simulator's
 sweep calls it). Strategy 2, uncertainty sampling, asks next about the example of highest
 :func:`uncertainty` (equation 5). Streaming equals offline because all of them run this code;
-``tests/offline/test_threshold.py`` holds the simulator's sweep to :func:`decide`, tau by tau.
+``tests/offline/test_sweep.py`` holds the simulator's sweep to :func:`decide`, tau by tau.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """The paper's synthetic experiments (section 3), vectorised across trials.
 
-================  ==============================================================================
-module            what
-================  ==============================================================================
-:mod:`.cohorts`   labeler cohorts (section 3.2) and everything random in a trial, drawn up front
-:mod:`.threshold` section 3.3: strategy 1, a confidence threshold on a budget (Table 1, Figure 1)
-:mod:`.sweep`     section 3.3 for GTX and SV: every tau of a sweep in one pass over the labels
-:mod:`.uncertainty` section 3.4: strategy 2, uncertainty sampling (Table 2, Figure 2)
-:mod:`.results`   per-setting results and Table 1's choice of the best setting
-================  ==============================================================================
+- :mod:`.cohorts`: labeler cohorts (section 3.2) and everything random in a trial, drawn up front;
+- :mod:`.threshold`: section 3.3, strategy 1, a confidence threshold on a budget (Table 1,
+  Figure 1); MV and WMV take a fixed k;
+- :mod:`.sweep`: section 3.3 for GTX and SV, every tau of a sweep in one pass over the labels;
+- :mod:`.uncertainty`: section 3.4, strategy 2, uncertainty sampling (Table 2, Figure 2);
+- :mod:`.results`: per-setting results and Table 1's choice of the best setting.
 
 Every posterior comes from :func:`gtx_stream.core.models.aggregate` and every decision from
 :mod:`gtx_stream.core.decision`, the code the aggregator runs; the simulator only decides which

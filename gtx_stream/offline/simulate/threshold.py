@@ -99,7 +99,7 @@ def simulate_threshold(
         raise ValueError(f"draws hold {pool} examples per trial, the budget needs {budget}")
     if slots < kappa:
         raise ValueError(f"draws hold {slots} labels per example, kappa is {kappa}")
-    if list(taus) != sorted(set(taus)):
+    if list(taus) != sorted(taus):
         raise ValueError("taus must be increasing")
     for tau in taus:
         check_tau(tau)
