@@ -1,17 +1,38 @@
-"""Labeler functions for the ``python`` backend in the tests (``tests.labeler_fixtures:NAME``)."""
+"""Labeler functions for the ``python`` backend in the tests (``tests.labeler_fixtures:NAME``).
+
+A ``python`` labeler never sees the frame's truth, so the answers the tests can predict come
+from what it does see: the image, or the frame index.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+SLEEP_VARIABLE = "GTX_TEST_SLEEP"
+"""Seconds :func:`slow_parity` sleeps (an environment variable: it reaches worker processes)."""
 
-def truth_label(image: np.ndarray, metadata: dict[str, str]) -> int:
-    """A perfect labeler: answers the frame's truth."""
-    return int(metadata["truth"])
+seen: list[dict[str, str]] = []
+"""The metadata :func:`record_metadata` was handed, in this process."""
+
+
+def index_parity(image: np.ndarray, metadata: dict[str, str]) -> int:
+    """The parity of the frame index."""
+    return int(metadata["frame_index"]) % 2
+
+
+def sees_truth(image: np.ndarray, metadata: dict[str, str]) -> int:
+    """1 when the frame's truth reached the labeler (it must not), else 0."""
+    return int("truth" in metadata)
+
+
+def record_metadata(image: np.ndarray, metadata: dict[str, str]) -> int:
+    seen.append(dict(metadata))
+    return 1
 
 
 def bright(image: np.ndarray, metadata: dict[str, str]) -> int:
@@ -25,6 +46,10 @@ def numpy_one(image: np.ndarray, metadata: dict[str, str]) -> Any:
 
 def explode(image: np.ndarray, metadata: dict[str, str]) -> int:
     raise RuntimeError("model crashed")
+
+
+def raise_timeout(image: np.ndarray, metadata: dict[str, str]) -> int:
+    raise TimeoutError("the model's own timeout")
 
 
 def answer_yes(image: np.ndarray, metadata: dict[str, str]) -> Any:
@@ -43,10 +68,10 @@ def answer_none(image: np.ndarray, metadata: dict[str, str]) -> Any:
     return None
 
 
-def slow_truth(image: np.ndarray, metadata: dict[str, str]) -> int:
-    """Sleeps ``metadata['sleep']`` seconds, then answers the truth."""
-    time.sleep(float(metadata.get("sleep", "0")))
-    return int(metadata["truth"])
+def slow_parity(image: np.ndarray, metadata: dict[str, str]) -> int:
+    """Sleeps ``$GTX_TEST_SLEEP`` seconds, then answers the parity of the frame index."""
+    time.sleep(float(os.environ.get(SLEEP_VARIABLE, "0")))
+    return index_parity(image, metadata)
 
 
 def write_marker(path: str) -> None:

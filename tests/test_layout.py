@@ -38,7 +38,6 @@ KNOWN_LONG = {
     "gtx_stream/offline/simulate.py": "offline/simulate.py is being split (issue 7)",
     "gtx_stream/offline/replay.py": "offline/replay.py is being split (issue 7)",
     "gtx_stream/pipeline/aggregate/aggregator.py": "the aggregator is being split (issue 7)",
-    "gtx_stream/pipeline/label/worker.py": "the labeler worker is being split (issue 7)",
     "gtx_stream/cli/simulate.py": "cli/simulate.py is being split (issue 7)",
 }
 

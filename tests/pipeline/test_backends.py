@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import http.server
 import json
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from gtx_stream.config import LabelerSettings
 from gtx_stream.core.draws import simulated_label
@@ -26,6 +29,7 @@ from gtx_stream.pipeline.label.backends import (
     build_backend,
     import_function,
 )
+from tests import labeler_fixtures
 
 
 def jpeg(value: int, shape: tuple[int, int] = (24, 32)) -> bytes:
@@ -33,6 +37,13 @@ def jpeg(value: int, shape: tuple[int, int] = (24, 32)) -> bytes:
     ok, buf = cv2.imencode(".jpg", image)
     assert ok
     return buf.tobytes()
+
+
+PIPELINE_FIELDS = {"state": "open", "n_labels": "2", "eligible": '["a"]', "source_id": "cam",
+                   "opened_at": "1700000000.5"}  # fmt: skip
+DESCRIBED = {"frame_id": "cam-3", "source": "cam", "source_id": "cam", "frame_index": "1",
+             "opened_at": "1700000000.5"}  # fmt: skip
+"""What a ``python`` or ``http`` labeler is handed of ``frame("cam-3", **PIPELINE_FIELDS)``."""
 
 
 def frame(frame_id: str = "cam-0000001", truth: int | None = 1, **meta: str) -> Frame:
@@ -101,8 +112,10 @@ def test_simulated_does_not_need_the_image() -> None:
 
 
 def test_simulated_settings_need_an_accuracy() -> None:
-    with pytest.raises(LabelError, match="needs an accuracy"):
-        build_backend(LabelerSettings(id="a", backend="simulated"))
+    with pytest.raises(ValidationError, match="simulated labeler 'a' needs an accuracy"):
+        LabelerSettings(id="a", backend="simulated")
+    with pytest.raises(LabelError, match="needs an accuracy"):  # settings built unchecked
+        build_backend(LabelerSettings.model_construct(id="a", backend="simulated"))
     backend = build_backend(LabelerSettings(id="a", backend="simulated", accuracy=0.8, seed=5))
     assert isinstance(backend, SimulatedBackend)
     assert (backend.accuracy, backend.seed) == (0.8, 5)
@@ -139,8 +152,8 @@ def test_replay_refuses_unknown_workers_and_folders(tiny_dataset: Path, tmp_path
         ReplayBackend("nobody", tiny_dataset)
     with pytest.raises(LabelError, match="no answers.csv"):
         ReplayBackend("w1", tmp_path / "missing")
-    with pytest.raises(LabelError, match="dataset folder"):
-        build_backend(LabelerSettings(id="w1", backend="replay"))
+    with pytest.raises(ValidationError, match="replay labeler 'w1' needs target"):
+        LabelerSettings(id="w1", backend="replay")
 
 
 def test_replay_refuses_a_label_outside_0_1(tmp_path: Path) -> None:
@@ -171,12 +184,27 @@ def test_python_backend_gets_image_and_metadata() -> None:
     bright = PythonBackend("m", "tests.labeler_fixtures:bright")
     assert bright.label(Frame("f", {}, jpeg(230))) == 1
     assert bright.label(Frame("f", {}, jpeg(20))) == 0
-    truth = build_backend(
-        LabelerSettings(id="m", backend="python", target="tests.labeler_fixtures:truth_label")
+    parity = build_backend(
+        LabelerSettings(id="m", backend="python", target="tests.labeler_fixtures:index_parity")
     )
-    assert truth.label(frame(truth=0)) == 0
-    assert truth.label(frame(truth=1)) == 1
+    assert parity.label(frame(frame_index="4")) == 0
+    assert parity.label(frame(frame_index="7")) == 1
     assert PythonBackend("m", "tests.labeler_fixtures:numpy_one").label(frame()) == 1
+
+
+def test_python_backend_is_not_handed_the_truth_nor_pipeline_fields() -> None:
+    labeler_fixtures.seen.clear()
+    backend = PythonBackend("m", "tests.labeler_fixtures:record_metadata")
+    f = frame("cam-3", truth=1, **PIPELINE_FIELDS)
+    assert backend.label(f) == 1
+    backend.close()
+    assert labeler_fixtures.seen == [DESCRIBED]
+    assert PythonBackend("m", "tests.labeler_fixtures:sees_truth").label(f) == 0
+
+
+def test_described_source_has_no_password() -> None:
+    f = Frame("f", {"source": "rtsp://cam:s3cret@10.0.0.7/live", "truth": "1"}, None)
+    assert f.describe() == {"frame_id": "f", "source": "rtsp://cam:***@10.0.0.7/live"}
 
 
 @pytest.mark.parametrize(
@@ -195,13 +223,35 @@ def test_python_backend_errors(target: str, message: str) -> None:
         PythonBackend("m", target).label(frame())
 
 
-def test_python_backend_times_out_then_recovers() -> None:
-    backend = PythonBackend("m", "tests.labeler_fixtures:slow_truth", timeout=0.2)
-    with pytest.raises(LabelError, match="no answer within 0.2 s"):
-        backend.label(frame(sleep="3"))
+def test_python_backend_times_out_then_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = PythonBackend("m", "tests.labeler_fixtures:slow_parity", timeout=0.3)
+    monkeypatch.setenv(labeler_fixtures.SLEEP_VARIABLE, "3")
+    with pytest.raises(LabelError, match="no answer within 0.3 s"):
+        backend.label(frame())
     # the hung call keeps its (abandoned) thread; the next frame gets a fresh one
-    assert backend.label(frame(truth=0, sleep="0")) == 0
+    monkeypatch.setenv(labeler_fixtures.SLEEP_VARIABLE, "0")
+    assert backend.label(frame(frame_index="2")) == 0
     backend.close()
+
+
+def test_python_function_raising_timeout_error_is_its_own_error() -> None:
+    # not mistaken for the backend's own timeout (a wait slice ending raises TimeoutError too)
+    backend = PythonBackend("m", "tests.labeler_fixtures:raise_timeout", timeout=5.0)
+    started = time.monotonic()
+    with pytest.raises(LabelError, match="raised TimeoutError: the model's own timeout"):
+        backend.label(frame())
+    assert time.monotonic() - started < 4.0
+    backend.close()
+
+
+def test_python_module_in_the_current_directory_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "drill_model_c7.py").write_text("def predict(image, metadata):\n    return 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "drill_model_c7", raising=False)
+    assert PythonBackend("m", "drill_model_c7:predict").label(frame()) == 1
 
 
 @pytest.mark.parametrize(
@@ -237,7 +287,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(500, "boom")
             return
         answers = {
-            "/label": json.dumps({"label": int(meta["truth"])}),
+            "/label": json.dumps({"label": int(meta["frame_index"]) % 2}),
             "/slow": json.dumps({"label": 1}),
             "/notjson": "yes",
             "/two": json.dumps({"label": 2}),
@@ -276,20 +326,20 @@ def test_http_backend_posts_the_jpeg_and_reads_the_label(http_labeler: str) -> N
     backend = build_backend(
         LabelerSettings(id="vendor", backend="http", target=f"{http_labeler}/label")
     )
-    f = frame("cam-0000042", truth=0, task="7")
+    f = frame("cam-0000042", truth=1, task="7", frame_index="42", **PIPELINE_FIELDS)
     assert backend.label(f) == 0
-    assert backend.label(frame(truth=1)) == 1
+    assert backend.label(frame(frame_index="43")) == 1
     req = _Handler.seen[0]
     assert req["body"] == f.jpeg
     assert req["headers"]["Content-Type"] == "image/jpeg"
     assert req["headers"]["X-GTX-Frame-Id"] == "cam-0000042"
     assert req["headers"]["X-GTX-Labeler"] == "vendor"
+    # the frame's truth and the pipeline's own fields do not reach a vendor
     assert json.loads(req["headers"]["X-GTX-Metadata"]) == {
-        "source": "cam",
-        "frame_index": "1",
-        "truth": "0",
-        "task": "7",
+        **DESCRIBED,
         "frame_id": "cam-0000042",
+        "frame_index": "42",
+        "task": "7",
     }
 
 

@@ -44,7 +44,8 @@ from gtx_stream.core.draws import simulated_label
 from gtx_stream.ops.embedded import free_port
 from gtx_stream.pipeline.aggregate.aggregator import GROUP, Aggregator
 from gtx_stream.pipeline.ingest.ingester import run_ingest
-from gtx_stream.pipeline.label.worker import enqueue_request, run_labeler_worker
+from gtx_stream.pipeline.label.requests import enqueue_request
+from gtx_stream.pipeline.label.worker import run_labeler_worker
 from gtx_stream.store.keys import Keys
 from tests.aggregator_harness import (
     Capture,
@@ -329,15 +330,16 @@ def test_label_bytes_that_are_not_utf8_are_dead_lettered(
 
 
 def mode_labeler(image: np.ndarray, metadata: dict[str, str]) -> Any:
-    """A ``python`` labeler whose behaviour the frame's ``mode`` field picks."""
-    mode = metadata.get("mode", "ok")
+    """A ``python`` labeler whose behaviour the frame's ``task`` field picks (a labeler sees the
+    frame's source, index and task, not its truth)."""
+    mode = metadata.get("task", "ok")
     if mode == "raise":
         raise RuntimeError("model crashed")
     if mode == "garbage":
         return "maybe"
     if mode == "hang":
         time.sleep(3)
-    return int(metadata["truth"])
+    return 1
 
 
 class _ModeHandler(http.server.BaseHTTPRequestHandler):
@@ -346,17 +348,13 @@ class _ModeHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
         meta = json.loads(self.headers["X-GTX-Metadata"])
-        mode = meta.get("mode", "ok")
+        mode = meta.get("task", "ok")
         if mode == "raise":
             self.send_error(500, "labeling service crashed")
             return
         if mode == "hang":
             self.release.wait(10)
-        body = (
-            b"<html>maybe</html>"
-            if mode == "garbage"
-            else json.dumps({"label": int(meta["truth"])}).encode()
-        )
+        body = b"<html>maybe</html>" if mode == "garbage" else json.dumps({"label": 1}).encode()
         try:
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -416,13 +414,16 @@ def test_failing_backend_fails_the_request_and_the_worker_goes_on(
     failures = BACKEND_FAILURES[kind]
     jobs = {}
     for mode in [*failures, "ok"]:
-        _put_frame(r, keys, f"cam-{mode}", mode=mode)
+        _put_frame(r, keys, f"cam-{mode}", task=mode)
         jobs[mode] = enqueue_request(r, keys, "m", f"cam-{mode}", f"r-{mode}", 30)
     settings = Settings.model_validate({"redis": {"url": redis_url}, "labelers": [labeler]})
     assert run_labeler_worker(settings, ["m"], burst=True) == 0  # did not stop at a failure
 
     labels = [f for _, f in cast(Any, r.xrange(keys.labels))]
-    assert [(f["frame_id"], f["label"]) for f in labels] == [("cam-ok", "1")]
+    assert [(f["frame_id"], f["label"]) for f in labels if "label" in f] == [("cam-ok", "1")]
+    # each failure is reported at once on the labels stream, with its reason
+    reported = {f["frame_id"]: f["reason"] for f in labels if f.get("status") == "failed"}
+    assert sorted(reported) == sorted(f"cam-{mode}" for mode in failures)
     failed = FailedJobRegistry(keys.queue("m"), connection=r, serializer=JSONSerializer)
     assert sorted(failed.get_job_ids()) == sorted(jobs[mode].id for mode in failures)
     raw = redis.Redis.from_url(redis_url)
@@ -441,7 +442,7 @@ def test_requests_a_backend_fails_are_asked_of_another_labeler(
     other labeler is asked, and every frame is finalised on the good labeler's labels."""
     raw = redis.Redis.from_url(redis_url)
     for i in range(6):
-        _put_frame(r, keys, f"cam-{i}", mode="raise", truth=str(i % 2))
+        _put_frame(r, keys, f"cam-{i}", task="raise", truth=str(i % 2))
         r.zadd(keys.open_frames, {f"cam-{i}": time.time()})
     settings = Settings.model_validate({
         "redis": {"url": redis_url},

@@ -24,16 +24,19 @@ from rq.serializers import JSONSerializer
 
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.core.draws import simulated_label
-from gtx_stream.pipeline.label.worker import (
+from gtx_stream.core.records import LabelEntry
+from gtx_stream.pipeline.label import job as job_module
+from gtx_stream.pipeline.label.requests import (
     LABEL_FRAME,
     LabelRequest,
     enqueue_request,
     enqueue_requests,
     job_id,
-    run_labeler_worker,
 )
+from gtx_stream.pipeline.label.worker import run_labeler_worker
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import get_labelers
+from tests.labeler_fixtures import SLEEP_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = "tests.labeler_fixtures"
@@ -158,12 +161,21 @@ def test_python_labeler_sees_the_image(redis_url: str, r: redis.Redis, keys: Key
     assert "model" not in get_labelers(r, keys)  # no configured accuracy, nothing registered
 
 
-def test_backend_error_fails_the_job(redis_url: str, r: redis.Redis, keys: Keys) -> None:
+def test_backend_error_is_reported_and_fails_the_job(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
     put_frame(r, keys, "cam-1")
     r.hdel(keys.frame("cam-1"), "truth")
     job = enqueue_request(r, keys, "alice", "cam-1", "r1", 30)
     run_labeler_worker(settings_for(redis_url, SIM), ["alice"], burst=True)
-    assert labels(r, keys) == []
+    [entry] = [LabelEntry.from_fields(e) for e in labels(r, keys)]
+    assert (entry.frame_id, entry.labeler, entry.request_id, entry.failed) == (
+        "cam-1",
+        "alice",
+        "r1",
+        True,
+    )
+    assert "simulated labeler alice, frame cam-1: the frame has no truth" in entry.reason
     failed = FailedJobRegistry(keys.queue("alice"), connection=r, serializer=JSONSerializer)
     assert failed.get_job_ids() == [job.id]
     stored = Job.fetch(
@@ -171,7 +183,7 @@ def test_backend_error_fails_the_job(redis_url: str, r: redis.Redis, keys: Keys)
     )
     result = stored.latest_result()
     assert result is not None and result.exc_string is not None
-    assert "LabelError" in result.exc_string and "no 'truth' field" in result.exc_string
+    assert "LabelError" in result.exc_string and "the frame has no truth" in result.exc_string
 
 
 def test_worker_runs_nothing_but_label_frame(
@@ -223,8 +235,8 @@ def test_stop_event_ends_a_worker_in_a_thread(redis_url: str, r: redis.Redis, ke
     assert r.zscore(keys.live, "alice") is None
 
 
-def _cli(config: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "gtx_stream", "labeler", "--config", str(config), *args],
         cwd=REPO,
@@ -241,11 +253,11 @@ def test_sigterm_finishes_the_current_job_then_exits_0(
     config = tmp_path / "config.toml"
     config.write_text(
         f'[redis]\nurl = "{redis_url}"\n\n[[labelers]]\nid = "slow"\nbackend = "python"\n'
-        f'target = "{FIX}:slow_truth"\n'
+        f'target = "{FIX}:slow_parity"\n'
     )
-    put_frame(r, keys, "cam-1", truth=1, sleep="1.5")
+    put_frame(r, keys, "cam-1", frame_index="1")
     job = enqueue_request(r, keys, "slow", "cam-1", "r1", 30)
-    proc = _cli(config, "--id", "slow")
+    proc = _cli(config, "--id", "slow", env={SLEEP_VARIABLE: "1.5"})
     try:
         started = StartedJobRegistry(keys.queue("slow"), connection=r).key
         deadline = time.time() + 30
@@ -282,14 +294,12 @@ def test_a_plain_rq_worker_builds_the_labeler_from_settings(
     redis_url: str, r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `rq worker --serializer json -w rq.worker.SimpleWorker` instead of `gtx-stream labeler`
-    import gtx_stream.pipeline.label.worker as labeler_module
-
     config = tmp_path / "config.toml"
     config.write_text(
         '[[labelers]]\nid = "alice"\nbackend = "simulated"\naccuracy = 0.7\nseed = 5\n'
     )
     monkeypatch.setenv("GTX_CONFIG", str(config))
-    monkeypatch.setattr(labeler_module, "_fallback_backends", {})
+    monkeypatch.setattr(job_module, "_fallback", None)
     put_frame(r, keys, "cam-1", truth=0)
     enqueue_request(r, keys, "alice", "cam-1", "r1", 30)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

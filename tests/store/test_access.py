@@ -40,7 +40,8 @@ from gtx_stream.ops.demo import write_config
 from gtx_stream.ops.embedded import EmbeddedRedis, EmbeddedRedisError, free_port
 from gtx_stream.ops.supervisor import Supervisor
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
-from gtx_stream.pipeline.label.worker import LABEL_FRAME, enqueue_request, run_labeler_worker
+from gtx_stream.pipeline.label.requests import LABEL_FRAME, enqueue_request
+from gtx_stream.pipeline.label.worker import run_labeler_worker
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import script_source
 

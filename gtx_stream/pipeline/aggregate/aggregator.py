@@ -507,7 +507,7 @@ DEAD_REASONS = {
 def _enqueue_rq_jobs(
     client: redis.Redis, keys: Keys, requests: Sequence[Request], lease_seconds: float
 ) -> None:
-    from gtx_stream.pipeline.label.worker import LabelRequest, enqueue_requests
+    from gtx_stream.pipeline.label.requests import LabelRequest, enqueue_requests
 
     enqueue_requests(client, keys, [LabelRequest(*req) for req in requests], lease_seconds)
 

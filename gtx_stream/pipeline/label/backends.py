@@ -2,15 +2,24 @@
 
 A backend serves one labeler identity and answers :meth:`Backend.label` for one frame with 0
 or 1. Anything else (no answer, a wrong answer, a timeout, a crash) is a :class:`LabelError`
-with a message that says which labeler and which frame; the worker lets the job fail, RQ
-keeps it in its failed-job registry, and the aggregator's lease asks another labeler.
+with a message that says which labeler and which frame; the worker reports it at once as a
+failed entry on the labels stream (:mod:`gtx_stream.pipeline.label.job`).
 
 - ``simulated``: a label drawn from the frame's known truth with the labeler's accuracy,
-  seeded by (seed, frame id, labeler id) so every process draws the same label;
+  seeded by (seed, frame id, labeler id) so every process draws the same label; a frame
+  opened without a truth (no ``ingest --truth CSV``) is a failed request saying so;
 - ``replay``: the label a real crowd worker gave to a real task (``answers.csv`` of a dataset
   folder); the labeler id is the worker id and the frame's ``task`` field selects the row;
-- ``python``: any ``module:function`` taking ``(image, metadata)`` and returning 0 or 1;
+- ``python``: any ``module:function`` taking ``(image, metadata)`` and returning 0 or 1; the
+  module is imported as ``python -m`` would, so a module in the current directory is found;
 - ``http``: POST the JPEG to a URL and read ``{"label": 0|1}`` from the JSON answer.
+
+What ``python`` and ``http`` labelers are handed as ``metadata`` (:meth:`Frame.describe`), all
+strings: ``frame_id``; ``source`` (the video path, camera or stream URL, password
+redacted), ``source_id`` and ``frame_index`` (the frame's position in its source);
+``opened_at`` (unix seconds); and ``task``, for frames opened from a crowd dataset
+(``ingest --tasks``). Nothing else of the frame: not its truth (only ``simulated`` uses it),
+not the pipeline's own fields (state, label counts, eligible labelers).
 """
 
 from __future__ import annotations
@@ -20,8 +29,11 @@ import functools
 import importlib
 import json
 import numbers
+import os
 import queue
+import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +48,10 @@ import numpy as np
 from gtx_stream.config import LabelerSettings
 from gtx_stream.core.datasets import DatasetError, by_worker, read_answers
 from gtx_stream.core.draws import simulated_label
+from gtx_stream.store.connection import redacted
+
+DESCRIBED_FIELDS = ("source", "source_id", "frame_index", "opened_at", "task")
+"""Frame-hash fields a ``python`` or ``http`` labeler sees (besides ``frame_id``)."""
 
 
 class LabelError(Exception):
@@ -71,8 +87,18 @@ class Frame:
         return self._image
 
     def describe(self) -> dict[str, str]:
-        """Metadata handed to ``python`` and ``http`` labelers: the frame hash plus its id."""
-        return {**self.metadata, "frame_id": self.frame_id}
+        """Metadata handed to ``python`` and ``http`` labelers (see the module docstring).
+
+        A whitelist, not the frame hash: a field added to frames later (a gold answer, say)
+        must not reach a model or a vendor by default.
+        """
+        out = {"frame_id": self.frame_id}
+        for name in DESCRIBED_FIELDS:
+            if name in self.metadata:
+                out[name] = self.metadata[name]
+        if "source" in out:
+            out["source"] = redacted(out["source"])  # rtsp://user:password@camera
+        return out
 
 
 class Backend(ABC):
@@ -117,7 +143,11 @@ class SimulatedBackend(Backend):
     def label(self, frame: Frame) -> int:
         raw = frame.metadata.get("truth")
         if raw is None or raw == "":
-            raise self._error(frame, "the frame has no 'truth' field to draw a label from")
+            raise self._error(
+                frame,
+                "the frame has no truth: a simulated labeler draws its label from the frame's "
+                "truth (open frames with ingest --truth CSV or --tasks DATASET_DIR)",
+            )
         try:
             truth = int(raw)
         except ValueError:
@@ -168,6 +198,7 @@ def import_function(target: str) -> Callable[..., Any]:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise LabelError(f"python target must look like 'module:function', got {target!r}")
+    _import_from_current_directory()
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as err:
@@ -182,11 +213,23 @@ def import_function(target: str) -> Callable[..., Any]:
     return obj
 
 
+def _import_from_current_directory() -> None:
+    # ``python -m`` puts the current directory first on sys.path; the ``gtx-stream`` script
+    # puts its own bin/ folder there instead, so a model module beside config.toml would not
+    # be found.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+WAIT_SLICE_SECONDS = 0.2
+
+
 class PythonBackend(Backend):
     """Calls ``function(image, metadata)`` in a helper thread, with a timeout.
 
     A thread (not a signal) enforces the timeout, so it neither clashes with RQ's own job
-    timeout (SIGALRM) nor needs the main thread. A function that never returns cannot be
+    timeout nor needs the main thread. A function that never returns cannot be
     stopped from Python: its thread (a daemon) is abandoned and the next frame gets a fresh
     one. The same thread serves every frame otherwise, so a model is used from one thread.
     """
@@ -206,23 +249,39 @@ class PythonBackend(Backend):
             self._thread = _CallThread(f"labeler-{self.labeler_id}")
         future = self._thread.submit(self.function, image, frame.describe())
         try:
-            value = future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            self.close()
-            raise self._error(
-                frame, f"{self.target} gave no answer within {self.timeout:g} s"
-            ) from None
-        except Exception as err:
+            value = self._wait(future, frame)
+        except BaseException:
             if not future.done():
-                # Interrupted while the call still runs (RQ's job timeout): abandon its thread,
-                # as on our own timeout, or the next frames would queue behind the stuck call.
+                # Our timeout, or interrupted while the call still runs (RQ's job timeout):
+                # abandon its thread, or the next frames would queue behind the stuck call.
                 self.close()
-                raise
-            raise self._error(frame, f"{self.target} raised {type(err).__name__}: {err}") from err
+            raise
         label = check_label(value)
         if label is None:
             raise self._error(frame, f"{self.target} returned {value!r}, not 0 or 1")
         return label
+
+    def _wait(self, future: concurrent.futures.Future[Any], frame: Frame) -> Any:
+        # Waits in short slices: RQ's job timeout, raised in this thread from a timer thread,
+        # lands only between two slices, never inside one long wait.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._error(frame, f"{self.target} gave no answer within {self.timeout:g} s")
+            try:
+                return future.result(timeout=min(WAIT_SLICE_SECONDS, left))
+            except Exception as err:
+                if not future.done():
+                    if isinstance(err, concurrent.futures.TimeoutError):
+                        continue  # this slice ended
+                    raise  # not the function's: RQ's job timeout
+            cause = future.exception()
+            if cause is None:
+                continue  # it returned just after a slice ended: read its value
+            raise self._error(
+                frame, f"{self.target} raised {type(cause).__name__}: {cause}"
+            ) from cause
 
     def close(self) -> None:
         if self._thread is not None:
@@ -301,17 +360,13 @@ class HttpBackend(Backend):
                 body = response.read()
         except urllib.error.HTTPError as err:
             raise self._error(frame, f"{self.url} answered HTTP {err.code} {err.reason}") from None
-        except urllib.error.URLError as err:
-            reason = err.reason
-            if isinstance(reason, TimeoutError):
-                raise self._error(
-                    frame, f"{self.url} gave no answer within {self.timeout:g} s"
-                ) from None
-            raise self._error(frame, f"cannot reach {self.url}: {reason}") from None
-        except TimeoutError:
-            raise self._error(
-                frame, f"{self.url} gave no answer within {self.timeout:g} s"
-            ) from None
+        except (urllib.error.URLError, TimeoutError) as err:
+            reason = err.reason if isinstance(err, urllib.error.URLError) else err
+            if isinstance(reason, TimeoutError):  # connecting, or reading the answer
+                message = f"{self.url} gave no answer within {self.timeout:g} s"
+            else:
+                message = f"cannot reach {self.url}: {reason}"
+            raise self._error(frame, message) from None
         except OSError as err:
             raise self._error(frame, f"{self.url}: {err}") from None
         try:
