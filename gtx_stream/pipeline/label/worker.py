@@ -224,13 +224,12 @@ class LiveHeartbeat:
             log.warning("could not remove %s from %s: %s", self.labeler_ids, self.keys.live, err)
 
 
-_PROCESS_TOKEN = secrets.token_hex(2)
-
-
 def worker_name(labeler_id: str) -> str:
-    """``<labeler>.<token>@<host>:<pid>``: the token keeps a restarted container (same host
-    name, same pid 1) clear of its predecessor's registration, which RQ would refuse."""
-    return f"{labeler_id}.{_PROCESS_TOKEN}@{socket.gethostname()}:{os.getpid()}"
+    """``<labeler>.<token>@<host>:<pid>``, a new token each time: RQ refuses a name that is
+    still registered, which a worker ended by an outage (or a restarted container, with the
+    same host name and pid 1) may still be, and checking it needs a command the labeler's ACL
+    user lacks (docs/access.md)."""
+    return f"{labeler_id}.{secrets.token_hex(2)}@{socket.gethostname()}:{os.getpid()}"
 
 
 class _LabelerThread(threading.Thread):
