@@ -525,24 +525,25 @@ def test_config_values_are_refused_in_one_line(
 
 @pytest.mark.parametrize(
     "command",
-    [["aggregator"], ["labeler", "--all"], ["ingest", "VIDEO"], ["tail"], ["labelers", "list"],
-     ["status"], ["status", "--check"]],
-    ids=lambda c: "-".join(c).replace("--", ""),
+    [["aggregator"], ["labeler", "--all"], ["ingest", "VIDEO", "--truth", "TRUTH"], ["tail"],
+     ["labelers", "list"], ["status"], ["status", "--check"]],
+    ids=lambda c: "-".join(c[:2]).replace("--", ""),
 )  # fmt: skip
 def test_every_service_with_an_unreachable_redis_says_so_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    from gtx_stream.ops.synthetic import write_synthetic_video
+    from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 
     video = tmp_path / "v.avi"
-    write_synthetic_video(video, 2, seed=0)
+    write_truth_csv(tmp_path / "truth.csv", write_synthetic_video(video, 2, seed=0))
     config = tmp_path / "c.toml"
     config.write_text(
         f'[redis]\nurl = "redis://gtx:{SECRET}@127.0.0.1:{free_port()}/0"\n'
         "socket_timeout = 2.0\n\n"
         '[[labelers]]\nid = "a"\nbackend = "simulated"\naccuracy = 0.8\n'
     )
-    args = [str(video) if a == "VIDEO" else a for a in command]
+    paths = {"VIDEO": str(video), "TRUTH": str(tmp_path / "truth.csv")}
+    args = [paths.get(a, a) for a in command]
     code = main([args[0], "--config", str(config), *args[1:]])
     out = capsys.readouterr()
     assert code in (1, 2)

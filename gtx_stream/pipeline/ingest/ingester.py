@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import redis
 
-from gtx_stream.config import Settings
+from gtx_stream.config import ConfigError, Settings
 from gtx_stream.pipeline.ingest.sources import (
     Source,
     SourceError,
@@ -172,10 +172,19 @@ def run_ingest(
     sampled frames, when the budget is spent, or when ``stop_event`` is set (after the
     current frame). Frame ids are ``<source_id>-<index>``; ``source_id`` defaults to a hash of
     the source's path or URL (give one to keep ids stable when a file moves).
-    Raises :class:`SourceError` when the source cannot be read at all.
+    Raises :class:`SourceError` when the source cannot be read at all, and ConfigError when
+    the frames would carry no truth while every configured labeler is ``simulated`` (each of
+    their requests would fail).
     """
     if (source is None) == (tasks_dir is None):
         raise ValueError("give exactly one of source and tasks_dir")
+    simulated = [lab.backend == "simulated" for lab in settings.labelers]
+    if tasks_dir is None and truth_csv is None and simulated and all(simulated):
+        raise ConfigError(
+            "gtx-stream ingest: error: the frames would have no truth, and every configured "
+            "labeler is simulated (it draws its labels from a frame's truth): give "
+            "--truth CSV or --tasks DATASET_DIR"
+        )
     cfg = settings.ingest
     stop = stop_event or threading.Event()
     src: Source
