@@ -30,12 +30,25 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, query, ""))
 
 
-def connect(settings: Settings, url: str | None = None, check: bool = True) -> redis.Redis:
-    """A client for ``url`` (default: settings.redis.url); raises ConfigError when unusable."""
+def connect(
+    settings: Settings,
+    url: str | None = None,
+    check: bool = True,
+    *,
+    decode_responses: bool = False,
+) -> redis.Redis:
+    """The one builder of Redis clients: for ``url`` (default: settings.redis.url).
+
+    Raises :class:`ConfigError` with a one-line message when the URL is empty or unusable
+    (``http://...``, a bad port) and, with ``check``, when the server does not answer a PING
+    (unreachable, or the credentials are refused). Services that must ride out a Redis that
+    is not up yet pass ``check=False``: a bad URL is still refused at once.
+    """
     url = url if url is not None else settings.redis.url.get_secret_value()
     if not url:
         raise ConfigError(
-            "config error: redis.url is empty: set GTX_REDIS__URL or [redis] url in config.toml"
+            "config error: redis.url is empty (no Redis URL): "
+            "set GTX_REDIS__URL or [redis] url in the config file"
         )
     try:
         client = redis.Redis.from_url(
@@ -43,8 +56,10 @@ def connect(settings: Settings, url: str | None = None, check: bool = True) -> r
             socket_timeout=settings.redis.socket_timeout,
             socket_connect_timeout=settings.redis.socket_timeout,
             health_check_interval=30,
+            decode_responses=decode_responses,
         )
     except ValueError as err:
+        # redis-py's messages name the part of the URL that is wrong, never its password
         raise ConfigError(f"config error: redis.url: {err}") from None
     if check:
         try:

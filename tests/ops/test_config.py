@@ -169,7 +169,7 @@ def test_unknown_key_says_so(tmp_path: Path) -> None:
 
 
 def test_repeated_labeler_ids_are_refused(tmp_path: Path) -> None:
-    toml = '[[labelers]]\nid = "a"\n[[labelers]]\nid = "a"\n'
+    toml = '[[labelers]]\nid = "a"\naccuracy = 0.9\n[[labelers]]\nid = "a"\naccuracy = 0.8\n'
     with pytest.raises(ConfigError, match="repeated") as err:
         load_settings(_write(tmp_path / "bad.toml", toml))
     assert "\n" not in str(err.value)
@@ -194,6 +194,41 @@ def test_bad_environment_values_name_the_field(
         load_settings()
     assert "\n" not in str(err.value)
     assert str(err.value).startswith(f"config error: {field}: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "starts", "ends"),
+    [
+        ("GTX_AGGREGATOR__TAU", "1.5", "aggregator.tau: ", "(in GTX_AGGREGATOR__TAU)"),
+        ("GTX_AGGREGATOR", '{"tau": 1.5}', "aggregator.tau: ", "(in GTX_AGGREGATOR)"),
+        ("GTX_AGGREGATOR", "tau=1.5", "aggregator: GTX_AGGREGATOR must be a JSON object (", ")"),
+        ("GTX_REDIS", "{url: x}", "redis: GTX_REDIS must be a JSON object (", ")"),
+        ("GTX_LABELERS", "a,b", "labelers: GTX_LABELERS must be a JSON list (", ")"),
+        ("GTX_LABELERS", "{}", "labelers: Input should be a valid list", " (in GTX_LABELERS)"),
+        ("GTX_LABELERS", '[{"id": "a", "accuracy": 2}]', "labelers.0.accuracy: ",
+         "(in GTX_LABELERS)"),
+        ("GTX_LABELERS", "[7]", "labelers.0: Input should be a valid dictionary (got 7)",
+         " (in GTX_LABELERS)"),
+    ],
+    ids=["nested-variable", "section-json", "section-not-json", "redis-not-json",
+         "labelers-not-json", "labelers-object", "labeler-value", "labeler-number"],
+)  # fmt: skip
+def test_a_bad_environment_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, starts: str, ends: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith(f"config error: {starts}") and message.endswith(ends), message
+    assert "\n" not in message and "Settings" not in message
+
+
+def test_a_bad_file_value_names_no_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path / "bad.toml", "[aggregator]\ntau = 1.5\n"))
+    assert "GTX_" not in str(err.value)
 
 
 def test_toml_syntax_error_is_one_line(tmp_path: Path) -> None:
@@ -355,7 +390,8 @@ def test_readme_configuration_table_matches_the_code() -> None:
 
 def test_labelers_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GTX_LABELERS", '[{"id": "a", "accuracy": 0.8}, {"id": "b"}]')
+    labelers = '[{"id": "a", "accuracy": 0.8}, {"id": "b", "backend": "python", "target": "m:f"}]'
+    monkeypatch.setenv("GTX_LABELERS", labelers)
     s = load_settings()
     assert [(lab.id, lab.accuracy) for lab in s.labelers] == [("a", 0.8), ("b", None)]
 
