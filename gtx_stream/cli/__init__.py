@@ -8,11 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
+from gtx_stream.cli.options import add_log_level_option, inherit_options
 from gtx_stream.config import ConfigError
 
-# Each module defines ``register(subparsers)``, which adds its sub-command(s) and sets
-# ``func=<callable(args) -> int>`` as the parser default.
+# Each module defines ``register(subparsers)``, which adds its sub-command(s) with a one-line
+# ``help`` and sets ``func=<callable(args) -> int>`` as the parser default.
 COMMANDS = (
     "simulate",
     "replay",
@@ -26,15 +28,25 @@ COMMANDS = (
 )
 
 
+def version() -> str:
+    """The installed distribution's version (``pip install -e .`` included)."""
+    try:
+        return metadata.version("gtx-stream")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gtx-stream",
         description="Ground Truth Extension on Redis: cheap, trustworthy labels for video frames.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--version", action="version", version=f"gtx-stream {version()}")
+    add_log_level_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"gtx_stream.cli.{name}").register(sub)
+    inherit_options(parser)
     return parser
 
 
@@ -42,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:

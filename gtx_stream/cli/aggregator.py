@@ -8,12 +8,22 @@ import signal
 import threading
 from typing import Any
 
+from gtx_stream.cli.options import add_config_option
+
 log = logging.getLogger("gtx_stream.pipeline.aggregate.aggregator")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("aggregator", help="run the aggregator service")
-    p.add_argument("--config", help="config file (default: ./config.toml)")
+    p = sub.add_parser(
+        "aggregator",
+        help="run the aggregator: apply labels, ask labelers, finalise frames (until stopped)",
+        description=(
+            "Consume the labels stream, apply each label to its frame once, and decide: "
+            "finalise, or ask one more labeler. Several aggregators may share the work. "
+            "SIGTERM or Ctrl-C finish the current batch, then exit 0."
+        ),
+    )
+    add_config_option(p)
     p.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
     p.set_defaults(func=_run)
 

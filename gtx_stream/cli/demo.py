@@ -9,10 +9,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gtx_stream.cli.options import add_config_option
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on a synthetic video (main job)")
-    p.add_argument("--config", help="config file (default: ./config.toml if present)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a synthetic video and compare with the truth",
+        description=(
+            "Start an ingester, one labeler worker per simulated labeler and an aggregator on "
+            "a synthetic video whose truth is known, then print error rate, labels per frame "
+            "and the same run offline. Uses the configured Redis under a fresh key prefix, "
+            "else an embedded redis-server."
+        ),
+    )
+    add_config_option(p)
     p.add_argument("--frames", type=int, default=300, help="frames in the synthetic video")
     p.add_argument("--labelers", type=int, default=10, help="simulated labelers")
     p.add_argument("--alpha-range", type=float, nargs=2, default=(0.8, 1.0),
@@ -30,8 +41,12 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import ConfigError, load_settings
     from gtx_stream.ops.demo import DemoOptions, print_summary, run_demo
+    from gtx_stream.store.connection import connect
 
     settings = load_settings(args.config)
+    if settings.redis.url.get_secret_value():
+        # an unusable URL is a one-line error now, not once the services have started
+        connect(settings, check=False).close()
     agg = settings.aggregator
     lo, hi = args.alpha_range
     if not 0.0 <= lo <= hi <= 1.0:

@@ -11,6 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from gtx_stream.cli.options import add_config_option
 from gtx_stream.config import ConfigError, load_settings
 
 
@@ -25,7 +26,7 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("source", nargs="?", metavar="SOURCE", help="video, camera, URL or folder")
-    p.add_argument("--config", metavar="PATH", help="config file (default ./config.toml)")
+    add_config_option(p)
     p.add_argument("--fps", type=float, help="target sampling rate (frames per second)")
     p.add_argument("--every", type=int, metavar="N", help="keep every N-th frame")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N sampled frames")
@@ -59,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from gtx_stream.pipeline.ingest.ingester import SourceError, run_ingest
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
     if (args.source is None) == (args.tasks is None):
@@ -81,10 +83,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"config error: --{name.replace('_', '-')}: {msg} (got {value!r})"
             ) from None
-    url = settings.redis.url.get_secret_value()
-    if not url:
-        _error("no Redis URL: set redis.url in the config file or GTX_REDIS__URL")
-        return 2
+    # no PING: the ingester rides out a Redis that is not up yet; a bad URL stops it here
+    client = connect(settings, check=False)
 
     # OpenCV's and FFmpeg's own messages would bury the one-line error of an unreadable
     # source; with --log-level DEBUG they stay. FFmpeg reads its level on first use.
@@ -99,7 +99,6 @@ def _run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    client = redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout)
     try:
         report = run_ingest(
             client,

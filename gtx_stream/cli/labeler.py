@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from gtx_stream.cli.options import add_config_option
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -26,7 +28,7 @@ def register(sub: Any) -> None:
         help="labeler id from the config's [[labelers]] (repeat to serve several)",
     )
     who.add_argument("--all", action="store_true", help="serve every configured labeler")
-    p.add_argument("--config", metavar="PATH", help="config file (default ./config.toml)")
+    add_config_option(p)
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.set_defaults(func=_run)
 

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gtx_stream.cli.options import add_config_option
+
 if TYPE_CHECKING:
     from gtx_stream.store.params import LabelerAccuracy
 
@@ -18,7 +20,7 @@ def register(sub: Any) -> None:
         help="load, assess and list labeler accuracies (stored in Redis)",
         description="Labeler accuracies weigh each label in the posterior (equation 3).",
     )
-    p.add_argument("--config", metavar="PATH", help="config file (default ./config.toml)")
+    add_config_option(p)
     action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     load = action.add_parser(
@@ -35,13 +37,18 @@ def register(sub: Any) -> None:
         description=(
             "Estimate each worker's accuracy from gold answers: ANSWERS is task,worker,label "
             "and TRUTH is task,truth (as in the datasets). The Beta(1, 1) posterior mean with "
-            "its 95%% credible interval by default; --estimator mle gives equation (4) with "
-            "the exact 95%% interval."
+            "its 95% credible interval by default; --estimator mle gives equation (4) with "
+            "the exact 95% interval."
         ),
     )
     assess.add_argument("answers", metavar="ANSWERS", help="CSV task,worker,label")
     assess.add_argument("truth", metavar="TRUTH", help="CSV task,truth")
-    assess.add_argument("--estimator", choices=["beta", "mle"], default="beta")
+    assess.add_argument(
+        "--estimator",
+        choices=["beta", "mle"],
+        default="beta",
+        help="beta: the Beta(1, 1) posterior mean (default); mle: equation (4)",
+    )
     assess.add_argument("--dry-run", action="store_true", help="print the estimates, store nothing")
     assess.set_defaults(func=_assess)
 
@@ -51,17 +58,12 @@ def register(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    import redis
-
     from gtx_stream.config import load_settings
-    from gtx_stream.pipeline.label.worker import redis_url
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
-    url = redis_url(settings)
-    return redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout), Keys(
-        settings.redis.prefix
-    )
+    return connect(settings), Keys(settings.redis.prefix)
 
 
 def _table(records: Mapping[str, LabelerAccuracy]) -> str:
@@ -110,10 +112,11 @@ def _assess(args: argparse.Namespace) -> int:
     from gtx_stream.store.params import assess, store
 
     records = assess(args.answers, args.truth, args.estimator)
-    print(_table(records))
     if args.dry_run:
+        print(_table(records))
         return 0
-    client, keys = _client(args)
+    client, keys = _client(args)  # an unusable Redis stops it before any output
+    print(_table(records))
     n = store(client, keys, records)
     print(f"stored {n} labeler accuracies ({args.estimator}) in {keys.labelers}")
     return 0

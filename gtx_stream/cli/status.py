@@ -7,10 +7,16 @@ import json
 import sys
 from typing import Any
 
+from gtx_stream.cli.options import add_config_option
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("status", help="show the pipeline's state")
-    p.add_argument("--config", help="config file (default: ./config.toml)")
+    p = sub.add_parser(
+        "status",
+        help="show a pipeline's frames, labels, budget and labelers (read from Redis)",
+        description="What the pipeline under the configured key prefix is doing, from Redis.",
+    )
+    add_config_option(p)
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.add_argument(
         "--check",
@@ -37,30 +43,49 @@ def _run(args: argparse.Namespace) -> int:
         raise
     import redis
 
+    prefix = settings.redis.prefix
     try:
-        st = pipeline_status(client, Keys(settings.redis.prefix), settings.aggregator.live_seconds)
+        st = pipeline_status(client, Keys(prefix), settings.aggregator.live_seconds)
     except redis.RedisError as err:  # e.g. an ACL user without the reads status needs
         print(f"{'unhealthy: ' if args.check else ''}redis error: {err}", file=sys.stderr)
         return 1
+    finally:
+        client.close()
     st["redis"] = redacted(settings.redis.url.get_secret_value())
+    st["prefix"] = prefix
     if args.check:
         problem = health_problem(st, settings.aggregator.stall_seconds)
         if problem:
             print(f"unhealthy: {problem}", file=sys.stderr)
             return 1
-        print(f"healthy: {st['frames_open']} frames open, {st['frames_finalised']} finalised")
+        print(f"healthy: {st['frames_open']} frames open, {st['frames_finalised']} finalised "
+              f"(prefix {prefix})")  # fmt: skip
         return 0
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
+    print(format_status(st))
+    return 0
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """The text report; a value that is not there reads ``-`` or says why, never ``None``."""
     budget = "unlimited" if st["budget_limit"] is None else f"{st['budget_left']} left"
-    print(f"redis            {st['redis']}")
-    print(f"frames open      {st['frames_open']}  (oldest {st['oldest_open_age_s']} s)")
-    print(f"frames final     {st['frames_finalised']}  dead letters {st['dead_letters']}")
-    print(f"labels           {st['labels_applied']} applied, {st['budget_spent']} bought, {budget}")
-    print(f"{'labeler':<16}{'live':>6}{'accuracy':>10}{'labels':>8}{'queue':>7}{'out':>5}")
+    oldest = st["oldest_open_age_s"]
+    open_line = f"{st['frames_open']}" + ("" if oldest is None else f"  (oldest {oldest} s)")
+    lines = [
+        f"redis            {st['redis']}",
+        f"prefix           {st['prefix']}",
+        f"frames open      {open_line}",
+        f"frames final     {st['frames_finalised']}  dead letters {st['dead_letters']}",
+        f"labels           {st['labels_applied']} applied, {st['budget_spent']} bought, {budget}",
+    ]
+    if not st["labelers"]:
+        lines.append(f"labelers         none registered under {st['prefix']}")
+        return "\n".join(lines)
+    lines.append(f"{'labeler':<16}{'live':>6}{'accuracy':>10}{'labels':>8}{'queue':>7}{'out':>5}")
     for lab, v in st["labelers"].items():
         acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.3f}"
-        print(f"{lab:<16}{'yes' if v['live'] else 'no':>6}{acc:>10}{v['labels']:>8}"
-              f"{v['queue']:>7}{v['outstanding']:>5}")  # fmt: skip
-    return 0
+        lines.append(f"{lab:<16}{'yes' if v['live'] else 'no':>6}{acc:>10}{v['labels']:>8}"
+                     f"{v['queue']:>7}{v['outstanding']:>5}")  # fmt: skip
+    return "\n".join(lines)

@@ -7,38 +7,30 @@ import json
 import sys
 from typing import Any, cast
 
-JSON_FIELDS = ("labelers", "labels", "accuracies")
-NUMBER_FIELDS = {"label": int, "n_labels": int, "frame_index": int, "confidence": float,
-                 "p1": float, "opened_at": float, "finalised_at": float}  # fmt: skip
+from gtx_stream.cli.options import add_config_option, non_negative_int
+from gtx_stream.core.records import FinalRecord, RecordError, decode_fields, text
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("tail", help="print finalised labels")
-    p.add_argument("--config", help="config file (default: ./config.toml)")
+    p = sub.add_parser(
+        "tail",
+        help="print finalised labels, one line per frame (--follow: as they come)",
+        description="Print the frames on the final stream (<prefix>:final), oldest first.",
+    )
+    add_config_option(p)
     p.add_argument("--follow", "-f", action="store_true", help="wait for new labels")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--from", dest="start", default="0", help="stream id to start after")
-    p.add_argument("--count", type=int, default=0, help="stop after this many (0: no limit)")
+    p.add_argument("--from", dest="start", default="0", metavar="ID",
+                   help="stream id to start after (default: the beginning)")  # fmt: skip
+    p.add_argument("--count", type=non_negative_int, default=0, metavar="N",
+                   help="stop after N frames (default 0: no limit)")  # fmt: skip
     p.set_defaults(func=_run)
 
 
-def decode_record(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """A final-stream entry as typed Python values (JSON lists parsed, numbers converted)."""
-    out: dict[str, Any] = {"id": entry_id}
-    for k, v in fields.items():
-        if k in JSON_FIELDS:
-            out[k] = json.loads(v)
-        elif k in NUMBER_FIELDS and v != "":
-            out[k] = NUMBER_FIELDS[k](v)
-        else:
-            out[k] = v
-    return out
-
-
-def _line(rec: dict[str, Any]) -> str:
+def _line(rec: FinalRecord) -> str:
     return (
-        f"{rec['frame_id']}  label={rec['label']}  confidence={rec['confidence']:.4f}  "
-        f"labels={rec['n_labels']}  reason={rec['reason']}"
+        f"{rec.frame_id}  label={rec.label}  confidence={rec.confidence:.4f}  "
+        f"labels={rec.n_labels}  reason={rec.reason}"
     )
 
 
@@ -61,9 +53,14 @@ def _run(args: argparse.Namespace) -> int:
                     continue
                 return 0
             for entry_id, fields in cast(list[Any], resp)[0][1]:
-                last = entry_id.decode()
-                rec = decode_record(last, {k.decode(): v.decode() for k, v in fields.items()})
-                print(json.dumps(rec) if args.json else _line(rec), flush=True)
+                last = text(entry_id)
+                try:
+                    rec = FinalRecord.from_fields(decode_fields(fields), entry_id=last)
+                except RecordError as err:
+                    # only finalise.lua writes this stream; say so and go on rather than stop
+                    print(f"gtx-stream tail: entry {last} skipped: {err}", file=sys.stderr)
+                    continue
+                print(json.dumps(rec.to_json()) if args.json else _line(rec), flush=True)
                 shown += 1
                 if args.count and shown >= args.count:
                     return 0
@@ -73,3 +70,5 @@ def _run(args: argparse.Namespace) -> int:
     except redis.RedisError as err:  # e.g. an ACL user that may not read the stream
         print(f"redis error: {err}", file=sys.stderr)
         return 1
+    finally:
+        client.close()

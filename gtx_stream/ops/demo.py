@@ -31,6 +31,7 @@ from gtx_stream.core.models import Method, majority_vote
 from gtx_stream.ops.embedded import EmbeddedRedis
 from gtx_stream.ops.status import pipeline_status
 from gtx_stream.ops.supervisor import Supervisor
+from gtx_stream.store.connection import connect
 from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def _run(
             for lab, a in accuracies.items()
         ],
     )
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(settings, url, decode_responses=True)
     keys = Keys(prefix)
     sup = Supervisor(config=config, log_dir=workdir / "logs")
     started = time.monotonic()

@@ -1,22 +1,144 @@
-"""The `gtx-stream` command as a user runs it."""
+"""The `gtx-stream` command line as a user meets it: version, help, options, errors."""
 
 from __future__ import annotations
 
+import argparse
 import os
-import subprocess
 import sys
+from collections.abc import Iterator
+from importlib import metadata
 
 import pytest
 
-from gtx_stream.cli import main
+from gtx_stream.cli import COMMANDS, build_parser, main
+from tests.cli.conftest import Gtx, one_line
+
+Parsers = Iterator[tuple[str, argparse.ArgumentParser]]
 
 
-def test_every_sub_command_has_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "gtx_stream", "--help"], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
-    for name in ("demo", "simulate", "replay", "ingest", "labeler", "aggregator", "tail",
-                 "status", "labelers"):  # fmt: skip
-        assert name in out
+def parsers(parser: argparse.ArgumentParser, path: str = "") -> Parsers:
+    """Every parser of the command line, named by its path: "", "labelers", "labelers load"."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from parsers(child, f"{path} {name}".strip())
+
+
+def sub_commands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str | None]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield choice.dest, choice.help
+
+
+def test_version_comes_from_the_package_metadata(gtx: Gtx) -> None:
+    done = gtx("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"gtx-stream {metadata.version('gtx-stream')}"
+
+
+def test_top_level_help_lists_every_sub_command(gtx: Gtx) -> None:
+    done = gtx("--help")
+    assert done.returncode == 0, done.stderr
+    for name in COMMANDS:
+        assert f"\n    {name} " in done.stdout, name
+
+
+def test_every_sub_command_has_a_one_line_description() -> None:
+    """In the list of its parent's --help, and at the top of its own --help."""
+    found = []
+    for path, parser in parsers(build_parser()):
+        listing = " ".join(parser.format_help().split())
+        for name, text in sub_commands(parser):
+            child = f"{path} {name}".strip()
+            found.append(child)
+            assert text and "\n" not in text, f"{child}: no one-line help"
+            assert f"{name} {' '.join(text.split())}" in listing, child
+            own = dict(parsers(build_parser()))[child]
+            assert own.description, f"`gtx-stream {child} --help` does not say what it does"
+    assert {"status", "labelers load", "labelers assess", "labelers list"} <= set(found)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-level", "DEBUG", "status"],
+        ["status", "--log-level", "DEBUG"],
+        ["status", "--log-level", "debug"],
+        ["labelers", "--log-level", "DEBUG", "list"],
+        ["labelers", "list", "--log-level", "DEBUG"],
+        ["tail", "--json", "--log-level", "DEBUG", "--count", "1"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_log_level_is_accepted_before_and_after_the_sub_command(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).log_level == "DEBUG"
+
+
+def test_a_log_level_given_first_is_kept_by_the_sub_command() -> None:
+    assert build_parser().parse_args(["status"]).log_level == "INFO"
+    assert build_parser().parse_args(["--log-level", "ERROR", "status"]).log_level == "ERROR"
+
+
+def test_an_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["status", "--log-level", "LOUD"])
+    assert done.value.code == 2
+    assert "--log-level" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["labelers", "--config", "c.toml", "load", "a.csv"],
+        ["labelers", "load", "a.csv", "--config", "c.toml"],
+        ["status", "--config", "c.toml"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_config_is_accepted_after_a_sub_sub_command(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).config == "c.toml"
+
+
+def test_config_option_is_spelled_the_same_everywhere() -> None:
+    spelled = {}
+    for path, parser in parsers(build_parser()):
+        option = parser._option_string_actions.get("--config")
+        if option is not None:
+            spelled[path] = (option.metavar, option.help)
+    readers = {"demo", "ingest", "labeler", "aggregator", "tail", "status", "labelers"}
+    assert readers <= set(spelled), f"no --config: {readers - set(spelled)}"
+    first = spelled["status"]
+    differ = {path: value for path, value in spelled.items() if value != first}
+    assert not differ, f"status has {first}, these differ: {differ}"
+    assert first[0] == "PATH"
+
+
+def test_no_help_shows_a_doubled_percent_sign() -> None:
+    for path, parser in parsers(build_parser()):
+        assert "%%" not in parser.format_help(), f"gtx-stream {path} --help"
+
+
+def test_labelers_assess_help_says_95_percent(gtx: Gtx) -> None:
+    done = gtx("labelers", "assess", "--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "95% credible interval" in text and "%%" not in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["not json", "[{'id': 'a'}]", '{"id": "a", "accuracy": 0.9}', '"a"', "[1]"],
+    ids=["not-json", "python-syntax", "an-object", "a-string", "a-number-in-a-list"],
+)
+def test_a_malformed_gtx_labelers_names_the_variable_in_one_line(gtx: Gtx, value: str) -> None:
+    done = gtx("status", GTX_LABELERS=value, GTX_REDIS__URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert line.startswith("config error: labelers") and "GTX_LABELERS" in line, line
+    for internal in ("EnvSettingsSource", "pydantic", "instance of", "None"):
+        assert internal not in line, line
 
 
 def test_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -208,7 +208,8 @@ def run_ingest(
         report.corrupt = src.stats.corrupt
         report.reconnects = src.stats.reconnects
         report.truncated = src.stats.truncated
-    log.info("%s", report.summary())
+    # the caller shows the summary (`gtx-stream ingest` prints it): at INFO it came out twice
+    log.debug("%s", report.summary())
     return report
 
 
