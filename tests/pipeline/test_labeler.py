@@ -341,3 +341,112 @@ def test_ctrl_c_on_an_idle_worker_exits_0(
             proc.wait()
     assert proc.returncode == 0, out
     assert r.zcard(keys.live) == 0
+
+
+# --- one worker, several labelers: every one is served ---------------------------------------
+
+
+def _live(r: redis.Redis, keys: Keys, proc: subprocess.Popen[str], n: int) -> None:
+    deadline = time.time() + 30
+    while r.zcard(keys.live) < n:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < deadline, "the worker never stamped its labelers live"
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+def test_every_labeler_of_one_worker_is_answered_within_its_lease(
+    redis_url: str, r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """`labeler --id slow --id a --id b` under a steady stream of requests to all three.
+
+    The slow labeler (0.1 s a frame) gets requests faster than it answers, so its queue never
+    empties: one RQ worker for the three queues, which takes from the first non-empty one,
+    answered neither ``a`` nor ``b`` until the stream stopped. Each labeler is served on its
+    own, and the slow one holds up nobody.
+    """
+    lease, feed_seconds, every = 4.0, 3.0, 0.05
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[redis]\nurl = "{redis_url}"\n\n'
+        f'[[labelers]]\nid = "slow"\nbackend = "python"\ntarget = "{FIX}:slow_parity"\n\n'
+        '[[labelers]]\nid = "a"\naccuracy = 0.8\n\n[[labelers]]\nid = "b"\naccuracy = 0.7\n'
+    )
+    proc = _cli(config, "--id", "slow", "--id", "a", "--id", "b", env={SLEEP_VARIABLE: "0.1"})
+    try:
+        _live(r, keys, proc, 3)
+        asked: dict[str, float] = {}  # request id -> when it was enqueued
+        started = time.time()
+        i = 0
+        while time.time() - started < feed_seconds:
+            put_frame(r, keys, f"cam-{i}", frame_index=str(i))
+            reqs = [LabelRequest(lab, f"cam-{i}", f"cam-{i}.{lab}") for lab in ("slow", "a", "b")]
+            enqueue_requests(r, keys, reqs, lease_seconds=lease)
+            for req in reqs:
+                asked[req.request_id] = time.time()
+            i += 1
+            time.sleep(every)
+        backlog = r.llen(Queue(keys.queue("slow"), connection=r).key)
+        fast = [rid for rid in asked if not rid.endswith(".slow")]
+        deadline = time.time() + 30
+        while True:
+            answered = {e["request_id"]: float(e["labeled_at"]) for e in labels(r, keys)}
+            if all(rid in answered for rid in fast) or time.time() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        out = _stop(proc)
+    assert proc.returncode == 0, out
+    assert backlog > 0, "the slow labeler kept up: the test did not load it"
+    late = {rid: answered.get(rid, float("inf")) - asked[rid] for rid in fast}
+    late = {rid: wait for rid, wait in late.items() if wait > lease}
+    assert not late, f"{len(late)} of {len(fast)} requests of a and b not answered in {lease} s"
+    assert sum(rid.endswith(".slow") for rid in answered) > 0  # the slow one is served too
+
+
+# --- failed requests are reported at once ----------------------------------------------------
+
+FAILURES = {
+    # labeler: (settings, what its failed entry says)
+    "crash": ({"target": f"{FIX}:explode"}, "raised RuntimeError: model crashed"),
+    "garbage": ({"target": f"{FIX}:answer_yes"}, "returned 'yes', not 0 or 1"),
+    "own-timeout": ({"target": f"{FIX}:slow_parity", "timeout": 0.3}, "no answer within 0.3 s"),
+    "job-timeout": ({"target": f"{FIX}:slow_parity", "timeout": 30}, "job timeout (1 s)"),
+}
+
+
+@pytest.mark.parametrize("labeler", sorted(FAILURES))
+def test_a_failed_request_is_reported_at_once(
+    redis_url: str, r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch, labeler: str
+) -> None:
+    """A backend error, a timeout (the backend's own, or RQ's job timeout: the lease) or a
+    garbage answer is a failed entry on the labels stream, for that request, and the RQ job
+    fails too; the worker goes on with the next request."""
+    extra, message = FAILURES[labeler]
+    monkeypatch.setenv(SLEEP_VARIABLE, "3")  # longer than the 1-s lease of these requests
+    put_frame(r, keys, "cam-1")
+    put_frame(r, keys, "cam-2")
+    failing = enqueue_request(r, keys, labeler, "cam-1", "r-bad", lease_seconds=1)
+    enqueue_request(r, keys, "alice", "cam-2", "r-good", lease_seconds=1)
+    lab = {"id": labeler, "backend": "python", **extra}
+    settings = settings_for(redis_url, lab, SIM)
+    assert run_labeler_worker(settings, [labeler, "alice"], burst=True) == 0
+    entries = {e["request_id"]: LabelEntry.from_fields(e) for e in labels(r, keys)}
+    assert sorted(entries) == ["r-bad", "r-good"]
+    bad = entries["r-bad"]
+    assert (bad.frame_id, bad.labeler, bad.failed) == ("cam-1", labeler, True)
+    assert f"labeler {labeler}, frame cam-1: " in bad.reason and message in bad.reason, bad.reason
+    assert entries["r-good"].label == simulated_label(5, "cam-2", "alice", 1, 0.7)
+    failed = FailedJobRegistry(keys.queue(labeler), connection=r, serializer=JSONSerializer)
+    assert failed.get_job_ids() == [failing.id]
