@@ -34,6 +34,10 @@ class Decision(int, Enum):
         return self.name.lower()
 
 
+MAX_TAUS = 127
+"""Most taus :func:`taus_reached` takes: its counts are int8, to keep a sweep's arrays small."""
+
+
 def check_tau(tau: float) -> float:
     """``tau`` if it is a usable threshold, else a :class:`ValueError`.
 
@@ -67,6 +71,8 @@ def taus_reached(method: Method | str, confidence: ArrayLike, taus: FloatArray) 
     them), which the sweep's test checks against :func:`decide` at every tau.
     """
     conf = np.asarray(confidence, dtype=np.float64)
+    if len(taus) > MAX_TAUS:
+        raise ValueError(f"at most {MAX_TAUS} taus in one sweep, got {len(taus)}")
     if not Method(method).uses_threshold:
         return np.zeros(conf.shape, dtype=np.int8)
     out: NDArray[np.int8] = np.searchsorted(taus, conf, side="right").astype(np.int8)

@@ -46,6 +46,7 @@ def test_cli_threshold_table(capsys: pytest.CaptureFixture[str]) -> None:
         (["--accuracy", "exact"], "not one of"),
         (["--kappa", "11"], "kappa"),
         (["--trials", "0"], "trials"),
+        (["--taus", "0.6:0.999:0.002"], "at most 127 taus"),  # was an OverflowError
     ],
 )
 def test_cli_threshold_bad_values(

@@ -118,3 +118,8 @@ def test_taus_reached_counts_the_taus_decide_finalises_at(method: Method) -> Non
     for q, tau in enumerate(taus):
         d = decide(method, conf, 1, float(tau), kappa=5)
         np.testing.assert_array_equal(d == Decision.CONFIDENT.value, q < reached, err_msg=f"{tau}")
+
+
+def test_taus_reached_refuses_more_taus_than_it_can_count() -> None:
+    with pytest.raises(ValueError, match="at most 127 taus"):
+        taus_reached("gtx", [0.9], np.linspace(0.51, 0.99, 128))

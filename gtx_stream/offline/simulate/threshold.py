@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from gtx_stream.core.accuracy import Estimator
-from gtx_stream.core.decision import check_tau
+from gtx_stream.core.decision import MAX_TAUS, check_tau
 from gtx_stream.core.models import FloatArray, Method
 from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Draws, draw
 from gtx_stream.offline.simulate.results import TABLE_ORDER, Outcome
@@ -101,6 +101,8 @@ def simulate_threshold(
         raise ValueError(f"draws hold {slots} labels per example, kappa is {kappa}")
     if list(taus) != sorted(taus):
         raise ValueError("taus must be increasing")
+    if len(taus) > MAX_TAUS:
+        raise ValueError(f"at most {MAX_TAUS} taus in one sweep, got {len(taus)}")
     for tau in taus:
         check_tau(tau)
     out: list[Outcome] = []
