@@ -137,3 +137,9 @@ def test_fixed_k_is_the_rule_with_kappa_k_at_every_tau(
                 )
                 hard[n - 1] = cut.label[0]
             assert int(o.errors[t]) == int((hard != draws.truth[t, :n]).sum()), (method, k, t)
+
+
+def test_mv_and_wmv_have_no_sweep() -> None:
+    draws = _draws(sim.ACCURATE, seed=0)
+    with pytest.raises(ValueError, match="fixed number of labels"):
+        sweep(Method.MV, draws, draws.accuracy, sim.PAPER_TAUS, KAPPA, BUDGET)

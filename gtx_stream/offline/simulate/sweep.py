@@ -148,6 +148,8 @@ def sweep(
     has not stopped at (at a higher tau examples take more labels and the budget reaches less
     far). The reach is worked out every few taus, from lower bounds on the stops.
     """
+    if not method.uses_threshold:
+        raise ValueError(f"{method.value} takes a fixed number of labels, not a tau")
     trials, pool, _ = draws.shape
     grid = np.asarray(taus, dtype=np.float64)
     n_tau = len(grid)
