@@ -126,9 +126,9 @@ def ride_out(call: Callable[[], T], what: str, stop: threading.Event) -> T:
                 since = time.monotonic()
                 log.warning("redis unreachable (%s): retrying %s until it is back", err, what)
             if stop.wait(wait):
-                raise RequestAbandoned(
-                    f"stopped while Redis was unreachable: {what} is left to its lease"
-                ) from err
+                message = f"stopped while Redis was unreachable: {what} is left to its lease"
+                log.warning("%s", message)
+                raise RequestAbandoned(message) from err
             wait = min(2 * wait, OUTAGE_WAIT_MAX)
             continue
         if since is not None:
