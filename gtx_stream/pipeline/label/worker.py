@@ -247,26 +247,29 @@ class _LabelerThread(threading.Thread):
         self.failed = False
 
     def run(self) -> None:
-        while True:
-            worker = LabelerWorker(
-                [self.keys.queue(self.labeler_id)],
-                name=worker_name(self.labeler_id),
-                connection=self.client,
-                serializer=JSONSerializer,
-                job_class=LabelJob,
-                default_result_ttl=0,
-                log_job_description=False,
-                stop_event=self.stop,
-            )
+        while not self.stop.is_set():
+            worker: LabelerWorker | None = None
+            outage: Exception | None = None
             try:
+                worker = LabelerWorker(
+                    [self.keys.queue(self.labeler_id)],
+                    name=worker_name(self.labeler_id),
+                    connection=self.client,
+                    serializer=JSONSerializer,
+                    job_class=LabelJob,
+                    default_result_ttl=0,
+                    log_job_description=False,
+                    stop_event=self.stop,
+                )
                 worker.work(burst=self.burst, logging_level=_rq_level())
-            except _REDIS_DOWN as err:  # registering at the start
-                worker.outage = err
+                outage = worker.outage
+            except _REDIS_DOWN as err:  # starting: RQ names its connection, registers itself
+                outage = err
             except Exception:
                 log.exception("labeler %s: the RQ worker failed", self.labeler_id)
-            if worker.finished or self.stop.is_set():
+            if (worker is not None and worker.finished) or self.stop.is_set():
                 return
-            if worker.outage is None:
+            if outage is None:
                 # RQ's loop quit on an error it logged (a refused command, say): serving on
                 # would keep the labeler live without answering, so the process stops
                 log.error("labeler %s: the RQ worker stopped; stopping", self.labeler_id)
@@ -275,7 +278,8 @@ class _LabelerThread(threading.Thread):
                 return
             if not wait_for_redis(self.client, self.stop, f"labeler {self.labeler_id}"):
                 return
-            worker.forget()
+            if worker is not None:
+                worker.forget()
 
 
 def _rq_level() -> str:
