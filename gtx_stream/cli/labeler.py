@@ -1,4 +1,4 @@
-"""`gtx-stream labeler --id ID [--id ID ...] | --all`: an RQ worker serving labeler identities."""
+"""`gtx-stream labeler --id ID [--id ID ...] | --all`: one RQ worker per labeler, in one process."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ def register(sub: Any) -> None:
         "labeler",
         help="run a labeler worker (RQ) for one or more labelers of the config",
         description=(
-            "Serve the RQ queues of the given labelers: each label request is answered by the "
-            "labeler's backend (simulated, replay, python or http) and the label is added to "
-            "the labels stream. SIGTERM or Ctrl-C finish the current request, then exit 0."
+            "Serve the RQ queue of each given labeler, each in its own thread (a slow labeler "
+            "holds up no other): each label request is answered by the labeler's backend "
+            "(simulated, replay, python or http) and the label, or why the request failed, is "
+            "added to the labels stream. While Redis restarts the worker waits for it. SIGTERM "
+            "or Ctrl-C finish the requests in hand, then exit 0 (a second one exits at once)."
         ),
     )
     who = p.add_mutually_exclusive_group(required=True)
