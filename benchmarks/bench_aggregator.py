@@ -31,10 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gtx_stream.config import AggregatorSettings  # noqa: E402
 from gtx_stream.core.draws import simulated_label  # noqa: E402
+from gtx_stream.core.records import LabelEntry  # noqa: E402
 from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
-from gtx_stream.pipeline.aggregate.aggregator import Aggregator, lease_member  # noqa: E402
+from gtx_stream.pipeline.aggregate.aggregator import Aggregator  # noqa: E402
+from gtx_stream.store import frame_scripts  # noqa: E402
 from gtx_stream.store.keys import Keys  # noqa: E402
-from gtx_stream.store.scripts import load_script  # noqa: E402
+from gtx_stream.store.scripts import ScriptRunner  # noqa: E402
 
 LABELERS = {f"lab{j}": float(a) for j, a in enumerate(np.linspace(0.8, 1.0, 10))}
 
@@ -44,45 +46,46 @@ def _no_enqueue(*_: object) -> None:
 
 
 def prepare(r: redis.Redis, keys: Keys, n_frames: int, first: int = 0, seed: int = 0) -> list:
-    """Open frames and record 5 requests each; return their 5 labels per frame."""
+    """Open frames and record 5 requests each; return (frame, labeler, request id, label)."""
     for lab, a in LABELERS.items():
         r.hset(keys.labelers, lab, json.dumps({"accuracy": a}))
         r.zadd(keys.live, {lab: time.time() + 3600})
-    open_frame = load_script(r, "open_frame")
-    ask = load_script(r, "ask")
+    runner = ScriptRunner(r)
     rng = np.random.default_rng(seed)
     ids = list(LABELERS)
     labels = []
-    pipe = r.pipeline(transaction=False)
+    calls: list = []
     for i in range(first, first + n_frames):
         fid = f"bench-{i}"
         truth = int(rng.integers(0, 2))
-        open_frame(
-            keys=[keys.frame(fid), keys.image(fid), keys.open_frames, keys.source("bench"),
-                  keys.budget, keys.stats, keys.opened],
-            args=[fid, i, "bench", "bench", repr(time.time()), 3600, 10**9, b"", "truth", truth],
-            client=pipe,
-        )  # fmt: skip
+        calls.append(frame_scripts.open_frame(
+            keys, frame_id=fid, frame_index=i, source="bench", source_id="bench",
+            opened_at=time.time(), ttl=3600, max_open_frames=10**9, reserve_per_frame=0,
+            jpeg=b"", fields={"truth": str(truth)},
+        ))  # fmt: skip
         chosen = [ids[k] for k in rng.permutation(len(ids))[:5]]
         for lab in chosen:
-            ask(
-                keys=[keys.frame(fid), keys.frame_requests(fid), keys.budget, keys.leases,
-                      keys.load, keys.stats],
-                args=[lab, 0, 5, time.time() + 3600, lease_member(fid, lab)],
-                client=pipe,
-            )  # fmt: skip
-            labels.append((fid, lab, simulated_label(seed, fid, lab, truth, LABELERS[lab])))
-        if len(pipe) > 2000:
-            pipe.execute()
-    pipe.execute()
+            rid = f"r-{i}-{lab}"
+            calls.append(frame_scripts.ask(
+                keys, frame_id=fid, labeler=lab, request_id=rid, n_labels=0, max_inflight=5,
+                deadline=time.time() + 3600,
+            ))  # fmt: skip
+            labels.append((fid, lab, rid, simulated_label(seed, fid, lab, truth, LABELERS[lab])))
+        if len(calls) > 2000:
+            runner.run(calls)
+            calls = []
+    runner.run(calls)
     return labels
+
+
+def label_fields(fid: str, lab: str, rid: str, label: int) -> dict:
+    return LabelEntry(fid, lab, rid, label, time.time()).to_fields()
 
 
 def feed(r: redis.Redis, keys: Keys, labels: list) -> None:
     pipe = r.pipeline(transaction=False)
-    for fid, lab, label in labels:
-        pipe.xadd(keys.labels, {"frame_id": fid, "labeler": lab, "label": str(label),
-                                "labeled_at": repr(time.time())})  # fmt: skip
+    for fid, lab, rid, label in labels:
+        pipe.xadd(keys.labels, label_fields(fid, lab, rid, label))
         if len(pipe) >= 1000:
             pipe.execute()
     pipe.execute()
@@ -138,11 +141,10 @@ def latency(url: str, n_frames: int, rate: float) -> tuple[float, float, int]:
     worker.start()
     producer = redis.Redis.from_url(url)
     t0 = time.perf_counter()
-    for i, (fid, lab, label) in enumerate(labels):
+    for i, (fid, lab, rid, label) in enumerate(labels):
         while time.perf_counter() - t0 < i / rate:
             time.sleep(0.0005)
-        producer.xadd(keys.labels, {"frame_id": fid, "labeler": lab, "label": str(label),
-                                    "labeled_at": repr(time.time())})  # fmt: skip
+        producer.xadd(keys.labels, label_fields(fid, lab, rid, label))
     deadline = time.time() + 30
     while r.zcard(keys.open_frames) and time.time() < deadline:
         time.sleep(0.01)

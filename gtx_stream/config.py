@@ -78,6 +78,13 @@ class AggregatorSettings(_Section):
         default=120.0, gt=0, description="status --check fails after this long without progress"
     )
     seed: int = Field(default=0, description="seeds the random dispatch order")
+    backoff_after_failures: int = Field(
+        default=3, ge=1, description="failed requests in a row after which a labeler is backed off"
+    )
+    backoff_first_seconds: float = Field(
+        default=1.0, gt=0, description="first backoff; each further failure doubles it"
+    )
+    backoff_max_seconds: float = Field(default=60.0, gt=0, description="longest backoff")
 
 
 class IngestSettings(_Section):

@@ -1,7 +1,8 @@
 """In-process pipeline pieces for aggregator tests: open frames, answer requests, run to the end.
 
 Requests are captured from the aggregator's ``enqueue`` hook instead of RQ, and answered by
-seeded simulated labelers (gtx_stream.core.draws), so these tests need a real Redis but no workers.
+seeded simulated labelers (gtx_stream.core.draws) with ``LabelEntry`` records that carry the
+request's id, as workers do, so these tests need a real Redis but no workers.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import redis
 
 from gtx_stream.config import AggregatorSettings
 from gtx_stream.core.draws import simulated_label
-from gtx_stream.pipeline.aggregate.aggregator import Aggregator, Request
+from gtx_stream.core.records import LabelEntry, LabelRequest
+from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+from gtx_stream.store import frame_scripts
 from gtx_stream.store.keys import Keys
-from gtx_stream.store.scripts import load_script
+from gtx_stream.store.scripts import ScriptRunner
 
 
 def register(r: redis.Redis, keys: Keys, accuracies: dict[str, float], live: bool = True) -> None:
@@ -29,14 +32,16 @@ def register(r: redis.Redis, keys: Keys, accuracies: dict[str, float], live: boo
 def open_frame(
     r: redis.Redis, keys: Keys, index: int, truth: int, source_id: str = "src", **extra: str
 ) -> str:
+    """Open a frame as the ingester does, without its backpressure (no reserve, no limit)."""
     fid = f"{source_id}-{index}"
-    fields = [x for kv in {"truth": str(truth), **extra}.items() for x in kv]
-    status = load_script(r, "open_frame")(
-        keys=[keys.frame(fid), keys.image(fid), keys.open_frames, keys.source(source_id),
-              keys.budget, keys.stats, keys.opened],
-        args=[fid, index, "test", source_id, repr(time.time()), 3600, 10**6, b"jpeg", *fields],
+    status = ScriptRunner(r).run_one(
+        frame_scripts.open_frame(
+            keys, frame_id=fid, frame_index=index, source="test", source_id=source_id,
+            opened_at=time.time(), ttl=3600, max_open_frames=10**6, reserve_per_frame=0,
+            jpeg=b"jpeg", fields={"truth": str(truth), **extra},
+        )
     )  # fmt: skip
-    assert (status.decode() if isinstance(status, bytes) else status) == "opened"
+    assert status == "opened"
     return fid
 
 
@@ -44,11 +49,11 @@ class Capture:
     """The aggregator's enqueue hook: remembers requests instead of making RQ jobs."""
 
     def __init__(self) -> None:
-        self.pending: list[Request] = []
-        self.all: list[Request] = []
+        self.pending: list[LabelRequest] = []
+        self.all: list[LabelRequest] = []
 
     def __call__(
-        self, client: redis.Redis, keys: Keys, requests: Sequence[Request], lease: float
+        self, client: redis.Redis, keys: Keys, requests: Sequence[LabelRequest], lease: float
     ) -> None:
         self.pending.extend(requests)
         self.all.extend(requests)
@@ -64,15 +69,25 @@ def answer(
     """Post a simulated label for every captured request, as labeler workers would."""
     n = 0
     while capture.pending:
-        labeler, fid, rid = capture.pending.pop(0)
-        truth = int(r.hget(keys.frame(fid), "truth") or 0)
-        label = simulated_label(seed, fid, labeler, truth, accuracies[labeler])
-        r.xadd(
-            keys.labels,
-            {"frame_id": fid, "labeler": labeler, "label": str(label), "request_id": rid},
-        )
+        post_label(r, keys, capture.pending.pop(0), accuracies, seed)
         n += 1
     return n
+
+
+def post_label(
+    r: redis.Redis, keys: Keys, req: LabelRequest, accuracies: dict[str, float], seed: int = 0
+) -> str:
+    """XADD the seeded simulated label answering ``req``; returns the entry id."""
+    truth = int(r.hget(keys.frame(req.frame_id), "truth") or 0)
+    label = simulated_label(seed, req.frame_id, req.labeler_id, truth, accuracies[req.labeler_id])
+    entry = LabelEntry(req.frame_id, req.labeler_id, req.request_id, label)
+    return _s(r.xadd(keys.labels, entry.to_fields()))  # type: ignore[arg-type]
+
+
+def post_failure(r: redis.Redis, keys: Keys, req: LabelRequest, reason: str = "boom") -> str:
+    """XADD the failure report of ``req``, as a worker whose backend failed does."""
+    entry = LabelEntry.failure(req.frame_id, req.labeler_id, req.request_id, reason)
+    return _s(r.xadd(keys.labels, entry.to_fields()))  # type: ignore[arg-type]
 
 
 def run_until_idle(

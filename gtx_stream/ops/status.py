@@ -12,7 +12,8 @@ from gtx_stream.store.keys import Keys
 
 
 def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) -> dict[str, Any]:
-    """Frames open and finalised, labels spent and budget left, queues, per-labeler figures."""
+    """Frames open and finalised, labels spent and budget left, queues, per-labeler figures
+    (failed requests, failures in a row, seconds of backoff left)."""
     pipe = client.pipeline(transaction=False)
     pipe.zcard(keys.open_frames)
     pipe.zrange(keys.open_frames, 0, 0, withscores=True)
@@ -21,14 +22,19 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
     pipe.hgetall(keys.labelers)
     pipe.zrange(keys.live, 0, -1, withscores=True)
     pipe.hgetall(keys.load)
+    pipe.hgetall(keys.failures)
+    pipe.hgetall(keys.backoff)
     pipe.xlen(keys.final)
     pipe.xlen(keys.dead)
     pipe.xlen(keys.labels)
-    n_open, oldest, stats, budget, labelers, live, load, n_final, n_dead, n_labels = pipe.execute()
+    (n_open, oldest, stats, budget, labelers, live, load, failures, backoff, n_final, n_dead,
+     n_labels) = pipe.execute()  # fmt: skip
     last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
     stats = {_s(k): int(v) for k, v in stats.items()}
     labelers = {_s(k): json.loads(v) for k, v in labelers.items()}
     load = {_s(k): int(v) for k, v in load.items()}
+    failures = {_s(k): int(v) for k, v in failures.items()}
+    backoff = {_s(k): float(v) for k, v in backoff.items()}
     budget = {_s(k): int(v) for k, v in budget.items()}
     now = time.time()
     live_at = {_s(k): float(v) for k, v in live}
@@ -49,6 +55,10 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
             "outstanding": load.get(lab, 0),
             "queue": depth,
             "live": now - live_at.get(lab, -1e18) <= live_seconds,
+            "failed": stats.get(f"failed:{lab}", 0),
+            "failures_in_a_row": failures.get(lab, 0),
+            # seconds it is still not dispatched to after failing several requests in a row
+            "backoff_s": round(max(0.0, backoff.get(lab, 0.0) - now), 1),
         }
     limit = budget.get("limit")
     spent = budget.get("spent", 0)
@@ -62,6 +72,7 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
         "labels_stream_length": n_labels,
         "labels_applied": stats.get("labels_applied", 0),
         "requests": stats.get("requests", 0),
+        "requests_failed": stats.get("requests_failed", 0),
         "leases_expired": stats.get("leases_expired", 0),
         "last_progress_at": last_progress or None,
         "budget_limit": limit,

@@ -42,7 +42,8 @@ class Keys:
 
     @property
     def budget(self) -> str:
-        """HASH limit, spent: the label budget (spent counts requests issued)."""
+        """HASH limit, spent: the label budget. ``spent`` counts labels obtained or outstanding:
+        ``ask.lua`` takes one per request, a request reported failed gives it back."""
         return f"{self.prefix}:budget"
 
     @property
@@ -62,8 +63,18 @@ class Keys:
 
     @property
     def leases(self) -> str:
-        """ZSET '<frame_id>|<labeler_id>' -> lease deadline (unix seconds)."""
+        """ZSET :func:`lease_member` -> lease deadline (unix seconds)."""
         return f"{self.prefix}:leases"
+
+    @property
+    def failures(self) -> str:
+        """HASH labeler_id -> requests it failed in a row (a good label resets it)."""
+        return f"{self.prefix}:failures"
+
+    @property
+    def backoff(self) -> str:
+        """HASH labeler_id -> unix seconds until which it is not dispatched to (backed off)."""
+        return f"{self.prefix}:backoff"
 
     @property
     def stats(self) -> str:
@@ -92,5 +103,18 @@ class Keys:
         return f"{self.prefix}:{{f:{frame_id}}}:labels"
 
     def frame_requests(self, frame_id: str) -> str:
-        """HASH labeler_id -> request state: 'out' (outstanding), 'late' (lease expired), 'done'."""
+        """HASH labeler_id -> request state (:class:`gtx_stream.core.records.RequestState`):
+        ``out:<request id>``, ``late:<request id>``, ``failed:<request id>`` or
+        ``done:<labels-stream entry id>``."""
         return f"{self.prefix}:{{f:{frame_id}}}:requests"
+
+
+def lease_member(frame_id: str, labeler_id: str) -> str:
+    """The member of :attr:`Keys.leases` for one request (one per frame and labeler)."""
+    return f"{frame_id}|{labeler_id}"
+
+
+def split_lease_member(member: str) -> tuple[str, str]:
+    """``(frame_id, labeler_id)`` of a :func:`lease_member` (labeler ids hold no ``|``)."""
+    frame_id, _, labeler_id = member.rpartition("|")
+    return frame_id, labeler_id

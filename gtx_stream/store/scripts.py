@@ -1,19 +1,31 @@
-"""Lua scripts from ``gtx_stream/lua``: each file read once, registered once per client.
+"""Lua scripts from ``store/lua``: the text of each, and the runner that sends calls of them.
 
-``load_script(client, "open_frame")`` returns a :class:`redis.commands.core.Script`, which
-calls EVALSHA and loads the script again by itself after a ``SCRIPT FLUSH`` or a restart.
+A call (:class:`ScriptCall`) is built by the script's typed wrapper in
+:mod:`gtx_stream.store.frame_scripts`, which alone knows its KEYS and ARGV order and how to
+decode its reply. :class:`ScriptRunner` sends many calls as one pipelined round trip of
+EVALSHA (the SHA computed here, no SCRIPT EXISTS first) and loads a script again only when
+Redis answers NOSCRIPT (after a restart or a SCRIPT FLUSH).
+
+``load_script(client, "open_frame")`` returns a :class:`redis.commands.core.Script` for code
+that wants redis-py's own script object.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import redis
 from redis.commands.core import Script
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
+
+T = TypeVar("T")
 
 _Registered = weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]]
 _registered: _Registered = weakref.WeakKeyDictionary()
@@ -29,6 +41,12 @@ def script_source(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+@functools.cache
+def script_sha(name: str) -> str:
+    """The SHA1 Redis knows ``lua/<name>.lua`` by once it is loaded."""
+    return hashlib.sha1(script_source(name).encode()).hexdigest()
+
+
 def load_script(client: redis.Redis, name: str) -> Script:
     """The script ``name`` registered on ``client`` (cached per client)."""
     stem = name.removesuffix(".lua")
@@ -38,3 +56,60 @@ def load_script(client: redis.Redis, name: str) -> Script:
         script = client.register_script(script_source(stem))
         per_client[stem] = script
     return script
+
+
+@dataclass(frozen=True)
+class ScriptCall(Generic[T]):
+    """One call of one script: its KEYS and ARGV in the script's order, and its reply decoder."""
+
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    decode: Callable[[Any], T]
+
+
+class ScriptRunner:
+    """Runs script calls on one client, each batch in one pipelined round trip.
+
+    One round trip costs about as much as a script doing a dozen Redis calls, so a batch of N
+    calls costs about one round trip, not N.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def run(self, calls: Sequence[ScriptCall[T]]) -> list[T]:
+        """Each call's decoded reply, in order.
+
+        A call that got NOSCRIPT is sent again after the script is loaded; only those, since
+        the others did run (another client may have loaded a script meanwhile). Every script
+        is safe to run twice anyway: a redelivered label, a stale ask or finalise is refused.
+        Any other error is raised.
+        """
+        if not calls:
+            return []
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                call = calls[i]
+                pipe.evalsha(script_sha(call.script), len(call.keys), *call.keys, *call.args)
+            answers = pipe.execute(raise_on_error=False)
+            missing: list[int] = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, redis.exceptions.NoScriptError) and not attempt:
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    replies[i] = answer
+            if not missing:
+                break
+            for name in sorted({calls[i].script for i in missing}):
+                self.client.script_load(script_source(name))
+            todo = missing
+        return [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
+
+    def run_one(self, call: ScriptCall[T]) -> T:
+        return self.run([call])[0]

@@ -13,6 +13,7 @@ import redis
 from gtx_stream.core.decision import threshold_stop
 from gtx_stream.core.draws import labeler_order, simulated_label
 from gtx_stream.core.models import aggregate
+from gtx_stream.core.records import LabelEntry, RequestState
 from gtx_stream.pipeline.aggregate.aggregator import GROUP
 from gtx_stream.store.keys import Keys
 from tests.aggregator_harness import (
@@ -88,11 +89,11 @@ def test_label_counted_once_however_often_delivered(r: redis.Redis, keys: Keys) 
     cap = Capture()
     agg = make_aggregator(r, keys, cap, tau=0.999999, kappa=5)
     agg.step(block_ms=1)
-    (labeler, _, rid), = cap.pending  # fmt: skip
+    (req,) = cap.pending
     cap.pending.clear()
-    label = {"frame_id": fid, "labeler": labeler, "label": "1", "request_id": rid}
-    r.xadd(keys.labels, label)
-    r.xadd(keys.labels, label)  # the worker retried: the same label again
+    label = LabelEntry(fid, req.labeler_id, req.request_id, 1).to_fields()
+    r.xadd(keys.labels, label)  # type: ignore[arg-type]
+    r.xadd(keys.labels, label)  # type: ignore[arg-type]  # the worker retried: the same again
     agg.step(block_ms=1)
     assert r.llen(keys.frame_labels(fid)) == 1
     dead = dead_records(r, keys)
@@ -121,7 +122,7 @@ def test_never_two_labels_from_one_labeler(r: redis.Redis, keys: Keys) -> None:
     labs = json.loads(rec["labelers"])
     assert len(labs) == len(set(labs)) == 10
     assert rec["reason"] == "exhausted"
-    r.xadd(keys.labels, {"frame_id": fid, "labeler": labs[0], "label": "0", "request_id": "x"})
+    r.xadd(keys.labels, LabelEntry(fid, labs[0], "x", 0).to_fields())  # type: ignore[arg-type]
     agg.step(block_ms=1)
     assert dead_records(r, keys)[-1]["reason"].startswith("duplicate")
 
@@ -132,7 +133,7 @@ def test_unsolicited_label_is_refused(r: redis.Redis, keys: Keys) -> None:
     cap = Capture()
     agg = make_aggregator(r, keys, cap)
     agg.step(block_ms=1)
-    asked = cap.pending[0][0]
+    asked = cap.pending[0].labeler_id
     other = next(lab for lab in ACC if lab != asked)
     r.xadd(keys.labels, {"frame_id": fid, "labeler": other, "label": "1"})
     agg.step(block_ms=1)
@@ -191,7 +192,8 @@ def test_at_most_max_inflight_requests(r: redis.Redis, keys: Keys, max_inflight:
         agg.step(block_ms=1)
         agg2.step(block_ms=1)
         for fid in fids:
-            out = sum(v == "out" for v in r.hvals(keys.frame_requests(fid)))
+            states = [RequestState.decode(v) for v in r.hvals(keys.frame_requests(fid))]
+            out = sum(s.outstanding for s in states)
             peak = max(peak, out)
             assert out <= max_inflight
         if not cap.pending and r.zcard(keys.open_frames) == 0:
@@ -206,14 +208,17 @@ def test_lease_expiry_asks_another_and_late_label_counts_once(r: redis.Redis, ke
     cap = Capture()
     agg = make_aggregator(r, keys, cap, tau=0.999999, kappa=5, lease_seconds=0.05)
     agg.step(block_ms=1)
-    (slow, _, rid), = cap.pending  # fmt: skip
+    (first,) = cap.pending
+    slow = first.labeler_id
     cap.pending.clear()
     time.sleep(0.1)
     agg.step(block_ms=1)  # the lease ran out: someone else is asked
-    assert [p[0] for p in cap.pending] and cap.pending[0][0] != slow
-    assert r.hget(keys.frame_requests(fid), slow) == "late"
-    r.xadd(keys.labels, {"frame_id": fid, "labeler": slow, "label": "1", "request_id": rid})
-    r.xadd(keys.labels, {"frame_id": fid, "labeler": slow, "label": "1", "request_id": rid})
+    assert [p.labeler_id for p in cap.pending] and cap.pending[0].labeler_id != slow
+    late = RequestState.decode(r.hget(keys.frame_requests(fid), slow))
+    assert late == RequestState("late", first.request_id)
+    label = LabelEntry(fid, slow, first.request_id, 1).to_fields()
+    r.xadd(keys.labels, label)  # type: ignore[arg-type]
+    r.xadd(keys.labels, label)  # type: ignore[arg-type]
     agg.step(block_ms=1)
     labs = [json.loads(x)[0] for x in r.lrange(keys.frame_labels(fid), 0, -1)]
     assert labs.count(slow) == 1
@@ -287,7 +292,7 @@ def test_frames_wait_while_no_labeler_is_live(r: redis.Redis, keys: Keys) -> Non
     r.zadd(keys.live, {"lab3": time.time()})
     time.sleep(0.06)
     agg.step(block_ms=1)
-    assert [p[0] for p in cap.all] == ["lab3"]
+    assert [p.labeler_id for p in cap.all] == ["lab3"]
 
 
 def test_expired_frame_state_is_dead_lettered_once(r: redis.Redis, keys: Keys) -> None:

@@ -41,6 +41,7 @@ from rq.serializers import JSONSerializer
 from gtx_stream.cli import main
 from gtx_stream.config import ConfigError, Settings, load_settings
 from gtx_stream.core.draws import simulated_label
+from gtx_stream.core.records import LabelEntry, LabelRequest
 from gtx_stream.ops.embedded import free_port
 from gtx_stream.pipeline.aggregate.aggregator import GROUP, Aggregator
 from gtx_stream.pipeline.ingest.ingester import run_ingest
@@ -194,6 +195,15 @@ BAD_MID_RUN: list[tuple[str, Callable[[dict[str, Any]], Fields], str]] = [
     ("unknown-frame", lambda c: {**c["good"], "frame_id": "src-999"}, "unknown frame"),
     ("finalised-frame", lambda c: c["late_for_final"], "frame already finalised"),
     ("same-label-twice", lambda c: dict(c["good"]), "duplicate"),
+    ("made-up-request-id", lambda c: {**c["held"], "request_id": "made-up"}, "request mismatch"),
+    ("no-request-id", lambda c: _without(c["held"], "request_id"), "request mismatch"),
+    ("failure-made-up-request-id",
+     lambda c: {**_without(c["held"], "label"), "status": "failed", "reason": "x",
+                "request_id": "made-up"}, "request mismatch"),
+    ("failure-no-request-id",
+     lambda c: {**_without(c["held"], "label"), "status": "failed", "reason": "x",
+                "request_id": ""}, "missing field: request_id"),
+    ("bad-status", lambda c: {**c["good"], "status": "ok"}, "status must be 'failed' or absent"),
     ("huge-field", lambda c: {**c["good"], "junk": HUGE}, "payload too large"),
     ("huge-label", lambda c: {**c["good"], "label": HUGE}, "payload too large"),
     ("huge-frame-id", lambda c: {**c["good"], "frame_id": HUGE}, "payload too large"),
@@ -216,7 +226,9 @@ def _run(
 ) -> tuple[dict[str, Fields], list[str]]:
     """Open frames, run one aggregator with simulated answers; ``inject`` the bad labels.
 
-    Returns the injected entries (by case id) and their stream entry ids.
+    When it injects, one request is answered a step late, so that labels with a wrong request
+    id can be sent in the name of a labeler whose request is outstanding. Returns the injected
+    entries (by case id) and their stream entry ids.
     """
     register(r, keys, ACC)
     for i in range(N_FRAMES):
@@ -226,23 +238,29 @@ def _run(
     injected: dict[str, Fields] = {}
     ids: list[str] = []
     phase = 0
+    held: list[LabelRequest] = []
     for _ in range(2000):
         report = agg.step(block_ms=1)
         posted = []
-        while capture.pending:
-            labeler, fid, rid = capture.pending.pop(0)
-            truth = int(r.hget(keys.frame(fid), "truth") or 0)
-            label = simulated_label(SEED, fid, labeler, truth, ACC[labeler])
-            fields = {"frame_id": fid, "labeler": labeler, "label": str(label), "request_id": rid}
+        answering, held = held + capture.pending, []
+        capture.pending.clear()
+        finals = final_records(r, keys)
+        if inject and phase == 0 and len(answering) > 1 and finals:
+            held = [answering.pop()]
+        for req in answering:
+            truth = int(r.hget(keys.frame(req.frame_id), "truth") or 0)
+            label = simulated_label(SEED, req.frame_id, req.labeler_id, truth, ACC[req.labeler_id])
+            fields = LabelEntry(req.frame_id, req.labeler_id, req.request_id, label).to_fields()
             raw.xadd(keys.labels, fields)  # type: ignore[arg-type]
             posted.append(fields)
-        finals = final_records(r, keys)
-        if inject and phase == 0 and posted and finals:
+        if held:
             # the labels just posted are not applied yet: bad ones go into the same batch
             final = finals[0]
             outsider = next(lab for lab in ACC if lab not in json.loads(final["labelers"]))
+            (req,) = held
             context = {
                 "good": posted[0],
+                "held": LabelEntry(req.frame_id, req.labeler_id, req.request_id, 1).to_fields(),
                 "late_for_final": {"frame_id": final["frame_id"], "labeler": outsider,
                                    "label": "1"},
             }  # fmt: skip
@@ -250,7 +268,7 @@ def _run(
                 injected[case] = make(context)
                 ids.append(_s(raw.xadd(keys.labels, injected[case])))  # type: ignore[arg-type]
             phase = 1
-        idle = not posted and not report.labels_read
+        idle = not posted and not held and not report.labels_read
         if idle and r.zcard(keys.open_frames) == 0 and (phase or not inject):
             return injected, ids
     raise AssertionError("the aggregator did not finish")
@@ -308,8 +326,8 @@ def test_label_bytes_that_are_not_utf8_are_dead_lettered(
     capture = Capture()
     agg = make_aggregator(raw, keys, capture, tau=0.999999)
     agg.step(block_ms=1)
-    ((labeler, _, rid),) = capture.all
-    good: dict[Any, Any] = {"frame_id": fid, "labeler": labeler, "label": "1", "request_id": rid}
+    (req,) = capture.all
+    good: dict[Any, Any] = LabelEntry(fid, req.labeler_id, req.request_id, 1).to_fields()
     before = r.lrange(keys.frame_labels(fid), 0, -1), r.hgetall(keys.frame_requests(fid))
     raw.xadd(keys.labels, {**good, **fields})
     agg.step(block_ms=1)

@@ -28,8 +28,9 @@ from gtx_stream.pipeline.ingest.sources import (
     parse_source,
     read_truth_csv,
 )
+from gtx_stream.store import frame_scripts
 from gtx_stream.store.keys import Keys
-from gtx_stream.store.scripts import load_script
+from gtx_stream.store.scripts import ScriptRunner
 
 log = logging.getLogger(__name__)
 
@@ -115,33 +116,28 @@ def open_frame(
     max_open_frames: int,
     fields: dict[str, str] | None = None,
     opened_at: float | None = None,
+    reserve_per_frame: int = 1,
 ) -> str:
-    """Run ``open_frame.lua`` once: "opened", "duplicate", "budget" or "full"."""
-    frame_id = f"{source_id}-{frame_index}"
-    extra = [x for pair in (fields or {}).items() for x in pair]
-    code = load_script(client, "open_frame")(
-        keys=[
-            keys.frame(frame_id),
-            keys.image(frame_id),
-            keys.open_frames,
-            keys.source(source_id),
-            keys.budget,
-            keys.stats,
-            keys.opened,
-        ],
-        args=[
-            frame_id,
-            frame_index,
-            source,
-            source_id,
-            repr(time.time() if opened_at is None else opened_at),
-            ttl,
-            max_open_frames,
-            jpeg,
-            *extra,
-        ],
+    """Run ``open_frame.lua`` once: "opened", "duplicate", "budget" or "full".
+
+    "full" also while the budget left could not give every open frame ``reserve_per_frame``
+    more labels (the ingester passes kappa): the end of the budget finishes open frames.
+    """
+    return ScriptRunner(client).run_one(
+        frame_scripts.open_frame(
+            keys,
+            frame_id=f"{source_id}-{frame_index}",
+            frame_index=frame_index,
+            source=source,
+            source_id=source_id,
+            opened_at=time.time() if opened_at is None else opened_at,
+            ttl=ttl,
+            max_open_frames=max_open_frames,
+            reserve_per_frame=reserve_per_frame,
+            jpeg=jpeg,
+            fields=fields,
+        )
     )
-    return code.decode() if isinstance(code, bytes) else str(code)
 
 
 def _high_water_mark(client: redis.Redis, keys: Keys, source_id: str) -> int:
@@ -340,6 +336,7 @@ def _open_with_backpressure(
                 ttl=settings.ingest.frame_ttl,
                 max_open_frames=settings.aggregator.max_open_frames,
                 fields=fields,
+                reserve_per_frame=settings.aggregator.kappa,
             )
         except (redis.ConnectionError, redis.TimeoutError) as err:
             # Redis restarting: keep this frame and try again, for up to redis_outage_seconds

@@ -1,70 +1,143 @@
--- Apply a batch of labels, each to its frame exactly once, in order; then return the state
--- of every frame a label was applied to (so the caller decides without reading again).
+-- Apply a batch of labels-stream entries, each to its frame exactly once, in order; then
+-- return the state of every frame an entry was applied to (so the caller decides without
+-- reading again). An entry is a label or a failure report of one request, and is applied
+-- only when its request id matches the labeler's outstanding or late request on the frame.
 -- KEYS[1] = labelers hash  (<prefix>:labelers)
 -- KEYS[2] = leases zset    (<prefix>:leases)
 -- KEYS[3] = load hash      (<prefix>:load)
 -- KEYS[4] = stats hash     (<prefix>:stats)
--- then for label i (i = 1..n), three keys of its frame:
--- KEYS[4 + 3i - 2] = frame hash          (<prefix>:{f:<id>}:frame)
--- KEYS[4 + 3i - 1] = frame labels list   (<prefix>:{f:<id>}:labels)
--- KEYS[4 + 3i]     = frame requests hash (<prefix>:{f:<id>}:requests)
--- ARGV, four per label i:
--- ARGV[4i - 3] = labeler id
--- ARGV[4i - 2] = label, "0" or "1" (validated by the caller)
--- ARGV[4i - 1] = labels-stream entry id of this label
--- ARGV[4i]     = lease member "<frame_id>|<labeler id>"
+-- KEYS[5] = budget hash    (<prefix>:budget)
+-- KEYS[6] = failures hash  (<prefix>:failures; labeler -> failed requests in a row)
+-- KEYS[7] = backoff hash   (<prefix>:backoff; labeler -> unix seconds it is backed off until)
+-- then for entry i (i = 1..n), three keys of its frame:
+-- KEYS[7 + 3i - 2] = frame hash          (<prefix>:{f:<id>}:frame)
+-- KEYS[7 + 3i - 1] = frame labels list   (<prefix>:{f:<id>}:labels)
+-- KEYS[7 + 3i]     = frame requests hash (<prefix>:{f:<id>}:requests)
+-- ARGV[1] = now (unix seconds)
+-- ARGV[2] = failures in a row after which a labeler is backed off
+-- ARGV[3] = first backoff (seconds); each further failure doubles it
+-- ARGV[4] = longest backoff (seconds)
+-- then five per entry i (j = 4 + 5(i - 1)):
+-- ARGV[j + 1] = labeler id
+-- ARGV[j + 2] = label, "0" or "1", or "failed" for a failure report (validated by the caller)
+-- ARGV[j + 3] = labels-stream entry id
+-- ARGV[j + 4] = lease member "<frame_id>|<labeler id>"
+-- ARGV[j + 5] = request id the entry answers ("" when it names none)
+-- Request states (core.records.RequestState): out:<rid> or late:<rid> become done:<entry id>
+-- (a label) or failed:<rid> (a failure: lease and load released, its label of budget given
+-- back, the labeler's failures in a row counted and, from ARGV[2] on, a backoff set; a good
+-- label clears both).
 -- Returns {statuses, views}: statuses[i] is one of
---   applied, redelivered (this very entry was applied before), duplicate (another label of
---   this labeler on this frame was applied before), unknown_frame, unknown_labeler,
---   finalised, unsolicited (this labeler was never asked about this frame);
--- views is a flat list of {label index, frame hash as flat list, labels list, requests as flat
--- list} for the last label of each frame that was applied or redelivered.
+--   applied, failed (a failure report applied), redelivered (this very entry, or this
+--   request's failure, was applied before), duplicate (another label of this labeler on this
+--   frame was applied before), unknown_frame, unknown_labeler, finalised, unsolicited (this
+--   labeler was never asked about this frame), mismatch (the request id is not the
+--   labeler's request), after_failure (a label for a request reported failed);
+-- views is a flat list of {entry index, frame hash as flat list, labels list, requests as
+-- flat list} for the last entry of each frame that was applied, failed or redelivered.
 local statuses = {}
 local last_for_frame = {}
-local n = #ARGV / 4
+local now, after, first, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
+local n = (#ARGV - 4) / 5
+
+local function release(labeler, member, kind)
+  if kind == 'out' then
+    local load = tonumber(redis.call('HGET', KEYS[3], labeler) or '0')
+    if load > 0 then redis.call('HINCRBY', KEYS[3], labeler, -1) end
+  end
+  redis.call('ZREM', KEYS[2], member)
+end
+
+local function apply_failure(rkey, labeler, member, kind, rid)
+  release(labeler, member, kind)
+  redis.call('HSET', rkey, labeler, 'failed:' .. rid)
+  -- the budget counts labels obtained or outstanding, never failures
+  if tonumber(redis.call('HGET', KEYS[5], 'spent') or '0') > 0 then
+    redis.call('HINCRBY', KEYS[5], 'spent', -1)
+  end
+  redis.call('HINCRBY', KEYS[4], 'requests_failed', 1)
+  redis.call('HINCRBY', KEYS[4], 'failed:' .. labeler, 1)
+  local streak = redis.call('HINCRBY', KEYS[6], labeler, 1)
+  if streak >= after then
+    local wait = math.min(longest, first * 2 ^ (streak - after))
+    redis.call('HSET', KEYS[7], labeler, string.format('%.3f', now + wait))
+  end
+end
+
+local function apply_label(fkey, lkey, rkey, labeler, label, entry, member, kind)
+  release(labeler, member, kind)
+  -- the requests hash got the frame's TTL when the request was made (ask.lua); the labels
+  -- list gets it with its first label
+  redis.call('HSET', rkey, labeler, 'done:' .. entry)
+  if redis.call('RPUSH', lkey, cjson.encode({labeler, tonumber(label)})) == 1 then
+    local ttl = redis.call('TTL', fkey)
+    if ttl > 0 then redis.call('EXPIRE', lkey, ttl) end
+  end
+  redis.call('HINCRBY', fkey, 'n_labels', 1)
+  redis.call('HINCRBY', KEYS[4], 'labels_applied', 1)
+  redis.call('HINCRBY', KEYS[4], 'labels:' .. labeler, 1)
+  redis.call('HDEL', KEYS[6], labeler)
+  redis.call('HDEL', KEYS[7], labeler)
+end
+
 for i = 1, n do
-  local fkey, lkey, rkey = KEYS[4 + 3 * i - 2], KEYS[4 + 3 * i - 1], KEYS[4 + 3 * i]
-  local labeler, label = ARGV[4 * i - 3], ARGV[4 * i - 2]
-  local entry, member = ARGV[4 * i - 1], ARGV[4 * i]
-  local status
+  local fkey, lkey, rkey = KEYS[7 + 3 * i - 2], KEYS[7 + 3 * i - 1], KEYS[7 + 3 * i]
+  local j = 4 + 5 * (i - 1)
+  local labeler, label, entry = ARGV[j + 1], ARGV[j + 2], ARGV[j + 3]
+  local member, rid = ARGV[j + 4], ARGV[j + 5]
+  local failure = label == 'failed'
   local req = redis.call('HGET', rkey, labeler)
-  local state = redis.call('HGET', fkey, 'state')
-  if req and string.sub(req, 1, 5) == 'done:' then
-    if string.sub(req, 6) == entry then status = 'redelivered' else status = 'duplicate' end
-  elseif not state then
-    status = 'unknown_frame'
-  elseif redis.call('HEXISTS', KEYS[1], labeler) == 0 then
-    status = 'unknown_labeler'
-  elseif state ~= 'open' then
-    status = 'finalised'
-  elseif not req then
-    status = 'unsolicited'
+  local kind, ref = nil, nil
+  if req then
+    local colon = string.find(req, ':', 1, true)
+    if colon then
+      kind, ref = string.sub(req, 1, colon - 1), string.sub(req, colon + 1)
+    else
+      kind, ref = req, ''
+    end
+  end
+  -- an empty request id never matches (nor does a request stored without one)
+  local matches = rid ~= '' and ref == rid
+  local status
+  if kind == 'done' then
+    if ref == entry then status = 'redelivered' else status = 'duplicate' end
+  elseif kind == 'failed' and failure and matches then
+    status = 'redelivered'
   else
-    if req == 'out' then
-      local load = tonumber(redis.call('HGET', KEYS[3], labeler) or '0')
-      if load > 0 then redis.call('HINCRBY', KEYS[3], labeler, -1) end
+    local state = redis.call('HGET', fkey, 'state')
+    local pending = (kind == 'out' or kind == 'late') and matches
+    if not state then
+      status = 'unknown_frame'
+    elseif redis.call('HEXISTS', KEYS[1], labeler) == 0 then
+      status = 'unknown_labeler'
+    elseif failure and pending then
+      -- settled whether or not the frame is still open: the budget is given back either way
+      apply_failure(rkey, labeler, member, kind, rid)
+      status = 'failed'
+    elseif state ~= 'open' then
+      status = 'finalised'
+    elseif not req then
+      status = 'unsolicited'
+    elseif pending then
+      apply_label(fkey, lkey, rkey, labeler, label, entry, member, kind)
+      status = 'applied'
+    elseif kind == 'failed' and matches then
+      status = 'after_failure'
+    else
+      status = 'mismatch'
     end
-    redis.call('ZREM', KEYS[2], member)
-    -- the requests hash got the frame's TTL when the request was made (ask.lua); the
-    -- labels list gets it with its first label
-    redis.call('HSET', rkey, labeler, 'done:' .. entry)
-    if redis.call('RPUSH', lkey, cjson.encode({labeler, tonumber(label)})) == 1 then
-      local ttl = redis.call('TTL', fkey)
-      if ttl > 0 then redis.call('EXPIRE', lkey, ttl) end
-    end
-    redis.call('HINCRBY', fkey, 'n_labels', 1)
-    redis.call('HINCRBY', KEYS[4], 'labels_applied', 1)
-    redis.call('HINCRBY', KEYS[4], 'labels:' .. labeler, 1)
-    status = 'applied'
   end
   statuses[i] = status
-  if status == 'applied' or status == 'redelivered' then last_for_frame[fkey] = i end
+  if status == 'applied' or status == 'failed' or status == 'redelivered' then
+    last_for_frame[fkey] = i
+  end
 end
 local views = {}
 for fkey, i in pairs(last_for_frame) do
   table.insert(views, i)
   table.insert(views, redis.call('HGETALL', fkey))
-  table.insert(views, redis.call('LRANGE', KEYS[4 + 3 * i - 1], 0, -1))
-  table.insert(views, redis.call('HGETALL', KEYS[4 + 3 * i]))
+  table.insert(views, redis.call('LRANGE', KEYS[7 + 3 * i - 1], 0, -1))
+  table.insert(views, redis.call('HGETALL', KEYS[7 + 3 * i]))
 end
 return {statuses, views}

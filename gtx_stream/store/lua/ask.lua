@@ -10,6 +10,8 @@
 -- ARGV[3] = max outstanding requests per frame
 -- ARGV[4] = lease deadline (unix seconds)
 -- ARGV[5] = lease member "<frame_id>|<labeler id>"
+-- ARGV[6] = request id (unguessable; the label must bring it back to be applied)
+-- The request is stored as "out:<request id>" (core.records.RequestState).
 -- Returns ok, or why not: not_open, stale, asked, inflight, budget.
 local labeler = ARGV[1]
 if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 'not_open' end
@@ -19,14 +21,14 @@ end
 if redis.call('HEXISTS', KEYS[2], labeler) == 1 then return 'asked' end
 local out = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
-  if v == 'out' then out = out + 1 end
+  if string.sub(v, 1, 4) == 'out:' then out = out + 1 end
 end
 if out >= tonumber(ARGV[3]) then return 'inflight' end
 local limit = redis.call('HGET', KEYS[3], 'limit')
 local spent = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
 if limit and spent >= tonumber(limit) then return 'budget' end
 redis.call('HINCRBY', KEYS[3], 'spent', 1)
-redis.call('HSET', KEYS[2], labeler, 'out')
+redis.call('HSET', KEYS[2], labeler, 'out:' .. ARGV[6])
 local ttl = redis.call('TTL', KEYS[1])
 if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])

@@ -5,11 +5,12 @@
 -- KEYS[3] = dead stream (<prefix>:dead)
 -- KEYS[4] = stats hash  (<prefix>:stats)
 -- ARGV[1] = frame id
--- ARGV[2] = reason
+-- ARGV[2..] = field, value pairs of the dead letter (core.records.DeadLetter.to_fields)
 -- Returns 1 when dropped, 0 when the frame still exists or was dropped already.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[3], '*', 'kind', 'frame', 'reason', ARGV[2],
-           'payload', cjson.encode({frame_id = ARGV[1]}))
+local letter = {}
+for i = 2, #ARGV do letter[#letter + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], '*', unpack(letter))
 redis.call('HINCRBY', KEYS[4], 'dead', 1)
 return 1

@@ -14,11 +14,14 @@
 -- ARGV[6] = frame TTL (seconds)
 -- ARGV[7] = max open frames
 -- ARGV[8] = JPEG bytes
--- ARGV[9..] = extra frame fields as name, value pairs (truth, task, eligible)
+-- ARGV[9] = labels of budget kept for each open frame (kappa: what one frame may still need)
+-- ARGV[10..] = extra frame fields as name, value pairs (truth, task, eligible)
 -- Returns "opened"; or, with nothing written:
 --   "duplicate": frame_index <= the source's high-water mark, or the frame exists already
 --   "budget":    the label budget is spent (the ingester stops)
---   "full":      max open frames are open (the ingester waits and tries again)
+--   "full":      max open frames are open, or the budget left could not give every open
+--                frame, this one included, ARGV[9] more labels: the end of the budget goes
+--                to finishing the open frames (the ingester waits and tries again)
 
 local index = tonumber(ARGV[2])
 local last = redis.call('HGET', KEYS[4], 'last_index')
@@ -26,12 +29,20 @@ if (last and tonumber(last) >= index) or redis.call('EXISTS', KEYS[1]) == 1 then
     return 'duplicate'
 end
 
+local n_open = redis.call('ZCARD', KEYS[3])
 local budget = redis.call('HMGET', KEYS[5], 'limit', 'spent')
-if budget[1] and tonumber(budget[2] or '0') >= tonumber(budget[1]) then
-    return 'budget'
+if budget[1] then
+    local left = tonumber(budget[1]) - tonumber(budget[2] or '0')
+    if left <= 0 then
+        return 'budget'
+    end
+    -- with nothing open, a frame is opened on whatever is left
+    if n_open > 0 and left < (n_open + 1) * tonumber(ARGV[9]) then
+        return 'full'
+    end
 end
 
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+if n_open >= tonumber(ARGV[7]) then
     return 'full'
 end
 
@@ -44,7 +55,7 @@ local fields = {
     'opened_at', ARGV[5],
     'n_labels', '0',
 }
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
 end

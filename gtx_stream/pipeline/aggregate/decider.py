@@ -1,0 +1,86 @@
+"""The decision about each open frame: finalise it (and with what record) or ask for more.
+
+Posteriors come from :func:`gtx_stream.core.models.posterior_of`, the rule from
+:func:`gtx_stream.core.decision.decide`: the same code the simulator runs (invariant 6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gtx_stream.config import AggregatorSettings
+from gtx_stream.core.decision import Decision, decide
+from gtx_stream.core.models import UNKNOWN_LABELER, LabelerParams, posterior_of
+from gtx_stream.core.records import FinalRecord
+from gtx_stream.pipeline.dispatch import Slot
+from gtx_stream.store.frames import FrameState
+
+
+@dataclass
+class Decisions:
+    finals: list[FinalRecord] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
+    """Frames to ask one more labeler about (``room``: how many requests may go out now)."""
+
+
+class Decider:
+    def __init__(self, settings: AggregatorSettings) -> None:
+        self.s = settings
+
+    def decide(
+        self,
+        frames: Sequence[FrameState],
+        params: Mapping[str, LabelerParams],
+        budget_left: int | None,
+    ) -> Decisions:
+        out = Decisions()
+        if not frames:
+            return out
+        s = self.s
+        used = [[params.get(lab, UNKNOWN_LABELER) for lab, _ in f.labels] for f in frames]
+        rows = [
+            [(label, p) for (_, label), p in zip(f.labels, ps, strict=True)]
+            for f, ps in zip(frames, used, strict=True)
+        ]
+        post = posterior_of(s.method, rows, s.prior)
+        allowed = [f.allowed(params) for f in frames]
+        eligible = np.array([len(f.not_asked(a)) for f, a in zip(frames, allowed, strict=True)])
+        outstanding = np.array([f.outstanding for f in frames])
+        n_labels = np.array([f.n_labels for f in frames])
+        # Labels still on their way count as possible: wait for them, do not finalise early
+        # as exhausted or out of budget.
+        left = np.inf if budget_left is None else budget_left
+        codes = decide(
+            s.method, post.confidence, n_labels, s.tau, s.kappa,
+            eligible_left=eligible + outstanding, budget_left=left + outstanding,
+        )  # fmt: skip
+        now = time.time()
+        for i, f in enumerate(frames):
+            d = Decision(int(codes[i]))
+            if d is Decision.ASK:
+                room = min(s.max_inflight - f.outstanding, s.kappa - f.n_labels - f.outstanding)
+                if room > 0 and eligible[i]:
+                    out.slots.append(Slot(f, allowed[i], room))
+                continue
+            out.finals.append(
+                FinalRecord(
+                    frame_id=f.frame_id,
+                    label=int(post.label[i]),
+                    p1=float(post.p1[i]),
+                    confidence=float(post.confidence[i]),
+                    reason=d.reason,
+                    method=str(s.method),
+                    labelers=[lab for lab, _ in f.labels],
+                    labels=[label for _, label in f.labels],
+                    accuracies=[p.weight() for p in used[i]],
+                    finalised_at=now,
+                    source=f.source,
+                    frame_index=f.frame_index,
+                    opened_at=f.opened_at,
+                )
+            )
+        return out

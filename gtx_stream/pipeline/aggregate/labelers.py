@@ -1,0 +1,50 @@
+"""What the aggregator knows of the labelers: parameters, who is live, who is backed off."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from gtx_stream.core.models import LabelerParams, OneCoin
+from gtx_stream.core.records import text
+from gtx_stream.pipeline.dispatch import LabelerPool
+from gtx_stream.store.keys import Keys
+from gtx_stream.store.params import get_labelers
+
+
+class LabelerBook:
+    """Registered labelers' parameters (re-read at most once a second) and the pool that
+    requests may go to now."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, live_seconds: float) -> None:
+        self.r = client
+        self.keys = keys
+        self.live_seconds = live_seconds
+        self._params: dict[str, LabelerParams] = {}
+        self._params_at = -float("inf")
+
+    def params(self, max_age: float = 1.0) -> dict[str, LabelerParams]:
+        """labeler id -> the parameters equation (3) weighs its labels with."""
+        if time.monotonic() - self._params_at > max_age:
+            self._params = {
+                lid: OneCoin(rec.accuracy) for lid, rec in get_labelers(self.r, self.keys).items()
+            }
+            self._params_at = time.monotonic()
+        return self._params
+
+    def pool(self, with_load: bool) -> LabelerPool:
+        """Live labelers not backed off (and, ``with_load``, everyone's outstanding requests),
+        in one round trip."""
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.live, now - self.live_seconds, "+inf")
+        pipe.hgetall(self.keys.backoff)
+        if with_load:
+            pipe.hgetall(self.keys.load)
+        live, backoff, *load = pipe.execute()
+        backed_off = {text(k) for k, until in backoff.items() if float(until) > now}
+        pool = LabelerPool(available={text(x) for x in live} - backed_off)
+        if load:
+            pool.load = {text(k): int(v) for k, v in load[0].items()}
+        return pool

@@ -1,0 +1,71 @@
+"""Requests out: pick labelers with the dispatcher, record each request (``ask.lua``) under a
+fresh unguessable id, and enqueue the granted ones as RQ jobs."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from gtx_stream.core.records import LabelRequest
+from gtx_stream.pipeline.aggregate.labelers import LabelerBook
+from gtx_stream.pipeline.dispatch import Dispatcher, Slot, plan
+from gtx_stream.store import frame_scripts as scripts
+from gtx_stream.store.keys import Keys
+from gtx_stream.store.scripts import ScriptRunner
+
+Enqueue = Callable[[redis.Redis, Keys, Sequence[LabelRequest], float], None]
+"""Sends granted requests to the labelers (RQ jobs; tests capture them instead)."""
+
+
+def new_request_id() -> str:
+    """An id nobody can guess: a label is applied only if it brings back its request's id."""
+    return secrets.token_urlsafe(16)
+
+
+class Requester:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        runner: ScriptRunner,
+        book: LabelerBook,
+        dispatcher: Dispatcher,
+        enqueue: Enqueue,
+        max_inflight: int,
+        lease_seconds: float,
+    ) -> None:
+        self.r = client
+        self.keys = keys
+        self.runner = runner
+        self.book = book
+        self.dispatcher = dispatcher
+        self.enqueue = enqueue
+        self.max_inflight = max_inflight
+        self.lease_seconds = lease_seconds
+
+    def ask(self, slots: Sequence[Slot]) -> int:
+        """Ask one more labeler (up to each slot's room) about each frame; how many were."""
+        if not slots:
+            return 0
+        pool = self.book.pool(with_load=self.dispatcher.needs_load)
+        picks = plan(self.dispatcher, slots, pool)
+        if not picks:
+            return 0  # eligible labelers exist but none is running (or all are backed off)
+        n_labels = {slot.frame.frame_id: slot.frame.n_labels for slot in slots}
+        deadline = time.time() + self.lease_seconds
+        requests = [
+            LabelRequest(lab, fid, new_request_id(), self.keys.prefix) for fid, lab in picks
+        ]
+        results = self.runner.run([
+            scripts.ask(self.keys, frame_id=req.frame_id, labeler=req.labeler_id,
+                        request_id=req.request_id, n_labels=n_labels[req.frame_id],
+                        max_inflight=self.max_inflight, deadline=deadline)
+            for req in requests
+        ])  # fmt: skip
+        granted = [req for req, res in zip(requests, results, strict=True) if res == "ok"]
+        if granted:
+            self.enqueue(self.r, self.keys, granted, self.lease_seconds)
+        return len(granted)

@@ -1,0 +1,188 @@
+"""One typed wrapper per Lua script: it alone knows the script's KEYS and ARGV and its reply.
+
+Each function returns a :class:`~gtx_stream.store.scripts.ScriptCall`; a
+:class:`~gtx_stream.store.scripts.ScriptRunner` sends any number of them in one round trip::
+
+    runner.run([ask(keys, fid, labeler, rid, ...) for ...])  # -> list of AskResult
+
+The contract of each script (its KEYS, ARGV and return values) opens its ``.lua`` file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from gtx_stream.core.records import DeadLetter, FinalRecord, LabelEntry, text
+from gtx_stream.store.frames import FrameState
+from gtx_stream.store.keys import Keys, lease_member
+from gtx_stream.store.scripts import ScriptCall
+
+OpenResult = Literal["opened", "duplicate", "budget", "full"]
+AskResult = Literal["ok", "not_open", "stale", "asked", "inflight", "budget"]
+ApplyStatus = Literal[
+    "applied", "failed", "redelivered", "duplicate", "unknown_frame", "unknown_labeler",
+    "finalised", "unsolicited", "mismatch", "after_failure",
+]  # fmt: skip
+
+
+def _str(reply: Any) -> Any:
+    return text(reply)
+
+
+# --- open_frame.lua (ingester) -------------------------------------------------------------
+
+
+def open_frame(
+    keys: Keys,
+    *,
+    frame_id: str,
+    frame_index: int,
+    source: str,
+    source_id: str,
+    opened_at: float,
+    ttl: int,
+    max_open_frames: int,
+    reserve_per_frame: int,
+    jpeg: bytes,
+    fields: Mapping[str, str] | None = None,
+) -> ScriptCall[OpenResult]:
+    """Open one frame; ``reserve_per_frame`` labels of budget are kept for each open frame."""
+    extra = [x for pair in (fields or {}).items() for x in pair]
+    return ScriptCall(
+        "open_frame",
+        (keys.frame(frame_id), keys.image(frame_id), keys.open_frames, keys.source(source_id),
+         keys.budget, keys.stats, keys.opened),
+        (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
+         reserve_per_frame, *extra),
+        _str,
+    )  # fmt: skip
+
+
+# --- apply_labels.lua ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """When a labeler that keeps failing is backed off, and for how long."""
+
+    after_failures: int = 3
+    first_seconds: float = 1.0
+    max_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply_labels.lua`` did with each entry, and the frames it touched afterwards."""
+
+    statuses: list[ApplyStatus]
+    frames: dict[str, FrameState | None]
+    """The state of each frame an entry was applied to (None: its hash is gone)."""
+
+
+def apply_labels(
+    keys: Keys,
+    entries: Sequence[tuple[str, LabelEntry]],
+    backoff: BackoffPolicy,
+    now: float,
+) -> ScriptCall[Applied]:
+    """Apply ``(labels-stream entry id, entry)`` pairs, in order, in one script call."""
+    call_keys: list[str] = [keys.labelers, keys.leases, keys.load, keys.stats, keys.budget,
+                            keys.failures, keys.backoff]  # fmt: skip
+    args: list[Any] = [repr(now), backoff.after_failures, repr(backoff.first_seconds),
+                       repr(backoff.max_seconds)]  # fmt: skip
+    frame_ids: list[str] = []
+    for entry_id, entry in entries:
+        fid = entry.frame_id
+        call_keys += [keys.frame(fid), keys.frame_labels(fid), keys.frame_requests(fid)]
+        label = "failed" if entry.label is None else str(entry.label)
+        args += [entry.labeler, label, entry_id, lease_member(fid, entry.labeler),
+                 entry.request_id]  # fmt: skip
+        frame_ids.append(fid)
+
+    def decode(reply: Any) -> Applied:
+        statuses, views = reply
+        frames: dict[str, FrameState | None] = {}
+        for j in range(0, len(views), 4):
+            fid = frame_ids[int(views[j]) - 1]
+            frames[fid] = FrameState.decode(fid, views[j + 1], views[j + 2], views[j + 3])
+        return Applied([cast(ApplyStatus, text(s)) for s in statuses], frames)
+
+    return ScriptCall("apply_labels", tuple(call_keys), tuple(args), decode)
+
+
+# --- ask.lua -------------------------------------------------------------------------------
+
+
+def ask(
+    keys: Keys,
+    *,
+    frame_id: str,
+    labeler: str,
+    request_id: str,
+    n_labels: int,
+    max_inflight: int,
+    deadline: float,
+) -> ScriptCall[AskResult]:
+    """Record one request (``out:<request_id>``) and take one label of budget for it."""
+    return ScriptCall(
+        "ask",
+        (keys.frame(frame_id), keys.frame_requests(frame_id), keys.budget, keys.leases,
+         keys.load, keys.stats),
+        (labeler, n_labels, max_inflight, repr(deadline), lease_member(frame_id, labeler),
+         request_id),
+        _str,
+    )  # fmt: skip
+
+
+# --- expire_request.lua --------------------------------------------------------------------
+
+
+def expire_request(keys: Keys, *, frame_id: str, labeler: str) -> ScriptCall[bool]:
+    """Turn an outstanding request whose lease ran out into a late one; True if it was."""
+    return ScriptCall(
+        "expire_request",
+        (keys.frame_requests(frame_id), keys.leases, keys.load, keys.stats),
+        (labeler, lease_member(frame_id, labeler)),
+        lambda reply: text(reply) == "expired",
+    )
+
+
+# --- finalise.lua --------------------------------------------------------------------------
+
+
+def finalise(keys: Keys, record: FinalRecord) -> ScriptCall[str | None]:
+    """Publish ``record`` once, if its frame is open with ``record.n_labels`` labels.
+
+    Returns the final-stream entry id, or None when the frame was not open any more or got
+    another label meanwhile (``not_open``, ``stale``).
+    """
+    fid = record.frame_id
+    flat = [x for pair in record.to_fields().items() for x in pair]
+
+    def decode(reply: Any) -> str | None:
+        answer = text(reply)
+        return None if answer in ("not_open", "stale") else answer
+
+    return ScriptCall(
+        "finalise",
+        (keys.frame(fid), keys.image(fid), keys.open_frames, keys.final, keys.stats),
+        (fid, record.n_labels, *flat),
+        decode,
+    )
+
+
+# --- drop_frame.lua ------------------------------------------------------------------------
+
+
+def drop_frame(keys: Keys, frame_id: str, reason: str) -> ScriptCall[bool]:
+    """Take a frame whose state expired out of the open set, once, with a dead letter."""
+    letter = DeadLetter.of("frame", reason, {"frame_id": frame_id})
+    flat = [x for pair in letter.to_fields().items() for x in pair]
+    return ScriptCall(
+        "drop_frame",
+        (keys.frame(frame_id), keys.open_frames, keys.dead, keys.stats),
+        (frame_id, *flat),
+        lambda reply: int(reply) == 1,
+    )
