@@ -21,6 +21,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import import_attribute
 
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.core.draws import simulated_label
@@ -106,6 +107,12 @@ def test_job_payload_is_json(redis_url: str, r: redis.Redis, keys: Keys) -> None
     assert result_ttl == "0"
     assert failure_ttl is not None and int(failure_ttl) > 0
     assert origin == keys.queue("alice")
+
+
+def test_label_frame_constant_names_the_job_function() -> None:
+    # the enqueue side (requests.py, the aggregator's) and the worker (job.LabelJob) share it
+    assert import_attribute(LABEL_FRAME) is job_module.label_frame
+    assert job_module.label_frame.__module__ + ".label_frame" == LABEL_FRAME
 
 
 def test_job_ids_are_valid_for_rq_and_distinct() -> None:
