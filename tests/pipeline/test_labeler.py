@@ -441,9 +441,10 @@ def test_a_failed_request_is_reported_at_once(
     garbage answer is a failed entry on the labels stream, for that request, and the RQ job
     fails too; the worker goes on with the next request."""
     extra, message = FAILURES[labeler]
-    monkeypatch.setenv(SLEEP_VARIABLE, "3")  # longer than the 1-s lease of these requests
+    monkeypatch.setenv(SLEEP_VARIABLE, "20")  # far longer than the 1-s lease of these requests
     put_frame(r, keys, "cam-1")
     put_frame(r, keys, "cam-2")
+    asked = time.time()
     failing = enqueue_request(r, keys, labeler, "cam-1", "r-bad", lease_seconds=1)
     enqueue_request(r, keys, "alice", "cam-2", "r-good", lease_seconds=1)
     lab = {"id": labeler, "backend": "python", **extra}
@@ -454,6 +455,8 @@ def test_a_failed_request_is_reported_at_once(
     bad = entries["r-bad"]
     assert (bad.frame_id, bad.labeler, bad.failed) == ("cam-1", labeler, True)
     assert f"labeler {labeler}, frame cam-1: " in bad.reason and message in bad.reason, bad.reason
+    # at once: RQ's job timeout too interrupts the call in hand, not only once it returns
+    assert bad.labeled_at - asked < 10
     assert entries["r-good"].label == simulated_label(5, "cam-2", "alice", 1, 0.7)
     failed = FailedJobRegistry(keys.queue(labeler), connection=r, serializer=JSONSerializer)
     assert failed.get_job_ids() == [failing.id]
