@@ -24,8 +24,15 @@ from rq.serializers import JSONSerializer
 from gtx_stream.core.records import LabelRequest
 from gtx_stream.store.keys import Keys
 
-__all__ = ["FAILURE_TTL", "LABEL_FRAME", "LabelRequest", "enqueue_request", "enqueue_requests",
-           "job_id"]  # fmt: skip
+__all__ = [
+    "FAILURE_TTL",
+    "LABEL_FRAME",
+    "LabelRequest",  # re-exported: the record the enqueue side takes
+    "enqueue_request",
+    "enqueue_requests",
+    "job_id",
+    "job_timeout",
+]
 
 LABEL_FRAME = "gtx_stream.pipeline.label.job.label_frame"
 """The only function a labeler worker runs (a test checks it names :func:`job.label_frame`)."""
