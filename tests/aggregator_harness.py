@@ -65,11 +65,17 @@ def answer(
     capture: Capture,
     accuracies: dict[str, float],
     seed: int = 0,
+    failing: frozenset[str] = frozenset(),
 ) -> int:
-    """Post a simulated label for every captured request, as labeler workers would."""
+    """Post a simulated label for every captured request, as labeler workers would (a
+    failure report for the requests of ``failing`` labelers)."""
     n = 0
     while capture.pending:
-        post_label(r, keys, capture.pending.pop(0), accuracies, seed)
+        req = capture.pending.pop(0)
+        if req.labeler_id in failing:
+            post_failure(r, keys, req)
+        else:
+            post_label(r, keys, req, accuracies, seed)
         n += 1
     return n
 
@@ -98,10 +104,11 @@ def run_until_idle(
     accuracies: dict[str, float],
     seed: int = 0,
     max_steps: int = 10_000,
+    failing: frozenset[str] = frozenset(),
 ) -> None:
     for _ in range(max_steps):
         report = agg.step(block_ms=1)
-        answered = answer(r, keys, capture, accuracies, seed)
+        answered = answer(r, keys, capture, accuracies, seed, failing)
         if not answered and not report.labels_read and r.zcard(keys.open_frames) == 0:
             return
     raise AssertionError("aggregator did not finish")

@@ -13,7 +13,7 @@ import redis
 from gtx_stream.core.decision import threshold_stop
 from gtx_stream.core.draws import labeler_order, simulated_label
 from gtx_stream.core.models import aggregate
-from gtx_stream.core.records import LabelEntry, RequestState
+from gtx_stream.core.records import LabelEntry, LabelRequest, RequestState
 from gtx_stream.pipeline.aggregate.aggregator import GROUP
 from gtx_stream.store.keys import Keys
 from tests.aggregator_harness import (
@@ -23,6 +23,8 @@ from tests.aggregator_harness import (
     final_records,
     make_aggregator,
     open_frame,
+    post_failure,
+    post_label,
     register,
     run_until_idle,
 )
@@ -307,3 +309,174 @@ def test_expired_frame_state_is_dead_lettered_once(r: redis.Redis, keys: Keys) -
     dead = dead_records(r, keys)
     assert len(dead) == 1 and dead[0]["kind"] == "frame"
     assert r.zcard(keys.open_frames) == 0
+
+
+# --- requests: bound to their id, failures reported at once (issue 7, 2.3 and 2.4) ----------
+
+
+def _one_request(cap: Capture) -> LabelRequest:
+    (req,) = cap.pending
+    cap.pending.clear()
+    return req
+
+
+def test_a_label_with_a_made_up_request_id_is_not_applied(r: redis.Redis, keys: Keys) -> None:
+    """In the name of the labeler asked, with a request id it was not given: dead-lettered as
+    a request mismatch; the real request's label is applied afterwards."""
+    register(r, keys, ACC)
+    fid = open_frame(r, keys, 0, 1)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, tau=0.999999)
+    agg.step(block_ms=1)
+    req = _one_request(cap)
+    forged = LabelEntry(fid, req.labeler_id, "made-up-request-id", 1).to_fields()
+    r.xadd(keys.labels, forged)  # type: ignore[arg-type]
+    agg.step(block_ms=1)
+    assert r.llen(keys.frame_labels(fid)) == 0
+    (letter,) = dead_records(r, keys)
+    assert letter["reason"].startswith("request mismatch")
+    assert RequestState.decode(r.hget(keys.frame_requests(fid), req.labeler_id)).outstanding
+    post_label(r, keys, req, ACC)
+    agg.step(block_ms=1)
+    assert r.llen(keys.frame_labels(fid)) == 1
+
+
+def test_each_request_has_its_own_unguessable_id(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, ACC)
+    _frames(r, keys, 20)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, max_inflight=3, tau=0.999999)
+    agg.step(block_ms=1)
+    ids = [req.request_id for req in cap.all]
+    assert len(ids) == 60 == len(set(ids))
+    assert all(len(rid) >= 22 and rid.isascii() for rid in ids)  # 16 random bytes, URL-safe
+    for req in cap.all:
+        stored = RequestState.decode(r.hget(keys.frame_requests(req.frame_id), req.labeler_id))
+        assert stored == RequestState("out", req.request_id)
+
+
+def test_a_failed_request_is_asked_of_another_labeler_at_once(r: redis.Redis, keys: Keys) -> None:
+    """A failure report re-decides its frame in the same step: another labeler is asked, the
+    failed one never again about this frame, and the label of budget is given back."""
+    register(r, keys, ACC)
+    fid = open_frame(r, keys, 0, 1)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, budget=10, tau=0.999999, lease_seconds=3600)
+    agg.step(block_ms=1)
+    first = _one_request(cap)
+    assert r.hget(keys.budget, "spent") == "1"
+    post_failure(r, keys, first, "backend error")
+    report = agg.step(block_ms=1)
+    assert (report.failed, report.asked, report.dead) == (1, 1, 0)
+    second = _one_request(cap)
+    assert second.frame_id == fid and second.labeler_id != first.labeler_id
+    assert r.hget(keys.budget, "spent") == "1"  # the failure was given back, the new one taken
+    assert RequestState.decode(r.hget(keys.frame_requests(fid), first.labeler_id)) == (
+        RequestState("failed", first.request_id)
+    )
+    # the rest of the labelers fail too: each is asked once, then the frame is exhausted
+    cap.pending.append(second)
+    run_until_idle(agg, r, keys, cap, ACC, failing=frozenset(ACC))
+    assert sorted(req.labeler_id for req in cap.all) == sorted(ACC)
+    (rec,) = final_records(r, keys)
+    assert (rec["reason"], rec["n_labels"]) == ("exhausted", "0")
+    assert r.hget(keys.budget, "spent") == "0"
+    assert r.hget(keys.stats, "leases_expired") is None  # nobody waited for a lease
+
+
+def test_a_redelivered_failure_is_applied_once(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, ACC)
+    fid = open_frame(r, keys, 0, 1)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, budget=10, tau=0.999999)
+    agg.step(block_ms=1)
+    failed = post_failure(r, keys, _one_request(cap))
+    agg.step(block_ms=1)
+    second = _one_request(cap)
+    # a consumer that read the failure but died before acknowledging: claimed, redelivered
+    r.xclaim(keys.labels, GROUP, "dead-consumer", 0, [failed], force=True)
+    agg2 = make_aggregator(r, keys, cap, consumer="a2", budget=10, tau=0.999999,
+                           claim_idle_seconds=0.001)  # fmt: skip
+    time.sleep(0.01)  # idle for longer than claim_idle_seconds
+    report = agg2.step(block_ms=1)
+    assert report.counts == {"redelivered": 1} and report.asked == 0
+    assert r.hget(keys.stats, "requests_failed") == "1" and r.hget(keys.budget, "spent") == "1"
+    assert cap.pending == [] and dead_records(r, keys) == []
+    assert RequestState.decode(r.hget(keys.frame_requests(fid), second.labeler_id)).outstanding
+
+
+def test_a_labeler_failing_in_a_row_is_backed_off_until_its_time_is_up(
+    r: redis.Redis, keys: Keys
+) -> None:
+    acc = {"flaky": 0.9, "good": 0.6}
+    register(r, keys, acc)
+    for i in range(12):
+        open_frame(r, keys, i, 1)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, tau=0.999999, kappa=1, backoff_after_failures=2,
+                          backoff_first_seconds=60, dispatch="least_loaded")  # fmt: skip
+    agg.step(block_ms=1)
+    flaky = [req for req in cap.pending if req.labeler_id == "flaky"]
+    assert len(flaky) == 6  # least loaded: half the frames each
+    cap.pending = [req for req in cap.pending if req.labeler_id == "good"]
+    post_failure(r, keys, flaky[0])
+    agg.step(block_ms=1)
+    assert r.hget(keys.backoff, "flaky") is None  # one failure is no reason yet
+    post_failure(r, keys, flaky[1])
+    agg.step(block_ms=1)  # two in a row: backed off; the two frames went to "good"
+    until = float(r.hget(keys.backoff, "flaky"))
+    assert 55 < until - time.time() <= 60
+    for _ in range(5):
+        answer(r, keys, cap, acc)
+        agg.step(block_ms=1)
+    assert all(req.labeler_id == "good" for req in cap.all[12:])
+    assert sum(req.labeler_id == "good" for req in cap.all) == 8
+    assert r.zcard(keys.open_frames) == 4  # the other four frames wait for flaky's labels
+
+    from gtx_stream.ops.status import pipeline_status
+
+    st = pipeline_status(r, keys)["labelers"]["flaky"]
+    assert (st["failures_in_a_row"], st["failed"]) == (2, 2) and 55 < st["backoff_s"] <= 60
+    # a frame only flaky may label waits while it is backed off ...
+    open_frame(r, keys, 12, 1, eligible=json.dumps(["flaky"]))
+    for _ in range(3):
+        time.sleep(0.06)  # past sweep_seconds: every open frame is decided again
+        agg.step(block_ms=1)
+    assert not [req for req in cap.pending if req.frame_id == "src-12"]
+    assert r.hexists(keys.frame("src-12"), "state") and r.zscore(keys.open_frames, "src-12")
+    # ... and is asked of it once its time is up
+    r.hset(keys.backoff, "flaky", repr(time.time() - 1))
+    time.sleep(0.06)
+    agg.step(block_ms=1)
+    (back,) = [req for req in cap.pending if req.frame_id == "src-12"]
+    assert back.labeler_id == "flaky"
+    answer(r, keys, cap, acc)
+    agg.step(block_ms=1)  # a good label clears its count and its backoff
+    assert r.hget(keys.failures, "flaky") is None and r.hget(keys.backoff, "flaky") is None
+
+
+def test_budget_counts_labels_obtained_or_outstanding_never_failures(
+    r: redis.Redis, keys: Keys
+) -> None:
+    """Six labelers of seven fail every request: labels bought = labels obtained + outstanding
+    at every step, and every frame is labeled by the seventh."""
+    acc = {f"bad{j}": 0.9 for j in range(6)} | {"good": 0.9}
+    register(r, keys, acc)
+    _frames(r, keys, 20)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, budget=60, tau=0.85, kappa=3, max_inflight=1,
+                          backoff_first_seconds=0.01, backoff_max_seconds=0.01)  # fmt: skip
+    failing = frozenset(lab for lab in acc if lab != "good")
+    for _ in range(2000):
+        agg.step(block_ms=1)
+        spent = int(r.hget(keys.budget, "spent") or 0)
+        applied = int(r.hget(keys.stats, "labels_applied") or 0)
+        assert spent == applied + len(cap.pending)  # pending: asked, not answered yet
+        if not cap.pending and r.zcard(keys.open_frames) == 0:
+            break
+        answer(r, keys, cap, acc, failing=failing)
+    records = final_records(r, keys)
+    assert len(records) == 20
+    assert all(json.loads(rec["labelers"]) == ["good"] for rec in records)
+    assert int(r.hget(keys.budget, "spent")) == 20
+    assert int(r.hget(keys.stats, "requests_failed")) > 20
