@@ -2,7 +2,8 @@
 
 Every frame of the video comes out once on ``gtx:final`` (the default prefix), and the finalised
 labels, confidences and label counts equal the offline threshold rule on the same seeded draws
-(invariant 6), frame by frame.
+(invariant 6), frame by frame. Every label came back with its request's id and was applied for
+that request (``done:<entry id>`` in the frame's requests hash).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import pytest
 
 from gtx_stream.core.decision import Stop, threshold_stop
 from gtx_stream.core.draws import labeler_order, simulated_label
+from gtx_stream.core.records import LabelEntry, RequestState, decode_fields
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from tests.pipeline_fixtures import (
     check_final_records,
     final_records,
     pipeline,
-    stream_entries,
 )
 
 N_FRAMES = 40
@@ -79,7 +80,9 @@ def test_video_through_the_pipeline_finalises_every_frame_once(
         r, keys = p.client, p.keys
         assert keys.final == "gtx:final"
         records = final_records(r, keys)
-        labels_stream = stream_entries(r, keys.labels)
+        labels_stream = [(entry_id, LabelEntry.from_fields(decode_fields(fields)))
+                         for entry_id, fields in r.xrange(keys.labels)]  # fmt: skip
+        requests = {f["frame_id"]: r.hgetall(keys.frame_requests(f["frame_id"])) for f in records}
         stats = cast(dict[str, str], r.hgetall(keys.stats))
         spent = int(r.hget(keys.budget, "spent") or 0)
         dead = r.xlen(keys.dead)
@@ -96,8 +99,12 @@ def test_video_through_the_pipeline_finalises_every_frame_once(
     # for each request (no lease ran out in this run)
     n_labels = sum(int(f["n_labels"]) for f in records)
     counted = sorted((f["frame_id"], lab) for f in records for lab in json.loads(f["labelers"]))
-    arrived = sorted((e["frame_id"], e["labeler"]) for e in labels_stream)
+    arrived = sorted((e.frame_id, e.labeler) for _, e in labels_stream)
     assert counted == arrived
+    assert not any(e.failed for _, e in labels_stream)
+    for entry_id, e in labels_stream:  # each applied for the request it answers
+        assert e.request_id
+        assert requests[e.frame_id][e.labeler] == RequestState("done", entry_id).encode()
     assert n_labels == spent == int(stats["labels_applied"])
     assert int(stats["frames_finalised"]) == int(stats["frames_opened"]) == N_FRAMES
     assert pending == 0
