@@ -41,6 +41,7 @@ from typing import Any, cast
 import redis
 
 from gtx_stream.core.models import aggregate
+from gtx_stream.core.records import LabelEntry, RecordError
 from gtx_stream.ops.demo import labeler_accuracies, write_config
 from gtx_stream.ops.embedded import EmbeddedRedis
 from gtx_stream.ops.supervisor import Supervisor
@@ -196,12 +197,12 @@ class CrashLoss:
     lost: dict[str, dict[str, Seen]]  # stream -> entry id -> entry
 
     def lost_labels(self) -> set[tuple[str, str, int]]:
-        """(frame, labeler, label) of every lost labels-stream entry."""
+        """(frame, labeler, label) of every lost labels-stream entry (failure reports aside)."""
         out = set()
         for seen in self.lost.get("labels", {}).values():
-            f = seen.fields
-            if f.get("label") in ("0", "1"):
-                out.add((f.get("frame_id", ""), f.get("labeler", ""), int(f["label"])))
+            entry = _label_entry(seen.fields)
+            if entry is not None and entry.label is not None:
+                out.add((entry.frame_id, entry.labeler, entry.label))
         return out
 
 
@@ -541,6 +542,8 @@ class Findings:
     frames_open_at_end: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     label_entries: int = 0
+    labels_failed: int = 0
+    """Failure reports: each settles (and refunds) its request, and is never counted."""
     labels_counted: int = 0
     labels_dead: int = 0
     dead_reasons: Counter[str] = field(default_factory=Counter)
@@ -558,6 +561,14 @@ class Findings:
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.problems)
+
+
+def _label_entry(fields: dict[str, str]) -> LabelEntry | None:
+    """The entry as the aggregator reads it, or None when it is malformed."""
+    try:
+        return LabelEntry.from_fields(fields)
+    except RecordError:
+        return None
 
 
 def _entries(client: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
@@ -583,7 +594,9 @@ def check_streams(
        dead-lettered number exactly as many as the record counts (0 or 1), with the same label.
        A counted label without such an entry is a duplicate, unless it is one of
        ``lost_labels`` (an entry that a machine crash of Redis took away after it was read).
-    4. ``spent <= limit``; labels counted <= spent; asked (frame, labeler) pairs <= spent.
+       A failure report (``status = failed``) is never counted: it settles its request.
+    4. ``spent <= limit``; labels counted <= spent; (frame, labeler) pairs that sent a label
+       <= spent (the budget counts labels obtained or outstanding, a failure is given back).
     5. Each record's ``p1``, ``confidence`` and ``label`` equal :func:`aggregate` of the
        record's ``labels`` and ``accuracies`` (bit for bit).
     """
@@ -658,12 +671,17 @@ def check_streams(
     out.label_entries = len(labels)
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for entry_id, f in labels:
+        entry = _label_entry(f)
         key = (f.get("frame_id", ""), f.get("labeler", ""))
-        by_pair.setdefault(key, []).append((entry_id, f.get("label", "")))
         tally = out.by_labeler.setdefault(key[1], Counter())
         tally["entries"] += 1
         if dead_labels.get(entry_id):
             tally["dead"] += 1
+        if entry is not None and entry.failed:
+            tally["failed"] += 1
+            out.labels_failed += 1
+            continue
+        by_pair.setdefault(key, []).append((entry_id, "" if entry is None else str(entry.label)))
     label_ids = {e for e, _ in labels}
     out.labels_dead = sum(1 for e in dead_labels if e in label_ids)
     out.dead_letters_repeated = sum(n - 1 for n in dead_labels.values() if n > 1)
@@ -737,12 +755,13 @@ def format_report(res: ChaosResult) -> str:
     lines += [
         f"frames: opened {f.frames_opened}, final {f.frames_final}, dead {f.frames_dead}, "
         f"open at the end {f.frames_open_at_end}; reasons: {_counts(f.reasons)}",
-        f"labels: {f.label_entries} entries, {f.labels_counted} counted in final records, "
+        f"labels: {f.label_entries} entries ({f.labels_failed} failure reports), "
+        f"{f.labels_counted} counted in final records, "
         f"{f.labels_dead} dead-lettered ({_counts(f.dead_reasons)}); "
         f"dead letters repeated for one entry: {f.dead_letters_repeated}",
-        "per labeler (entries/counted/dead): "
+        "per labeler (entries/counted/dead/failed): "
         + ", ".join(
-            f"{lab} {c['entries']}/{c['counted']}/{c['dead']}"
+            f"{lab} {c['entries']}/{c['counted']}/{c['dead']}/{c['failed']}"
             for lab, c in sorted(f.by_labeler.items())
         ),  # fmt: skip
         f"leases expired: {res.stats.get('leases_expired', '0')}; budget: spent "
