@@ -10,7 +10,14 @@ import redis
 from gtx_stream.cli import main
 from gtx_stream.ops.status import pipeline_status
 from gtx_stream.store.keys import Keys
-from tests.aggregator_harness import Capture, make_aggregator, open_frame, register, run_until_idle
+from tests.aggregator_harness import (
+    Capture,
+    make_aggregator,
+    open_frame,
+    post_failure,
+    register,
+    run_until_idle,
+)
 
 ACC = {"a": 0.9, "b": 0.8, "c": 0.7}
 
@@ -85,3 +92,34 @@ def test_check_healthy_stalled_and_unreachable(
     assert main(["status", "--check"]) == 1
     err = capsys.readouterr().err
     assert "unreachable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_status_shows_failed_requests_and_backoff(
+    r: redis.Redis, keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A labeler that failed its requests in a row: how many, and how long it is backed off."""
+    register(r, keys, ACC)
+    for i in range(3):
+        open_frame(r, keys, i, 1, eligible='["a"]')
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, max_inflight=1, backoff_after_failures=3,
+                          backoff_first_seconds=30)  # fmt: skip
+    agg.step(block_ms=1)
+    assert len(cap.pending) == 3
+    for req in cap.pending:
+        post_failure(r, keys, req)
+    cap.pending.clear()
+    agg.step(block_ms=1)
+    st = pipeline_status(r, keys)
+    assert st["requests_failed"] == 3
+    a, b = st["labelers"]["a"], st["labelers"]["b"]
+    assert (a["failed"], a["failures_in_a_row"]) == (3, 3) and 25 < a["backoff_s"] <= 30
+    assert (b["failed"], b["failures_in_a_row"], b["backoff_s"]) == (0, 0, 0)
+
+    monkeypatch.setenv("GTX_REDIS__URL", redis_url)
+    assert main(["status"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "failed" in rows["labeler"] and "backoff" in rows["labeler"]
+    assert rows["a"].split()[6] == "3" and "(3 failed in a row)" in rows["a"]
+    assert rows["b"].split()[6:] == ["0", "-"]

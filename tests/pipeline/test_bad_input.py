@@ -115,6 +115,16 @@ ELSEWHERE: dict[str, list[str]] = {
         "pipeline/test_aggregator.py::test_label_counted_once_however_often_delivered",
         "pipeline/test_bad_input.py::test_bad_labels_mid_run_change_nothing_else",
     ],
+    "label: a request id that is not the labeler's request (made up, missing, failed)": [
+        "pipeline/test_aggregator.py::test_a_label_with_a_made_up_request_id_is_not_applied",
+        "pipeline/test_bad_input.py::test_bad_labels_mid_run_change_nothing_else",
+        "pipeline/test_fuzz_labels.py::test_rejected_labels_change_no_frame",
+        "store/test_frame_scripts.py::test_a_label_is_applied_only_for_its_request[made-up]",
+    ],
+    "label: a failure report for a request that is not outstanding": [
+        "store/test_frame_scripts.py::test_a_failure_settles_its_request_once_and_gives_the_budget_back",
+        "pipeline/test_bad_input.py::test_bad_labels_mid_run_change_nothing_else",
+    ],
     "label: a huge payload": [
         "pipeline/test_aggregator.py::test_bad_labels_are_dead_lettered",
         "pipeline/test_bad_input.py::test_bad_labels_mid_run_change_nothing_else",

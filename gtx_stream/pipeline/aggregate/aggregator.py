@@ -32,7 +32,7 @@ from gtx_stream.config import AggregatorSettings
 from gtx_stream.core.records import LabelRequest
 from gtx_stream.pipeline.aggregate.consumer import GROUP, GroupConsumer
 from gtx_stream.pipeline.aggregate.decider import Decider
-from gtx_stream.pipeline.aggregate.intake import DEAD_REASONS, LabelIntake
+from gtx_stream.pipeline.aggregate.intake import LabelIntake
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.pipeline.aggregate.requester import Enqueue, Requester
@@ -45,7 +45,7 @@ from gtx_stream.store.scripts import ScriptRunner
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEAD_REASONS", "GROUP", "Aggregator", "BatchReport", "Enqueue"]
+__all__ = ["GROUP", "Aggregator", "BatchReport", "Enqueue"]
 
 RECONNECT_FIRST = 0.1  # seconds before the first retry when Redis is unreachable, doubling
 RECONNECT_MAX = 2.0
@@ -121,10 +121,6 @@ class Aggregator:
             self._decide(sorted(touched), intake.known, report)
         self.group.ack(entries, progress=report.progress)
         return report
-
-    def accuracies(self) -> dict[str, float]:
-        """Registered labelers' accuracies (what their labels weigh)."""
-        return {lab: p.weight() for lab, p in self.labelers.params().items()}
 
     def budget_left(self) -> int | None:
         limit, spent = self.r.hmget(self.keys.budget, ["limit", "spent"])
