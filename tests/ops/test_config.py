@@ -322,6 +322,10 @@ MEANING = {
     "aggregator.stall_seconds": "`status --check` fails when frames are open and nothing "
     "progressed for this long",
     "aggregator.seed": "seeds the random dispatch order",
+    "aggregator.backoff_after_failures": "failed requests in a row after which a labeler is "
+    "not asked for a while (backed off)",
+    "aggregator.backoff_first_seconds": "first backoff; each further failure in a row doubles it",
+    "aggregator.backoff_max_seconds": "longest backoff",
     "ingest.fps": "target sampling rate (frames per second); 0: every frame",
     "ingest.every": "keep every n-th frame",
     "ingest.max_frames": "stop after this many sampled frames; 0: no limit",
