@@ -9,6 +9,7 @@ frames it touched; :func:`read_frames` reads the others in one round trip.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +44,7 @@ class FrameState:
     def n_labels(self) -> int:
         return len(self.labels)
 
-    @property
+    @functools.cached_property
     def outstanding(self) -> int:
         """Requests whose label is still expected within their lease."""
         return sum(1 for req in self.requests.values() if req.outstanding)
@@ -98,7 +99,7 @@ class FrameState:
         return cls(
             frame_id=frame_id,
             meta=meta_map,
-            labels=tuple(_label(x) for x in labels),
+            labels=_labels(labels),
             requests={lab: _request(v) for lab, v in _hash(requests).items()},
         )
 
@@ -121,12 +122,16 @@ def read_frames(
 def _hash(raw: Any) -> dict[str, str]:
     if isinstance(raw, Mapping):
         return {text(k): text(v) for k, v in raw.items()}
-    return {text(raw[i]): text(raw[i + 1]) for i in range(0, len(raw), 2)}
+    return {text(k): text(v) for k, v in zip(raw[::2], raw[1::2], strict=True)}
 
 
-def _label(raw: Any) -> tuple[str, int]:
-    labeler, label = json.loads(raw)  # written by apply_labels.lua only
-    return str(labeler), int(label)
+def _labels(raw: Sequence[Any]) -> tuple[tuple[str, int], ...]:
+    """The labels list, JSON ``[labeler, label]`` each (written by apply_labels.lua only),
+    parsed as one JSON array: a frame is decided on every step that touches it."""
+    if not raw:
+        return ()
+    pairs = json.loads("[" + ",".join(text(x) for x in raw) + "]")
+    return tuple((str(labeler), int(label)) for labeler, label in pairs)
 
 
 def _request(raw: Any) -> RequestState:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -18,8 +17,9 @@ log = logging.getLogger(__name__)
 GROUP = "aggregator"
 
 
-@dataclass(frozen=True)
-class StreamEntry:
+class StreamEntry(NamedTuple):
+    """One entry read through the group (a tuple: a batch holds hundreds)."""
+
     stream: str
     entry_id: str
     fields: Fields

@@ -37,6 +37,7 @@
 -- flat list} for the last entry of each frame that was applied, failed or redelivered.
 local statuses = {}
 local last_for_frame = {}
+local cleared = {}  -- labelers whose failures in a row and backoff were cleared in this call
 local now, after, first, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
 local n = (#ARGV - 4) / 5
@@ -51,6 +52,7 @@ end
 
 local function apply_failure(rkey, labeler, member, kind, rid)
   release(labeler, member, kind)
+  cleared[labeler] = nil
   redis.call('HSET', rkey, labeler, 'failed:' .. rid)
   -- the budget counts labels obtained or outstanding, never failures
   if tonumber(redis.call('HGET', KEYS[5], 'spent') or '0') > 0 then
@@ -77,8 +79,11 @@ local function apply_label(fkey, lkey, rkey, labeler, label, entry, member, kind
   redis.call('HINCRBY', fkey, 'n_labels', 1)
   redis.call('HINCRBY', KEYS[4], 'labels_applied', 1)
   redis.call('HINCRBY', KEYS[4], 'labels:' .. labeler, 1)
-  redis.call('HDEL', KEYS[6], labeler)
-  redis.call('HDEL', KEYS[7], labeler)
+  if not cleared[labeler] then  -- once per labeler and batch: a failure later sets it again
+    redis.call('HDEL', KEYS[6], labeler)
+    redis.call('HDEL', KEYS[7], labeler)
+    cleared[labeler] = true
+  end
 end
 
 for i = 1, n do
