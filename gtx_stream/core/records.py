@@ -49,7 +49,11 @@ def text(value: Any) -> str:
 
 def decode_fields(raw: Mapping[Any, Any]) -> Fields:
     """A stream entry's field map as ``str -> str``."""
-    return {text(k): text(v) for k, v in raw.items()}
+    # the aggregator decodes every entry of every batch: skip the call for what is str already
+    return {
+        (k if type(k) is str else text(k)): (v if type(v) is str else text(v))
+        for k, v in raw.items()
+    }
 
 
 def _required(fields: Mapping[str, str], *names: str) -> None:

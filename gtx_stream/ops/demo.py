@@ -28,6 +28,7 @@ from gtx_stream.config import Settings
 from gtx_stream.core.decision import threshold_stop
 from gtx_stream.core.draws import labeler_order, simulated_label
 from gtx_stream.core.models import Method, majority_vote
+from gtx_stream.core.records import FinalRecord, decode_fields, text
 from gtx_stream.ops.embedded import EmbeddedRedis
 from gtx_stream.ops.status import pipeline_status
 from gtx_stream.ops.supervisor import Supervisor
@@ -227,21 +228,24 @@ def summarise(
     opts: DemoOptions,
 ) -> dict[str, Any]:
     """Error, MAE and labels per frame of the finalised stream, and the offline/MV references."""
-    records: list[dict[str, str]] = [f for _, f in cast(list[Any], client.xrange(keys.final))]
+    records = [
+        FinalRecord.from_fields(decode_fields(f), text(entry_id))
+        for entry_id, f in cast(list[Any], client.xrange(keys.final))
+    ]
     if not records:
         return {"frames_finalised": 0}
-    idx = np.array([int(f["frame_index"]) for f in records])
+    idx = np.array([rec.frame_index for rec in records])
     y = np.array([truths[i] for i in idx])
-    label = np.array([int(f["label"]) for f in records])
-    p1 = np.array([float(f["p1"]) for f in records])
-    n = np.array([int(f["n_labels"]) for f in records])
+    label = np.array([rec.label for rec in records])
+    p1 = np.array([rec.p1 for rec in records])
+    n = np.array([rec.n_labels for rec in records])
     spent = int(n.sum())
     reasons: dict[str, int] = {}
-    for f in records:
-        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    for rec in records:
+        reasons[rec.reason] = reasons.get(rec.reason, 0) + 1
 
     # the same draws, offline: labeler order and labels depend on (seed, frame id) only
-    fids = [f["frame_id"] for f in records]
+    fids = [rec.frame_id for rec in records]
     ids = list(accuracies)
     orders = [labeler_order(opts.seed, fid, ids) for fid in fids]
     seq = np.array([[simulated_label(opts.seed, fid, lab, int(t), accuracies[lab]) for lab in o]

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from gtx_stream.core.records import RecordError, RequestState, text
+from gtx_stream.core.records import RecordError, RequestState, decode_fields, text
 from gtx_stream.store.keys import Keys
 
 SETTLED = RequestState("failed", "")
@@ -121,8 +121,8 @@ def read_frames(
 
 def _hash(raw: Any) -> dict[str, str]:
     if isinstance(raw, Mapping):
-        return {text(k): text(v) for k, v in raw.items()}
-    return {text(k): text(v) for k, v in zip(raw[::2], raw[1::2], strict=True)}
+        return decode_fields(raw)
+    return decode_fields(dict(zip(raw[::2], raw[1::2], strict=True)))
 
 
 def _labels(raw: Sequence[Any]) -> tuple[tuple[str, int], ...]:
