@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from gtx_stream.core.records import text
 from gtx_stream.store.keys import Keys
 
 
@@ -30,14 +31,14 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
     (n_open, oldest, stats, budget, labelers, live, load, failures, backoff, n_final, n_dead,
      n_labels) = pipe.execute()  # fmt: skip
     last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
-    stats = {_s(k): int(v) for k, v in stats.items()}
-    labelers = {_s(k): json.loads(v) for k, v in labelers.items()}
-    load = {_s(k): int(v) for k, v in load.items()}
-    failures = {_s(k): int(v) for k, v in failures.items()}
-    backoff = {_s(k): float(v) for k, v in backoff.items()}
-    budget = {_s(k): int(v) for k, v in budget.items()}
+    stats = {text(k): int(v) for k, v in stats.items()}
+    labelers = {text(k): json.loads(v) for k, v in labelers.items()}
+    load = {text(k): int(v) for k, v in load.items()}
+    failures = {text(k): int(v) for k, v in failures.items()}
+    backoff = {text(k): float(v) for k, v in backoff.items()}
+    budget = {text(k): int(v) for k, v in budget.items()}
     now = time.time()
-    live_at = {_s(k): float(v) for k, v in live}
+    live_at = {text(k): float(v) for k, v in live}
     pipe = client.pipeline(transaction=False)
     ids = sorted(labelers)
     for lab in ids:
@@ -93,7 +94,3 @@ def health_problem(status: dict[str, Any], stall_seconds: float) -> str | None:
         return (f"stalled: {status['frames_open']} frames open and no progress for "
                 f"{idle:.0f} s (limit {stall_seconds:.0f} s)")  # fmt: skip
     return None
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
