@@ -101,6 +101,60 @@ class IngestSettings(_Section):
     )
 
 
+class ExportSettings(_Section):
+    """``[export]``: the exporter (``gtx-stream export``) and the dataset folder it writes."""
+
+    group: str = Field(
+        default="exporter",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="consumer group of the exporter on the final stream",
+    )
+    out: str = Field(default="", description="dataset folder; '' needs --out")
+    class_names: list[str] = Field(
+        default=["0", "1"], description="folder names of label 0 and label 1"
+    )
+    block_seconds: float = Field(
+        default=60.0, gt=0, description="frames are split into train/val/test by time block"
+    )
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    test_fraction: float = Field(default=0.1, ge=0, lt=1)
+    min_confidence: float = Field(default=0.0, ge=0, le=1, description="leave out below this")
+    reasons: list[Literal["confident", "kappa", "exhausted", "budget"]] = Field(
+        default=["confident", "kappa", "exhausted", "budget"],
+        description="finalisation reasons to keep",
+    )
+    batch_size: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> ExportSettings:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        names = self.class_names
+        if len(names) != 2 or names[0] == names[1] or not all(_FOLDER.fullmatch(n) for n in names):
+            raise ValueError("class_names must be two different folder names")
+        return self
+
+
+_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+class RetentionSettings(_Section):
+    """``[retention]``: what the aggregator trims so that Redis stays bounded."""
+
+    enabled: bool = True
+    every_seconds: float = Field(default=10.0, gt=0, description="apply retention this often")
+    final_seconds: float = Field(
+        default=7 * 86400.0, ge=0, description="keep final-stream entries this long; 0: forever"
+    )
+    final_maxlen: int = Field(default=0, ge=0, description="and at most this many; 0: no limit")
+    frame_grace_seconds: int = Field(
+        default=3600, ge=1, description="per-frame keys live this long after finalisation"
+    )
+    clock_skew_seconds: float = Field(
+        default=60.0, ge=0, description="margin between ingester clocks and Redis's"
+    )
+
+
 class LabelerSettings(_Section):
     """One ``[[labelers]]`` entry; a backend's required fields are checked when it is loaded."""
 
@@ -152,6 +206,8 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
     ingest: IngestSettings = IngestSettings()
+    export: ExportSettings = ExportSettings()
+    retention: RetentionSettings = RetentionSettings()
     labelers: list[LabelerSettings] = Field(default_factory=list)
 
     _toml_file: Path | None = None

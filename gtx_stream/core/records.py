@@ -191,6 +191,11 @@ class FinalRecord:
     ``labels[j]`` came from ``labelers[j]``, whose accuracy at the decision was
     ``accuracies[j]``; ``reason`` is the decision (``confident``, ``kappa``, ``exhausted``,
     ``budget``). ``entry_id`` is the stream id (empty before it is written).
+
+    The frame's JPEG stays in Redis after finalisation: ``image_key`` names it and
+    ``image_expires_at`` says until when it is kept (its TTL; ``finalise.lua`` fills it in,
+    NaN when the image was already gone). An exporter deletes it once it is on disk.
+    ``file_name`` is the image's name in a folder source (empty for video and cameras).
     """
 
     frame_id: str
@@ -206,6 +211,9 @@ class FinalRecord:
     source: str = ""
     frame_index: int = -1
     opened_at: float = math.nan
+    file_name: str = ""
+    image_key: str = ""
+    image_expires_at: float = math.nan
     entry_id: str = ""
 
     @property
@@ -228,7 +236,11 @@ class FinalRecord:
             "labels": json.dumps(self.labels),
             "accuracies": json.dumps(self.accuracies),
             "finalised_at": repr(self.finalised_at),
-        }
+            "file_name": self.file_name,
+            "image_key": self.image_key,
+            "image_expires_at": "" if math.isnan(self.image_expires_at)
+            else repr(self.image_expires_at),
+        }  # fmt: skip
         return out
 
     @classmethod
@@ -252,6 +264,9 @@ class FinalRecord:
             source=fields.get("source", ""),
             frame_index=_int(fields, "frame_index"),
             opened_at=_float(fields, "opened_at"),
+            file_name=fields.get("file_name", ""),
+            image_key=fields.get("image_key", ""),
+            image_expires_at=_float(fields, "image_expires_at"),
             entry_id=entry_id,
         )
 

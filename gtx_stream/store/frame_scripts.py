@@ -152,11 +152,12 @@ def expire_request(keys: Keys, *, frame_id: str, labeler: str) -> ScriptCall[boo
 # --- finalise.lua --------------------------------------------------------------------------
 
 
-def finalise(keys: Keys, record: FinalRecord) -> ScriptCall[str | None]:
+def finalise(keys: Keys, record: FinalRecord, grace_seconds: int = 3600) -> ScriptCall[str | None]:
     """Publish ``record`` once, if its frame is open with ``record.n_labels`` labels.
 
-    Returns the final-stream entry id, or None when the frame was not open any more or got
-    another label meanwhile (``not_open``, ``stale``).
+    The image is kept (its TTL runs on, ``image_expires_at`` is filled in); the frame's own
+    keys expire ``grace_seconds`` later. Returns the final-stream entry id, or None when the
+    frame was not open any more or got another label meanwhile (``not_open``, ``stale``).
     """
     fid = record.frame_id
     flat = [x for pair in record.to_fields().items() for x in pair]
@@ -167,8 +168,16 @@ def finalise(keys: Keys, record: FinalRecord) -> ScriptCall[str | None]:
 
     return ScriptCall(
         "finalise",
-        (keys.frame(fid), keys.image(fid), keys.open_frames, keys.final, keys.stats),
-        (fid, record.n_labels, *flat),
+        (
+            keys.frame(fid),
+            keys.image(fid),
+            keys.open_frames,
+            keys.final,
+            keys.stats,
+            keys.frame_labels(fid),
+            keys.frame_requests(fid),
+        ),
+        (fid, record.n_labels, grace_seconds, repr(record.finalised_at), *flat),
         decode,
     )
 

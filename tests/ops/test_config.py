@@ -23,9 +23,11 @@ from gtx_stream.cli import main
 from gtx_stream.config import (
     AggregatorSettings,
     ConfigError,
+    ExportSettings,
     IngestSettings,
     LabelerSettings,
     RedisSettings,
+    RetentionSettings,
     Settings,
     load_settings,
 )
@@ -36,6 +38,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "redis": RedisSettings,
     "aggregator": AggregatorSettings,
     "ingest": IngestSettings,
+    "export": ExportSettings,
+    "retention": RetentionSettings,
 }
 
 
@@ -335,6 +339,25 @@ MEANING = {
     "ingest.frame_ttl": "seconds a frame and its JPEG are kept in Redis",
     "ingest.reconnect_max_seconds": "longest wait between reopening a dropped camera or stream",
     "ingest.redis_outage_seconds": "how long to keep retrying a frame while Redis is unreachable",
+    "export.group": "consumer group of the exporter on the final stream; while it exists, "
+    "a finalised frame's JPEG is deleted only once the exporter has it on disk",
+    "export.out": "dataset folder of `gtx-stream export` (or `--out DIR`)",
+    "export.class_names": 'folder names of label 0 and label 1, e.g. `["no", "yes"]`',
+    "export.block_seconds": "frames are split by time blocks of this length, per source",
+    "export.val_fraction": "fraction of time blocks that go to `val`",
+    "export.test_fraction": "fraction of time blocks that go to `test`",
+    "export.min_confidence": "frames below this confidence are left out (listed as filtered)",
+    "export.reasons": "finalisation reasons whose frames are kept",
+    "export.batch_size": "final-stream entries read per XREADGROUP",
+    "retention.enabled": "the aggregator trims streams and expires frame keys",
+    "retention.every_seconds": "how often the aggregator applies retention",
+    "retention.final_seconds": "keep final-stream entries this long (never past the "
+    "exporter's position); 0: forever",
+    "retention.final_maxlen": "and keep at most this many; 0: no limit",
+    "retention.frame_grace_seconds": "a finalised frame's own keys expire this long after "
+    "finalisation",
+    "retention.clock_skew_seconds": "margin for ingesters' clocks against Redis's when "
+    "trimming `labels` and `opened`",
     "labelers[].id": "labeler id (letters, digits, `_ . : @ -`), unique",
     "labelers[].backend": "`simulated`, `replay`, `python` or `http`",
     "labelers[].accuracy": "accuracy alpha in [0, 1], registered in Redis; none: load or "

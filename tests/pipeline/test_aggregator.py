@@ -81,7 +81,9 @@ def test_final_record_fields_and_posterior(r: redis.Redis, keys: Keys) -> None:
         assert float(rec["p1"]) == float(post.p1[0])
         assert len(set(labs)) == len(labs)  # invariant 1
     assert r.zcard(keys.open_frames) == 0
-    assert r.exists(keys.image("src-0")) == 0  # images are freed on finalisation
+    # images are kept for the exporter, and the record names them
+    assert r.exists(keys.image("src-0")) == 1
+    assert all(rec["image_key"] == keys.image(rec["frame_id"]) for rec in final_records(r, keys))
 
 
 def test_label_counted_once_however_often_delivered(r: redis.Redis, keys: Keys) -> None:

@@ -6,6 +6,7 @@ Each test drives one script's contract: what it stores, what it answers, what it
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -210,12 +211,38 @@ def test_finalise_publishes_the_record_as_given_once(
     assert entry_id is not None
     assert run.run_one(fs.finalise(keys, record)) is None  # not open any more
     ((got_id, fields),) = r.xrange(keys.final)
-    assert FinalRecord.from_fields(decode_fields(fields), got_id) == FinalRecord(
-        **{**record.__dict__, "entry_id": entry_id}
+    got = FinalRecord.from_fields(decode_fields(fields), got_id)
+    # the image is kept with its TTL, and the record says until when
+    ttl = r.pttl(keys.image(fid)) / 1000
+    assert abs(got.image_expires_at - (record.finalised_at + ttl)) < 2.0
+    assert got == FinalRecord(
+        **{**record.__dict__, "entry_id": entry_id, "image_expires_at": got.image_expires_at}
     )
     assert fields["opened_at"] == meta["opened_at"]  # the frame's own text, unchanged
     assert r.hget(keys.frame(fid), "state") == "final"
-    assert not r.exists(keys.image(fid)) and r.zcard(keys.open_frames) == 0
+    assert r.exists(keys.image(fid)) and r.zcard(keys.open_frames) == 0
+
+
+def test_finalise_keeps_the_image_and_expires_the_frame_keys_after_the_grace(
+    r: redis.Redis, keys: Keys, run: ScriptRunner
+) -> None:
+    register(r, keys, {"a": 0.8})
+    fid = open_frame(r, keys, 0, 1)
+    _ask(run, keys, fid, "a", "rid-a")
+    _apply(run, keys, LabelEntry(fid, "a", "rid-a", 1))
+    image_ttl = r.ttl(keys.image(fid))
+    record = FinalRecord(fid, 1, 0.8, 0.8, "exhausted", "gtx", ["a"], [1], [0.8], time.time())
+    assert run.run_one(fs.finalise(keys, record, grace_seconds=50)) is not None
+    for key in (keys.frame(fid), keys.frame_labels(fid), keys.frame_requests(fid)):
+        assert 0 < r.ttl(key) <= 50, key
+    assert r.ttl(keys.image(fid)) > 50 and r.ttl(keys.image(fid)) <= image_ttl
+    r.delete(keys.image(fid))
+    fid2 = open_frame(r, keys, 1, 1)
+    r.delete(keys.image(fid2))  # gone before finalisation: no expiry in the record
+    record2 = FinalRecord(fid2, 1, 0.5, 0.5, "exhausted", "gtx", [], [], [], time.time())
+    assert run.run_one(fs.finalise(keys, record2)) is not None
+    last = FinalRecord.from_fields(decode_fields(r.xrange(keys.final)[-1][1]))
+    assert last.frame_id == fid2 and math.isnan(last.image_expires_at)
 
 
 def test_drop_frame_writes_one_dead_letter_record(

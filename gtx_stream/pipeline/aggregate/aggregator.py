@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
-from gtx_stream.config import AggregatorSettings
+from gtx_stream.config import AggregatorSettings, RetentionSettings
 from gtx_stream.core.records import LabelRequest
 from gtx_stream.pipeline.aggregate.consumer import GROUP, GroupConsumer
 from gtx_stream.pipeline.aggregate.decider import Decider
@@ -60,6 +60,7 @@ class Aggregator:
         consumer: str | None = None,
         lease_seconds: float | None = None,
         enqueue: Enqueue | None = None,
+        retention: RetentionSettings | None = None,
     ) -> None:
         self.r = client
         self.keys = keys
@@ -75,13 +76,15 @@ class Aggregator:
                                         settings.backoff_first_seconds,
                                         settings.backoff_max_seconds)  # fmt: skip
         self.intake = LabelIntake(client, keys, runner, backoff)
-        self.decider = Decider(settings)
+        self.decider = Decider(settings, keys)
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds,
         )  # fmt: skip
         self.sweeper = Sweeper(client, keys, runner)
         self._last_sweep = 0.0
+        self.retention = retention or RetentionSettings()
+        self.grace_seconds = self.retention.frame_grace_seconds
 
     def setup(self, budget: int | None = None) -> None:
         """Create the consumer group on both streams and set the budget limit."""
@@ -143,7 +146,8 @@ class Aggregator:
         if not frames:
             return
         decisions = self.decider.decide(frames, self.labelers.params(), self.budget_left())
-        finals = self.runner.run([scripts.finalise(self.keys, rec) for rec in decisions.finals])
+        grace = self.grace_seconds
+        finals = self.runner.run([scripts.finalise(self.keys, r, grace) for r in decisions.finals])
         report.finalised += sum(1 for entry_id in finals if entry_id is not None)
         report.asked += self.requester.ask(decisions.slots)
 

@@ -18,6 +18,7 @@ from gtx_stream.core.models import UNKNOWN_LABELER, LabelerParams, posterior_of
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.pipeline.dispatch import Slot
 from gtx_stream.store.frames import FrameState
+from gtx_stream.store.keys import Keys
 
 
 @dataclass
@@ -28,8 +29,9 @@ class Decisions:
 
 
 class Decider:
-    def __init__(self, settings: AggregatorSettings) -> None:
+    def __init__(self, settings: AggregatorSettings, keys: Keys) -> None:
         self.s = settings
+        self.keys = keys
 
     def decide(
         self,
@@ -81,6 +83,8 @@ class Decider:
                     source=f.source,
                     frame_index=f.frame_index,
                     opened_at=f.opened_at,
+                    file_name=f.meta.get("file_name", ""),
+                    image_key=self.keys.image(f.frame_id),
                 )
             )
         return out
