@@ -1,4 +1,7 @@
-"""The aggregator's side of its consumer group on the ``labels`` and ``opened`` streams."""
+"""The aggregator's side of its consumer group on the ``labels`` and ``opened`` streams.
+
+:class:`GroupConsumer` also serves other groups on other streams (the exporter's on ``final``).
+"""
 
 from __future__ import annotations
 
@@ -36,20 +39,23 @@ class GroupConsumer:
         consumer: str,
         batch_size: int,
         claim_idle_seconds: float,
+        group: str = GROUP,
+        streams: Sequence[str] | None = None,
     ) -> None:
         self.r = client
         self.keys = keys
         self.consumer = consumer
         self.batch_size = batch_size
         self.claim_idle_seconds = claim_idle_seconds
-        self.streams = (keys.labels, keys.opened)
+        self.group = group
+        self.streams = tuple(streams) if streams is not None else (keys.labels, keys.opened)
         self._last_claim = 0.0
         self._claim_cursor = dict.fromkeys(self.streams, "0-0")
 
     def create_group(self) -> None:
         for stream in self.streams:
             try:
-                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                self.r.xgroup_create(stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
@@ -62,7 +68,7 @@ class GroupConsumer:
             entries += self._claim()
             self._last_claim = now
         resp = self.r.xreadgroup(
-            GROUP,
+            self.group,
             self.consumer,
             dict.fromkeys(self.streams, ">"),
             count=self.batch_size,
@@ -79,7 +85,7 @@ class GroupConsumer:
         idle_ms = int(self.claim_idle_seconds * 1000)
         for stream in self.streams:
             cursor, items, *_ = self.r.xautoclaim(
-                stream, GROUP, self.consumer, idle_ms, self._claim_cursor[stream],
+                stream, self.group, self.consumer, idle_ms, self._claim_cursor[stream],
                 count=self.batch_size,
             )  # fmt: skip
             self._claim_cursor[stream] = text(cursor)
@@ -101,7 +107,7 @@ class GroupConsumer:
             return
         pipe = self.r.pipeline(transaction=False)
         for stream, ids in by_stream.items():
-            pipe.xack(stream, GROUP, *ids)
+            pipe.xack(stream, self.group, *ids)
         if progress:
             pipe.hset(self.keys.stats, "last_progress_at", repr(time.time()))
         pipe.execute()
