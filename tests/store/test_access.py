@@ -289,7 +289,8 @@ REFUSED: list[tuple[str, list[Any]]] = [
     ("gtx-ingester", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, "f", "0"]),
     ("gtx-ingester", ["XADD", KEYS.labels, "*", "frame_id", "f"]),
     ("gtx-aggregator", ["DEL", KEYS.final]),
-    ("gtx-aggregator", ["XTRIM", KEYS.final, "MAXLEN", "0"]),
+    ("gtx-aggregator", ["XGROUP", "DESTROY", KEYS.final, "exporter"]),
+    ("gtx-aggregator", ["XGROUP", "DELCONSUMER", KEYS.final, "exporter", "e1"]),
     ("gtx-aggregator", ["FLUSHDB"]),
     ("gtx-consumer", ["XADD", KEYS.final, "*", "frame_id", "f"]),
     ("gtx-consumer", ["XRANGE", KEYS.labels, "-", "+"]),
@@ -304,6 +305,7 @@ ALLOWED: list[tuple[str, list[Any]]] = [
     ("gtx-labeler", ["HMGET", KEYS.labelers, "sim-0"]),
     ("gtx-ingester", ["HGET", KEYS.budget, "limit"]),
     ("gtx-aggregator", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, "f", "0"]),
+    ("gtx-aggregator", ["XTRIM", KEYS.labels, "MINID", "0"]),
     ("gtx-consumer", ["XRANGE", KEYS.final, "-", "+"]),
     ("gtx-reader", ["XLEN", KEYS.final]),
 ]

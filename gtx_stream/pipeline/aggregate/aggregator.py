@@ -14,7 +14,8 @@ One loop, all state in Redis (so a restarted or a second aggregator continues ex
 
 Every ``sweep_seconds`` it also expires leases that ran out and re-decides open frames with
 nothing outstanding, which heals any step a crash cut short (:class:`Sweeper`). A failure
-report re-decides its frame at once: another labeler is asked in the same step.
+report re-decides its frame at once: another labeler is asked in the same step. Every
+``retention.every_seconds`` it trims the streams (:class:`Retention`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gtx_stream.pipeline.aggregate.intake import LabelIntake
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.pipeline.aggregate.requester import Enqueue, Requester
+from gtx_stream.pipeline.aggregate.retention import Retention
 from gtx_stream.pipeline.aggregate.sweeper import Sweeper
 from gtx_stream.pipeline.dispatch import make_dispatcher
 from gtx_stream.store import frame_scripts as scripts
@@ -84,7 +86,10 @@ class Aggregator:
         self.sweeper = Sweeper(client, keys, runner)
         self._last_sweep = 0.0
         self.retention = retention or RetentionSettings()
-        self.grace_seconds = self.retention.frame_grace_seconds
+        self.retainer = Retention(client, keys, runner, self.retention, group=GROUP,
+                                  consumer=self.consumer,
+                                  claim_idle_seconds=settings.claim_idle_seconds)  # fmt: skip
+        self.grace_seconds = self.retainer.grace_seconds
 
     def setup(self, budget: int | None = None) -> None:
         """Create the consumer group on both streams and set the budget limit."""
@@ -123,6 +128,7 @@ class Aggregator:
         if touched:
             self._decide(sorted(touched), intake.known, report)
         self.group.ack(entries, progress=report.progress)
+        self.retainer.apply_if_due()
         return report
 
     def budget_left(self) -> int | None:
