@@ -31,7 +31,7 @@ def _str(reply: Any) -> Any:
     return text(reply)
 
 
-# --- open_frame.lua (ingester) -------------------------------------------------------------
+# --- open_frame.lua (ingester, client.submit) ------------------------------------------------
 
 
 def open_frame(
@@ -47,17 +47,30 @@ def open_frame(
     reserve_per_frame: int,
     jpeg: bytes,
     fields: Mapping[str, str] | None = None,
+    reserved: bool = False,
 ) -> ScriptCall[OpenResult]:
-    """Open one frame; ``reserve_per_frame`` labels of budget are kept for each open frame."""
+    """Open one frame; ``reserve_per_frame`` labels of budget are kept for each open frame.
+
+    ``reserved``: the index came from :func:`reserve_index`, so it is this caller's alone and
+    need not lie above the source's high-water mark (submitters of one source race).
+    """
     extra = [x for pair in (fields or {}).items() for x in pair]
     return ScriptCall(
         "open_frame",
         (keys.frame(frame_id), keys.image(frame_id), keys.open_frames, keys.source(source_id),
          keys.budget, keys.stats, keys.opened),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
-         reserve_per_frame, *extra),
+         reserve_per_frame, "reserved" if reserved else "ordered", *extra),
         _str,
     )  # fmt: skip
+
+
+# --- reserve_index.lua (client.submit) -----------------------------------------------------
+
+
+def reserve_index(keys: Keys, source_id: str) -> ScriptCall[int]:
+    """The next frame index of ``source_id``, handed out once, above its high-water mark."""
+    return ScriptCall("reserve_index", (keys.source(source_id),), (), int)
 
 
 # --- apply_labels.lua ----------------------------------------------------------------------

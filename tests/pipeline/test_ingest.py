@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from gtx_stream.config import AggregatorSettings, IngestSettings, Settings
+from gtx_stream.core.records import FinalRecord
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from gtx_stream.pipeline.ingest.ingester import (
     IngestReport,
@@ -28,6 +29,13 @@ from gtx_stream.pipeline.ingest.ingester import (
 from gtx_stream.pipeline.ingest.sources import source_id_of
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import load_script
+from tests.aggregator_harness import (
+    Capture,
+    final_records,
+    make_aggregator,
+    register,
+    run_until_idle,
+)
 from tests.mjpeg_server import MjpegServer, frame_of_level
 
 SIZE = (64, 48)
@@ -362,21 +370,84 @@ def test_budget_spent_while_waiting_stops_the_ingester(
 # --- folders and crowd datasets --------------------------------------------------------------
 
 
-def test_folder_skips_a_corrupt_image(
+def _image_folder(folder: Path, levels: dict[str, int]) -> Path:
+    folder.mkdir()
+    for name, level in levels.items():
+        cv2.imwrite(str(folder / name), np.full((SIZE[1], SIZE[0], 3), level, np.uint8))
+    return folder
+
+
+def test_folder_skips_a_corrupt_image_without_giving_it_an_index(
     r: redis.Redis, raw: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name, level in [("a.png", 40), ("b.jpg", 80), ("d.png", 160)]:
-        cv2.imwrite(str(folder / name), np.full((SIZE[1], SIZE[0], 3), level, np.uint8))
+    folder = _image_folder(tmp_path / "images", {"a.png": 40, "b.jpg": 80, "d.png": 160})
     (folder / "c.jpg").write_bytes(b"\xff\xd8 this is no JPEG")
     (folder / "notes.txt").write_text("not an image")
     report = run_ingest(raw, keys, make_settings(), str(folder))
     assert (report.read, report.opened, report.corrupt) == (4, 3, 1)
     sid = source_id_of(str(folder.resolve()))
-    assert opened_ids(r, keys) == [f"{sid}-0", f"{sid}-1", f"{sid}-3"]
-    level = decode(raw.get(keys.image(f"{sid}-3")), cv2.IMREAD_GRAYSCALE).mean()
+    assert opened_ids(r, keys) == [f"{sid}-0", f"{sid}-1", f"{sid}-2"]
+    names = [r.hget(keys.frame(f"{sid}-{i}"), "file_name") for i in range(3)]
+    assert names == ["a.png", "b.jpg", "d.png"]
+    level = decode(raw.get(keys.image(f"{sid}-2")), cv2.IMREAD_GRAYSCALE).mean()
     assert level == pytest.approx(160, abs=2)
+
+
+def test_folder_refuses_truncated_images_with_a_warning(
+    r: redis.Redis, keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = _image_folder(tmp_path / "images", {"a.png": 40, "c.jpg": 90, "e.png": 200})
+    ok, jpeg = cv2.imencode(
+        ".jpg", np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    )
+    assert ok
+    (folder / "b.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) * 2 // 3])
+    # why the check exists: OpenCV reads this JPEG, grey where its tail is missing
+    assert cv2.imread(str(folder / "b.jpg")) is not None
+    png = (folder / "a.png").read_bytes()
+    (folder / "d.png").write_bytes(png[:-12])  # without its IEND chunk
+    report = run_ingest(r, keys, make_settings(), str(folder))
+    assert (report.read, report.opened, report.corrupt) == (5, 3, 2)
+    sid = source_id_of(str(folder.resolve()))
+    names = [r.hget(keys.frame(f"{sid}-{i}"), "file_name") for i in range(3)]
+    assert names == ["a.png", "c.jpg", "e.png"]
+    assert "b.jpg: truncated JPEG" in caplog.text
+    assert "d.png: truncated PNG" in caplog.text
+
+
+def test_a_folder_gives_the_same_indices_on_every_run(
+    r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """Restarts rely on it (the high-water mark): the corrupt file takes no index, the sampler
+    counts usable images, and a second run opens nothing."""
+    levels = {f"{i:02d}.png": 20 * i for i in range(7)}
+    folder = _image_folder(tmp_path / "images", levels)
+    (folder / "03b.jpg").write_bytes(b"garbage")
+    first = run_ingest(r, keys, make_settings(every=2, max_frames=2), str(folder))
+    second = run_ingest(r, keys, make_settings(every=2), str(folder))
+    assert (first.opened, second.duplicates, second.opened) == (2, 2, 2)
+    sid = source_id_of(str(folder.resolve()))
+    assert opened_indices(r, keys) == [0, 2, 4, 6]
+    names = [r.hget(keys.frame(f"{sid}-{i}"), "file_name") for i in (0, 2, 4, 6)]
+    assert names == ["00.png", "02.png", "04.png", "06.png"]
+
+
+def test_a_folder_frames_file_name_reaches_its_final_record(
+    r: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    folder = _image_folder(tmp_path / "images", {"x.png": 10, "y.jpg": 60, "z.png": 110})
+    truth_csv = tmp_path / "truth.csv"
+    write_truth_csv(truth_csv, [1, 0, 1])
+    run_ingest(r, keys, make_settings(), str(folder), truth_csv=truth_csv)
+    accuracies = {"a": 0.9, "b": 0.8, "c": 0.7}
+    register(r, keys, accuracies)
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture)
+    run_until_idle(agg, r, keys, capture, accuracies)
+    records = [FinalRecord.from_fields(f) for f in final_records(r, keys)]
+    assert sorted((rec.frame_index, rec.file_name) for rec in records) == [
+        (0, "x.png"), (1, "y.jpg"), (2, "z.png"),
+    ]  # fmt: skip
 
 
 def test_tasks_open_one_frame_per_task(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:

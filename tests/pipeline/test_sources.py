@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
+from gtx_stream.pipeline.ingest.images import ImageError, decode_image, truncation
 from gtx_stream.pipeline.ingest.sources import SourceError, TaskSource, read_truth_csv
 
 
@@ -70,3 +73,55 @@ def test_a_truth_file(tmp_path: Path) -> None:
     path = tmp_path / "truth.csv"
     path.write_text("frame_index,truth\n0,1\n\n2, 0\n")
     assert read_truth_csv(path) == {0: 1, 2: 0}
+
+
+# --- images: refused when cut short ----------------------------------------------------------
+
+
+def _encoded(ext: str) -> bytes:
+    y, x = np.mgrid[0:48, 0:64]
+    image = np.dstack([x * 4, y * 5, (x + y) * 2]).astype(np.uint8)
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
+def test_a_whole_image_is_not_truncated(ext: str) -> None:
+    data = _encoded(ext)
+    assert truncation(data) is None
+    assert decode_image(data).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("ext", "cut", "reason"),
+    [
+        (".jpg", 2, "truncated JPEG"),  # only the end-of-image marker lost
+        (".jpg", 400, "truncated JPEG"),
+        (".png", 12, "truncated PNG"),  # only the IEND chunk lost
+        (".png", 500, "truncated PNG"),
+        (".webp", 30, "truncated WebP"),
+    ],
+)
+def test_a_cut_short_image_is_refused(ext: str, cut: int, reason: str) -> None:
+    data = _encoded(ext)[:-cut]
+    assert (truncation(data) or "").startswith(reason)
+    with pytest.raises(ImageError, match=reason):
+        decode_image(data)
+
+
+def test_a_thumbnails_end_marker_does_not_pass_for_the_images() -> None:
+    """An EXIF thumbnail is a whole JPEG inside an APP1 segment, before the image's scan."""
+    thumb = _encoded(".jpg")
+    app1 = b"Exif\x00\x00" + thumb
+    whole = _encoded(".jpg")
+    with_thumb = whole[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + whole[2:]
+    assert truncation(with_thumb) is None
+    assert truncation(with_thumb[: len(with_thumb) - len(whole) // 2]) is not None
+
+
+def test_an_empty_or_garbage_file_is_refused() -> None:
+    with pytest.raises(ImageError, match="empty file"):
+        decode_image(b"")
+    with pytest.raises(ImageError, match="cannot decode image"):
+        decode_image(b"GIF89a not really")

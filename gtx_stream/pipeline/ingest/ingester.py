@@ -20,6 +20,7 @@ import numpy as np
 import redis
 
 from gtx_stream.config import ConfigError, Settings
+from gtx_stream.pipeline.ingest.images import ImageError, encode_jpeg
 from gtx_stream.pipeline.ingest.sources import (
     Source,
     SourceError,
@@ -34,7 +35,7 @@ from gtx_stream.store.scripts import ScriptRunner
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IngestReport", "Sampler", "SourceError", "open_frame", "run_ingest"]
+__all__ = ["IngestReport", "Sampler", "SourceError", "frame_id_of", "open_frame", "run_ingest"]
 
 FULL_WAIT_FIRST = 0.02  # seconds between tries while max open frames are open, doubling
 FULL_WAIT_MAX = 0.5
@@ -104,6 +105,11 @@ class Sampler:
         return True
 
 
+def frame_id_of(source_id: str, frame_index: int) -> str:
+    """A frame's id: its source's id and its index there, so reopening it is recognised."""
+    return f"{source_id}-{frame_index}"
+
+
 def open_frame(
     client: redis.Redis,
     keys: Keys,
@@ -117,16 +123,18 @@ def open_frame(
     fields: dict[str, str] | None = None,
     opened_at: float | None = None,
     reserve_per_frame: int = 1,
+    reserved: bool = False,
 ) -> str:
     """Run ``open_frame.lua`` once: "opened", "duplicate", "budget" or "full".
 
     "full" also while the budget left could not give every open frame ``reserve_per_frame``
     more labels (the ingester passes kappa): the end of the budget finishes open frames.
+    ``reserved``: ``frame_index`` came from ``reserve_index.lua`` (``client.submit``).
     """
     return ScriptRunner(client).run_one(
         frame_scripts.open_frame(
             keys,
-            frame_id=f"{source_id}-{frame_index}",
+            frame_id=frame_id_of(source_id, frame_index),
             frame_index=frame_index,
             source=source,
             source_id=source_id,
@@ -136,6 +144,7 @@ def open_frame(
             reserve_per_frame=reserve_per_frame,
             jpeg=jpeg,
             fields=fields,
+            reserved=reserved,
         )
     )
 
@@ -303,12 +312,10 @@ def _open_with_backpressure(
     jpeg = frame.jpeg
     if jpeg is None:
         assert frame.image is not None
-        ok, buf = cv2.imencode(
-            ".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, settings.ingest.jpeg_quality]
-        )
-        if not ok:
-            raise SourceError(f"{src.uri}: frame {frame.index} cannot be encoded as JPEG")
-        jpeg = buf.tobytes()
+        try:
+            jpeg = encode_jpeg(frame.image, settings.ingest.jpeg_quality)
+        except ImageError as err:
+            raise SourceError(f"{src.uri}: frame {frame.index}: {err}") from None
     fields = dict(frame.fields)
     if frame.index in truths:
         fields["truth"] = str(truths[frame.index])

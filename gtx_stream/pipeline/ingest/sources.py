@@ -1,8 +1,9 @@
 """Where frames come from: a video file, a folder of images, a camera, a stream, a crowd dataset.
 
 Each source numbers its frames. Files and folders use the frame's position in the source, so a
-second run over the same file yields the same indices; cameras and streams use a counter that
-starts above the source's high-water mark and keeps increasing across reconnects.
+second run over the same file yields the same indices (a folder counts only the images that
+decode whole); cameras and streams use a counter that starts above the source's high-water mark
+and keeps increasing across reconnects.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 
 from gtx_stream.core.datasets import DatasetError, binary, load_dataset, read_table
+from gtx_stream.pipeline.ingest.images import ImageError, read_image
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,12 @@ class VideoFileSource(Source):
 
 
 class FolderSource(Source):
-    """Images in a folder, in the order of their names; an unreadable image is skipped."""
+    """Images in a folder, in the order of their names; each frame carries its ``file_name``.
+
+    An image that cannot be decoded, or is cut short (:mod:`.images`), is skipped with a
+    warning and takes no index: the index counts the usable images, so every image is decoded,
+    also those the sampler leaves out, and the same folder always gives the same indices.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
@@ -159,16 +166,18 @@ class FolderSource(Source):
             raise SourceError(f"no images in folder {self.path}")
 
     def frames(self, wants: Wants) -> Iterator[SourceFrame]:
-        for index, path in enumerate(self._files):
+        index = 0
+        for path in self._files:
             self.stats.read += 1
-            if not wants(index, 0.0):
-                continue
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
+            try:
+                image = read_image(path)
+            except ImageError as err:
                 self.stats.corrupt += 1
-                log.warning("%s: cannot decode image, skipped", path)
+                log.warning("%s: %s, skipped", path, err)
                 continue
-            yield SourceFrame(index, image=image)
+            frame_index, index = index, index + 1
+            if wants(frame_index, 0.0):
+                yield SourceFrame(frame_index, image=image, fields={"file_name": path.name})
 
 
 class LiveSource(Source):

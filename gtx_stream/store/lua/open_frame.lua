@@ -1,4 +1,4 @@
--- Open one frame for labeling, atomically (ingester).
+-- Open one frame for labeling, atomically (ingester, client.submit).
 -- KEYS[1] = frame hash          <prefix>:{f:<frame_id>}:frame
 -- KEYS[2] = frame JPEG          <prefix>:{f:<frame_id>}:jpeg
 -- KEYS[3] = open frames ZSET    <prefix>:open
@@ -15,17 +15,24 @@
 -- ARGV[7] = max open frames
 -- ARGV[8] = JPEG bytes
 -- ARGV[9] = labels of budget kept for each open frame (kappa: what one frame may still need)
--- ARGV[10..] = extra frame fields as name, value pairs (truth, task, eligible)
+-- ARGV[10] = "ordered" (ingester: the index must be above the source's high-water mark) or
+--            "reserved" (client.submit: the index came from reserve_index.lua, so frames of
+--            one source may open out of order; the high-water mark only ever rises)
+-- ARGV[11..] = extra frame fields as name, value pairs (truth, task, eligible, file_name,
+--              a client's metadata)
 -- Returns "opened"; or, with nothing written:
---   "duplicate": frame_index <= the source's high-water mark, or the frame exists already
+--   "duplicate": the frame exists already, or ("ordered") frame_index <= the source's
+--                high-water mark
 --   "budget":    the label budget is spent (the ingester stops)
 --   "full":      max open frames are open, or the budget left could not give every open
 --                frame, this one included, ARGV[9] more labels: the end of the budget goes
 --                to finishing the open frames (the ingester waits and tries again)
 
 local index = tonumber(ARGV[2])
+local ordered = ARGV[10] == 'ordered'
 local last = redis.call('HGET', KEYS[4], 'last_index')
-if (last and tonumber(last) >= index) or redis.call('EXISTS', KEYS[1]) == 1 then
+last = last and tonumber(last)
+if (ordered and last and last >= index) or redis.call('EXISTS', KEYS[1]) == 1 then
     return 'duplicate'
 end
 
@@ -55,7 +62,7 @@ local fields = {
     'opened_at', ARGV[5],
     'n_labels', '0',
 }
-for i = 10, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
 end
@@ -63,7 +70,9 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('SET', KEYS[2], ARGV[8], 'EX', ttl)
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-redis.call('HSET', KEYS[4], 'last_index', ARGV[2], 'uri', ARGV[3])
+if not last or index > last then
+    redis.call('HSET', KEYS[4], 'last_index', ARGV[2], 'uri', ARGV[3])
+end
 redis.call('HINCRBY', KEYS[6], 'frames_opened', 1)
 redis.call('XADD', KEYS[7], '*', 'frame_id', ARGV[1])
 return 'opened'
