@@ -22,6 +22,7 @@ COMMANDS = (
     "ingest",
     "labeler",
     "aggregator",
+    "export",
     "tail",
     "status",
     "labelers",

@@ -1,0 +1,1 @@
+"""The exporter: finalised frames into a dataset folder (class folders per split, a manifest)."""

@@ -1,0 +1,275 @@
+"""The exporter: a consumer group on the final stream that writes a dataset folder exactly once.
+
+Per batch: read final records through the group (taking over what a dead exporter left
+pending), GET their JPEGs in one round trip, write each image (temporary file, fsync, rename,
+fsync of the folder), append the batch's manifest rows (fsynced), and only then, in one
+MULTI: DEL the JPEGs, XACK the entries and count them in ``stats``. A kill at any moment
+leaves either no trace of a frame (its entry is redelivered, its JPEG still in Redis) or its
+manifest row; a redelivered frame that has a row is only acknowledged. An image file without a
+row (killed between the rename and the manifest) is removed at start and written again when
+its entry comes back.
+
+One exporter per group: it holds a lock on its folder, and at every read it takes over the
+group's pending entries at once, since any other consumer of its group is a dead predecessor.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from gtx_stream.config import ExportSettings
+from gtx_stream.core.records import DeadLetter, FinalRecord, RecordError, text
+from gtx_stream.pipeline.aggregate.consumer import GroupConsumer, StreamEntry
+from gtx_stream.pipeline.export.layout import (
+    TMP_DIR,
+    ExportError,
+    class_folder_files,
+    image_path,
+    split_of_record,
+    write_atomic,
+)
+from gtx_stream.pipeline.export.manifest import (
+    ImageStatus,
+    Manifest,
+    Row,
+    append_metadata,
+    rebuild_metadata,
+    row_of,
+)
+from gtx_stream.pipeline.export.parquet import ParquetSink
+from gtx_stream.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("folder", "parquet")
+STAT_OF: dict[str, str] = {
+    "ok": "images_exported",
+    "missing": "images_missing",
+    "filtered": "images_filtered",
+}
+"""The ``stats`` counter of each image status (``gtx-stream status`` shows them)."""
+_ANY_IDLE_SECONDS = 0.001  # take over every pending entry: the group has one live consumer
+
+
+@dataclass
+class ExportReport:
+    """What one run did; ``already`` counts redelivered frames that had a row (only acked)."""
+
+    out: Path
+    exported: int = 0
+    missing: int = 0
+    filtered: int = 0
+    already: int = 0
+    malformed: int = 0
+    reasons_missing: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"exported {self.exported} images to {self.out} ({self.missing} missing, "
+                f"{self.filtered} filtered, {self.already} already there, "
+                f"{self.malformed} malformed)")  # fmt: skip
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def missing_note(record: FinalRecord, now: float) -> str:
+    """Why a finalised frame's JPEG is gone, from the TTL ``finalise.lua`` recorded."""
+    expires = record.image_expires_at
+    if math.isnan(expires):
+        return "gone at finalisation (no image in Redis when the frame was finalised)"
+    if now >= expires:
+        return f"TTL ran out at {_iso(expires)} (ingest.frame_ttl) before it was exported"
+    return (f"gone before its TTL (kept until {_iso(expires)}): a Redis restart without "
+            f"persistence, an eviction or a manual delete")  # fmt: skip
+
+
+class Exporter:
+    """Writes final records and their images into ``out`` through the group ``settings.group``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: ExportSettings,
+        out: Path,
+        *,
+        fmt: str = "folder",
+        consumer: str | None = None,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.r = client
+        self.keys = keys
+        self.settings = settings
+        self.out = out
+        self.fmt = fmt
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.group = GroupConsumer(client, keys, self.consumer, settings.batch_size,
+                                   _ANY_IDLE_SECONDS, group=settings.group,
+                                   streams=(keys.final,))  # fmt: skip
+        self.manifest = Manifest(out)
+        self.parquet = ParquetSink(out) if fmt == "parquet" else None
+        self.report = ExportReport(out)
+        self._lock: int | None = None
+
+    # --- start -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Lock the folder, repair it after a crash, create the group at id 0 if needed."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"{self.out} is in use by another exporter") from None
+        try:
+            cut = self.manifest.recover()
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+        if cut:
+            log.warning("manifest: cut a partial last line (%d bytes) left by a crash", cut)
+        self._refuse_other_format()
+        shutil.rmtree(self.out / TMP_DIR, ignore_errors=True)
+        if self.parquet is not None:
+            self.parquet.recover(self.manifest)
+        else:
+            self._remove_orphans()
+            rebuild_metadata(self.out, self.manifest.rows.values())
+        self.group.create_group()
+
+    def _refuse_other_format(self) -> None:
+        for row in self.manifest.rows.values():
+            if row["image_status"] == "ok":
+                other = row["file_name"].endswith(".parquet") != (self.fmt == "parquet")
+                if other:
+                    raise ExportError(f"{self.out} holds an export in the other format "
+                                      f"({row['file_name']}): choose another --out")  # fmt: skip
+                return
+
+    def _remove_orphans(self) -> None:
+        """Image files without a manifest row: a crash after their rename. Their entries are
+        still pending, so they are written again."""
+        known = {r["file_name"] for r in self.manifest.rows.values() if r["image_status"] == "ok"}
+        for rel, path in class_folder_files(self.out).items():
+            if rel not in known:
+                log.info("removing %s: no manifest row (written before a crash)", rel)
+                path.unlink()
+
+    def close(self) -> None:
+        """Unlock the folder (and remove the empty temporary folder: nothing but the dataset
+        stays beside the splits)."""
+        shutil.rmtree(self.out / TMP_DIR, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, follow: bool, block_ms: int = 1000) -> ExportReport:
+        """Export until ``stop`` (``follow``) or until the stream as it is now is exported."""
+        last = cast(list[Any], self.r.xrevrange(self.keys.final, count=1))
+        end = text(last[0][0]) if last else "0-0"
+        while not stop.is_set():
+            entries = self.group.read(block_ms if follow else 1)
+            if entries:
+                self.export_batch(entries)
+            elif not follow:
+                break
+            if not follow and any(_id_at_least(e.entry_id, end) for e in entries):
+                break
+        return self.report
+
+    def export_batch(self, entries: list[StreamEntry]) -> None:
+        """One batch: images to disk, manifest rows fsynced, then DEL + XACK + counts."""
+        records: list[FinalRecord] = []
+        bad: list[DeadLetter] = []
+        for e in entries:
+            try:
+                records.append(FinalRecord.from_fields(e.fields, e.entry_id))
+            except RecordError as err:
+                log.error("final entry %s: %s", e.entry_id, err)
+                bad.append(DeadLetter.of("final", str(err), e.fields, e.entry_id))
+        fresh: dict[str, FinalRecord] = {}
+        for rec in records:
+            if rec.frame_id not in self.manifest and rec.frame_id not in fresh:
+                fresh[rec.frame_id] = rec
+        images = self._get_images(list(fresh.values()))
+        rows = [self._export_one(rec, images[rec.frame_id]) for rec in fresh.values()]
+        if self.parquet is not None:
+            rows = self.parquet.write_batch(rows, images)
+        self.manifest.append(rows)
+        if self.parquet is None:
+            append_metadata(self.out, rows)
+        self._settle(entries, records, bad)
+        r = self.report
+        for row in rows:
+            status = row["image_status"]
+            r.exported += status == "ok"
+            r.missing += status == "missing"
+            r.filtered += status == "filtered"
+        r.already += len(records) - len(rows)
+        r.malformed += len(bad)
+
+    def _get_images(self, records: list[FinalRecord]) -> dict[str, bytes | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for rec in records:
+            pipe.get(rec.image_key or self.keys.image(rec.frame_id))
+        return {rec.frame_id: jpeg for rec, jpeg in zip(records, pipe.execute(), strict=True)}
+
+    def _export_one(self, rec: FinalRecord, jpeg: bytes | None) -> Row:
+        s = self.settings
+        split = split_of_record(rec, s)
+        class_name = s.class_names[rec.label] if rec.label in (0, 1) else str(rec.label)
+        written = None
+        status: ImageStatus
+        if rec.confidence < s.min_confidence:
+            status, note = "filtered", f"confidence {rec.confidence:.4f} < {s.min_confidence}"
+        elif rec.reason not in s.reasons:
+            status, note = "filtered", f"reason {rec.reason!r} not in export.reasons"
+        elif jpeg is None:
+            status, note = "missing", missing_note(rec, time.time())
+        else:
+            status, note = "ok", ""
+            if self.parquet is None:
+                written = write_atomic(self.out, image_path(split, class_name, rec.frame_id), jpeg)
+        return row_of(rec, split=split, class_name=class_name, status=status, note=note,
+                      written=written, exported_at=time.time())  # fmt: skip
+
+    def _settle(
+        self, entries: list[StreamEntry], records: list[FinalRecord], bad: list[DeadLetter]
+    ) -> None:
+        """One MULTI: the JPEGs go, the entries are acknowledged and counted, or none of it
+        happens (then they are redelivered, and counted then: exactly once in ``stats``)."""
+        counts: dict[str, int] = {}
+        for rec in records:
+            status = self.manifest.rows[rec.frame_id]["image_status"]
+            counts[STAT_OF[status]] = counts.get(STAT_OF[status], 0) + 1
+        pipe = self.r.pipeline(transaction=True)
+        for rec in records:
+            pipe.delete(rec.image_key or self.keys.image(rec.frame_id))
+        for letter in bad:
+            pipe.xadd(self.keys.dead, letter.to_fields())  # type: ignore[arg-type]
+        for name, n in counts.items():
+            pipe.hincrby(self.keys.stats, name, n)
+        pipe.xack(self.keys.final, self.settings.group, *[e.entry_id for e in entries])
+        pipe.execute()
+
+
+def _id_at_least(entry_id: str, end: str) -> bool:
+    ms, _, seq = entry_id.partition("-")
+    end_ms, _, end_seq = end.partition("-")
+    return (int(ms), int(seq or 0)) >= (int(end_ms), int(end_seq or 0))
