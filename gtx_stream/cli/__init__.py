@@ -26,6 +26,8 @@ COMMANDS = (
     "tail",
     "status",
     "labelers",
+    "frame",
+    "dead",
 )
 
 
