@@ -1,0 +1,29 @@
+"""A small typed client for applications: submit frames, wait for their labels, and read the
+finalised labels through a consumer group.
+
+::
+
+    from gtx_stream.client import Client
+
+    with Client() as client:
+        frame_id = client.submit(image, source="line3")
+        record = client.wait(frame_id, timeout=120)
+"""
+
+from gtx_stream.client.client import Client
+from gtx_stream.client.errors import (
+    BudgetSpent,
+    ClientError,
+    FrameDropped,
+    PipelineFull,
+    UnknownFrame,
+)
+
+__all__ = [
+    "BudgetSpent",
+    "Client",
+    "ClientError",
+    "FrameDropped",
+    "PipelineFull",
+    "UnknownFrame",
+]

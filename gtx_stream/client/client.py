@@ -1,0 +1,88 @@
+"""The client an application holds: one Redis connection, the pipeline's keys and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+
+import numpy as np
+
+from gtx_stream.client import consume, submit, wait
+from gtx_stream.config import Settings, load_settings
+from gtx_stream.core.records import FinalRecord
+from gtx_stream.store.connection import connect
+from gtx_stream.store.keys import Keys
+
+
+class Client:
+    """Submit frames, wait for their labels, read the final stream.
+
+    ``settings`` default to :func:`~gtx_stream.config.load_settings` (``config.toml`` and
+    ``GTX_*`` variables); ``url`` overrides ``redis.url``. The limits that ``submit`` obeys
+    (``aggregator.max_open_frames``, ``aggregator.kappa``, ``ingest.frame_ttl``,
+    ``ingest.jpeg_quality``) come from these settings: give the client the pipeline's config.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, url: str | None = None) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.keys = Keys(self.settings.redis.prefix)
+        self.redis = connect(self.settings, url)
+
+    def submit(
+        self,
+        image: np.ndarray | bytes,
+        *,
+        source: str,
+        metadata: Mapping[str, str] | None = None,
+        truth: int | None = None,
+        timeout: float | None = 60.0,
+    ) -> str:
+        """Open a frame (a BGR image or JPEG bytes) of ``source``; returns its frame id.
+
+        Blocks while the pipeline is full, up to ``timeout`` s (then :class:`PipelineFull`);
+        :class:`BudgetSpent` once the budget is spent. ``metadata`` (string names and values)
+        is stored in the frame hash: :meth:`metadata` reads it back.
+        """
+        return submit.submit(self.redis, self.keys, self.settings, image, source=source,
+                             metadata=metadata, truth=truth, timeout=timeout)  # fmt: skip
+
+    def wait(self, frame_id: str, timeout: float = 60.0) -> FinalRecord:
+        """The frame's final record once it is final: TimeoutError after ``timeout`` s,
+        :class:`FrameDropped` or :class:`UnknownFrame` when it never will be."""
+        return wait.wait(self.redis, self.keys, frame_id, timeout,
+                         self.settings.redis.socket_timeout)  # fmt: skip
+
+    def metadata(self, frame_id: str) -> dict[str, str]:
+        """The metadata ``frame_id`` was submitted with, while its state lives."""
+        return submit.metadata(self.redis, self.keys, frame_id)
+
+    def final_labels(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        batch_size: int = 100,
+        claim_idle_seconds: float = 60.0,
+        idle_seconds: float | None = None,
+    ) -> Iterator[FinalRecord]:
+        """Final records through the consumer group ``group`` (created if new, from the first
+        entry): each is acknowledged when the next is asked for; see :mod:`.consume`."""
+        return consume.final_labels(
+            self.redis, self.keys, group, consumer,
+            socket_timeout=self.settings.redis.socket_timeout, batch_size=batch_size,
+            claim_idle_seconds=claim_idle_seconds, idle_seconds=idle_seconds,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,113 @@
+"""``final_labels``: the final stream through a consumer group, as typed records.
+
+Acknowledgement is implicit: a record is acknowledged once the caller asks for the next one
+(its loop body is done with it), in one XACK per batch sent before the next read. The record in
+hand when the loop ends by ``break`` or an exception is not acknowledged: it comes again. So
+delivery is at least once: after a crash, what was processed since the last read (at most one
+batch) comes again too; key what you store by ``frame_id``.
+
+A restarted consumer first gets its own unacknowledged entries again (XREADGROUP from 0); what
+a dead consumer of the group left pending is claimed after ``claim_idle_seconds``
+(:class:`~gtx_stream.pipeline.aggregate.consumer.GroupConsumer`, as the aggregator claims).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import redis
+
+from gtx_stream.core.records import FinalRecord, RecordError, decode_fields, text
+from gtx_stream.pipeline.aggregate.consumer import GroupConsumer, StreamEntry
+from gtx_stream.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+BLOCK_MAX_SECONDS = 5.0
+
+
+def final_labels(
+    client: redis.Redis,
+    keys: Keys,
+    group: str,
+    consumer: str,
+    *,
+    socket_timeout: float,
+    batch_size: int = 100,
+    claim_idle_seconds: float = 60.0,
+    idle_seconds: float | None = None,
+) -> Iterator[FinalRecord]:
+    """Every final record, once per group (at least once: see the module's docstring).
+
+    A new group starts at the first entry the final stream still holds. The iteration runs
+    for ever, or ends after ``idle_seconds`` without a new record. A malformed entry is
+    logged, acknowledged and skipped.
+    """
+    reader = GroupConsumer(
+        client, keys, consumer, batch_size, claim_idle_seconds, group=group,
+        streams=(keys.final,),
+    )  # fmt: skip
+    reader.create_group()
+    block_ms = int(1000 * max(0.001, min(BLOCK_MAX_SECONDS, socket_timeout / 2)))
+    done: list[StreamEntry] = []
+    try:
+        for entry in _own_pending(client, keys, group, consumer, batch_size):
+            record = _record(entry)
+            if record is not None:
+                yield record
+            done.append(entry)
+        idle_since = time.monotonic()
+        while True:
+            wait_ms = block_ms
+            if idle_seconds is not None:
+                left = idle_seconds - (time.monotonic() - idle_since)
+                if left <= 0:
+                    return
+                wait_ms = max(1, min(block_ms, int(left * 1000)))
+            reader.ack(done, progress=False)
+            done.clear()
+            batch = reader.read(wait_ms)
+            if batch:
+                idle_since = time.monotonic()
+            for entry in batch:
+                record = _record(entry)
+                if record is not None:
+                    yield record
+                done.append(entry)
+    finally:
+        # the loop ended (idle, break, exception): what was processed is acknowledged, the
+        # record in hand is not
+        try:
+            reader.ack(done, progress=False)
+        except redis.RedisError as err:
+            log.warning("could not acknowledge %d final records (they come again): %s",
+                        len(done), err)  # fmt: skip
+
+
+def _own_pending(
+    client: redis.Redis, keys: Keys, group: str, consumer: str, batch_size: int
+) -> Iterator[StreamEntry]:
+    """What this consumer read before and never acknowledged (it was restarted), in order."""
+    after = "0"
+    while True:
+        reply = client.xreadgroup(group, consumer, {keys.final: after}, count=batch_size)
+        items = cast(list[Any], reply)[0][1] if reply else []
+        if not items:
+            return
+        for entry_id, fields in items:
+            after = text(entry_id)
+            # an entry trimmed from the stream meanwhile comes with no fields: acknowledged
+            yield StreamEntry(keys.final, after, decode_fields(fields or {}))
+
+
+def _record(entry: StreamEntry) -> FinalRecord | None:
+    if not entry.fields:
+        return None
+    try:
+        return FinalRecord.from_fields(entry.fields, entry.entry_id)
+    except RecordError as err:
+        log.warning("final entry %s skipped: %s", entry.entry_id, err)
+        return None
