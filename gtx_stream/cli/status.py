@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import ConfigError, load_settings
-    from gtx_stream.ops.status import health_problem, pipeline_status
+    from gtx_stream.ops.status import exporter_warning, health_problem, pipeline_status
     from gtx_stream.store.connection import connect, redacted
     from gtx_stream.store.keys import Keys
 
@@ -45,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
 
     prefix = settings.redis.prefix
     try:
-        st = pipeline_status(client, Keys(prefix), settings.aggregator.live_seconds)
+        st = pipeline_status(client, Keys(prefix), settings.aggregator.live_seconds,
+                             settings.export.group)  # fmt: skip
     except redis.RedisError as err:  # e.g. an ACL user without the reads status needs
         print(f"{'unhealthy: ' if args.check else ''}redis error: {err}", file=sys.stderr)
         return 1
@@ -53,7 +54,12 @@ def _run(args: argparse.Namespace) -> int:
         client.close()
     st["redis"] = redacted(settings.redis.url.get_secret_value())
     st["prefix"] = prefix
+    # a lagging exporter is a warning, not unhealthy: the pipeline itself works
+    warning = exporter_warning(st, settings.aggregator.stall_seconds)
+    st["warnings"] = [warning] if warning else []
     if args.check:
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         problem = health_problem(st, settings.aggregator.stall_seconds)
         if problem:
             print(f"unhealthy: {problem}", file=sys.stderr)
@@ -80,6 +86,13 @@ def format_status(st: dict[str, Any]) -> str:
         f"frames final     {st['frames_finalised']}  dead letters {st['dead_letters']}",
         f"labels           {st['labels_applied']} applied, {st['budget_spent']} bought, {budget}",
     ]
+    ex = st.get("exporter")
+    if ex is not None:
+        lag = "?" if ex["lag"] is None else ex["lag"]
+        lines.append(f"images           {st['images_exported']} exported, {st['images_missing']} "
+                     f"missing, {st['images_filtered']} filtered; group {ex['group']}: {lag} "
+                     f"to read, {ex['pending']} pending")  # fmt: skip
+    lines += [f"warning          {w}" for w in st.get("warnings", [])]
     if not st["labelers"]:
         lines.append(f"labelers         none registered under {st['prefix']}")
         return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -12,9 +12,12 @@ from gtx_stream.core.records import text
 from gtx_stream.store.keys import Keys
 
 
-def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) -> dict[str, Any]:
+def pipeline_status(
+    client: redis.Redis, keys: Keys, live_seconds: float = 5.0, export_group: str = "exporter"
+) -> dict[str, Any]:
     """Frames open and finalised, labels spent and budget left, queues, per-labeler figures
-    (failed requests, failures in a row, seconds of backoff left)."""
+    (failed requests, failures in a row, seconds of backoff left), and the exporter: images
+    exported and missing, and how far its group is behind on the final stream."""
     pipe = client.pipeline(transaction=False)
     pipe.zcard(keys.open_frames)
     pipe.zrange(keys.open_frames, 0, 0, withscores=True)
@@ -79,8 +82,43 @@ def pipeline_status(client: redis.Redis, keys: Keys, live_seconds: float = 5.0) 
         "budget_limit": limit,
         "budget_spent": spent,
         "budget_left": None if limit is None else max(0, limit - spent),
+        "images_exported": stats.get("images_exported", 0),
+        "images_missing": stats.get("images_missing", 0),
+        "images_filtered": stats.get("images_filtered", 0),
+        "exporter": exporter_status(client, keys, export_group),
         "labelers": per_labeler,
     }
+
+
+def exporter_status(client: redis.Redis, keys: Keys, group: str) -> dict[str, Any] | None:
+    """The exporter group on the final stream (None when there is none): entries not yet read
+    (``lag``; None when Redis cannot tell, after a trim), read but not acknowledged
+    (``pending``), and the age of the oldest entry not yet read (``behind_s``)."""
+    try:
+        groups = cast(list[dict[str, Any]], client.xinfo_groups(keys.final))
+    except redis.ResponseError as err:
+        if isinstance(err, redis.exceptions.NoPermissionError) or "no such key" not in str(err):
+            raise
+        return None
+    info = next((g for g in groups if text(g["name"]) == group), None)
+    if info is None:
+        return None
+    last = text(info["last-delivered-id"])
+    nxt = cast(list[Any], client.xrange(keys.final, min=f"({last}", count=1))
+    behind = time.time() - int(text(nxt[0][0]).split("-")[0]) / 1000 if nxt else 0.0
+    return {"group": group, "lag": info.get("lag"), "pending": int(info["pending"]),
+            "behind_s": round(max(0.0, behind), 1)}  # fmt: skip
+
+
+def exporter_warning(status: dict[str, Any], lag_seconds: float) -> str | None:
+    """Why the exporter looks stuck: final entries waiting longer than ``lag_seconds``."""
+    ex = status.get("exporter")
+    if not ex or ex["behind_s"] <= lag_seconds:
+        return None
+    waiting = "?" if ex["lag"] is None else ex["lag"]
+    return (f"exporter lags: {waiting} final entries not exported, the oldest "
+            f"{ex['behind_s']:.0f} s old ({ex['pending']} pending); their images expire "
+            f"with their TTL")  # fmt: skip
 
 
 def health_problem(status: dict[str, Any], stall_seconds: float) -> str | None:

@@ -370,3 +370,68 @@ def test_parquet_export_loads_with_hugging_face(r: redis.Redis, keys: Keys, tmp_
     assert seen[fid]["image"].size == (16, 16)
     with pytest.raises(ExportError, match="other format"):
         export(r, keys, out, "folder")
+
+
+# --- its ACL user and status -------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_the_exporter_runs_with_its_acl_user_of_docs_access(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gtx_stream.cli import main
+    from gtx_stream.ops.demo import write_config
+    from tests.store.test_access import start_server
+
+    (tmp_path / "acl").mkdir()
+    server = start_server(tmp_path / "acl", tls=False)
+    try:
+        admin = server.admin()
+        keys = Keys("gtx")
+        finalise_frames(admin, keys, 12)
+        admin.acl_log_reset()
+        config = tmp_path / "exporter.toml"
+        write_config(config, {"redis": {"url": server.url("gtx-exporter")}}, [])
+        out = tmp_path / "ds"
+        assert main(["export", "--out", str(out), "--config", str(config)]) == 0
+        assert "exported 12 images" in capsys.readouterr().out
+        assert main(["status", "--check", "--config", str(config)]) == 0
+        assert capsys.readouterr().out.startswith("healthy")
+        assert main(["status", "--json", "--config", str(config)]) == 0
+        st = json.loads(capsys.readouterr().out)
+        assert st["images_exported"] == 12
+        assert st["exporter"] == {"group": "exporter", "lag": 0, "pending": 0, "behind_s": 0.0}
+        assert admin.acl_log() == []
+        exporter = server.client("gtx-exporter")
+        refused = [
+            ["XADD", keys.final, "*", "frame_id", "f"],
+            ["XTRIM", keys.final, "MAXLEN", "0"],
+            ["HSET", keys.frame("f"), "state", "open"],
+            ["HGETALL", keys.frame("f")],
+            ["XADD", keys.labels, "*", "a", "b"],
+        ]
+        for command in refused:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                exporter.execute_command(*command)
+    finally:
+        server.embedded.stop()
+
+
+def test_status_warns_when_the_exporter_lags(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    from gtx_stream.ops.status import exporter_warning, pipeline_status
+
+    finalise_frames(r, keys, 5)
+    assert pipeline_status(r, keys)["exporter"] is None  # no exporter group: nothing to say
+    r.xgroup_create(keys.final, "exporter", id="0")
+    r.xreadgroup("exporter", "e", {keys.final: ">"}, count=2)
+    st = pipeline_status(r, keys)
+    assert st["exporter"]["lag"] == 3 and st["exporter"]["pending"] == 2
+    assert st["exporter"]["behind_s"] >= 0
+    assert exporter_warning(st, lag_seconds=3600) is None
+    time.sleep(0.05)
+    warning = exporter_warning(pipeline_status(r, keys), lag_seconds=0.01)
+    assert warning is not None and warning.startswith("exporter lags: 3 final entries")
+    export(r, keys, tmp_path / "ds")
+    st = pipeline_status(r, keys)
+    assert (st["images_exported"], st["exporter"]["lag"], st["exporter"]["pending"]) == (5, 0, 0)
+    assert exporter_warning(st, lag_seconds=0.0) is None
