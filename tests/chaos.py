@@ -23,6 +23,10 @@ what happened.
 A :class:`Watcher` thread follows the streams during the run (XREAD), so that whatever the
 machine-crash restart took away can be named entry by entry: the checks allow for exactly
 those entries, and nothing else.
+
+Retention runs too (every second), and so does its removal of dead aggregators' consumers:
+the checks' own consumer group (:data:`CHECKER_GROUP`) never reads, so retention, which never
+trims an entry a group has not acknowledged, leaves the streams whole for the checks.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ KILL_INGESTER = "kill ingester"
 REDIS_RESTART = "restart redis (SIGKILL)"
 REDIS_CRASH = "restart redis (machine crash: AOF cut back)"
 KILLS = (KILL_AGGREGATOR, KILL_LABELER, KILL_INGESTER)
+CHECKER_GROUP = "chaos-checker"  # holds every entry of labels and opened against retention
 
 
 @dataclass
@@ -276,6 +281,7 @@ class Harness:
                     "batch_size": 64,
                     "block_ms": 100,
                 },
+                "retention": {"every_seconds": 1.0},
             },  # fmt: skip
             labelers,
         )
@@ -377,6 +383,8 @@ class Harness:
         url = self.redis.url
         self.write_inputs()
         self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5.0)
+        for stream in (self.keys.opened, self.keys.labels):
+            self.client.xgroup_create(stream, CHECKER_GROUP, id="0", mkstream=True)
         self.watcher = Watcher(url, self.keys, self.redis.data_dir / "appendonlydir")
         self.watcher.start()
         self.sup = Supervisor(
@@ -507,6 +515,8 @@ class Harness:
         def all_read() -> bool:
             last = self.client.xinfo_stream(self.keys.labels)["last-generated-id"]
             for group in cast(list[Any], self.client.xinfo_groups(self.keys.labels)):
+                if group["name"] == CHECKER_GROUP:
+                    continue
                 if group["pending"] or group["last-delivered-id"] != last:
                     return False
             return True

@@ -64,7 +64,7 @@ class Retention:
         self.group = group
         self.consumer = consumer
         self.dead_idle_ms = int(DEAD_AFTER_CLAIMS * claim_idle_seconds * 1000)
-        self._last = 0.0
+        self._last = time.monotonic()  # the first run after every_seconds: nothing is acked yet
         self._failing = False
 
     @property
@@ -79,9 +79,9 @@ class Retention:
         A Redis refusal (an ACL without XTRIM, say) is logged, not raised: housekeeping must
         not stop the aggregator from finalising frames.
         """
-        if not self.s.enabled or time.time() - self._last < self.s.every_seconds:
+        if not self.s.enabled or time.monotonic() - self._last < self.s.every_seconds:
             return None
-        self._last = time.time()
+        self._last = time.monotonic()
         try:
             report = self.apply()
         except redis.ResponseError as err:
