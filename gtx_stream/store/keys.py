@@ -82,7 +82,8 @@ class Keys:
         return f"{self.prefix}:stats"
 
     def source(self, source_id: str) -> str:
-        """HASH of one ingest source: uri, last_index (high-water mark of opened frames)."""
+        """HASH of one ingest source: uri, last_index (high-water mark of opened frames),
+        next_index (the next index ``reserve_index.lua`` hands to ``client.submit``)."""
         return f"{self.prefix}:source:{source_id}"
 
     def queue(self, labeler_id: str) -> str:
