@@ -7,6 +7,9 @@
 4. Live progress, then a summary against the truth: error rate, MAE and labels per frame;
    the same seeded label sequence run offline through the core math (it must agree frame by
    frame); and majority vote spending the same budget with k = kappa labels per frame.
+5. The finalised frames exported once (``gtx-stream export``, not following) into
+   ``<workdir>/dataset``. Without ``--workdir`` the demo's temporary folder is removed at the
+   end but for that dataset, so that there is something to train on.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +88,9 @@ def labeler_accuracies(n: int, alpha_range: tuple[float, float], seed: int) -> d
 def run_demo(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
     url = settings.redis.url.get_secret_value()
     embedded: EmbeddedRedis | None = None
-    tmp = None
+    tmp = opts.workdir is None
     if opts.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="gtx-demo-")
-        workdir = Path(tmp.name)
+        workdir = Path(tempfile.mkdtemp(prefix="gtx-demo-"))
     else:
         workdir = opts.workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -107,8 +111,8 @@ def run_demo(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
     finally:
         if embedded is not None:
             embedded.stop()
-        if tmp is not None:
-            tmp.cleanup()
+        if tmp:
+            _keep_only_the_dataset(workdir)
 
 
 def _run(
@@ -161,11 +165,40 @@ def _run(
     bad = {k: v for k, v in codes.items() if v not in (0, None)}
     summary = summarise(client, keys, truths, accuracies, opts)
     client.close()
+    if not bad:
+        summary["dataset"] = export_dataset(settings, url, keys, workdir / "dataset")
     summary["seconds"] = round(elapsed, 2)
     summary["exit_codes"] = codes
     if bad:
         summary["failed_services"] = bad
     return summary
+
+
+def export_dataset(settings: Settings, url: str, keys: Keys, out: Path) -> dict[str, Any]:
+    """Export every finalised frame once into ``out`` (what ``gtx-stream export --out`` does)."""
+    from gtx_stream.pipeline.export.exporter import Exporter
+
+    client = connect(settings, url)
+    exporter = Exporter(client, keys, settings.export, out, consumer="demo")
+    try:
+        exporter.setup()
+        report = exporter.run(threading.Event(), follow=False)
+    finally:
+        exporter.close()
+        client.close()
+    return {"path": str(out), "exported": report.exported, "missing": report.missing,
+            "filtered": report.filtered}  # fmt: skip
+
+
+def _keep_only_the_dataset(workdir: Path) -> None:
+    for path in workdir.iterdir():
+        if path.name != "dataset":
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    if not any(workdir.iterdir()):
+        workdir.rmdir()
 
 
 def _wait_for_labelers(
@@ -332,6 +365,14 @@ def print_summary(s: dict[str, Any]) -> None:
           f"MAE {100 * ex['mae']:.2f}%")  # fmt: skip
     same = "yes" if s["offline_same_seed_agrees"] else "NO"
     print(f"offline run of the same seeded labels agrees frame by frame: {same}")
+    ds = s.get("dataset")
+    if ds:
+        print(f"dataset            {ds['exported']} images ({ds['missing']} missing, "
+              f"{ds['filtered']} filtered) in {ds['path']}")  # fmt: skip
+        print(
+            "                   <split>/<class>/<frame id>.jpg and manifest.jsonl; load it "
+            "with datasets.load_dataset('imagefolder', data_dir=...) (docs/export.md)"
+        )
 
 
 def _say(opts: DemoOptions, text: str) -> None:

@@ -15,6 +15,9 @@ import psutil
 import pytest
 import redis
 
+from gtx_stream.pipeline.export.check import check_folder
+from gtx_stream.pipeline.export.layout import class_folder_files
+
 # every demo runs a Redis: the configured one, else an embedded redis-server of its own
 pytestmark = pytest.mark.redis
 
@@ -41,8 +44,15 @@ def _run_json(cwd: Path, env: dict[str, str], *args: str) -> dict:
 @pytest.mark.slow
 def test_demo_on_an_embedded_redis_finalises_every_frame(tmp_path: Path) -> None:
     # tmp_path as working directory: no ./config.toml, no GTX_REDIS__URL -> embedded server
-    summary = _run_json(tmp_path, _env(), "--frames", "40")
+    work = tmp_path / "work"
+    summary = _run_json(tmp_path, _env(), "--frames", "40", "--workdir", str(work))
     assert summary["frames_finalised"] == 40
+    # it ends by exporting every frame into its workdir, once, in class folders per split
+    dataset = work / "dataset"
+    assert summary["dataset"] == {"path": str(dataset), "exported": 40, "missing": 0,
+                                  "filtered": 0}  # fmt: skip
+    assert len(class_folder_files(dataset)) == 40
+    assert check_folder(dataset) == []
     assert summary["offline_same_seed_agrees"] is True
     assert summary["labels_spent"] == round(summary["labels_per_frame"] * 40)
     assert set(summary["exit_codes"].values()) == {0}
