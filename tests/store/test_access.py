@@ -342,6 +342,36 @@ def test_each_user_may_do_its_work(plain_acl_server: Server, user: str, command:
     _run(plain_acl_server, user, command)  # raises on a refusal
 
 
+@pytest.mark.redis
+def test_retention_runs_with_the_aggregators_user(plain_acl_server: Server) -> None:
+    """Every command of retention's scripts: pending entries (XPENDING), the length and age
+    rules on final (XRANGE, TIME), the removal of a dead consumer (XGROUP DELCONSUMER)."""
+    from gtx_stream.config import RetentionSettings
+    from gtx_stream.pipeline.aggregate.retention import Retention
+    from gtx_stream.store.scripts import ScriptRunner
+
+    admin = plain_acl_server.admin()
+    admin.acl_log_reset()
+    for stream in (KEYS.labels, KEYS.opened, KEYS.final):
+        for i in range(4):
+            admin.xadd(stream, {"frame_id": f"f{i}"})
+        admin.xgroup_create(stream, "aggregator", id="0")
+        admin.xreadgroup("aggregator", "dead", {stream: ">"}, count=2)  # 2 pending, 2 unread
+    admin.xgroup_createconsumer(KEYS.labels, "aggregator", "idle")
+    client = plain_acl_server.client("gtx-aggregator")
+    settings = RetentionSettings(final_seconds=0.001, final_maxlen=1, clock_skew_seconds=0)
+    retention = Retention(client, KEYS, ScriptRunner(client), settings, group="aggregator",
+                          consumer="a1", claim_idle_seconds=0.001)  # fmt: skip
+    try:
+        time.sleep(0.01)
+        report = retention.apply()
+        assert report.held_by == dict.fromkeys((KEYS.labels, KEYS.opened, KEYS.final), "aggregator")
+        assert report.removed == {KEYS.labels: ["idle"]}
+        assert admin.acl_log() == []
+    finally:
+        admin.delete(KEYS.labels, KEYS.opened, KEYS.final)
+
+
 # --- a password-only server ------------------------------------------------------------------
 
 
