@@ -42,6 +42,8 @@ from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
+DEMO_BLOCK_SECONDS = 0.2
+
 
 @dataclass
 class DemoOptions:
@@ -179,7 +181,10 @@ def export_dataset(settings: Settings, url: str, keys: Keys, out: Path) -> dict[
     from gtx_stream.pipeline.export.exporter import Exporter
 
     client = connect(settings, url)
-    exporter = Exporter(client, keys, settings.export, out, consumer="demo")
+    # the demo opens its frames within seconds: blocks of a fifth of a second give it a val and
+    # a test split (a real camera keeps export.block_seconds, a minute by default)
+    export = settings.export.model_copy(update={"block_seconds": DEMO_BLOCK_SECONDS})
+    exporter = Exporter(client, keys, export, out, consumer="demo")
     try:
         exporter.setup()
         report = exporter.run(threading.Event(), follow=False)
