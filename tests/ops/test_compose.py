@@ -26,7 +26,7 @@ from gtx_stream.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
-OUR_SERVICES = ("ingester", "labeler", "aggregator")
+OUR_SERVICES = ("ingester", "labeler", "aggregator", "exporter")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 
@@ -151,6 +151,10 @@ def test_services_run_the_worker_entry_points(compose: dict[str, Any]) -> None:
         ("aggregator", {}, {"command": "aggregator", "consumer": None}),
         ("aggregator", {"CONSUMER": "agg-1", "LOG_LEVEL": "DEBUG"},
          {"command": "aggregator", "consumer": "agg-1", "log_level": "DEBUG"}),
+        ("exporter", {}, {"command": "export", "follow": True, "out": Path("/data/dataset"),
+                          "format": "folder", "check": None}),
+        ("exporter", {"OUT": "/x", "FORMAT": "parquet"},
+         {"command": "export", "out": Path("/x"), "format": "parquet"}),
     ],
 )  # fmt: skip
 def test_worker_arguments(worker: str, env: dict[str, str], expected: dict[str, Any]) -> None:
@@ -185,3 +189,10 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     run[run.index(str(COMPOSE_FILE))] = str(broken)
     done = subprocess.run(run, capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode != 0 and "stop_grace" in done.stderr
+
+
+def test_the_exporter_writes_to_a_volume_and_is_not_scaled(compose: dict[str, Any]) -> None:
+    exporter = compose["services"]["exporter"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in exporter["volumes"]}
+    assert mounts[exporter["environment"]["OUT"]] == "./dataset"
+    assert "deploy" not in exporter, "one exporter per group: its folder is locked"
