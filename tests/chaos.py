@@ -44,12 +44,15 @@ from typing import Any, cast
 
 import redis
 
+from gtx_stream.config import ExportSettings
 from gtx_stream.core.models import aggregate
 from gtx_stream.core.records import LabelEntry, RecordError
 from gtx_stream.ops.demo import labeler_accuracies, write_config
 from gtx_stream.ops.embedded import EmbeddedRedis
 from gtx_stream.ops.supervisor import Supervisor
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
+from gtx_stream.pipeline.export.check import check_folder
+from gtx_stream.pipeline.export.manifest import MANIFEST, parse_lines
 from gtx_stream.store.keys import Keys
 from tests import chaos_labelers
 
@@ -58,9 +61,11 @@ ROOT = Path(__file__).resolve().parents[1]
 KILL_AGGREGATOR = "kill aggregator"
 KILL_LABELER = "kill labeler worker"
 KILL_INGESTER = "kill ingester"
+KILL_EXPORTER = "kill exporter"
 REDIS_RESTART = "restart redis (SIGKILL)"
 REDIS_CRASH = "restart redis (machine crash: AOF cut back)"
-KILLS = (KILL_AGGREGATOR, KILL_LABELER, KILL_INGESTER)
+KILLS = (KILL_AGGREGATOR, KILL_LABELER, KILL_INGESTER, KILL_EXPORTER)
+EXPORT_GROUP = ExportSettings().group
 CHECKER_GROUP = "chaos-checker"  # holds every entry of labels and opened against retention
 
 
@@ -78,8 +83,8 @@ class ChaosOptions:
     max_open_frames: int = 12
     kills: int = 24
     """SIGKILLs of services; the two Redis restarts come on top."""
-    kill_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)
-    """Aggregator, labeler worker, ingester."""
+    kill_weights: tuple[float, float, float, float] = (0.35, 0.3, 0.2, 0.15)
+    """Aggregator, labeler worker, ingester, exporter."""
     gap: tuple[float, float] = (0.5, 1.5)
     """Seconds between faults."""
     restart_delay: tuple[float, float] = (0.0, 0.8)
@@ -261,6 +266,7 @@ class Harness:
         self.truth_csv = self.workdir / "truth.csv"
         write_truth_csv(self.truth_csv, truths)
         labelers = self.labelers()
+        self.dataset = self.workdir / "dataset"
         self.config = self.workdir / "chaos.toml"
         write_config(
             self.config,
@@ -295,6 +301,7 @@ class Harness:
             "labeler-late": ("labeler", "--id", "late"),
             "ingester": ("ingest", str(self.video), "--truth", str(self.truth_csv)),
             "aggregator-2": ("aggregator",),
+            "exporter": ("export", "--out", str(self.dataset), "--follow"),
         }
 
     def start(self, name: str) -> None:
@@ -312,7 +319,8 @@ class Harness:
         o = self.opts
         if kind == KILL_INGESTER and self.ingester_done:
             kind = self.rng.choice((KILL_AGGREGATOR, KILL_LABELER))
-        prefix = {KILL_AGGREGATOR: "aggregator", KILL_LABELER: "labeler", KILL_INGESTER: "ingester"}
+        prefix = {KILL_AGGREGATOR: "aggregator", KILL_LABELER: "labeler",
+                  KILL_INGESTER: "ingester", KILL_EXPORTER: "exporter"}  # fmt: skip
         targets = self.running(prefix[kind])
         if not targets:
             self.faults.append(Fault(self.now(), kind, "-", "nothing running to kill"))
@@ -401,7 +409,7 @@ class Harness:
         seconds_faults = 0.0
         try:
             for name in ("aggregator-1", "labelers-a", "labelers-b", "labeler-hang",
-                         "labeler-late", "ingester"):  # fmt: skip
+                         "labeler-late", "ingester", "exporter"):  # fmt: skip
                 self.start(name)
             self.wait(lambda: self._int(self.client.xlen(self.keys.final)) > 0, "a first frame", 60)
             schedule = self.schedule()
@@ -432,6 +440,7 @@ class Harness:
             seconds_faults = self.now()
             self.wait(self.finished, "the end of the video, every frame finalised", o.drain_timeout)
             self.drain()
+            self.wait(self.exported, "the exporter to export every final record", 60)
         except TimeoutError as err:  # checked and reported like the rest
             error = str(err)
         finally:
@@ -453,6 +462,7 @@ class Harness:
                 fid for fid in frames_in(list(self.crash.lost.get("opened", {}).values()))
                 if fid not in reopened
             ]  # fmt: skip
+        check_dataset(self.client, self.keys, self.dataset, findings)
         final_label = {f["frame_id"]: f["label"] for _, f in _entries(self.client, self.keys.final)}
         stats = {str(k): str(v) for k, v in self.client.hgetall(self.keys.stats).items()}
         self.client.close()
@@ -504,6 +514,14 @@ class Harness:
 
     def finished(self) -> bool:
         return self.ingester_done and self.client.zcard(self.keys.open_frames) == 0
+
+    def exported(self) -> bool:
+        """The exporter's group has read and acknowledged the whole final stream."""
+        last = self.client.xinfo_stream(self.keys.final)["last-generated-id"]
+        for group in cast(list[Any], self.client.xinfo_groups(self.keys.final)):
+            if group["name"] == EXPORT_GROUP:
+                return not group["pending"] and group["last-delivered-id"] == last
+        return False
 
     def drain(self) -> None:
         """Stop the labeler workers, then let the aggregator read every label they sent."""
@@ -564,6 +582,9 @@ class Findings:
     posteriors_checked: int = 0
     budget_limit: int | None = None
     budget_spent: int = 0
+    images_on_disk: int = 0
+    images_missing: Counter[str] = field(default_factory=Counter)
+    """Manifest rows of frames whose image was gone, by why."""
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -728,6 +749,30 @@ def check_streams(
     return out
 
 
+def check_dataset(client: redis.Redis, keys: Keys, root: Path, out: Findings) -> None:
+    """Invariant 8: every frame on ``final`` is in the exported folder's manifest exactly
+    once, with its image on disk (or recorded as missing, with why), and the folder passes
+    ``gtx-stream export --check``; no frame is in the manifest that was not finalised."""
+    final = {f.get("frame_id", "") for _, f in _entries(client, keys.final)}
+    path = root / MANIFEST
+    rows = parse_lines(path.read_bytes(), str(path))[0] if path.is_file() else []
+    in_manifest = Counter(r["frame_id"] for r in rows)
+    for fid in sorted(final - set(in_manifest)):
+        out.lost.append(f"frame {fid}: final, not in the exported manifest")
+    for fid, n in in_manifest.items():
+        if n > 1:
+            out.duplicated.append(f"frame {fid}: {n} rows in the exported manifest")
+        if fid not in final:
+            out.problems.append(f"frame {fid}: exported, not on the final stream")
+    out.images_on_disk = sum(1 for p in root.glob("*/*/*.jpg"))
+    ok = sum(1 for r in rows if r.get("image_status") == "ok")
+    out.images_missing = Counter(r.get("image_note", "")[:60] for r in rows
+                                 if r.get("image_status") == "missing")  # fmt: skip
+    if out.images_on_disk != ok:
+        out.problems.append(f"{out.images_on_disk} images on disk, {ok} manifest rows say ok")
+    out.problems += [f"export --check: {p}" for p in check_folder(root)]
+
+
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -776,6 +821,7 @@ def format_report(res: ChaosResult) -> str:
         ),  # fmt: skip
         f"leases expired: {res.stats.get('leases_expired', '0')}; budget: spent "
         f"{f.budget_spent} of {f.budget_limit}",
+        f"exported: {f.images_on_disk} images on disk; missing images: {_counts(f.images_missing)}",
         f"posteriors recomputed with the core math: {f.posteriors_checked}, "
         f"{'all equal' if not any('posterior' in p for p in f.problems) else 'MISMATCH'}",
     ]

@@ -45,19 +45,22 @@ def test_chaos_run(tmp_path: Path) -> None:
     assert all(
         kinds[k] >= 3 for k in ("kill aggregator", "kill labeler worker", "kill ingester")
     ), message
+    assert kinds["kill exporter"] >= 2, message
     assert res.two_aggregators is not None, message
     assert f.frames_opened > 0 and f.frames_final + f.frames_dead == f.frames_opened, message
     assert not f.lost, message
     assert not f.duplicated, message
     assert not f.problems, message
+    # invariant 8, counted on disk: one image per final frame (none was missing here)
+    assert f.images_on_disk == f.frames_final and not f.images_missing, message
     # the hanging and the late labeler did what they are for
     assert f.by_labeler["hang"]["entries"] > 0, message
     # late labels: counted while their frame was still open, refused once it was final
     assert f.by_labeler["late"]["counted"] > 0 and f.by_labeler["late"]["dead"] > 0, message
-    # A running aggregator never dies of a Redis restart (it waits for Redis and goes on); one
-    # started while Redis is down refuses with a one-line message and status 2.
+    # A running aggregator or exporter never dies of a Redis restart (it waits for Redis and
+    # goes on); one started while Redis is down refuses with a one-line message and status 2.
     for name, exits in res.unplanned_exits.items():
-        if name.startswith("aggregator"):
+        if name.startswith(("aggregator", "exporter")):
             assert all(code == 2 and "unreachable" in last for code, last in exits), message
     # only the machine-crash restart may take entries away, and only from its last second
     if res.crash is not None:

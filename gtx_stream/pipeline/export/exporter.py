@@ -61,6 +61,8 @@ STAT_OF: dict[str, str] = {
     "filtered": "images_filtered",
 }
 """The ``stats`` counter of each image status (``gtx-stream status`` shows them)."""
+RECONNECT_FIRST = 0.1  # seconds before the first retry when Redis is unreachable, doubling
+RECONNECT_MAX = 2.0
 _ANY_IDLE_SECONDS = 0.001  # take over every pending entry: the group has one live consumer
 
 
@@ -183,11 +185,23 @@ class Exporter:
         """Export until ``stop`` (``follow``) or until the stream as it is now is exported."""
         last = cast(list[Any], self.r.xrevrange(self.keys.final, count=1))
         end = text(last[0][0]) if last else "0-0"
+        wait = RECONNECT_FIRST
         while not stop.is_set():
-            entries = self.group.read(block_ms if follow else 1)
-            if entries:
-                self.export_batch(entries)
-            elif not follow:
+            try:
+                entries = self.group.read(block_ms if follow else 1)
+                if entries:
+                    self.export_batch(entries)
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                if not follow:
+                    raise
+                # Redis restarting: what this batch wrote is on disk and in the manifest, its
+                # entries stay pending and come back (claimed), and are then only acknowledged
+                log.warning("redis unavailable (%s): retrying in %.1f s", err, wait)
+                stop.wait(wait)
+                wait = min(wait * 2, RECONNECT_MAX)
+                continue
+            wait = RECONNECT_FIRST
+            if not entries and not follow:
                 break
             if not follow and any(_id_at_least(e.entry_id, end) for e in entries):
                 break
