@@ -74,7 +74,8 @@ ELSEWHERE: dict[str, list[str]] = {
         "pipeline/test_ingest.py::test_truncated_video_ends_with_what_could_be_read",
     ],
     "source: a folder with a corrupt image among good ones": [
-        "pipeline/test_ingest.py::test_folder_skips_a_corrupt_image",
+        "pipeline/test_ingest.py::test_folder_skips_a_corrupt_image_without_giving_it_an_index",
+        "pipeline/test_ingest.py::test_folder_refuses_truncated_images_with_a_warning",
         "pipeline/test_bad_input.py::test_corrupt_image_in_a_folder_is_a_log_line",
     ],
     "source: a camera index that does not exist": [
@@ -612,5 +613,8 @@ def test_corrupt_image_in_a_folder_is_a_log_line(
         report = run_ingest(r, keys, Settings(), str(folder))
     assert (report.opened, report.corrupt) == (2, 1)
     warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
-    assert warnings == [f"{folder.resolve() / 'b.jpg'}: cannot decode image, skipped"]
+    # a JPEG start marker and nothing else: refused as truncated before OpenCV sees it
+    assert warnings == [
+        f"{folder.resolve() / 'b.jpg'}: truncated JPEG (no end-of-image marker), skipped"
+    ]
     assert "corrupt 1" in report.summary()
