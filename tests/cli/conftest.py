@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 Gtx = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
@@ -36,3 +37,25 @@ def one_line(stream: str) -> str:
     lines = stream.strip().splitlines()
     assert "Traceback" not in stream and len(lines) == 1, stream
     return lines[0]
+
+
+@pytest.fixture
+def cli(
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """``cli("dead", "--json")``: run the command in-process, in a folder without a config
+    file, against the test database; returns (exit status, stdout, stderr)."""
+    from gtx_stream.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GTX_REDIS__URL", redis_url)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

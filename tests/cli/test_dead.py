@@ -7,13 +7,10 @@ real Redis; re-queued labels are applied by it like any other (invariant 3 still
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis
 
-from gtx_stream.cli import main
 from gtx_stream.core.records import DeadLetter, LabelEntry, LabelRequest, RequestState
 from gtx_stream.ops.dead import why_not
 from gtx_stream.pipeline.aggregate.aggregator import Aggregator
@@ -32,30 +29,10 @@ from tests.aggregator_harness import (
     register,
     run_until_idle,
 )
+from tests.cli.conftest import Cli
 
 ACC = {"alice": 0.9, "bob": 0.8, "carol": 0.85}
 UNKNOWN = DEAD_REASONS["unknown_labeler"]
-Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(
-    redis_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    """``cli("dead", "--json")``: run the command in-process, in a folder without a config
-    file, against the test database; returns (exit status, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GTX_REDIS__URL", redis_url)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def _asked(r: redis.Redis, keys: Keys, n_frames: int = 1) -> tuple[Aggregator, Capture]:

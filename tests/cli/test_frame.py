@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,29 +26,10 @@ from tests.aggregator_harness import (
     register,
     run_until_idle,
 )
+from tests.cli.conftest import Cli
 from tests.store.test_access import start_server
 
 ACC = {"alice": 0.9, "bob": 0.8, "carol": 0.85}
-Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(
-    redis_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    """``cli("frame", ID)``: run the command in-process against the test database."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GTX_REDIS__URL", redis_url)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def _finished(r: redis.Redis, keys: Keys) -> str:
