@@ -14,7 +14,6 @@ import redis
 
 from gtx_stream.config import AggregatorSettings, RetentionSettings
 from gtx_stream.pipeline.aggregate.aggregator import GROUP, Aggregator
-from gtx_stream.pipeline.aggregate.retention import KEEP_TTL
 from gtx_stream.store.keys import Keys
 from tests.aggregator_harness import (
     Capture,
@@ -220,10 +219,11 @@ def test_retention_off_trims_nothing_and_frames_keep_their_ttl(r: redis.Redis, k
     capture = Capture()
     agg = make(r, keys, capture, enabled=False, final_seconds=0.001, frame_grace_seconds=1)
     fids = finalise_frames(r, keys, agg, capture, range(5))
-    assert agg.grace_seconds == KEEP_TTL
+    assert agg.grace_seconds == 0  # finalise.lua: keep the TTLs
     assert agg.retainer.apply_if_due() is None
     assert r.xlen(keys.final) == 5 and r.xlen(keys.opened) == 5 and r.xlen(keys.labels) >= 5
-    assert all(r.ttl(keys.frame(fid)) > 3000 for fid in fids)  # the frame TTL (3600 s)
+    for fid in fids:  # the frame TTL (3600 s), not the grace
+        assert all(r.ttl(k) > 3000 for k in (keys.frame(fid), keys.frame_requests(fid)))
 
 
 def test_an_aggregator_run_ends_with_bounded_streams_and_correct_records(

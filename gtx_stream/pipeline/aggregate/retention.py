@@ -32,7 +32,6 @@ from gtx_stream.store.scripts import ScriptRunner
 log = logging.getLogger(__name__)
 
 DEAD_AFTER_CLAIMS = 3  # a consumer idle this many claim periods, nothing pending, is dead
-KEEP_TTL = 2**31 - 1  # grace (s) when retention is off: finalise.lua keeps every shorter TTL
 
 
 @dataclass
@@ -71,7 +70,7 @@ class Retention:
     def grace_seconds(self) -> int:
         """How long ``finalise.lua`` lets a finalised frame's keys live: the grace, or, with
         retention off, as long as the frame's TTL says."""
-        return self.s.frame_grace_seconds if self.s.enabled else KEEP_TTL
+        return self.s.frame_grace_seconds if self.s.enabled else 0
 
     def apply_if_due(self) -> RetentionReport | None:
         """Apply retention when enabled and ``every_seconds`` have passed since the last time.

@@ -9,7 +9,7 @@
 -- ARGV[1] = frame id
 -- ARGV[2] = n_labels the decision was made on
 -- ARGV[3] = grace seconds: the frame's own keys (hash, labels, requests) expire this long
---           after finalisation, or sooner if their TTL says so
+--           after finalisation, or sooner if their TTL says so; 0: they keep their TTL
 -- ARGV[4] = now (unix seconds, the aggregator's clock)
 -- ARGV[5..] = field, value pairs of the final record (core.records.FinalRecord.to_fields),
 --             written to the final stream and copied into the frame hash; the value of
@@ -39,11 +39,11 @@ redis.call('HSET', KEYS[1], unpack(record))
 redis.call('HSET', KEYS[1], 'state', 'final', 'final_id', id)
 redis.call('ZREM', KEYS[3], ARGV[1])
 local grace = tonumber(ARGV[3])
-for k = 6, 7 do
-  local ttl = redis.call('TTL', KEYS[k])
-  if ttl == -1 or ttl > grace then redis.call('EXPIRE', KEYS[k], grace) end
+if grace > 0 then
+  for _, k in ipairs({1, 6, 7}) do
+    local ttl = redis.call('TTL', KEYS[k])
+    if ttl == -1 or ttl > grace then redis.call('EXPIRE', KEYS[k], grace) end
+  end
 end
-local ttl = redis.call('TTL', KEYS[1])
-if ttl == -1 or ttl > grace then redis.call('EXPIRE', KEYS[1], grace) end
 redis.call('HINCRBY', KEYS[5], 'frames_finalised', 1)
 return id
