@@ -81,6 +81,22 @@ class Keys:
         """HASH counters: frames_opened, frames_finalised, labels_applied, ..."""
         return f"{self.prefix}:stats"
 
+    @property
+    def dashboard_samples(self) -> str:
+        """ZSET of JSON counter samples (score = unix seconds) the /admin dashboard writes every
+        few seconds and reads rates per minute from; capped by age."""
+        return f"{self.prefix}:dashboard:samples"
+
+    def admin_session(self, token_hash: str) -> str:
+        """HASH of one /admin session (csrf, created_at), with a TTL; named by the SHA-256 of
+        the session cookie, so Redis never holds the cookie itself."""
+        return f"{self.prefix}:admin:session:{token_hash}"
+
+    @property
+    def admin_login_failures(self) -> str:
+        """STRING counter of refused /admin passwords in the current minute (with a TTL)."""
+        return f"{self.prefix}:admin:login_failures"
+
     def source(self, source_id: str) -> str:
         """HASH of one ingest source: uri, last_index (high-water mark of opened frames),
         next_index (the next index ``reserve_index.lua`` hands to ``client.submit``)."""
