@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -49,11 +49,12 @@ def text(value: Any) -> str:
 
 def decode_fields(raw: Mapping[Any, Any]) -> Fields:
     """A stream entry's field map as ``str -> str``."""
-    # the aggregator decodes every entry of every batch: skip the call for what is str already
-    return {
-        (k if type(k) is str else text(k)): (v if type(v) is str else text(v))
-        for k, v in raw.items()
-    }
+    # the aggregator decodes every entry of every batch and every frame hash it decides on:
+    # with ``decode_responses`` they are all str already, and a copy is all there is to do
+    for k, v in raw.items():
+        if type(k) is not str or type(v) is not str:
+            return {text(k): text(v) for k, v in raw.items()}
+    return dict(raw)
 
 
 def _required(fields: Mapping[str, str], *names: str) -> None:
@@ -163,22 +164,30 @@ class LabelEntry:
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> LabelEntry:
         """Checks that need no frame state; raises :class:`RecordError` with the reason."""
-        if sum(len(k) + len(v) for k, v in fields.items()) > MAX_LABEL_PAYLOAD:
+        # one call per labels-stream entry: the checks of _required and _float, written out
+        if sum(map(len, fields)) + sum(map(len, fields.values())) > MAX_LABEL_PAYLOAD:
             raise RecordError("payload too large")
-        _required(fields, "frame_id", "labeler")
-        at = _float(fields, "labeled_at", default=0.0)
-        status = fields.get("status", "")
+        get = fields.get
+        frame_id, labeler = get("frame_id"), get("labeler")
+        if not frame_id:
+            raise RecordError("missing field: frame_id")
+        if not labeler:
+            raise RecordError("missing field: labeler")
+        at = _float(fields, "labeled_at", default=0.0) if "labeled_at" in fields else 0.0
+        status = get("status")
         if status == "failed":
-            _required(fields, "request_id")
-            return cls(fields["frame_id"], fields["labeler"], fields["request_id"], None, at,
-                       fields.get("reason") or "failed")  # fmt: skip
+            request_id = get("request_id")
+            if not request_id:
+                raise RecordError("missing field: request_id")
+            return cls(frame_id, labeler, request_id, None, at, get("reason") or "failed")
         if status:
             raise RecordError(f"status must be 'failed' or absent, got {status[:40]!r}")
-        _required(fields, "label")
-        if fields["label"] not in ("0", "1"):
-            raise RecordError(f"label must be 0 or 1, got {fields['label'][:40]!r}")
-        return cls(fields["frame_id"], fields["labeler"], fields.get("request_id", ""),
-                   int(fields["label"]), at)  # fmt: skip
+        label = get("label")
+        if label == "1" or label == "0":
+            return cls(frame_id, labeler, get("request_id", ""), int(label), at)
+        if not label:
+            raise RecordError("missing field: label")
+        raise RecordError(f"label must be 0 or 1, got {label[:40]!r}")
 
 
 _JSON_LISTS = ("labelers", "labels", "accuracies")
@@ -333,3 +342,9 @@ class RequestState:
     @property
     def outstanding(self) -> bool:
         return self.state == "out"
+
+    @staticmethod
+    def count_outstanding(encoded: Iterable[str]) -> int:
+        """How many of these encoded states are outstanding: the count that decoding each
+        gives (one that does not decode is not outstanding), without a record per request."""
+        return len([value for value in encoded if value.startswith("out:")])

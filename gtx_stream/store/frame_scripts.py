@@ -116,11 +116,12 @@ def apply_labels(
 
     def decode(reply: Any) -> Applied:
         statuses, views = reply
+        state = FrameState.decode
         frames: dict[str, FrameState | None] = {}
         for j in range(0, len(views), 4):
             fid = frame_ids[int(views[j]) - 1]
-            frames[fid] = FrameState.decode(fid, views[j + 1], views[j + 2], views[j + 3])
-        return Applied([cast(ApplyStatus, text(s)) for s in statuses], frames)
+            frames[fid] = state(fid, views[j + 1], views[j + 2], views[j + 3])
+        return Applied(cast(list[ApplyStatus], list(map(text, statuses))), frames)
 
     return ScriptCall("apply_labels", tuple(call_keys), tuple(args), decode)
 

@@ -5,15 +5,18 @@ A frame's state is three keys of one hash slot: the frame hash (``state``, ``sou
 labels list (JSON ``[labeler, label]`` in arrival order) and the requests hash (labeler ->
 :class:`~gtx_stream.core.records.RequestState`). ``apply_labels.lua`` returns them for the
 frames it touched; :func:`read_frames` reads the others in one round trip.
+
+The aggregator decodes every frame it touches on every step (thousands a second), and of the
+requests it needs only who was asked and how many are outstanding: :meth:`FrameState.decode`
+keeps the requests hash as it came and decodes its :class:`RequestState` values only when
+:attr:`FrameState.requests` is read.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,29 +28,72 @@ SETTLED = RequestState("failed", "")
 """What a request state that cannot be decoded counts as: asked, and nothing outstanding."""
 
 
-@dataclass(frozen=True)
 class FrameState:
-    """One frame: its hash, its labels in arrival order, and who was asked about it."""
+    """One frame: its hash, its labels in arrival order, and who was asked about it.
+
+    Read-only once built (``__slots__``, plain attributes: the decider reads them per frame).
+    """
+
+    __slots__ = ("_asked", "_requests", "frame_id", "is_open", "labels", "meta", "n_labels",
+                 "outstanding")  # fmt: skip
 
     frame_id: str
     meta: Mapping[str, str]
     labels: tuple[tuple[str, int], ...]
     """``(labeler, label)`` in arrival order."""
-    requests: Mapping[str, RequestState]
-    """Every labeler asked about the frame (whatever became of the request)."""
+    is_open: bool
+    n_labels: int
+    outstanding: int
+    """Requests whose label is still expected within their lease."""
+    _asked: Mapping[str, object]
+    _requests: Mapping[str, RequestState] | None
+
+    def __init__(
+        self,
+        frame_id: str,
+        meta: Mapping[str, str],
+        labels: tuple[tuple[str, int], ...],
+        requests: Mapping[str, RequestState],
+    ) -> None:
+        self._set(frame_id, meta, labels, requests,
+                  sum(1 for req in requests.values() if req.outstanding))  # fmt: skip
+        self._requests = requests
+
+    def _set(
+        self,
+        frame_id: str,
+        meta: Mapping[str, str],
+        labels: tuple[tuple[str, int], ...],
+        asked: Mapping[str, object],
+        outstanding: int,
+    ) -> None:
+        self.frame_id = frame_id
+        self.meta = meta
+        self.labels = labels
+        self.is_open = meta.get("state") == "open"
+        self.n_labels = len(labels)
+        self.outstanding = outstanding
+        self._asked = asked
 
     @property
-    def is_open(self) -> bool:
-        return self.meta.get("state") == "open"
+    def requests(self) -> Mapping[str, RequestState]:
+        """Every labeler asked about the frame (whatever became of the request)."""
+        if self._requests is None:
+            self._requests = {lab: _request(v) for lab, v in self._asked.items()}
+        return self._requests
 
-    @property
-    def n_labels(self) -> int:
-        return len(self.labels)
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FrameState):
+            return NotImplemented
+        return (self.frame_id, self.meta, self.labels, self.requests) == (
+            other.frame_id, other.meta, other.labels, other.requests,
+        )  # fmt: skip
 
-    @functools.cached_property
-    def outstanding(self) -> int:
-        """Requests whose label is still expected within their lease."""
-        return sum(1 for req in self.requests.values() if req.outstanding)
+    __hash__ = None  # type: ignore[assignment]  # as the dataclass it was: its maps are not
+
+    def __repr__(self) -> str:
+        return (f"FrameState(frame_id={self.frame_id!r}, meta={self.meta!r}, "
+                f"labels={self.labels!r}, requests={self.requests!r})")  # fmt: skip
 
     @property
     def order_key(self) -> str:
@@ -73,6 +119,11 @@ class FrameState:
         except ValueError:
             return math.nan
 
+    @property
+    def restricted(self) -> bool:
+        """Whether the frame names the labelers allowed on it (a replayed task)."""
+        return "eligible" in self.meta
+
     def allowed(self, registered: Iterable[str]) -> list[str]:
         """Registered labelers allowed on this frame (a replayed task: those who labeled it)."""
         allowed = set(registered)
@@ -86,7 +137,8 @@ class FrameState:
     def not_asked(self, labelers: Iterable[str]) -> list[str]:
         """Those of ``labelers`` never asked about this frame (labelers are drawn without
         replacement: one who failed or was late is not asked again)."""
-        return [lab for lab in labelers if lab not in self.requests]
+        asked = self._asked
+        return [lab for lab in labelers if lab not in asked]
 
     @classmethod
     def decode(
@@ -96,12 +148,12 @@ class FrameState:
         meta_map = _hash(meta)
         if not meta_map:
             return None
-        return cls(
-            frame_id=frame_id,
-            meta=meta_map,
-            labels=_labels(labels),
-            requests={lab: _request(v) for lab, v in _hash(requests).items()},
-        )
+        encoded = _hash(requests)
+        self = cls.__new__(cls)
+        self._set(frame_id, meta_map, _labels(labels), encoded,
+                  RequestState.count_outstanding(encoded.values()))  # fmt: skip
+        self._requests = None
+        return self
 
 
 def read_frames(
@@ -116,22 +168,42 @@ def read_frames(
         pipe.lrange(keys.frame_labels(fid), 0, -1)
         pipe.hgetall(keys.frame_requests(fid))
     raw = pipe.execute()
-    return {fid: FrameState.decode(fid, *raw[3 * i : 3 * i + 3]) for i, fid in enumerate(frame_ids)}
+    decode = FrameState.decode
+    return {fid: decode(fid, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
+            for i, fid in enumerate(frame_ids)}  # fmt: skip
 
 
 def _hash(raw: Any) -> dict[str, str]:
     if isinstance(raw, Mapping):
         return decode_fields(raw)
-    return decode_fields(dict(zip(raw[::2], raw[1::2], strict=True)))
+    pairs = iter(raw)
+    return decode_fields(dict(zip(pairs, pairs, strict=True)))
+
+
+_PAIRS: dict[Any, tuple[str, int]] = {}
+"""Labels-list items already parsed. An item is ``[labeler, label]`` and nothing else: two
+per labeler, while a frame's labels are parsed again on every step that decides it."""
+MAX_PAIRS = 65536
+"""Items :data:`_PAIRS` keeps (twice the labelers of a very large crowd); further ones are
+parsed each time."""
 
 
 def _labels(raw: Sequence[Any]) -> tuple[tuple[str, int], ...]:
-    """The labels list, JSON ``[labeler, label]`` each (written by apply_labels.lua only),
-    parsed as one JSON array: a frame is decided on every step that touches it."""
-    if not raw:
-        return ()
-    pairs = json.loads("[" + ",".join(text(x) for x in raw) + "]")
-    return tuple((str(labeler), int(label)) for labeler, label in pairs)
+    """The labels list, JSON ``[labeler, label]`` each (written by apply_labels.lua only)."""
+    try:
+        return tuple([_PAIRS[x] for x in raw])
+    except KeyError:
+        return tuple([_pair(x) for x in raw])
+
+
+def _pair(item: Any) -> tuple[str, int]:
+    found = _PAIRS.get(item)
+    if found is None:
+        labeler, label = json.loads(text(item))
+        found = (str(labeler), int(label))
+        if len(_PAIRS) < MAX_PAIRS:
+            _PAIRS[item] = found
+    return found
 
 
 def _request(raw: Any) -> RequestState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -95,6 +96,15 @@ def test_request_states_round_trip(value: str) -> None:
     state = RequestState.decode(value)
     assert state.encode() == value
     assert state.outstanding == value.startswith("out:")
+
+
+def test_counting_outstanding_states_counts_what_decoding_each_would() -> None:
+    values = ["out:r1", "out:", "late:r2", "failed:r3", "done:5-0", "out", "outr", "asked:r", ""]
+    decoded = 0
+    for value in values:
+        with contextlib.suppress(RecordError):
+            decoded += RequestState.decode(value).outstanding
+    assert RequestState.count_outstanding(values) == decoded == 2
 
 
 @pytest.mark.parametrize("value", ["out", "asked:r1", ""])

@@ -59,3 +59,21 @@ def test_a_request_state_that_does_not_decode_counts_as_settled() -> None:
     f = FrameState.decode("f", META, [], {"a": "out", "b": b"\xff"})
     assert f is not None
     assert f.requests == {"a": SETTLED, "b": SETTLED} and f.outstanding == 0
+
+
+def test_labels_parse_alike_each_time_and_escaped_labeler_ids_too() -> None:
+    odd = r'["a\/b \u00e9\"q",0]'  # escapes cjson writes, or another JSON encoder
+    labels = [*LABELS, odd]
+    first = FrameState.decode("f", META, labels, {})
+    again = FrameState.decode("f", META, [x.encode() for x in labels], {})
+    assert first is not None and again is not None
+    assert first.labels == again.labels == (("a", 1), ("b", 0), ('a/b \u00e9"q', 0))
+
+
+def test_a_frame_built_from_records_equals_the_decoded_one() -> None:
+    decoded = FrameState.decode("f", META, LABELS, REQUESTS)
+    built = FrameState("f", META, (("a", 1), ("b", 0)),
+                       {lab: RequestState.decode(v) for lab, v in REQUESTS.items()})  # fmt: skip
+    assert built == decoded
+    assert (built.outstanding, built.n_labels, built.is_open) == (1, 2, True)
+    assert built.not_asked(["a", "x"]) == decoded.not_asked(["a", "x"]) == ["x"]

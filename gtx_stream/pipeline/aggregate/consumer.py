@@ -75,8 +75,9 @@ class GroupConsumer:
             block=block_ms,
         )
         for stream, items in cast(list[Any], resp or []):
-            for entry_id, fields in items:
-                entries.append(StreamEntry(text(stream), text(entry_id), decode_fields(fields)))
+            name = text(stream)
+            entries += [StreamEntry(name, text(entry_id), decode_fields(fields))
+                        for entry_id, fields in items]  # fmt: skip
         return entries
 
     def _claim(self) -> list[StreamEntry]:

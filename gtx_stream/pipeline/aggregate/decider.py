@@ -20,6 +20,10 @@ from gtx_stream.pipeline.dispatch import Slot
 from gtx_stream.store.frames import FrameState
 from gtx_stream.store.keys import Keys
 
+ASK = Decision.ASK.value
+REASONS = {d.value: d.reason for d in Decision}
+"""The final record's ``reason`` of each decision code."""
+
 
 @dataclass
 class Decisions:
@@ -43,14 +47,14 @@ class Decider:
         if not frames:
             return out
         s = self.s
-        used = [[params.get(lab, UNKNOWN_LABELER) for lab, _ in f.labels] for f in frames]
-        rows = [
-            [(label, p) for (_, label), p in zip(f.labels, ps, strict=True)]
-            for f, ps in zip(frames, used, strict=True)
-        ]
+        # one pass per frame where a pass is needed, plain lists where numpy would be called
+        # per element: this runs for every frame every step touches
+        get = params.get
+        rows = [[(label, get(lab, UNKNOWN_LABELER)) for lab, label in f.labels] for f in frames]
         post = posterior_of(s.method, rows, s.prior)
-        allowed = [f.allowed(params) for f in frames]
-        eligible = np.array([len(f.not_asked(a)) for f, a in zip(frames, allowed, strict=True)])
+        everyone = sorted(params)  # who is allowed on a frame that names nobody
+        allowed = [f.allowed(everyone) if f.restricted else everyone for f in frames]
+        eligible = [len(f.not_asked(a)) for f, a in zip(frames, allowed, strict=True)]
         outstanding = np.array([f.outstanding for f in frames])
         n_labels = np.array([f.n_labels for f in frames])
         # Labels still on their way count as possible: wait for them, do not finalise early
@@ -58,12 +62,14 @@ class Decider:
         left = np.inf if budget_left is None else budget_left
         codes = decide(
             s.method, post.confidence, n_labels, s.tau, s.kappa,
-            eligible_left=eligible + outstanding, budget_left=left + outstanding,
+            eligible_left=np.array(eligible) + outstanding, budget_left=left + outstanding,
         )  # fmt: skip
         now = time.time()
-        for i, f in enumerate(frames):
-            d = Decision(int(codes[i]))
-            if d is Decision.ASK:
+        method = str(s.method)
+        labels, p1, confidence = post.label.tolist(), post.p1.tolist(), post.confidence.tolist()
+        for i, code in enumerate(codes.tolist()):
+            f = frames[i]
+            if code == ASK:
                 room = min(s.max_inflight - f.outstanding, s.kappa - f.n_labels - f.outstanding)
                 if room > 0 and eligible[i]:
                     out.slots.append(Slot(f, allowed[i], room))
@@ -71,14 +77,14 @@ class Decider:
             out.finals.append(
                 FinalRecord(
                     frame_id=f.frame_id,
-                    label=int(post.label[i]),
-                    p1=float(post.p1[i]),
-                    confidence=float(post.confidence[i]),
-                    reason=d.reason,
-                    method=str(s.method),
+                    label=int(labels[i]),
+                    p1=p1[i],
+                    confidence=confidence[i],
+                    reason=REASONS[code],
+                    method=method,
                     labelers=[lab for lab, _ in f.labels],
                     labels=[label for _, label in f.labels],
-                    accuracies=[p.weight() for p in used[i]],
+                    accuracies=[p.weight() for _, p in rows[i]],
                     finalised_at=now,
                     source=f.source,
                     frame_index=f.frame_index,

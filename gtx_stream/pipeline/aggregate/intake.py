@@ -62,30 +62,36 @@ class LabelIntake:
         labels: list[tuple[str, LabelEntry]] = []
         raw: list[StreamEntry] = []
         dead: list[DeadLetter] = []
+        opened = self.keys.opened
+        parse = LabelEntry.from_fields
         for e in entries:
-            if e.stream == self.keys.opened:
+            if e.stream == opened:
                 try:
                     out.touched.add(FrameOpened.from_fields(e.fields).frame_id)
                 except RecordError as err:
                     log.warning("opened entry %s ignored: %s", e.entry_id, err)
                 continue
-            report.labels_read += 1
             try:
-                labels.append((e.entry_id, LabelEntry.from_fields(e.fields)))
+                labels.append((e.entry_id, parse(e.fields)))
                 raw.append(e)
             except RecordError as err:
                 dead.append(DeadLetter.of("label", str(err), e.fields, e.entry_id))
+        report.labels_read += len(labels) + len(dead)
         if labels:
             applied = self.runner.run_one(
                 scripts.apply_labels(self.keys, labels, self.backoff, time.time())
             )
+            counts = report.counts
+            touched = out.touched
             for (_, entry), e, status in zip(labels, raw, applied.statuses, strict=True):
-                report.counts[status] = report.counts.get(status, 0) + 1
-                if status in SETTLED:
-                    report.applied += status == "applied"
-                    report.failed += status == "failed"
-                    out.touched.add(entry.frame_id)
+                counts[status] = counts.get(status, 0) + 1
+                if status == "applied":
+                    report.applied += 1
+                    touched.add(entry.frame_id)
+                elif status in SETTLED:
+                    touched.add(entry.frame_id)
                     if status == "failed":
+                        report.failed += 1
                         log.info("request %s of %s for %s failed: %s", entry.request_id,
                                  entry.labeler, entry.frame_id, entry.reason)  # fmt: skip
                 else:
