@@ -122,7 +122,7 @@ def per_minute(
     """Frames opened, frames finalised, labels spent and labels applied in each of the last
     ``minutes`` minutes. Each pair of consecutive samples gives its growth to the minutes it
     spans, in proportion to the time spent in each; a counter that went down (a flushed
-    database) gives nothing."""
+    database) gives nothing. The last minute is the current one, counted so far."""
     starts = minute_starts(now, minutes)
     first = starts[0]
     series = {name: [0.0] * minutes for name in ("opened", "finalised", "spent", "applied")}
@@ -149,44 +149,68 @@ def per_minute(
     return out
 
 
-def recent_finals(client: redis.Redis, keys: Keys, count: int = RECENT_FINALS) -> list[FinalRecord]:
-    """The last ``count`` final records, newest first (malformed entries are skipped)."""
-    entries = cast(list[Any], client.xrevrange(keys.final, "+", "-", count=count))
-    out = []
-    for entry_id, fields in entries:
+def _field(fields: Mapping[Any, Any], name: str) -> str:
+    value = fields.get(name.encode(), fields.get(name))
+    return "" if value is None else text(value)
+
+
+def _entry_seconds(entry_id: str) -> float:
+    return int(entry_id.split("-")[0]) / 1000.0
+
+
+@dataclass(frozen=True)
+class FinalEntry:
+    """What the dashboard needs of one final entry: its id, when it was finalised (its own
+    time, else its entry id's milliseconds), its label count, and the raw fields."""
+
+    entry_id: str
+    finalised_at: float
+    n_labels: int
+    fields: Mapping[Any, Any]
+
+    def record(self) -> FinalRecord | None:
+        """The full record (None when malformed)."""
         try:
-            decoded = {text(k): text(v) for k, v in fields.items()}
-            out.append(FinalRecord.from_fields(decoded, text(entry_id)))
+            decoded = {text(k): text(v) for k, v in self.fields.items()}
+            return FinalRecord.from_fields(decoded, self.entry_id)
         except RecordError:
+            return None
+
+
+def recent_finals(client: redis.Redis, keys: Keys, count: int = RECENT_FINALS) -> list[FinalEntry]:
+    """The last ``count`` final entries, newest first, read lightly: only the label count and
+    the time are decoded (a full record costs about 50 us, 1000 of them each refresh add up)."""
+    out = []
+    for raw_id, fields in cast(list[Any], client.xrevrange(keys.final, "+", "-", count=count)):
+        entry_id = text(raw_id)
+        try:
+            n_labels = int(_field(fields, "n_labels") or len(json.loads(_field(fields, "labels"))))
+            at = float(_field(fields, "finalised_at") or "nan")
+        except (ValueError, TypeError):
             continue
+        at = _entry_seconds(entry_id) if math.isnan(at) else at
+        out.append(FinalEntry(entry_id, at, n_labels, fields))
     return out
 
 
-def _finalised_at(rec: FinalRecord) -> float:
-    """When the record was finalised: its own time, else its entry id's milliseconds."""
-    if not math.isnan(rec.finalised_at):
-        return rec.finalised_at
-    return int(rec.entry_id.split("-")[0]) / 1000.0
-
-
 def labels_per_frame(
-    records: Sequence[FinalRecord], now: float, minutes: int = WINDOW_MINUTES
+    entries: Sequence[FinalEntry], now: float, minutes: int = WINDOW_MINUTES
 ) -> dict[str, Any]:
     """The mean number of labels of the frames finalised in each minute (None when none was),
-    how many frames each mean rests on, and the mean over all of ``records``."""
+    how many frames each mean rests on, and the mean over all of ``entries``."""
     starts = minute_starts(now, minutes)
     total = [0] * minutes
     frames = [0] * minutes
-    for rec in records:
-        i = int((_finalised_at(rec) - starts[0]) // 60)
+    for e in entries:
+        i = int((e.finalised_at - starts[0]) // 60)
         if 0 <= i < minutes:
-            total[i] += rec.n_labels
+            total[i] += e.n_labels
             frames[i] += 1
     mean = [round(t / n, 3) if n else None for t, n in zip(total, frames, strict=True)]
-    overall = sum(r.n_labels for r in records) / len(records) if records else None
+    overall = sum(e.n_labels for e in entries) / len(entries) if entries else None
     return {"minutes": starts, "mean": mean, "frames": frames,
             "recent_mean": None if overall is None else round(overall, 3),
-            "recent_frames": len(records)}  # fmt: skip
+            "recent_frames": len(entries)}  # fmt: skip
 
 
 def _reason(value: Any) -> str:
@@ -258,21 +282,21 @@ def labeler_rows(
 
 
 def thumbnails(
-    client: redis.Redis, records: Sequence[FinalRecord], count: int = THUMBNAILS
+    client: redis.Redis, entries: Sequence[FinalEntry], count: int = THUMBNAILS
 ) -> list[dict[str, Any]]:
-    """The newest ``count`` of ``records`` (newest first) with whether each one's JPEG is
+    """The newest ``count`` of ``entries`` (newest first) with whether each one's JPEG is
     still in Redis (``has_image``)."""
-    chosen = list(records[:count])
+    chosen = [(e, rec) for e in entries[:count] if (rec := e.record()) is not None]
     pipe = client.pipeline(transaction=False)
-    for rec in chosen:
+    for _, rec in chosen:
         pipe.exists(rec.image_key or "\0no image key")
     present = pipe.execute() if chosen else []
     return [
         {"frame_id": rec.frame_id, "entry_id": rec.entry_id, "label": rec.label,
          "confidence": rec.confidence, "p1": rec.p1, "reason": rec.reason,
          "n_labels": rec.n_labels, "labelers": rec.labelers,
-         "finalised_at": _finalised_at(rec), "has_image": bool(rec.image_key) and bool(n)}
-        for rec, n in zip(chosen, present, strict=True)
+         "finalised_at": e.finalised_at, "has_image": bool(rec.image_key) and bool(n)}
+        for (e, rec), n in zip(chosen, present, strict=True)
     ]  # fmt: skip
 
 
@@ -312,13 +336,13 @@ def dashboard(
     samples with :func:`record_sample`)."""
     now = time.time() if now is None else now
     starts = minute_starts(now, minutes)
-    records = recent_finals(client, keys)
+    entries = recent_finals(client, keys)
     return {
         "now": now,
         "frames": frames(client, keys),
         "budget": budget(client, keys),
         "per_minute": per_minute(read_samples(client, keys, starts[0]), now, minutes),
-        "labels_per_frame": labels_per_frame(records, now, minutes),
+        "labels_per_frame": labels_per_frame(entries, now, minutes),
         "labelers": labeler_rows(client, keys, backends or {}, live_seconds, now),
-        "thumbnails": thumbnails(client, records),
+        "thumbnails": thumbnails(client, entries),
     }

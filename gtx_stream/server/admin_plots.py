@@ -36,7 +36,7 @@ def _nice_top(value: float) -> float:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.0f}" if v >= 10 or v == int(v) else f"{v:.1f}"
+    return f"{v:.0f}" if v >= 10 or v == int(v) else f"{v:.2g}"
 
 
 def line_chart(
@@ -60,8 +60,8 @@ def line_chart(
 
     body = [f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" '
             f'stroke="#ddd"/>']  # fmt: skip
-    for k in range(5):
-        v = top * k / 4
+    for k in range(6):
+        v = top * k / 5
         body.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
                     f'stroke="#e5e5e5"/>')  # fmt: skip
         body.append(f'<text x="{LEFT - 4}" y="{y(v) + 4:.1f}" font-size="11" '
@@ -96,11 +96,12 @@ def line_chart(
 
 
 def opened_per_minute(per_minute: Mapping[str, Sequence[float]]) -> str:
-    """Frames opened and finalised in each of the last minutes."""
+    """Frames opened and finalised in each of the last complete minutes (the current one,
+    still counting, would always look like a drop)."""
     return line_chart(
         "Frames opened and finalised per minute",
-        per_minute["minutes"],
-        {"opened": per_minute["opened"], "finalised": per_minute["finalised"]},
+        per_minute["minutes"][:-1],
+        {"opened": per_minute["opened"][:-1], "finalised": per_minute["finalised"][:-1]},
         "frames / minute",
     )
 
