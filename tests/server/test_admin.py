@@ -284,3 +284,26 @@ def test_samples_are_rate_limited_and_capped(r: redis.Redis, keys: Keys) -> None
         1000.0 + metrics.SAMPLE_SECONDS,
         1000.0 + metrics.KEEP_SECONDS + 3,
     ]
+
+
+def test_in_the_label_server_a_persons_login_opens_nothing_here(
+    rb: redis.Redis, keys: Keys, pipeline: list[str]
+) -> None:
+    """The real app: a person logged in by their invite link gets no page, no figures and no
+    thumbnail here; the admin logs in beside them."""
+    from gtx_stream.server.app import build_app
+
+    app = build_app(ServerState(rb, keys, settings_with(PASSWORD)))
+    person = TestClient(app, follow_redirects=False)
+    token = people.create_invite(rb, keys, "alice", ttl=600)
+    assert person.get(f"/login/{token}").status_code in (200, 303)
+    assert person.cookies, "the invite link started no session"
+    assert person.get("/api/progress").status_code == 200  # logged in as a person
+    entry_id = rb.xrange(keys.final)[0][0].decode()
+    assert person.get("/admin/").status_code == 303
+    assert person.get("/admin/api/dashboard").status_code == 401
+    assert person.get(f"/admin/thumbnail/{entry_id}").status_code == 401
+    admin = TestClient(app, follow_redirects=False)
+    assert login(admin).status_code == 303
+    assert admin.get("/admin/api/dashboard").status_code == 200
+    assert admin.get(f"/admin/thumbnail/{entry_id}").status_code == 200
