@@ -97,6 +97,36 @@ class Keys:
         """STRING counter of refused /admin passwords in the current minute (with a TTL)."""
         return f"{self.prefix}:admin:login_failures"
 
+    # gold frames (store/gold.py): the label server slips them into people's feeds
+    @property
+    def gold(self) -> str:
+        """HASH gold id -> truth (``0`` or ``1``): the loaded gold set."""
+        return f"{self.prefix}:gold"
+
+    @property
+    def gold_files(self) -> str:
+        """HASH gold id -> the file name it was loaded from."""
+        return f"{self.prefix}:gold:files"
+
+    def gold_image(self, gold_id: str) -> str:
+        """STRING: a gold item's JPEG (no TTL: the gold set stays until it is cleared)."""
+        return f"{self.prefix}:gold:jpeg:{gold_id}"
+
+    def gold_answers(self, person: str) -> str:
+        """HASH gold id -> the label one person gave it: each gold item is counted once."""
+        return f"{self.prefix}:gold:answers:{person}"
+
+    @property
+    def gold_scores(self) -> str:
+        """HASH person -> JSON {correct, total, accuracy, lower, upper}: their gold record."""
+        return f"{self.prefix}:gold:scores"
+
+    @property
+    def paused(self) -> str:
+        """HASH labeler_id -> JSON {reason, at, accuracy, lower, upper, floor}: people paused
+        because their accuracy interval fell below ``gold.floor``; not dispatched to."""
+        return f"{self.prefix}:paused"
+
     def source(self, source_id: str) -> str:
         """HASH of one ingest source: uri, last_index (high-water mark of opened frames),
         next_index (the next index ``reserve_index.lua`` hands to ``client.submit``)."""

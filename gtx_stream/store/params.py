@@ -1,9 +1,10 @@
 """Labeler accuracies in Redis: where equation (3) gets each labeler's alpha.
 
 ``keys.labelers`` is a hash ``labeler_id -> JSON {"accuracy", "lower", "upper", "source",
-"n"}``: the point estimate, an interval, where it came from (``config``, ``file`` or
-``assessment``) and how many gold items it rests on (0 when it was given, not measured). A
-labeler missing from the hash is unknown, and the aggregator refuses its labels.
+"n"}``: the point estimate, an interval, where it came from (``config``, ``file``,
+``assessment`` or ``gold``: a person's answers to gold frames, :mod:`gtx_stream.store.gold`)
+and how many gold items it rests on (0 when it was given, not measured). A labeler missing
+from the hash is unknown, and the aggregator refuses its labels.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import DatasetError, read_answers, read_truth
 from gtx_stream.store.keys import Keys
 
-SOURCES = ("config", "file", "assessment")
+SOURCES = ("config", "file", "assessment", "gold")
 
 
 class RegistryError(ValueError):

@@ -34,17 +34,20 @@ class LabelerBook:
         return self._params
 
     def pool(self, with_load: bool) -> LabelerPool:
-        """Live labelers not backed off (and, ``with_load``, everyone's outstanding requests),
-        in one round trip."""
+        """Live labelers not backed off nor paused (and, ``with_load``, everyone's outstanding
+        requests), in one round trip. A paused person (``store.gold``) stays out even when a
+        heartbeat stamps them live."""
         now = time.time()
         pipe = self.r.pipeline(transaction=False)
         pipe.zrangebyscore(self.keys.live, now - self.live_seconds, "+inf")
         pipe.hgetall(self.keys.backoff)
+        pipe.hgetall(self.keys.paused)
         if with_load:
             pipe.hgetall(self.keys.load)
-        live, backoff, *load = pipe.execute()
+        live, backoff, paused, *load = pipe.execute()
         backed_off = {text(k) for k, until in backoff.items() if float(until) > now}
-        pool = LabelerPool(available={text(x) for x in live} - backed_off)
+        left_out = backed_off | {text(x) for x in paused}
+        pool = LabelerPool(available={text(x) for x in live} - left_out)
         if load:
             pool.load = {text(k): int(v) for k, v in load[0].items()}
         return pool
