@@ -155,17 +155,63 @@ class RetentionSettings(_Section):
     )
 
 
+class LabelServerSettings(_Section):
+    """``[label_server]``: the page people label on (``gtx-stream label-server``)."""
+
+    host: str = Field(default="127.0.0.1", description="address the label server listens on")
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="the server's address as people reach it (invite links start with it)",
+    )
+    question: str = Field(
+        default="Is the part in this frame correct?",
+        min_length=1,
+        max_length=300,
+        description="the question asked on the labeling page",
+    )
+    undo_seconds: float = Field(
+        default=3.0, ge=0, le=60, description="the page holds an answer this long before sending"
+    )
+    prefetch: int = Field(
+        default=1, ge=0, le=4, description="requests held for a person beyond the current one"
+    )
+    invite_ttl_seconds: int = Field(default=7 * 86400, ge=60, description="invite links expire")
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=60, description="a login lasts this")
+    secure_cookies: bool = Field(default=False, description="session cookie sent over HTTPS only")
+    heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="the page beats this often (below aggregator.live_seconds)"
+    )
+    admin_password: SecretStr = Field(
+        default=SecretStr(""), description="password of the /admin dashboard; empty: closed"
+    )
+
+
+HUMAN_LEASE_SECONDS = 120.0
+"""A person's lease when their ``lease_seconds`` is not set: a page needs more time than a model."""
+
+
 class LabelerSettings(_Section):
     """One ``[[labelers]]`` entry; a backend's required fields are checked when it is loaded."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.:@-]+$")
-    backend: Literal["simulated", "replay", "python", "http"] = "simulated"
+    backend: Literal["simulated", "replay", "python", "http", "human"] = "simulated"
     accuracy: float | None = Field(default=None, ge=0.0, le=1.0, validate_default=True)
     target: str = Field(
         default="", description="python: module:function; http: URL", validate_default=True
     )
     timeout: float = Field(default=10.0, gt=0)
     seed: int = 0
+    lease_seconds: float | None = Field(
+        default=None, gt=0, description="none: 120 s for a human, aggregator.lease_seconds else"
+    )
+
+    def lease(self, default: float) -> float:
+        """Seconds this labeler has to answer a request (``default``: the aggregator's)."""
+        if self.lease_seconds is not None:
+            return self.lease_seconds
+        return HUMAN_LEASE_SECONDS if self.backend == "human" else default
 
     @field_validator("accuracy")
     @classmethod
@@ -208,6 +254,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     export: ExportSettings = ExportSettings()
     retention: RetentionSettings = RetentionSettings()
+    label_server: LabelServerSettings = LabelServerSettings()
     labelers: list[LabelerSettings] = Field(default_factory=list)
 
     _toml_file: Path | None = None
@@ -219,6 +266,11 @@ class Settings(BaseSettings):
         if dup:
             raise ValueError(f"labeler ids must be unique, repeated: {sorted(dup)}")
         return self
+
+    def labeler_leases(self) -> dict[str, float]:
+        """labeler id -> its lease in seconds (:meth:`LabelerSettings.lease`)."""
+        default = self.aggregator.lease_seconds
+        return {lab.id: lab.lease(default) for lab in self.labelers}
 
     @classmethod
     def settings_customise_sources(

@@ -50,7 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     client = connect(settings)
     keys = Keys(settings.redis.prefix)
     agg = Aggregator(client, keys, settings.aggregator, consumer=args.consumer,
-                     retention=settings.retention)  # fmt: skip
+                     retention=settings.retention,
+                     labeler_leases=settings.labeler_leases())  # fmt: skip
     agg.setup()
     # configured accuracies fill in; ones loaded from a file or an assessment are kept
     register_configured(client, keys, settings, overwrite=False)

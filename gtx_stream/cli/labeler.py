@@ -29,7 +29,11 @@ def register(sub: Any) -> None:
         metavar="ID",
         help="labeler id from the config's [[labelers]] (repeat to serve several)",
     )
-    who.add_argument("--all", action="store_true", help="serve every configured labeler")
+    who.add_argument(
+        "--all",
+        action="store_true",
+        help="serve every configured labeler but people (backend human: the label server's)",
+    )
     add_config_option(p)
     p.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     p.set_defaults(func=_run)
@@ -43,7 +47,17 @@ def _run(args: argparse.Namespace) -> int:
     from gtx_stream.pipeline.label.worker import run_labeler_worker
 
     settings = load_settings(args.config)
-    ids = [lab.id for lab in settings.labelers] if args.all else list(args.ids)
+    if args.all:
+        ids = [lab.id for lab in settings.labelers if lab.backend != "human"]
+        people = [lab.id for lab in settings.labelers if lab.backend == "human"]
+        if people:
+            print(f"labeler: not serving {', '.join(people)} (backend human: people label on "
+                  "the label server's page)", file=sys.stderr)  # fmt: skip
+        if people and not ids:
+            raise ConfigError("config error: labelers: all are people (backend human): "
+                              "run gtx-stream label-server for them")  # fmt: skip
+    else:
+        ids = list(args.ids)
     if not ids:
         raise ConfigError("config error: labelers: none configured")
     try:

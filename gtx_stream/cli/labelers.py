@@ -1,4 +1,5 @@
-"""`gtx-stream labelers load|assess|list`: labeler accuracies in Redis."""
+"""`gtx-stream labelers load|assess|list`: labeler accuracies in Redis; `labelers invite ID`:
+a person's one-time login link to the label server."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ def register(sub: Any) -> None:
     show = action.add_parser("list", help="show the stored accuracies")
     show.add_argument("--json", action="store_true", help="one JSON object: id -> record")
     show.set_defaults(func=_list)
+
+    invite = action.add_parser(
+        "invite",
+        help="print a one-time login link for a person (backend human)",
+        description=(
+            "Print <label_server.public_url>/login/<token>: opening it logs the person in to "
+            "the label server once (the token is stored hashed, with label_server."
+            "invite_ttl_seconds; a second use is refused). Send it to that person only."
+        ),
+    )
+    invite.add_argument("id", metavar="ID", help="a labeler of the config with backend human")
+    invite.set_defaults(func=_invite)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -136,4 +149,28 @@ def _list(args: argparse.Namespace) -> int:
         print(_table(records))
     else:
         print(f"no labeler accuracies stored in {keys.labelers}")
+    return 0
+
+
+@_guard
+def _invite(args: argparse.Namespace) -> int:
+    from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.store.connection import connect
+    from gtx_stream.store.keys import Keys
+    from gtx_stream.store.people import create_invite
+
+    settings = load_settings(args.config)
+    found = [lab for lab in settings.labelers if lab.id == args.id]
+    if not found or found[0].backend != "human":
+        people = ", ".join(lab.id for lab in settings.labelers if lab.backend == "human")
+        what = "not in labelers" if not found else f"backend {found[0].backend!r}, not human"
+        raise ConfigError(
+            f"config error: labeler {args.id!r} is {what} (people: {people or 'none'})"
+        )
+    s = settings.label_server
+    token = create_invite(connect(settings), Keys(settings.redis.prefix), args.id,
+                          s.invite_ttl_seconds)  # fmt: skip
+    print(f"{s.public_url.rstrip('/')}/login/{token}")
+    hours = s.invite_ttl_seconds / 3600
+    print(f"one-time login link for {args.id}, valid {hours:g} h", file=sys.stderr)
     return 0

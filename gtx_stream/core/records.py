@@ -29,6 +29,10 @@ MAX_LABEL_PAYLOAD = 4096
 
 Fields = dict[str, str]
 
+SKIPPED_REASON = "skipped: can't tell"
+"""The reason of a person's "Can't tell" (:meth:`LabelEntry.skip`): a failure report, refunded
+and asked of someone else at once, that never counts towards the person's backoff."""
+
 
 class RecordError(ValueError):
     """A stream entry that is not a well-formed record; the message is the reason."""
@@ -147,6 +151,15 @@ class LabelEntry:
         """A failed request (backend error, timeout, garbage answer), reported at once."""
         return cls(frame_id, labeler, request_id, None, time.time() if at is None else at,
                    reason[: MAX_LABEL_PAYLOAD // 2])  # fmt: skip
+
+    @classmethod
+    def skip(cls, frame_id: str, labeler: str, request_id: str) -> LabelEntry:
+        """A person could not tell: the request goes back, nothing is counted or charged."""
+        return cls.failure(frame_id, labeler, request_id, SKIPPED_REASON)
+
+    @property
+    def skipped(self) -> bool:
+        return self.label is None and self.reason == SKIPPED_REASON
 
     def to_fields(self) -> Fields:
         out = {

@@ -109,7 +109,11 @@ def apply_labels(
     for entry_id, entry in entries:
         fid = entry.frame_id
         call_keys += [keys.frame(fid), keys.frame_labels(fid), keys.frame_requests(fid)]
-        label = "failed" if entry.label is None else str(entry.label)
+        label = (
+            str(entry.label)
+            if entry.label is not None
+            else ("skipped" if entry.skipped else "failed")
+        )
         args += [entry.labeler, label, entry_id, lease_member(fid, entry.labeler),
                  entry.request_id]  # fmt: skip
         frame_ids.append(fid)

@@ -42,7 +42,8 @@ def test_top_level_help_lists_every_sub_command(gtx: Gtx) -> None:
     done = gtx("--help")
     assert done.returncode == 0, done.stderr
     for name in COMMANDS:
-        assert f"\n    {name} " in done.stdout, name
+        command = name.replace("_", "-")  # the module label_server is `label-server`
+        assert f"\n    {command} " in done.stdout, name
 
 
 def test_every_sub_command_has_a_one_line_description() -> None:

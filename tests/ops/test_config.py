@@ -24,8 +24,10 @@ from gtx_stream.config import (
     AggregatorSettings,
     ConfigError,
     ExportSettings,
+    GoldSettings,
     IngestSettings,
     LabelerSettings,
+    LabelServerSettings,
     RedisSettings,
     RetentionSettings,
     Settings,
@@ -40,6 +42,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "ingest": IngestSettings,
     "export": ExportSettings,
     "retention": RetentionSettings,
+    "label_server": LabelServerSettings,
+    "gold": GoldSettings,
 }
 
 
@@ -89,7 +93,13 @@ def _labeler_examples() -> list[str]:
 def test_config_file_examples_of_every_backend_are_valid(tmp_path: Path) -> None:
     examples = _labeler_examples()
     settings = load_settings(_write(tmp_path / "c.toml", "\n".join(examples)))
-    assert [lab.backend for lab in settings.labelers] == ["simulated", "replay", "python", "http"]
+    assert [lab.backend for lab in settings.labelers] == [
+        "simulated",
+        "replay",
+        "python",
+        "http",
+        "human",
+    ]
     used = set().union(*(lab.model_fields_set for lab in settings.labelers))
     assert used == set(LabelerSettings.model_fields)  # every field is shown somewhere
 
@@ -358,13 +368,36 @@ MEANING = {
     "finalisation",
     "retention.clock_skew_seconds": "margin for ingesters' clocks against Redis's when "
     "trimming `labels` and `opened`",
+    "label_server.host": "address `gtx-stream label-server` listens on (`--host`)",
+    "label_server.port": "its port (`--port`)",
+    "label_server.public_url": "the address people reach it by; invite links start with it",
+    "label_server.question": "the question shown above each frame on the labeling page",
+    "label_server.undo_seconds": "the page holds an answer this long (Undo) before sending it",
+    "label_server.prefetch": "requests held for a person beyond the one on screen (preloaded)",
+    "label_server.invite_ttl_seconds": "seconds an invite link stays valid (it works once)",
+    "label_server.session_ttl_seconds": "seconds a login lasts",
+    "label_server.secure_cookies": "send the session cookie over HTTPS only",
+    "label_server.heartbeat_seconds": "the page's heartbeat, which keeps its person live "
+    "(below `aggregator.live_seconds`)",
+    "label_server.admin_password": "password of the `/admin` dashboard; empty: it is closed",
+    "gold.rate": "share of a qualified person's frames that are gold frames",
+    "gold.qualification": "gold answers a new person gives (and gets only gold) before their "
+    "labels count",
+    "gold.floor": "a person whose accuracy interval lies below this (its upper bound) is "
+    "paused",
+    "gold.prior_a": "Beta(a, b) prior of a person's accuracy: a (pseudo right answers)",
+    "gold.prior_b": "and b (pseudo wrong answers)",
+    "gold.level": "credible level of a person's accuracy interval",
     "labelers[].id": "labeler id (letters, digits, `_ . : @ -`), unique",
-    "labelers[].backend": "`simulated`, `replay`, `python` or `http`",
+    "labelers[].backend": "`simulated`, `replay`, `python`, `http` or `human` (a person on "
+    "the label server)",
     "labelers[].accuracy": "accuracy alpha in [0, 1], registered in Redis; none: load or "
     "assess it (`gtx-stream labelers`)",
     "labelers[].target": "replay: dataset folder; python: `module:function`; http: URL",
     "labelers[].timeout": "seconds a `python` or `http` labeler may take",
     "labelers[].seed": "seed of a `simulated` labeler's draws",
+    "labelers[].lease_seconds": "seconds it has to answer a request; none: 120 for `human`, "
+    "`aggregator.lease_seconds` for the others",
 }
 
 

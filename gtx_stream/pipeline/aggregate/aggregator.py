@@ -63,7 +63,10 @@ class Aggregator:
         lease_seconds: float | None = None,
         enqueue: Enqueue | None = None,
         retention: RetentionSettings | None = None,
+        labeler_leases: Mapping[str, float] | None = None,
     ) -> None:
+        """``labeler_leases``: labeler id -> its lease (``Settings.labeler_leases()``); the
+        others get ``lease_seconds`` (default: ``settings.lease_seconds``)."""
         self.r = client
         self.keys = keys
         self.s = settings
@@ -81,7 +84,7 @@ class Aggregator:
         self.decider = Decider(settings, keys)
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
-            enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds,
+            enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
         )  # fmt: skip
         self.sweeper = Sweeper(client, keys, runner)
         self._last_sweep = 0.0

@@ -1,11 +1,16 @@
 """Requests out: pick labelers with the dispatcher, record each request (``ask.lua``) under a
-fresh unguessable id, and enqueue the granted ones as RQ jobs."""
+fresh unguessable id, and enqueue the granted ones as RQ jobs.
+
+Each labeler has its own lease (``labeler_leases``; people get longer than machines, see
+:meth:`gtx_stream.config.LabelerSettings.lease`); a labeler not named there gets
+``lease_seconds``. Requests are enqueued once per distinct lease, which sets their RQ job
+timeout."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
@@ -36,6 +41,7 @@ class Requester:
         enqueue: Enqueue,
         max_inflight: int,
         lease_seconds: float,
+        labeler_leases: Mapping[str, float] | None = None,
     ) -> None:
         self.r = client
         self.keys = keys
@@ -45,6 +51,11 @@ class Requester:
         self.enqueue = enqueue
         self.max_inflight = max_inflight
         self.lease_seconds = lease_seconds
+        self.labeler_leases = dict(labeler_leases or {})
+
+    def lease(self, labeler_id: str) -> float:
+        """Seconds ``labeler_id`` has to answer a request."""
+        return self.labeler_leases.get(labeler_id, self.lease_seconds)
 
     def ask(self, slots: Sequence[Slot]) -> int:
         """Ask one more labeler (up to each slot's room) about each frame; how many were."""
@@ -55,17 +66,21 @@ class Requester:
         if not picks:
             return 0  # eligible labelers exist but none is running (or all are backed off)
         n_labels = {slot.frame.frame_id: slot.frame.n_labels for slot in slots}
-        deadline = time.time() + self.lease_seconds
+        now = time.time()
         requests = [
             LabelRequest(lab, fid, new_request_id(), self.keys.prefix) for fid, lab in picks
         ]
         results = self.runner.run([
             scripts.ask(self.keys, frame_id=req.frame_id, labeler=req.labeler_id,
                         request_id=req.request_id, n_labels=n_labels[req.frame_id],
-                        max_inflight=self.max_inflight, deadline=deadline)
+                        max_inflight=self.max_inflight,
+                        deadline=now + self.lease(req.labeler_id))
             for req in requests
         ])  # fmt: skip
         granted = [req for req, res in zip(requests, results, strict=True) if res == "ok"]
-        if granted:
-            self.enqueue(self.r, self.keys, granted, self.lease_seconds)
+        by_lease: dict[float, list[LabelRequest]] = {}
+        for req in granted:
+            by_lease.setdefault(self.lease(req.labeler_id), []).append(req)
+        for lease, reqs in by_lease.items():
+            self.enqueue(self.r, self.keys, reqs, lease)
         return len(granted)

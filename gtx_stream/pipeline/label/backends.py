@@ -13,6 +13,7 @@ failed entry on the labels stream (:mod:`gtx_stream.pipeline.label.job`).
 - ``python``: any ``module:function`` taking ``(image, metadata)`` and returning 0 or 1; the
   module is imported as ``python -m`` would, so a module in the current directory is found;
 - ``http``: POST the JPEG to a URL and read ``{"label": 0|1}`` from the JSON answer.
+  (``human`` is none: a person answers on the label server's page, :mod:`gtx_stream.server`.)
 
 What ``python`` and ``http`` labelers are handed as ``metadata`` (:meth:`Frame.describe`), all
 strings: ``frame_id``; ``source`` (the video path, camera or stream URL, password
@@ -395,4 +396,5 @@ def build_backend(settings: LabelerSettings) -> Backend:
         return PythonBackend(lid, settings.target, settings.timeout)
     if settings.backend == "http":
         return HttpBackend(lid, settings.target, settings.timeout)
-    raise LabelError(f"labeler {lid}: unknown backend {settings.backend!r}")
+    why = "a person: the label server serves it" if settings.backend == "human" else "unknown"
+    raise LabelError(f"labeler {lid}: backend {settings.backend!r} is {why}")

@@ -329,6 +329,12 @@ def run_labeler_worker(
         raise ConfigError("config error: no labeler to serve")
     ids = list(dict.fromkeys(labeler_ids))
     chosen = [labeler_settings(settings, lid) for lid in ids]
+    people = [lab.id for lab in chosen if lab.backend == "human"]
+    if people:
+        raise ConfigError(
+            f"config error: {', '.join(people)}: backend 'human' is a person, who labels on the "
+            "label server's page (gtx-stream label-server); no labeler worker serves it"
+        )
     keys = Keys(settings.redis.prefix)
     stop = stop_event if stop_event is not None else threading.Event()
     backends: dict[str, Backend] = {}

@@ -19,14 +19,16 @@
 -- ARGV[4] = longest backoff (seconds)
 -- then five per entry i (j = 4 + 5(i - 1)):
 -- ARGV[j + 1] = labeler id
--- ARGV[j + 2] = label, "0" or "1", or "failed" for a failure report (validated by the caller)
+-- ARGV[j + 2] = label, "0" or "1", "failed" for a failure report, or "skipped" for a
+--               person's "can't tell" (validated by the caller)
 -- ARGV[j + 3] = labels-stream entry id
 -- ARGV[j + 4] = lease member "<frame_id>|<labeler id>"
 -- ARGV[j + 5] = request id the entry answers ("" when it names none)
 -- Request states (core.records.RequestState): out:<rid> or late:<rid> become done:<entry id>
 -- (a label) or failed:<rid> (a failure: lease and load released, its label of budget given
 -- back, the labeler's failures in a row counted and, from ARGV[2] on, a backoff set; a good
--- label clears both).
+-- label clears both). A skip is a failure that counts as requests_skipped and skipped:<id>
+-- instead, and neither adds to nor clears the failures in a row: it backs nobody off.
 -- Returns {statuses, views}: statuses[i] is one of
 --   applied, failed (a failure report applied), redelivered (this very entry, or this
 --   request's failure, was applied before), duplicate (another label of this labeler on this
@@ -50,14 +52,19 @@ local function release(labeler, member, kind)
   redis.call('ZREM', KEYS[2], member)
 end
 
-local function apply_failure(rkey, labeler, member, kind, rid)
+local function apply_failure(rkey, labeler, member, kind, rid, skipped)
   release(labeler, member, kind)
-  cleared[labeler] = nil
   redis.call('HSET', rkey, labeler, 'failed:' .. rid)
   -- the budget counts labels obtained or outstanding, never failures
   if tonumber(redis.call('HGET', KEYS[5], 'spent') or '0') > 0 then
     redis.call('HINCRBY', KEYS[5], 'spent', -1)
   end
+  if skipped then
+    redis.call('HINCRBY', KEYS[4], 'requests_skipped', 1)
+    redis.call('HINCRBY', KEYS[4], 'skipped:' .. labeler, 1)
+    return
+  end
+  cleared[labeler] = nil
   redis.call('HINCRBY', KEYS[4], 'requests_failed', 1)
   redis.call('HINCRBY', KEYS[4], 'failed:' .. labeler, 1)
   local streak = redis.call('HINCRBY', KEYS[6], labeler, 1)
@@ -91,7 +98,8 @@ for i = 1, n do
   local j = 4 + 5 * (i - 1)
   local labeler, label, entry = ARGV[j + 1], ARGV[j + 2], ARGV[j + 3]
   local member, rid = ARGV[j + 4], ARGV[j + 5]
-  local failure = label == 'failed'
+  local skipped = label == 'skipped'
+  local failure = label == 'failed' or skipped
   local req = redis.call('HGET', rkey, labeler)
   local kind, ref = nil, nil
   if req then
@@ -118,7 +126,7 @@ for i = 1, n do
       status = 'unknown_labeler'
     elseif failure and pending then
       -- settled whether or not the frame is still open: the budget is given back either way
-      apply_failure(rkey, labeler, member, kind, rid)
+      apply_failure(rkey, labeler, member, kind, rid, skipped)
       status = 'failed'
     elseif state ~= 'open' then
       status = 'finalised'

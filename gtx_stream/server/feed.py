@@ -1,0 +1,198 @@
+"""A person's feed: the requests the aggregator addressed to them, taken from their RQ queue.
+
+No RQ worker serves a ``human`` labeler. Its requests wait on its queue like anyone's
+(:func:`gtx_stream.pipeline.label.requests.enqueue_requests`); the label server pops them
+(``LPOP rq:queue:<keys.queue(id)>``), reads each job's JSON arguments
+(:meth:`LabelRequest.from_job_args`), deletes the job, and holds the request in the person's
+hand (:mod:`gtx_stream.store.people`) until they answer or skip it. A request whose frame is no
+longer open, or whose request the frame no longer waits for (finalised, answered, failed),
+is dropped and the next one taken. A job taken and not yet held when the server dies is lost
+to its lease: the sweeper asks someone else.
+
+Gold frames (:mod:`gtx_stream.store.gold`, when present) are slipped into the hand by the gold
+book's ``draw``; the page cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from gtx_stream.core.records import LabelRequest, RecordError, RequestState, text
+from gtx_stream.pipeline.label.requests import LABEL_FRAME
+from gtx_stream.server.state import ServerState
+from gtx_stream.store import people
+from gtx_stream.store.people import HandItem
+
+log = logging.getLogger(__name__)
+
+RQ_QUEUE = "rq:queue:"
+RQ_JOB = "rq:job:"
+
+
+class GoldFeed(Protocol):
+    """What the feed needs of the gold book (store/gold.py)."""
+
+    def draw(self, person: str) -> str | None:
+        """The id of a gold frame to hand ``person`` next, or None for a real request."""
+
+    def image(self, gold_id: str) -> bytes | None: ...
+
+    def answer(self, person: str, gold_id: str, label: int) -> None: ...
+
+    def paused(self, person: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Held:
+    token: str
+    item: HandItem
+    raw: str
+
+
+class Feed:
+    def __init__(self, state: ServerState, gold: GoldFeed | None = None) -> None:
+        self.state = state
+        self.r = state.client
+        self.keys = state.keys
+        self.size = 1 + state.settings.label_server.prefetch
+        self.gold = gold
+
+    def queue_key(self, person: str) -> str:
+        return RQ_QUEUE + self.keys.queue(person)
+
+    def current(self, person: str) -> list[Held]:
+        """What the person holds, oldest first (the first is on screen), refilled up to
+        ``1 + prefetch`` from gold and their queue; requests no longer wanted are dropped."""
+        held = [Held(t, item, raw) for t, item, raw in people.hand(self.r, self.keys, person)]
+        stale = self._stale(person, [h for h in held if h.item.kind == "request"])
+        if stale:
+            people.drop(self.r, self.keys, person, [h.token for h in stale])
+            held = [h for h in held if h not in stale]
+        room = self.size - len(held)
+        if room > 0:
+            held += self._take(person, room, held)
+        return held
+
+    def _stale(self, person: str, held: Sequence[Held]) -> list[Held]:
+        if not held:
+            return []
+        with self.r.pipeline(transaction=False) as pipe:
+            for h in held:
+                pipe.hget(self.keys.frame(h.item.frame_id), "state")
+                pipe.hget(self.keys.frame_requests(h.item.frame_id), person)
+            replies = pipe.execute()
+        stale = []
+        for i, h in enumerate(held):
+            state, request = replies[2 * i], replies[2 * i + 1]
+            if not _still_asked(state, request, h.item.request_id):
+                stale.append(h)
+        return stale
+
+    def _take(self, person: str, room: int, held: Sequence[Held]) -> list[Held]:
+        items: list[HandItem] = []
+        now = time.time()
+        paused = self.gold is not None and self.gold.paused(person)
+        if self.gold is not None and not paused:
+            holding = {h.item.gold_id for h in held if h.item.kind == "gold"}
+            for _ in range(room):
+                gold_id = self.gold.draw(person)
+                if gold_id is None or gold_id in holding:
+                    break  # a real request next (or none: a paused person gets nothing)
+                holding.add(gold_id)
+                items.append(HandItem("gold", gold_id=gold_id, taken_at=now))
+        if not paused:  # a paused person is handed nothing (gtx-stream gold reset ID)
+            items += self._pop_requests(person, room - len(items), now)
+        tokens = people.hold(self.r, self.keys, person, items)
+        return [Held(t, item, item.encode()) for t, item in zip(tokens, items, strict=True)]
+
+    def _pop_requests(self, person: str, room: int, now: float) -> list[HandItem]:
+        """Up to ``room`` requests still wanted, popped from the person's queue."""
+        out: list[HandItem] = []
+        while len(out) < room:
+            popped = self.r.lpop(self.queue_key(person), room - len(out))
+            if not popped:
+                break
+            job_ids = [text(j) for j in popped]
+            with self.r.pipeline(transaction=False) as pipe:
+                for jid in job_ids:
+                    pipe.hgetall(RQ_JOB + jid)
+                for jid in job_ids:
+                    pipe.delete(RQ_JOB + jid)
+                raws = pipe.execute()[: len(job_ids)]
+            requests = [r for jid, raw in zip(job_ids, raws, strict=True)
+                        if (r := self._request(person, jid, raw)) is not None]  # fmt: skip
+            wanted = self._wanted(person, requests)
+            out += [HandItem("request", r.frame_id, r.request_id, taken_at=now) for r in wanted]
+        return out
+
+    def _request(self, person: str, job_id: str, raw: dict[Any, Any]) -> LabelRequest | None:
+        if not raw:
+            return None  # the job expired or was deleted
+        job = Job(job_id, connection=self.r, serializer=JSONSerializer)
+        try:
+            job.restore(raw)
+            if job.func_name != LABEL_FRAME:
+                raise RecordError(f"not a label request: {job.func_name!r}")
+            req = LabelRequest.from_job_args(job.args)
+        except Exception as err:  # anything in the queue that is not a request is dropped
+            log.warning("person %s: dropping job %s: %s", person, job_id, err)
+            return None
+        if req.labeler_id != person or req.prefix != self.keys.prefix:
+            log.warning("person %s: dropping job %s addressed to %s", person, job_id, req)
+            return None
+        return req
+
+    def _wanted(self, person: str, requests: list[LabelRequest]) -> list[LabelRequest]:
+        if not requests:
+            return []
+        with self.r.pipeline(transaction=False) as pipe:
+            for req in requests:
+                pipe.hget(self.keys.frame(req.frame_id), "state")
+                pipe.hget(self.keys.frame_requests(req.frame_id), person)
+            replies = pipe.execute()
+        wanted = []
+        for i, req in enumerate(requests):
+            if _still_asked(replies[2 * i], replies[2 * i + 1], req.request_id):
+                wanted.append(req)
+            else:
+                log.info("person %s: frame %s no longer needs them, dropped", person, req.frame_id)
+        return wanted
+
+    def waiting(self, person: str) -> int:
+        """Requests waiting on the person's queue (not held yet)."""
+        return int(self.r.llen(self.queue_key(person)))
+
+    def image(self, item: HandItem) -> bytes | None:
+        if item.kind == "gold":
+            return self.gold.image(item.gold_id) if self.gold is not None else None
+        jpeg = self.r.get(self.keys.image(item.frame_id))
+        return jpeg if isinstance(jpeg, bytes) else None
+
+
+def _still_asked(state: Any, request: Any, request_id: str) -> bool:
+    """The frame is open and waits for this request (outstanding, or late: still counted)."""
+    if state is None or text(state) != "open" or request is None:
+        return False
+    try:
+        req = RequestState.decode(text(request))
+    except RecordError:
+        return False
+    return req.state in ("out", "late") and req.ref == request_id
+
+
+def is_live_request(client: redis.Redis, state: ServerState, person: str, item: HandItem) -> bool:
+    """One held request, checked now (before its answer is sent)."""
+    keys = state.keys
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.frame(item.frame_id), "state")
+        pipe.hget(keys.frame_requests(item.frame_id), person)
+        st, req = pipe.execute()
+    return _still_asked(st, req, item.request_id)

@@ -1,0 +1,196 @@
+// The labeling page: one frame at a time, answered with a key press.
+//
+// - GET /api/next gives the request on screen and the next ones, whose images are preloaded.
+// - An answer is held for data-undo-ms (Undo) before it is POSTed; the next frame shows at
+//   once. A second answer sends the held one first: only the last answer can be undone.
+// - "Can't tell" is sent at once (the frame is asked of someone else).
+// - A heartbeat every data-heartbeat-ms keeps this person live while the page is open.
+// Keys: yes = Y, 1, ArrowRight, ArrowUp; no = N, 0, ArrowLeft, ArrowDown;
+//       can't tell = S, ?; undo = U, Backspace.
+"use strict";
+
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const undoMs = Number(document.body.dataset.undoMs || 3000);
+  const heartbeatMs = Number(document.body.dataset.heartbeatMs || 2000);
+  const el = (id) => document.getElementById(id);
+  const frame = el("frame"), status = el("status"), empty = el("empty");
+  const buttons = { yes: el("yes"), no: el("no"), skip: el("skip"), undo: el("undo") };
+
+  let items = [];          // requests from the server, the first on screen: {token, image}
+  let current = null;      // the item on screen
+  let held = null;         // {item, label, timer, until}: the answer Undo can take back
+  const done = new Set();  // tokens answered or skipped on this page
+  let loading = false, pollTimer = null, loggedOut = false;
+
+  async function call(method, url, body, keepalive) {
+    const opts = { method, credentials: "same-origin", keepalive: !!keepalive, headers: {} };
+    if (method !== "GET") {
+      opts.headers["X-CSRF-Token"] = csrf;
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body || {});
+    }
+    const res = await fetch(url, opts);
+    if (res.status === 401) { logout(); }
+    return res;
+  }
+
+  function logout() {
+    loggedOut = true;
+    show(null);
+    status.textContent = "Your session ended: open your login link again.";
+  }
+
+  function setButtons() {
+    const on = current !== null && !loggedOut;
+    buttons.yes.disabled = buttons.no.disabled = buttons.skip.disabled = !on;
+    buttons.undo.disabled = held === null;
+  }
+
+  function show(item) {
+    current = item;
+    if (item) {
+      frame.src = item.image;
+      frame.hidden = false;
+      empty.hidden = true;
+      frame.classList.remove("held");
+    } else {
+      frame.hidden = true;
+      frame.removeAttribute("src");
+      empty.hidden = loggedOut;
+    }
+    setButtons();
+  }
+
+  function preload(list) {
+    for (const item of list) { new Image().src = item.image; }
+  }
+
+  async function load() {
+    if (loading || loggedOut) { return; }
+    loading = true;
+    clearTimeout(pollTimer);
+    try {
+      const res = await call("GET", "/api/next");
+      if (res.status === 200) {
+        const data = await res.json();
+        const fresh = [{ token: data.token, image: data.image }, ...data.next];
+        items = fresh.filter((it) => !done.has(it.token) && !(held && held.item.token === it.token));
+      } else if (res.status === 204) {
+        items = [];
+      }
+    } catch (err) {
+      status.textContent = "Cannot reach the server; retrying.";
+    } finally {
+      loading = false;
+    }
+    const stillHeld = current && items.some((it) => it.token === current.token);
+    if (!current || done.has(current.token) || !stillHeld) {
+      show(items.length ? items[0] : null);  // a frame finalised meanwhile is dropped
+    }
+    preload(items.slice(1));
+    if (!items.length || (items.length === 1 && current)) {
+      pollTimer = setTimeout(load, 2000);  // nothing queued: look again shortly
+    }
+  }
+
+  function advance() {
+    items = items.filter((it) => it.token !== current.token);
+    show(items.length ? items[0] : null);
+    if (items.length <= 1) { load(); }
+  }
+
+  async function send(item, label) {
+    const url = label === null ? "/api/skip" : "/api/answer";
+    const body = label === null ? { token: item.token } : { token: item.token, label };
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const res = await call("POST", url, body, true);
+        if (res.status === 200 || res.status === 409) { break; }  // 409: sent before
+        if (res.status < 500) { status.textContent = (await res.json()).error; break; }
+      } catch (err) { /* network: retry */ }
+      await new Promise((ok) => setTimeout(ok, 500 * (attempt + 1)));
+    }
+    progress();
+    load();
+  }
+
+  function flush() {
+    if (!held) { return; }
+    const { item, label, timer } = held;
+    clearTimeout(timer);
+    held = null;
+    status.textContent = "";
+    setButtons();
+    send(item, label);
+  }
+
+  function answer(label) {
+    if (!current || loggedOut) { return; }
+    flush();
+    const item = current;
+    done.add(item.token);
+    held = { item, label, timer: setTimeout(flush, undoMs) };
+    status.textContent = (label ? "Yes" : "No") + " — Undo for " + Math.round(undoMs / 1000) + " s";
+    advance();
+    setButtons();
+  }
+
+  function skip() {
+    if (!current || loggedOut) { return; }
+    flush();
+    const item = current;
+    done.add(item.token);
+    status.textContent = "Skipped: someone else will be asked.";
+    advance();
+    send(item, null);
+  }
+
+  function undo() {
+    if (!held) { return; }
+    const { item, timer } = held;
+    clearTimeout(timer);
+    held = null;
+    done.delete(item.token);
+    items = [item, ...items.filter((it) => it.token !== item.token)];
+    status.textContent = "Undone: answer this frame again.";
+    show(item);
+  }
+
+  async function progress() {
+    try {
+      const res = await call("GET", "/api/progress");
+      if (res.status !== 200) { return; }
+      const p = await res.json();
+      el("progress").textContent =
+        "Answered today: " + p.answered_today + " · Waiting for you: " + p.waiting;
+    } catch (err) { /* shown next time */ }
+  }
+
+  async function heartbeat() {
+    if (loggedOut) { return; }
+    try { await call("POST", "/api/heartbeat"); } catch (err) { /* next beat */ }
+  }
+
+  const KEYS = {
+    y: () => answer(1), "1": () => answer(1), ArrowRight: () => answer(1), ArrowUp: () => answer(1),
+    n: () => answer(0), "0": () => answer(0), ArrowLeft: () => answer(0), ArrowDown: () => answer(0),
+    s: skip, "?": skip, u: undo, Backspace: undo,
+  };
+  document.addEventListener("keydown", (ev) => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+    const act = KEYS[ev.key.length === 1 ? ev.key.toLowerCase() : ev.key];
+    if (act) { ev.preventDefault(); act(); }
+  });
+  buttons.yes.addEventListener("click", () => answer(1));
+  buttons.no.addEventListener("click", () => answer(0));
+  buttons.skip.addEventListener("click", skip);
+  buttons.undo.addEventListener("click", undo);
+  window.addEventListener("pagehide", flush);  // an answer given is sent, also when leaving
+
+  heartbeat();
+  setInterval(heartbeat, heartbeatMs);
+  setInterval(progress, 10000);
+  progress();
+  load();
+})();

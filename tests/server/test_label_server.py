@@ -1,0 +1,138 @@
+"""People label through the label server: login by invite, next/answer/skip, the final records
+carry their labels under their labeler id (real Redis, real aggregator)."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from gtx_stream.core.records import LabelEntry
+from gtx_stream.server.openapi import SPEC
+from tests.server.conftest import PersonClient, Pipeline, open_frames
+
+
+def _schema(name: str) -> dict[str, object]:
+    return {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}
+
+
+def _label_all(p: Pipeline, people: dict[str, PersonClient], labels: dict[str, int],
+               rounds: int = 200) -> None:  # fmt: skip
+    for _ in range(rounds):
+        p.step(machines=False)
+        for name, person in people.items():
+            person.beat()
+            found = person.next()
+            if found is not None:
+                jsonschema.validate(found, _schema("Next"))
+                res = person.answer(found["token"], labels[name])
+                assert res.status_code == 200, res.text
+                jsonschema.validate(res.json(), _schema("Settled"))
+        if p.r.zcard(p.keys.open_frames) == 0:
+            return
+    raise AssertionError("frames were not finalised")
+
+
+def test_people_label_by_invite_and_the_final_records_carry_their_labels(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    alice, bob = p.person("alice"), p.person("bob")
+    alice.login()
+    bob.login()
+    alice.beat()
+    bob.beat()
+    frames = open_frames(p, 6)
+    p.step(3, machines=False)
+
+    # alice skips her first request: nothing counted, nothing charged, asked of bob at once
+    skipper = alice if alice.next() is not None else bob
+    other = bob if skipper is alice else alice
+    first = skipper.next()
+    assert first is not None
+    again = skipper.next()
+    assert again is not None and again["token"] == first["token"]  # a reload: the same frame
+    img = skipper.http.get(first["image"])
+    assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+    assert img.content == b"jpeg"
+    assert skipper.skip(first["token"]).status_code == 200
+    assert skipper.skip(first["token"]).status_code == 409  # once
+
+    _label_all(p, {"alice": alice, "bob": bob}, {"alice": 1, "bob": 0})
+    final = p.final()
+    assert set(final) == set(frames)
+    skipped = [fid for fid, rec in final.items() if skipper.labeler_id not in rec["labelers"]]
+    assert len(skipped) == 1  # the one frame the skipper gave back; the other labeled it
+    for rec in final.values():
+        pairs = dict(zip(eval(rec["labelers"]), eval(rec["labels"]), strict=True))
+        assert set(pairs) <= {"alice", "bob"}
+        assert all(label == {"alice": 1, "bob": 0}[who] for who, label in pairs.items())
+        if rec["frame_id"] in skipped:
+            assert pairs == {other.labeler_id: {"alice": 1, "bob": 0}[other.labeler_id]}
+    stats = {k.decode(): v.decode() for k, v in p.r.hgetall(p.keys.stats).items()}
+    assert stats["requests_skipped"] == "1" and "requests_failed" not in stats
+    progress = alice.http.get("/api/progress").json()
+    jsonschema.validate(progress, _schema("Progress"))
+    assert progress["labeler"] == "alice" and progress["waiting"] == 0
+    assert progress["answered_today"] == sum(
+        1 for rec in final.values() if "alice" in rec["labelers"]
+    )
+
+
+def test_the_page_and_its_files_are_served(pipeline: Pipeline) -> None:
+    alice = pipeline.person("alice")
+    alice.login()
+    page = alice.http.get("/")
+    for element in ("frame", "question", "yes", "no", "skip", "undo", "progress"):
+        assert f'id="{element}"' in page.text
+    assert "Is the part in this frame correct?" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for name in ("label.js", "label.css"):
+        assert alice.http.get(f"/static/{name}").status_code == 200
+    spec = alice.http.get("/api/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+
+
+def test_every_api_route_is_in_the_openapi_description(pipeline: Pipeline) -> None:
+    from starlette.routing import Route
+
+    paths = {r.path for r in pipeline.app.routes if isinstance(r, Route)}
+    api = {path for path in paths if path.startswith("/api/") or path == "/logout"}
+    assert api - {"/api/openapi.json"} == set(SPEC["paths"])
+
+
+def test_the_labeler_of_a_label_is_the_sessions_never_the_forms(pipeline: Pipeline) -> None:
+    p = pipeline
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    open_frames(p, 1)
+    p.step(2, machines=False)
+    found = alice.next()
+    assert found is not None
+    res = alice.post("/api/answer", {"token": found["token"], "label": 1, "labeler": "bob"})
+    assert res.status_code == 200
+    ((_, fields),) = p.r.xrange(p.keys.labels)
+    entry = LabelEntry.from_fields({k.decode(): v.decode() for k, v in fields.items()})
+    assert entry.labeler == "alice" and entry.label == 1
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_a_person_holds_one_request_on_screen_and_prefetch_more(raw: object, prefetch: int) -> None:
+    from tests.server.conftest import build_pipeline, make_settings
+
+    settings = make_settings(people=["alice"], kappa=1)
+    settings.label_server.prefetch = prefetch
+    p = build_pipeline(raw, settings, ["alice"])  # type: ignore[arg-type]
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    open_frames(p, 6)
+    p.step(2, machines=False)
+    found = alice.next()
+    assert found is not None and len(found["next"]) == prefetch
+    tokens = [found["token"]] + [h["token"] for h in found["next"]]
+    # images of the held requests are served (preloaded by the page)
+    assert all(alice.http.get(f"/api/image/{t}").status_code == 200 for t in tokens)
+    waiting = alice.http.get("/api/progress").json()["waiting"]
+    assert waiting == 6
+    alice.http.close()
