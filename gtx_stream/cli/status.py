@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     prefix = settings.redis.prefix
     try:
         st = pipeline_status(client, Keys(prefix), settings.aggregator.live_seconds,
-                             settings.export.group)  # fmt: skip
+                             settings.export.group, settings.gold.qualification)  # fmt: skip
     except redis.RedisError as err:  # e.g. an ACL user without the reads status needs
         print(f"{'unhealthy: ' if args.check else ''}redis error: {err}", file=sys.stderr)
         return 1
@@ -93,6 +93,7 @@ def format_status(st: dict[str, Any]) -> str:
                      f"missing, {st['images_filtered']} filtered; group {ex['group']}: {lag} "
                      f"to read, {ex['pending']} pending")  # fmt: skip
     lines += [f"warning          {w}" for w in st.get("warnings", [])]
+    lines += _gold_lines(st)
     if not st["labelers"]:
         lines.append(f"labelers         none registered under {st['prefix']}")
         return "\n".join(lines)
@@ -107,3 +108,21 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"{lab:<16}{'yes' if v['live'] else 'no':>6}{acc:>10}{v['labels']:>8}"
                      f"{v['queue']:>7}{v['outstanding']:>5}{failed:>8}  {backoff}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _gold_lines(st: dict[str, Any]) -> list[str]:
+    """Gold items and answers, who is paused and why, and each person's gold record."""
+    people = st.get("people") or {}
+    if not st.get("gold_items") and not people:
+        return []
+    lines = [f"gold             {st['gold_items']} items, {st['gold_answers']} answers "
+             "(assessment, not charged to the budget)"]  # fmt: skip
+    lines += [f"paused           {p}: {why}" for p, why in st.get("paused", {}).items()]
+    if people:
+        lines.append(f"{'person':<16}{'gold':>6}{'right':>7}{'accuracy':>10}  "
+                     f"{'interval':<14}  state")  # fmt: skip
+    for person, v in people.items():
+        state = "paused" if v["paused"] else "qualified" if v["qualified"] else "qualifying"
+        lines.append(f"{person:<16}{v['gold_answers']:>6}{v['correct']:>7}{v['accuracy']:>10.3f}"
+                     f"  [{v['lower']:.3f}, {v['upper']:.3f}]  {state}")  # fmt: skip
+    return lines

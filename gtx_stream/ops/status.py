@@ -13,11 +13,17 @@ from gtx_stream.store.keys import Keys
 
 
 def pipeline_status(
-    client: redis.Redis, keys: Keys, live_seconds: float = 5.0, export_group: str = "exporter"
+    client: redis.Redis,
+    keys: Keys,
+    live_seconds: float = 5.0,
+    export_group: str = "exporter",
+    qualification: int = 10,
 ) -> dict[str, Any]:
     """Frames open and finalised, labels spent and budget left, queues, per-labeler figures
-    (failed requests, failures in a row, seconds of backoff left), and the exporter: images
-    exported and missing, and how far its group is behind on the final stream."""
+    (failed requests, failures in a row, seconds of backoff left), the exporter (images
+    exported and missing, how far its group is behind on the final stream), and gold: items
+    loaded, answers (assessment, apart from the budget), each person's gold record (qualified
+    once they have ``qualification`` answers) and who is paused and why."""
     pipe = client.pipeline(transaction=False)
     pipe.zcard(keys.open_frames)
     pipe.zrange(keys.open_frames, 0, 0, withscores=True)
@@ -31,8 +37,10 @@ def pipeline_status(
     pipe.xlen(keys.final)
     pipe.xlen(keys.dead)
     pipe.xlen(keys.labels)
+    pipe.hgetall(keys.gold_scores)
+    pipe.hgetall(keys.paused)
     (n_open, oldest, stats, budget, labelers, live, load, failures, backoff, n_final, n_dead,
-     n_labels) = pipe.execute()  # fmt: skip
+     n_labels, scores, paused) = pipe.execute()  # fmt: skip
     last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
     stats = {text(k): int(v) for k, v in stats.items()}
     labelers = {text(k): json.loads(v) for k, v in labelers.items()}
@@ -87,6 +95,32 @@ def pipeline_status(
         "images_filtered": stats.get("images_filtered", 0),
         "exporter": exporter_status(client, keys, export_group),
         "labelers": per_labeler,
+        **gold_status(stats, scores, paused, qualification),
+    }
+
+
+def gold_status(
+    stats: dict[str, int], scores: dict[Any, Any], paused: dict[Any, Any], qualification: int
+) -> dict[str, Any]:
+    """Gold items and answers, each person's gold record, and the paused people with why."""
+    why = {text(k): json.loads(v) for k, v in paused.items()}
+    people = {}
+    for k, v in sorted(scores.items()):
+        person, rec = text(k), json.loads(v)
+        people[person] = {
+            "gold_answers": rec["total"],
+            "correct": rec["correct"],
+            "accuracy": rec["accuracy"],
+            "lower": rec["lower"],
+            "upper": rec["upper"],
+            "qualified": rec["total"] >= qualification,
+            "paused": why[person]["reason"] if person in why else None,
+        }
+    return {
+        "gold_items": stats.get("gold_items", 0),
+        "gold_answers": stats.get("gold_answers", 0),
+        "people": people,
+        "paused": {person: rec["reason"] for person, rec in sorted(why.items())},
     }
 
 

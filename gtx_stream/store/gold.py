@@ -57,7 +57,10 @@ from gtx_stream.store.params import LabelerAccuracy
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
 
 AnswerStatus = Literal["recorded", "duplicate", "unknown"]
-_RETRIES = 20  # answers of one person racing each other; each retry recomputes the estimates
+# Answers of one person racing each other (two tabs of their page): each retry recomputes the
+# estimates after a short random pause, so that the racers fall apart.
+_RETRIES = 50
+_RETRY_PAUSE = 0.002  # seconds, at most
 
 
 class GoldError(ValueError):
@@ -274,7 +277,9 @@ class GoldBook:
         """
         if label not in (0, 1):
             raise GoldError(f"label must be 0 or 1, got {label!r}")
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
+            if attempt:
+                time.sleep(random.random() * _RETRY_PAUSE)
             now = self._score(person)
             right = self.score_of(now.correct + 1, now.total + 1)
             wrong = self.score_of(now.correct, now.total + 1)
