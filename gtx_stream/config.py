@@ -155,6 +155,23 @@ class RetentionSettings(_Section):
     )
 
 
+class GoldSettings(_Section):
+    """``[gold]``: gold frames in people's feeds, qualification and pausing (store/gold.py)."""
+
+    rate: float = Field(
+        default=0.05, ge=0, le=1, description="share of a qualified person's frames that are gold"
+    )
+    qualification: int = Field(
+        default=10, ge=0, description="gold answers a new person gives before their labels count"
+    )
+    floor: float = Field(
+        default=0.6, ge=0, lt=1, description="a person whose interval lies below it is paused"
+    )
+    prior_a: float = Field(default=1.0, gt=0, description="Beta(a, b) prior of an accuracy: a")
+    prior_b: float = Field(default=1.0, gt=0, description="Beta(a, b) prior of an accuracy: b")
+    level: float = Field(default=0.95, gt=0, lt=1, description="credible level of the interval")
+
+
 class LabelServerSettings(_Section):
     """``[label_server]``: the page people label on (``gtx-stream label-server``)."""
 
@@ -255,6 +272,7 @@ class Settings(BaseSettings):
     export: ExportSettings = ExportSettings()
     retention: RetentionSettings = RetentionSettings()
     label_server: LabelServerSettings = LabelServerSettings()
+    gold: GoldSettings = GoldSettings()
     labelers: list[LabelerSettings] = Field(default_factory=list)
 
     _toml_file: Path | None = None

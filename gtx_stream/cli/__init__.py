@@ -28,6 +28,7 @@ COMMANDS = (
     "labelers",
     "frame",
     "dead",
+    "gold",
     "label_server",
 )
 

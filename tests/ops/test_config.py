@@ -383,8 +383,7 @@ MEANING = {
     "gold.rate": "share of a qualified person's frames that are gold frames",
     "gold.qualification": "gold answers a new person gives (and gets only gold) before their "
     "labels count",
-    "gold.floor": "a person whose accuracy interval lies below this (its upper bound) is "
-    "paused",
+    "gold.floor": "a person whose accuracy interval lies below this (its upper bound) is paused",
     "gold.prior_a": "Beta(a, b) prior of a person's accuracy: a (pseudo right answers)",
     "gold.prior_b": "and b (pseudo wrong answers)",
     "gold.level": "credible level of a person's accuracy interval",
