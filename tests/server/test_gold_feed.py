@@ -1,0 +1,56 @@
+"""Gold frames in a person's feed: a new person gets gold only until they qualify, answers go to
+the gold book (never to the labels stream, never charged), and look like any request."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from gtx_stream.store import gold
+from tests.server.conftest import build_pipeline, make_settings, open_frames
+
+
+def test_gold_frames_look_like_requests_go_to_the_gold_book_and_qualify_a_person(
+    raw: redis.Redis,
+) -> None:
+    settings = make_settings(people=["alice"], kappa=1)
+    settings.gold.qualification = 3
+    settings.gold.rate = 0.0
+    p = build_pipeline(raw, settings, ["alice"])
+    p.r.hdel(p.keys.labelers, "alice")  # a new person: not registered until qualified
+    items = [gold.GoldImage(f"g{i}", f"g{i}.jpg", f"gold-{i}".encode(), i % 2) for i in range(5)]
+    gold.load(p.r, p.keys, items)
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    seen = []
+    for _ in range(3):
+        p.step(machines=False)
+        found = alice.next()
+        assert found is not None
+        image = alice.http.get(found["image"]).content
+        assert image.startswith(b"gold-")  # only gold while unqualified
+        seen.append(image)
+        truth = int(image.decode().rsplit("-", 1)[1]) % 2
+        assert alice.answer(str(found["token"]), truth).status_code == 200
+    assert len(set(seen)) == 3  # never the same gold frame twice
+    assert p.r.xlen(p.keys.labels) == 0 and not p.r.hget(p.keys.budget, "spent")
+    assert p.r.hexists(p.keys.labelers, "alice")  # qualified: registered with her gold score
+    assert alice.http.get("/api/progress").json()["answered_today"] == 3
+    open_frames(p, 3)
+    deadline = time.time() + 5  # now her real requests come (the aggregator re-reads
+    extra_gold = 0  # the labelers at most a second later); gold prefetched before she
+    while time.time() < deadline:  # qualified is still shown first
+        alice.beat()
+        p.step(machines=False)
+        found = alice.next()
+        if found is None:
+            time.sleep(0.05)
+            continue
+        image = alice.http.get(found["image"]).content
+        if image == b"jpeg":
+            break
+        extra_gold += 1
+        assert alice.answer(str(found["token"]), 1).status_code == 200
+    assert image == b"jpeg" and extra_gold <= settings.label_server.prefetch

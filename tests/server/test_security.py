@@ -1,0 +1,123 @@
+"""Security of the label server: sessions, CSRF, one-time invites, a person's own requests only,
+no replay (real Redis)."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.server.conftest import PersonClient, Pipeline, open_frames
+
+
+def _holding(p: Pipeline, *people: PersonClient) -> dict[str, dict[str, object]]:
+    for person in people:
+        person.login()
+        person.beat()
+    open_frames(p, 4)
+    p.step(3, machines=False)
+    found = {person.labeler_id: person.next() for person in people}
+    assert all(found.values()), found
+    return found  # type: ignore[return-value]
+
+
+def test_an_invite_link_works_once(pipeline: Pipeline) -> None:
+    alice = pipeline.person("alice")
+    alice.login()
+    again = TestClient(pipeline.app)
+    pipeline.clients.append(again)
+    res = again.get(f"/login/{alice.invite}")
+    assert res.status_code == 403 and "not valid" in res.text
+    assert "gtx_session" not in again.cookies
+    assert again.get("/api/next").status_code == 401
+
+
+def test_the_session_cookie_is_httponly_and_samesite_strict(pipeline: Pipeline) -> None:
+    alice = pipeline.person("alice")
+    res = alice.http.get(f"/login/{alice.invite}")
+    cookie = res.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+
+
+def test_an_invite_for_a_machine_labeler_or_garbage_is_refused(pipeline: Pipeline) -> None:
+    from gtx_stream.store.people import create_invite
+
+    token = create_invite(pipeline.r, pipeline.keys, "m1", 60)  # not a person of the config
+    client = TestClient(pipeline.app)
+    pipeline.clients.append(client)
+    assert client.get(f"/login/{token}").status_code == 403
+    assert client.get("/login/" + "x" * 500).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/next"), ("GET", "/api/progress"), ("GET", "/api/image/abc"),
+     ("POST", "/api/answer"), ("POST", "/api/skip"), ("POST", "/api/heartbeat"),
+     ("POST", "/logout")],
+)  # fmt: skip
+def test_no_cookie_is_401(pipeline: Pipeline, method: str, path: str) -> None:
+    client = TestClient(pipeline.app)
+    pipeline.clients.append(client)
+    res = client.request(method, path, json={"token": "abc", "label": 1})
+    assert res.status_code == 401 and "error" in res.json()
+    assert client.get("/").status_code == 401
+
+
+def test_a_post_without_the_csrf_token_is_refused(pipeline: Pipeline) -> None:
+    p = pipeline
+    alice = p.person("alice")
+    found = _holding(p, alice)["alice"]
+    for headers in ({}, {"X-CSRF-Token": "wrong"}, {"X-CSRF-Token": ""}):
+        res = alice.http.post("/api/answer", json={"token": found["token"], "label": 1},
+                              headers=headers)  # fmt: skip
+        assert res.status_code == 403, headers
+        assert alice.http.post("/api/heartbeat", headers=headers).status_code == 403
+    assert p.r.xlen(p.keys.labels) == 0
+    assert alice.answer(str(found["token"]), 1).status_code == 200  # with it: accepted
+
+
+def test_a_person_cannot_answer_or_see_another_persons_request(pipeline: Pipeline) -> None:
+    p = pipeline
+    alice, bob = p.person("alice"), p.person("bob")
+    found = _holding(p, alice, bob)
+    theirs = str(found["alice"]["token"])
+    assert bob.http.get(f"/api/image/{theirs}").status_code == 404
+    for res in (bob.answer(theirs, 1), bob.skip(theirs)):
+        assert res.status_code == 409 and "not in your hand" in res.json()["error"]
+    assert p.r.xlen(p.keys.labels) == 0
+    assert alice.answer(theirs, 1).status_code == 200
+
+
+def test_a_replayed_answer_is_refused_and_reaches_the_stream_once(pipeline: Pipeline) -> None:
+    p = pipeline
+    alice = p.person("alice")
+    token = str(_holding(p, alice)["alice"]["token"])
+    assert alice.answer(token, 1).status_code == 200
+    for res in (alice.answer(token, 1), alice.answer(token, 0), alice.skip(token)):
+        assert res.status_code == 409
+    assert p.r.xlen(p.keys.labels) == 1
+    assert alice.http.get(f"/api/image/{token}").status_code == 404
+
+
+def test_logout_ends_the_session(pipeline: Pipeline) -> None:
+    alice = pipeline.person("alice")
+    alice.login()
+    assert alice.post("/logout").status_code == 204
+    assert alice.http.get("/api/next").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, [], "x", {"token": 3, "label": 1}, {"token": "", "label": 1}, {"token": "t"},
+     {"token": "t", "label": 2}, {"token": "t", "label": True}, {"token": "t", "label": "1"},
+     {"token": "t" * 300, "label": 1}],
+)  # fmt: skip
+def test_bad_bodies_are_400_with_a_message(pipeline: Pipeline, body: object) -> None:
+    alice = pipeline.person("alice")
+    alice.login()
+    res = alice.http.post("/api/answer", json=body, headers={"X-CSRF-Token": alice.csrf})
+    assert res.status_code == 400 and res.json()["error"]
+    res = alice.http.post("/api/answer", content=b"{not json", headers={"X-CSRF-Token": alice.csrf})
+    assert res.status_code == 400
+    big = b'{"token": "' + b"x" * 5000 + b'"}'
+    res = alice.http.post("/api/skip", content=big, headers={"X-CSRF-Token": alice.csrf})
+    assert res.status_code == 413
