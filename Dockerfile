@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gtx_stream ./gtx_stream
-RUN pip install . && useradd --system --uid 10001 --home-dir /app gtx
+RUN pip install ".[server]" && useradd --system --uid 10001 --home-dir /app gtx
 
 COPY workers ./workers
 COPY config.toml /etc/gtx-stream/config.toml
