@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from gtx_stream.cli.options import add_log_level_option, inherit_options
+from gtx_stream.cli.options import add_config_option, add_log_level_option, inherit_options
 from gtx_stream.config import ConfigError
 
 # Each module defines ``register(subparsers)``, which adds its sub-command(s) with a one-line
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gtx-stream {version()}")
     add_log_level_option(parser)
+    add_config_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"gtx_stream.cli.{name}").register(sub)

@@ -59,6 +59,10 @@ def inherit_options(
             if child.description is None:
                 child.description = helps.get(name)
             for option in passed:
+                for flag in option.option_strings:
+                    if flag in child._option_string_actions:
+                        # its own copy must not reset a value given before the sub-command
+                        child._option_string_actions[flag].default = argparse.SUPPRESS
                 if not set(option.option_strings) & set(child._option_string_actions):
                     child.add_argument(
                         *option.option_strings,

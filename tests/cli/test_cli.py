@@ -95,11 +95,19 @@ def test_an_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str
         ["labelers", "--config", "c.toml", "load", "a.csv"],
         ["labelers", "load", "a.csv", "--config", "c.toml"],
         ["status", "--config", "c.toml"],
+        ["--config", "c.toml", "status"],
+        ["--config", "c.toml", "labelers", "load", "a.csv"],
+        ["--config", "c.toml", "ingest", "video.avi"],
     ],
     ids=lambda a: " ".join(a),
 )
 def test_config_is_accepted_after_a_sub_sub_command(argv: list[str]) -> None:
     assert build_parser().parse_args(argv).config == "c.toml"
+
+
+def test_no_config_given_is_none_everywhere() -> None:
+    assert build_parser().parse_args(["status"]).config is None
+    assert build_parser().parse_args(["labelers", "load", "a.csv"]).config is None
 
 
 def test_config_option_is_spelled_the_same_everywhere() -> None:
