@@ -76,6 +76,7 @@
         const data = await res.json();
         const fresh = [{ token: data.token, image: data.image }, ...data.next];
         items = fresh.filter((it) => !done.has(it.token) && !(held && held.item.token === it.token));
+        if (!current) { progress(); }  // new work came in: say how much waits
       } else if (res.status === 204) {
         items = [];
       }
