@@ -35,12 +35,16 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, help="keep the video, config and logs here")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--people", action="store_true",
+                   help="also start the label server and print a login link: you label in "
+                        "the browser while the simulated labelers work")  # fmt: skip
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import ConfigError, load_settings
     from gtx_stream.ops.demo import DemoOptions, print_summary, run_demo
+    from gtx_stream.ops.people_demo import print_people_summary
     from gtx_stream.store.connection import connect
 
     settings = load_settings(args.config)
@@ -68,6 +72,9 @@ def _run(args: argparse.Namespace) -> int:
         budget=agg.budget if args.budget is None else args.budget,
         json=args.json,
         workdir=args.workdir,
+        people=args.people,
+        # with a person, the demo waits for them (their page, their answers)
+        timeout=24 * 3600.0 if args.people else DemoOptions.timeout,
     )
 
     def on_term(signum: int, _frame: Any) -> None:
@@ -81,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif args.people:
+        print_people_summary(summary)
     else:
         print_summary(summary)
     return 0 if not summary.get("failed_services") else 1

@@ -58,6 +58,8 @@ class DemoOptions:
     json: bool = False
     timeout: float = 600.0
     workdir: Path | None = None
+    people: bool = False
+    """With the label server and one person (:mod:`gtx_stream.ops.people_demo`)."""
 
 
 def _toml_value(v: Any) -> str:
@@ -109,6 +111,10 @@ def run_demo(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
         _say(opts, f"gtx-stream demo: {opts.frames} frames, {opts.labelers} labelers, "
                    f"alpha ~ U{opts.alpha_range}, method {opts.method}, tau {opts.tau}, "
                    f"kappa {opts.kappa}; {where}, key prefix {prefix!r}")  # fmt: skip
+        if opts.people:
+            from gtx_stream.ops.people_demo import run_people_demo
+
+            return run_people_demo(settings, opts, url, prefix, workdir, lambda t: _say(opts, t))
         return _run(settings, opts, url, prefix, workdir)
     finally:
         if embedded is not None:
@@ -215,11 +221,7 @@ def _wait_for_labelers(
         registered = set(client.hkeys(keys.labelers))
         if set(ids) <= live & registered:
             return
-        failed = sup.failed()
-        if failed:
-            svc = failed[0]
-            raise RuntimeError(f"service {svc.name} exited with status {svc.returncode}; "
-                               f"its log ({svc.log_path}) ends:\n{svc.tail()}")  # fmt: skip
+        sup.raise_if_failed()
         if time.monotonic() > deadline:
             raise RuntimeError("labeler workers did not come up in time")
         time.sleep(0.1)
@@ -232,13 +234,7 @@ def _wait(
     last_print = 0.0
     while True:
         time.sleep(0.25)
-        failed = sup.failed()
-        if failed:
-            svc = failed[0]
-            raise RuntimeError(
-                f"service {svc.name} exited with status {svc.returncode}; its log "
-                f"({svc.log_path}) ends:\n{svc.tail()}"
-            )
+        sup.raise_if_failed()
         st = pipeline_status(client, keys)
         done = not sup.services["ingester"].running and st["frames_open"] == 0
         now = time.monotonic()

@@ -102,3 +102,12 @@ class Supervisor:
     def failed(self) -> list[Service]:
         """Services that exited with a non-zero status."""
         return [s for s in self.services.values() if s.returncode not in (None, 0)]
+
+    def raise_if_failed(self) -> None:
+        """RuntimeError naming the first service that exited with a non-zero status, with the
+        end of its log."""
+        failed = self.failed()
+        if failed:
+            svc = failed[0]
+            raise RuntimeError(f"service {svc.name} exited with status {svc.returncode}; "
+                               f"its log ({svc.log_path}) ends:\n{svc.tail()}")  # fmt: skip
