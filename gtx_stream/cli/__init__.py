@@ -30,6 +30,8 @@ COMMANDS = (
     "dead",
     "gold",
     "label_server",
+    "stand_in",
+    "train",
 )
 
 

@@ -1,0 +1,289 @@
+"""Fine-tuning on an exported folder: ``gtx-stream train DATASET_DIR --out MODEL_DIR``.
+
+Two modes (section 4 of the paper fine-tunes all layers for 3 epochs):
+
+- ``head``: the backbone is frozen (eval mode, batch-norm statistics kept), each image's 1280
+  pooled features are computed once and cached in ``MODEL_DIR/features/``, keyed by the
+  images' sha256, the image size and the weights, so a second run on the same folder reads
+  them back; then only the linear head is trained, a logistic regression on the features
+  (mini-batch Adam, ``--epochs`` passes, 100 by default). Seconds on a CPU.
+- ``full``: every layer is trained, ``--epochs`` passes (3 by default) over the images with
+  AdamW (1e-4 for the backbone, 1e-3 for the new head). Minutes on a CPU, ``--device cuda``
+  on a GPU.
+
+The loss is binary cross-entropy on one logit, against the hard label or, with ``soft``, the
+frame's posterior p1 (the label's probability the pipeline computed). The model is fit on the
+folder's ``train`` split and scored on ``val`` (and ``test`` when there is one) against the
+folder's labels: :mod:`gtx_stream.train.report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from gtx_stream.train import report
+from gtx_stream.train.data import Dataset, Example, load_images, read_dataset, targets
+from gtx_stream.train.model import IMAGE_SIZE, MODEL_NAME, Classifier, ModelInfo, save
+from gtx_stream.train.progress import Progress
+
+Mode = Literal["head", "full"]
+DEFAULT_EPOCHS: dict[str, int] = {"head": 100, "full": 3}
+MODEL_FILE = "model.pt"
+FEATURE_DIR = "features"
+EVAL_SPLITS = ("val", "test")
+
+
+class TrainError(RuntimeError):
+    """Training cannot start (one line: no such split, no GPU, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    mode: Mode = "head"
+    soft: bool = False
+    epochs: int | None = None  # None: DEFAULT_EPOCHS[mode]
+    device: str = "cpu"
+    seed: int = 0
+    batch_size: int = 32
+    image_size: int = IMAGE_SIZE
+    lr: float | None = None  # None: 1e-3 for the head, 1e-4 for the backbone in full mode
+    progress: bool = True
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    metrics: dict[str, Any]
+    seconds: float
+    files: list[Path] = field(default_factory=list)
+
+
+def _batches(n: int, size: int, order: Sequence[int] | None = None) -> Iterator[list[int]]:
+    index = list(range(n)) if order is None else list(order)
+    for start in range(0, n, size):
+        yield index[start : start + size]
+
+
+def _device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"--device {name}: no CUDA device here (torch {torch.__version__})")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise TrainError(f"--device must be cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+# --- features (head mode) --------------------------------------------------------------------
+
+
+def compute_features(
+    model: Classifier, examples: Sequence[Example], options: TrainOptions, label: str = "features"
+) -> np.ndarray:
+    """The frozen backbone's pooled features of each example, (N, 1280) float32."""
+    device = next(model.parameters()).device
+    out = np.empty((len(examples), model.head.in_features), dtype=np.float32)
+    bar = Progress(label, len(examples), enabled=options.progress)
+    model.eval()
+    with torch.inference_mode():
+        for index in _batches(len(examples), options.batch_size):
+            images = torch.from_numpy(load_images([examples[i] for i in index], options.image_size))
+            out[index] = model.features(images.to(device)).cpu().numpy()
+            bar.update(len(index))
+    bar.close()
+    return out
+
+
+def feature_key(examples: Sequence[Example], image_size: int) -> str:
+    """Names a cache file: the images (by sha256, or path), the resolution and the weights."""
+    h = hashlib.sha256(f"{MODEL_NAME}:{image_size}".encode())
+    for e in examples:
+        h.update(f"\n{e.frame_id}:{e.sha256 or e.path}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_features(
+    model: Classifier, examples: Sequence[Example], cache: Path, split: str, options: TrainOptions
+) -> np.ndarray:
+    """:func:`compute_features`, read from ``cache/<split>-<key>.npy`` when computed before."""
+    path = cache / f"{split}-{feature_key(examples, options.image_size)}.npy"
+    if path.is_file():
+        features: np.ndarray = np.load(path)
+        if features.shape == (len(examples), model.head.in_features):
+            return features
+    features = compute_features(model, examples, options, label=f"features {split}")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, features)
+    tmp.replace(path)
+    return features
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+
+def _fit(
+    model: Classifier,
+    params: list[dict[str, Any]],
+    n: int,
+    batch: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    options: TrainOptions,
+    unit: str,
+) -> list[float]:
+    """Mini-batch training with a seeded shuffle; the mean loss of each epoch."""
+    optimiser = torch.optim.AdamW(params, weight_decay=1e-4)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = torch.Generator().manual_seed(options.seed)
+    losses = []
+    bar = Progress(f"train {options.mode}", options.n_epochs * n, unit=unit,
+                   enabled=options.progress)  # fmt: skip
+    for _ in range(options.n_epochs):
+        total = 0.0
+        for index in _batches(
+            n, options.batch_size, torch.randperm(n, generator=generator).tolist()
+        ):
+            x, y = batch(index)
+            optimiser.zero_grad()
+            loss = loss_fn(forward(x), y)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(index)
+            bar.update(len(index))
+        losses.append(total / max(n, 1))
+    bar.close()
+    return losses
+
+
+def fit_head(
+    model: Classifier, features: np.ndarray, y: np.ndarray, options: TrainOptions
+) -> list[float]:
+    """Train the head alone on cached features (the backbone is not touched)."""
+    device = next(model.parameters()).device
+    fx = torch.from_numpy(features).to(device)
+    fy = torch.from_numpy(y).to(device)
+    model.eval()  # the backbone's batch norm stays as pretrained
+    model.dropout.train()
+    lr = options.lr or 1e-3
+
+    def batch(index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return fx[index], fy[index]
+
+    losses = _fit(model, [{"params": model.head.parameters(), "lr": lr}], len(features), batch,
+                  model.logits_of_features, options, unit="ex")  # fmt: skip
+    model.eval()
+    return losses
+
+
+def fit_full(
+    model: Classifier, examples: Sequence[Example], y: np.ndarray, options: TrainOptions
+) -> list[float]:
+    """Train every layer on the images (read from disk one batch at a time)."""
+    device = next(model.parameters()).device
+    lr = options.lr or 1e-4
+    params = [
+        {"params": model.backbone.parameters(), "lr": lr},
+        {"params": model.head.parameters(), "lr": 10 * lr},
+    ]
+
+    def batch(index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = load_images([examples[i] for i in index], options.image_size)
+        return torch.from_numpy(images).to(device), torch.from_numpy(y[index]).to(device)
+
+    model.train()
+    losses = _fit(model, params, len(examples), batch, model, options, unit="img")
+    model.eval()
+    return losses
+
+
+def p1_of_features(model: Classifier, features: np.ndarray) -> np.ndarray:
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        logits = model.logits_of_features(torch.from_numpy(features).to(device))
+    return torch.sigmoid(logits).double().cpu().numpy()
+
+
+def p1_of_images(
+    model: Classifier, examples: Sequence[Example], options: TrainOptions, label: str
+) -> np.ndarray:
+    return p1_of_features(model, compute_features(model, examples, options, label=label))
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def _check(dataset: Dataset) -> None:
+    if not dataset.split("train"):
+        raise TrainError(f"{dataset.root}: no images in the train split")
+    if not dataset.split("val"):
+        raise TrainError(
+            f"{dataset.root}: no images in the val split (a small export: lower "
+            "export.block_seconds, so more time blocks fall into val)"
+        )
+
+
+def train(dataset_dir: Path, out: Path, options: TrainOptions) -> TrainResult:
+    """Fit on ``train``, score on ``val`` (and ``test``), write model.pt, metrics.json, PNG."""
+    started = time.monotonic()
+    if options.n_epochs < 1:
+        raise TrainError(f"--epochs must be at least 1, got {options.n_epochs}")
+    dataset = read_dataset(dataset_dir)
+    _check(dataset)
+    device = _device(options.device)
+    torch.manual_seed(options.seed)
+    model = Classifier(options.image_size).to(device)
+    train_set = dataset.split("train")
+    y = targets(train_set, soft=options.soft)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluated = {s: dataset.split(s) for s in ("train", *EVAL_SPLITS) if dataset.split(s)}
+    p1: dict[str, np.ndarray] = {}
+    if options.mode == "head":
+        cache = out / FEATURE_DIR
+        features = {s: cached_features(model, ex, cache, s, options) for s, ex in evaluated.items()}
+        losses = fit_head(model, features["train"], y, options)
+        p1 = {s: p1_of_features(model, f) for s, f in features.items()}
+    elif options.mode == "full":
+        losses = fit_full(model, train_set, y, options)
+        p1 = {s: p1_of_images(model, ex, options, f"predict {s}") for s, ex in evaluated.items()}
+    else:
+        raise TrainError(f"--mode must be head or full, got {options.mode!r}")
+    info = ModelInfo(class_names=dataset.class_names, mode=options.mode,
+                     image_size=options.image_size, soft=options.soft)  # fmt: skip
+    save(out / MODEL_FILE, model.cpu(), info)
+    settings = {**asdict(options), "epochs": options.n_epochs, "dataset": str(dataset_dir)}
+    settings.pop("progress")
+    metrics = report.build(
+        {s: np.array([e.label for e in ex]) for s, ex in evaluated.items()},
+        p1,
+        settings={**settings, "class_names": list(dataset.class_names), "losses": losses},
+    )
+    metrics["seconds"] = round(time.monotonic() - started, 3)
+    files = [out / MODEL_FILE, *report.write(out, metrics)]
+    return TrainResult(out=out, metrics=metrics, seconds=metrics["seconds"], files=files)
+
+
+def summary(result: TrainResult) -> str:
+    """One line per scored split, as ``gtx-stream train`` prints them."""
+    lines = []
+    for split in EVAL_SPLITS:
+        m = result.metrics["splits"].get(split)
+        if m:
+            confusion = json.dumps(m["confusion_matrix"])
+            lines.append(f"{split}: {m['n']} images, balanced error {m['balanced_error']:.4f}, "
+                         f"ECE {m['ece']:.4f}, confusion {confusion}")  # fmt: skip
+    names = ", ".join(p.name for p in result.files)
+    lines.append(f"wrote {names} to {result.out} in {result.seconds:.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""``gtx-stream train`` on a tiny exported folder: head mode in seconds, full mode, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gtx_stream.cli import main
+from tests.train.conftest import write_dataset
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from gtx_stream.train import fit  # noqa: E402
+from gtx_stream.train.model import load  # noqa: E402
+
+FAST = ["--image-size", "64", "--quiet"]
+
+
+def test_head_mode_writes_model_metrics_and_diagram(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    assert main(["train", str(tiny_dataset), "--out", str(out), "--epochs", "30", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "val: 8 images, balanced error" in printed
+    assert {p.name for p in out.iterdir()} >= {"model.pt", "metrics.json", "reliability.png"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    val = metrics["splits"]["val"]
+    assert val["n"] == 8 and sum(map(sum, val["confusion_matrix"])) == 8
+    assert 0.0 <= val["ece"] <= 1.0
+    assert metrics["settings"]["mode"] == "head" and metrics["settings"]["epochs"] == 30
+    model, info = load(out / "model.pt")
+    assert info.class_names == ("no", "yes") and info.image_size == 64 and info.mode == "head"
+    assert not model.training
+
+
+def test_the_head_separates_a_separable_folder(head_model: tuple[Path, Path]) -> None:
+    metrics = json.loads((head_model[1] / "metrics.json").read_text())
+    assert metrics["settings"]["epochs"] == 100  # the head's default
+    assert metrics["splits"]["val"]["balanced_error"] <= 0.25  # a bright disc or not
+    assert metrics["splits"]["train"]["balanced_error"] <= 0.1
+
+
+def test_features_are_computed_once_and_read_back(
+    head_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset, out = head_model
+    first = json.loads((out / "metrics.json").read_text())
+    cached = sorted(p.name for p in (out / fit.FEATURE_DIR).iterdir())
+    assert [name.split("-")[0] for name in cached] == ["train", "val"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("features computed again")
+
+    monkeypatch.setattr(fit, "compute_features", refuse)
+    again = fit.train(dataset, out, fit.TrainOptions(image_size=64, progress=False))
+    assert json.loads(json.dumps(again.metrics["splits"])) == first["splits"]  # same seed
+
+
+def test_soft_labels_fit_p1(tiny_dataset: Path, tmp_path: Path) -> None:
+    opts = fit.TrainOptions(image_size=64, progress=False, soft=True, epochs=20)
+    hard = fit.train(
+        tiny_dataset, tmp_path / "hard", fit.TrainOptions(image_size=64, progress=False, epochs=20)
+    )
+    soft = fit.train(tiny_dataset, tmp_path / "soft", opts)
+    assert soft.metrics["settings"]["soft"] is True
+    # targets of 0.4 / 0.6 and 0.03 / 0.97 pull the losses apart from the hard labels'
+    assert soft.metrics["settings"]["losses"] != hard.metrics["settings"]["losses"]
+    assert soft.metrics["settings"]["losses"][-1] > hard.metrics["settings"]["losses"][-1]
+
+
+def test_full_mode_trains_every_layer(tiny_dataset: Path, tmp_path: Path) -> None:
+    before = fit.Classifier(32).backbone.state_dict()
+    opts = fit.TrainOptions(mode="full", image_size=32, progress=False, epochs=1, batch_size=20)
+    result = fit.train(tiny_dataset, tmp_path / "full", opts)
+    model, info = load(tmp_path / "full" / "model.pt")
+    assert info.mode == "full" and result.metrics["settings"]["epochs"] == 1
+    after = model.backbone.state_dict()
+    changed = [k for k in before if before[k].dtype.is_floating_point
+               and not torch.equal(before[k], after[k])]  # fmt: skip
+    assert "_conv_stem.weight" in changed
+    assert not (tmp_path / "full" / fit.FEATURE_DIR).exists()
+
+
+def test_a_folder_without_val_images_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = write_dataset(tmp_path / "ds", splits=False)
+    assert main(["train", str(ds), "--out", str(tmp_path / "m"), *FAST]) == 2
+    assert "no images in the val split" in capsys.readouterr().err
+
+
+def test_no_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *FAST]) == 2
+    assert capsys.readouterr().err.startswith("train: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
+def test_cuda_without_a_gpu_is_refused(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", str(tiny_dataset), "--out", str(tmp_path / "m"), "--device", "cuda", *FAST]
+    assert main(args) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_trains_like_cpu(tiny_dataset: Path, tmp_path: Path) -> None:
+    opts = fit.TrainOptions(mode="full", image_size=32, progress=False, epochs=1, device="cuda")
+    result = fit.train(tiny_dataset, tmp_path / "gpu", opts)
+    assert result.metrics["splits"]["val"]["n"] == 8
+
+
+def test_without_torch_the_command_names_the_extra(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    for name in [m for m in sys.modules if m.startswith("gtx_stream.train.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m")]) == 2
+    assert "pip install 'gtx-stream[train]'" in capsys.readouterr().err
