@@ -9,7 +9,9 @@ changes nothing.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -260,11 +262,15 @@ def test_client_runs_with_its_acl_user(server: Server) -> None:
         frames = [app.submit(image, source="cam", metadata={"line": "3"}, truth=i % 2)
                   for i in range(4)]  # fmt: skip
         assert app.metadata(frames[0]) == {"line": "3"}
-        for _ in range(200):
-            agg.step(block_ms=1)
-            answer(admin, KEYS, capture, MACHINES)
-            if admin.xlen(KEYS.final) == len(frames):
-                break
+        with ThreadPoolExecutor(1) as pool:  # a waiter blocked on the final stream (XREAD)
+            waiting = pool.submit(app.wait, frames[-1], 30)
+            time.sleep(0.3)  # blocked in XREAD by now
+            for _ in range(200):
+                agg.step(block_ms=1)
+                answer(admin, KEYS, capture, MACHINES)
+                if admin.xlen(KEYS.final) == len(frames):
+                    break
+            assert waiting.result(timeout=30).frame_id == frames[-1]
         assert [app.wait(f, timeout=5).frame_id for f in frames] == frames
         with pytest.raises(UnknownFrame):
             app.wait("cam-999", timeout=1)  # reads gtx:dead too
