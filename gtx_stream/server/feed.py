@@ -72,6 +72,11 @@ class Feed:
         """What the person holds, oldest first (the first is on screen), refilled up to
         ``1 + prefetch`` from gold and their queue; requests no longer wanted are dropped."""
         held = [Held(t, item, raw) for t, item, raw in people.hand(self.r, self.keys, person)]
+        if self.gold is not None and self.gold.paused(person):
+            # paused: their labels count no more; what they hold (prefetched gold included) goes
+            if held:
+                people.drop(self.r, self.keys, person, [h.token for h in held])
+            return []
         stale = self._stale(person, [h for h in held if h.item.kind == "request"])
         if stale:
             people.drop(self.r, self.keys, person, [h.token for h in stale])

@@ -54,3 +54,24 @@ def test_gold_frames_look_like_requests_go_to_the_gold_book_and_qualify_a_person
         extra_gold += 1
         assert alice.answer(str(found["token"]), 1).status_code == 200
     assert image == b"jpeg" and extra_gold <= settings.label_server.prefetch
+
+
+def test_a_paused_person_is_handed_nothing_also_what_was_prefetched(raw: redis.Redis) -> None:
+    settings = make_settings(people=["bob"], kappa=1)
+    settings.gold.qualification = 2
+    settings.gold.rate = 0.0
+    settings.gold.floor = 0.9
+    p = build_pipeline(raw, settings, ["bob"])
+    p.r.hdel(p.keys.labelers, "bob")
+    items = [gold.GoldImage(f"g{i}", f"g{i}.jpg", f"gold-{i}".encode(), i % 2) for i in range(6)]
+    gold.load(p.r, p.keys, items)
+    bob = p.person("bob")
+    bob.login()
+    bob.beat()
+    for _ in range(2):  # two wrong answers: qualified with an interval below the floor
+        found = bob.next()
+        assert found is not None
+        truth = int(bob.http.get(found["image"]).content.decode().rsplit("-", 1)[1]) % 2
+        assert bob.answer(str(found["token"]), 1 - truth).status_code == 200
+    assert p.r.hexists(p.keys.paused, "bob")
+    assert bob.next() is None  # the gold prefetched before the pause is not shown
