@@ -194,13 +194,19 @@ def test_open_frame_keeps_a_reserve_of_budget_for_each_open_frame(
     assert open_(3) == "opened"  # no limit, no reserve
 
 
-def test_finalise_publishes_the_record_as_given_once(
-    r: redis.Redis, keys: Keys, run: ScriptRunner
-) -> None:
+def _labeled_by_a(r: redis.Redis, keys: Keys, run: ScriptRunner) -> str:
+    """A frame that labeler "a" (accuracy 0.8) was asked about and labeled 1."""
     register(r, keys, {"a": 0.8})
     fid = open_frame(r, keys, 0, 1)
     _ask(run, keys, fid, "a", "rid-a")
     _apply(run, keys, LabelEntry(fid, "a", "rid-a", 1))
+    return fid
+
+
+def test_finalise_publishes_the_record_as_given_once(
+    r: redis.Redis, keys: Keys, run: ScriptRunner
+) -> None:
+    fid = _labeled_by_a(r, keys, run)
     meta = r.hgetall(keys.frame(fid))
     record = FinalRecord(fid, 1, 0.8, 0.8, "exhausted", "gtx", ["a"], [1], [0.8], time.time(),
                          source=meta["source"], frame_index=0,
@@ -226,10 +232,7 @@ def test_finalise_publishes_the_record_as_given_once(
 def test_finalise_keeps_the_image_and_expires_the_frame_keys_after_the_grace(
     r: redis.Redis, keys: Keys, run: ScriptRunner
 ) -> None:
-    register(r, keys, {"a": 0.8})
-    fid = open_frame(r, keys, 0, 1)
-    _ask(run, keys, fid, "a", "rid-a")
-    _apply(run, keys, LabelEntry(fid, "a", "rid-a", 1))
+    fid = _labeled_by_a(r, keys, run)
     image_ttl = r.ttl(keys.image(fid))
     record = FinalRecord(fid, 1, 0.8, 0.8, "exhausted", "gtx", ["a"], [1], [0.8], time.time())
     assert run.run_one(fs.finalise(keys, record, grace_seconds=50)) is not None
