@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "gold",
         help="load the gold frames the label server slips into people's feeds; reset a person",
-        description="Gold frames measure each person's accuracy while they label (issue 9).",
+        description="Gold frames measure each person's accuracy while they label.",
     )
     add_config_option(p)
     action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
