@@ -113,8 +113,10 @@ class ExportSettings(_Section):
     class_names: list[str] = Field(
         default=["0", "1"], description="folder names of label 0 and label 1"
     )
-    block_seconds: float = Field(
-        default=60.0, gt=0, description="frames are split into train/val/test by time block"
+    block_frames: int = Field(
+        default=1800,
+        ge=1,
+        description="frames are split into train/val/test by blocks of this many source frames",
     )
     val_fraction: float = Field(default=0.1, ge=0, lt=1)
     test_fraction: float = Field(default=0.1, ge=0, lt=1)

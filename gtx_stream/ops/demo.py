@@ -42,7 +42,7 @@ from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
-DEMO_BLOCK_SECONDS = 0.2
+DEMO_BLOCK_FRAMES = 10
 
 
 @dataclass
@@ -187,9 +187,9 @@ def export_dataset(settings: Settings, url: str, keys: Keys, out: Path) -> dict[
     from gtx_stream.pipeline.export.exporter import Exporter
 
     client = connect(settings, url)
-    # the demo opens its frames within seconds: blocks of a fifth of a second give it a val and
-    # a test split (a real camera keeps export.block_seconds, a minute by default)
-    export = settings.export.model_copy(update={"block_seconds": DEMO_BLOCK_SECONDS})
+    # the demo's video is 300 frames: blocks of 10 frames give it a val and a test split (a
+    # real camera keeps export.block_frames, a minute at 30 fps by default)
+    export = settings.export.model_copy(update={"block_frames": DEMO_BLOCK_FRAMES})
     exporter = Exporter(client, keys, export, out, consumer="demo")
     try:
         exporter.setup()

@@ -231,7 +231,7 @@ def _check(dataset: Dataset) -> None:
     if not dataset.split("val"):
         raise TrainError(
             f"{dataset.root}: no images in the val split (a small export: lower "
-            "export.block_seconds, so more time blocks fall into val)"
+            "export.block_frames, so that more blocks of frames fall into val)"
         )
 
 

@@ -23,7 +23,12 @@ from gtx_stream.config import ExportSettings
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.pipeline.export.check import check_folder
 from gtx_stream.pipeline.export.exporter import Exporter, ExportError, missing_note
-from gtx_stream.pipeline.export.layout import class_folder_files, file_stem, split_of
+from gtx_stream.pipeline.export.layout import (
+    class_folder_files,
+    file_stem,
+    split_of,
+    split_of_record,
+)
 from gtx_stream.pipeline.export.manifest import MANIFEST, METADATA
 from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.store.keys import Keys
@@ -54,7 +59,6 @@ def finalise_frames(
 ) -> dict[str, bytes]:
     """Open ``n`` frames with real JPEGs, finalise them with the aggregator; frame id -> JPEG."""
     register(r, keys, ACCURACIES)
-    # a whole hour: blocks of a minute start at frame 0
     t0 = time.time() // 3600 * 3600 if opened_at is None else opened_at
     jpegs = {}
     for i in range(start, start + n):
@@ -74,6 +78,7 @@ def finalise_frames(
 def export(r: redis.Redis, keys: Keys, out: Path, fmt: str = "folder", **settings: Any) -> Exporter:
     """One run of the exporter, as ``gtx-stream export --out out`` (a client that reads bytes)."""
     raw = redis.Redis(connection_pool=redis.ConnectionPool.from_url(_url(r)))
+    settings.setdefault("block_frames", 2)  # a few dozen frames: several blocks, several splits
     exporter = Exporter(raw, keys, ExportSettings(**settings), out, fmt=fmt, consumer="e1")
     exporter.setup()
     try:
@@ -96,24 +101,43 @@ def manifest_rows(out: Path) -> list[dict[str, Any]]:
 # --- splits and names (no Redis) ---------------------------------------------------------------
 
 
-def test_split_is_a_function_of_source_and_time_block_alone() -> None:
-    s = ExportSettings(block_seconds=60, val_fraction=0.2, test_fraction=0.1)
+def test_split_is_a_function_of_source_and_block_of_frames_alone() -> None:
+    s = ExportSettings(block_frames=30, val_fraction=0.2, test_fraction=0.1)
     # every frame of one block, and the same block on another call, share one split
     for block in range(50):
-        splits = {split_of("cam-1", block * 60 + dt, s) for dt in (0.0, 13.5, 59.999)}
+        splits = {split_of("cam-1", block * 30 + i, s) for i in (0, 13, 29)}
         assert len(splits) == 1
-        assert split_of("cam-1", block * 60 + 1, s) == splits.pop()
+        assert split_of("cam-1", block * 30 + 1, s) == splits.pop()
     counts = {k: 0 for k in ("train", "val", "test")}
     for block in range(4000):
-        counts[split_of("cam-1", block * 60.0, s)] += 1
+        counts[split_of("cam-1", block * 30, s)] += 1
     assert 0.67 < counts["train"] / 4000 < 0.73
     assert 0.17 < counts["val"] / 4000 < 0.23
     assert 0.07 < counts["test"] / 4000 < 0.13
-    # another source splits its blocks differently (a hash of both, not of the time alone)
-    other = [split_of("cam-2", b * 60.0, s) for b in range(200)]
-    assert other != [split_of("cam-1", b * 60.0, s) for b in range(200)]
-    assert {split_of("x", t, ExportSettings(val_fraction=0, test_fraction=0))
-            for t in range(0, 10**6, 997)} == {"train"}  # fmt: skip
+    # another source splits its blocks differently (a hash of both, not of the index alone)
+    other = [split_of("cam-2", b * 30, s) for b in range(200)]
+    assert other != [split_of("cam-1", b * 30, s) for b in range(200)]
+    assert {split_of("x", i, ExportSettings(val_fraction=0, test_fraction=0))
+            for i in range(0, 10**6, 997)} == {"train"}  # fmt: skip
+
+
+def test_split_of_a_record_goes_by_frame_index_not_by_when_it_was_read() -> None:
+    s = ExportSettings(block_frames=10, val_fraction=0.5, test_fraction=0.0)
+    base = FinalRecord("cam-0", 1, 0.9, 0.9, "confident", "gtx", ["a"], [1], [0.9], 100.0,
+                       source="/videos/line.avi", frame_index=0, opened_at=100.0)  # fmt: skip
+    splits = []
+    for i in range(200):
+        # the whole file read within a tenth of a second: still 20 blocks, split as a camera's
+        rec = FinalRecord(**{**base.__dict__, "frame_id": f"cam-{i}", "frame_index": i,
+                             "opened_at": 100.0 + i / 2000})  # fmt: skip
+        split = split_of_record(rec, s)
+        assert split == split_of("/videos/line.avi", i, s)
+        splits.append(split)
+    assert {"train", "val"} == set(splits)
+    assert all(len(set(splits[b * 10 : b * 10 + 10])) == 1 for b in range(20))
+    # a frame of unknown index is a block of its own, by its id
+    lone = FinalRecord(**{**base.__dict__, "frame_id": "upload-7", "frame_index": -1})
+    assert split_of_record(lone, s) == split_of("upload-7", 0, s)
 
 
 def test_file_names_are_safe() -> None:
@@ -137,9 +161,9 @@ def test_missing_note_says_why() -> None:
 def test_exports_every_frame_once_into_class_folders(
     r: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    jpegs = finalise_frames(r, keys, 40, seconds_apart=30.0)
+    jpegs = finalise_frames(r, keys, 40)
     out = tmp_path / "ds"
-    exporter = export(r, keys, out, class_names=["no", "yes"], block_seconds=60.0,
+    exporter = export(r, keys, out, class_names=["no", "yes"], block_frames=2,
                       val_fraction=0.3, test_fraction=0.2)  # fmt: skip
     assert exporter.report.exported == 40 and exporter.report.missing == 0
     rows = manifest_rows(out)
@@ -158,7 +182,7 @@ def test_exports_every_frame_once_into_class_folders(
         data = (out / row["file_name"]).read_bytes()
         assert data == jpegs[row["frame_id"]]
         assert row["sha256"] == hashlib.sha256(data).hexdigest() and row["bytes"] == len(data)
-    # frames 30 s apart, blocks of 60 s: pairs share a split
+    # blocks of two frames: pairs share a split
     by_index = {row["frame_index"]: row["split"] for row in rows}
     assert all(by_index[2 * k] == by_index[2 * k + 1] for k in range(20))
     assert len(set(by_index.values())) >= 2

@@ -2,15 +2,14 @@
 
 ``DIR/<split>/<class name>/<frame id>.jpg`` is the class-folder convention that torchvision's
 ``ImageFolder``, Keras' ``image_dataset_from_directory``, Ultralytics classification and
-Hugging Face ``imagefolder`` all read. Splits are decided per time block of a source, never
-per frame: consecutive video frames are near duplicates, and a random split per frame would
-put a frame in ``val`` whose neighbour a second earlier is in ``train``.
+Hugging Face ``imagefolder`` all read. Splits are decided per block of consecutive frames of a
+source, never per frame: consecutive video frames are near duplicates, and a random split per
+frame would put a frame in ``val`` whose neighbour a second earlier is in ``train``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -31,15 +30,16 @@ class ExportError(RuntimeError):
 _SAFE_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
 
-def split_of(source: str, at: float, settings: ExportSettings) -> str:
-    """``train``, ``val`` or ``test``: a function of (source, time block) alone.
+def split_of(source: str, frame_index: int, settings: ExportSettings) -> str:
+    """``train``, ``val`` or ``test``: a function of (source, block of frames) alone.
 
-    ``block = floor(at / block_seconds)``; the first 8 bytes of sha256(source, block) read as a
-    number in [0, 1) fall into ``test`` below ``test_fraction``, into ``val`` below
-    ``test_fraction + val_fraction``, else into ``train``. Every frame of one block shares the
-    block's split, on every run and every machine.
+    ``block = frame_index // block_frames`` (the index in the source, which counts every frame
+    read, sampled or not: a block is a stretch of video time, however fast the file was read);
+    the first 8 bytes of sha256(source, block) read as a number in [0, 1) fall into ``test``
+    below ``test_fraction``, into ``val`` below ``test_fraction + val_fraction``, else into
+    ``train``. Every frame of one block shares the block's split, on every run and every machine.
     """
-    block = math.floor(at / settings.block_seconds)
+    block = frame_index // settings.block_frames
     digest = hashlib.sha256(f"{source}\x00{block}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < settings.test_fraction:
@@ -50,9 +50,10 @@ def split_of(source: str, at: float, settings: ExportSettings) -> str:
 
 
 def split_of_record(record: FinalRecord, settings: ExportSettings) -> str:
-    """The record's split, by its source and the time it was opened (finalised, if unknown)."""
-    at = record.finalised_at if math.isnan(record.opened_at) else record.opened_at
-    return split_of(record.source or record.frame_id, at, settings)
+    """The record's split, by its source and frame index (a frame of unknown index: its own)."""
+    if record.frame_index < 0:
+        return split_of(record.frame_id, 0, settings)
+    return split_of(record.source or record.frame_id, record.frame_index, settings)
 
 
 def file_stem(frame_id: str) -> str:
