@@ -28,10 +28,13 @@ def threshold_trial(
     kappa: int,
     budget: int,
     prior: float = 0.5,
+    record: list[tuple[int, float, int]] | None = None,
 ) -> tuple[int, int, int, float]:
     """Section 3.3, one trial: (examples labeled, labels used, errors, sum of |y - p1|).
 
     GTX and SV stop on ``tau`` (at most ``kappa`` labels); MV and WMV take ``k`` labels.
+    ``record`` gets (label, p1, labels asked) of each labeled example. The loop ends when the
+    budget is spent or the examples run out.
     """
     method = Method(method)
     cap = kappa if method.uses_threshold else int(k or 0)
@@ -40,7 +43,7 @@ def threshold_trial(
     spent = n_labeled = errors = 0
     abs_error = 0.0
     example = 0
-    while spent < budget:
+    while spent < budget and example < draws.shape[1]:
         labels: list[int] = []
         accs: list[float] = []
         while True:
@@ -65,6 +68,8 @@ def threshold_trial(
         n_labeled += 1
         errors += int(post.label[0] != truth)
         abs_error += abs(truth - float(post.p1[0]))
+        if record is not None:
+            record.append((int(post.label[0]), float(post.p1[0]), len(labels)))
         example += 1
     return n_labeled, spent, errors, abs_error
 

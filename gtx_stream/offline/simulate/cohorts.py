@@ -146,26 +146,38 @@ def draw(
     tie_steps: int = 0,
     experiment: Experiment = Experiment.THRESHOLD,
     positive_rate: float = 0.5,
+    truth: Int8Array | None = None,
 ) -> Draws:
-    """Draw ``trials`` independent trials of a cohort: labelers, examples, answers, gold items."""
+    """Draw ``trials`` independent trials of a cohort: labelers, examples, answers, gold items.
+
+    ``truth`` ((examples,) or (trials, examples)) gives the true labels instead of drawing
+    them, as for real images whose truth is known (section 4). The generator still draws the
+    labels it replaces, so everything else in trial t (accuracies, who is asked, whether each
+    answer is right, the gold items) is what the simulator draws for trial t with this seed.
+    """
     if not 1 <= slots <= labelers:
         raise ValueError(f"need 1 <= slots <= labelers, got {slots} slots for {labelers} labelers")
     if labelers > 127:
         raise ValueError("at most 127 labelers")
     acc = np.empty((trials, labelers))
     gold = np.empty((trials, labelers), dtype=np.int64)
-    truth = np.empty((trials, examples), dtype=np.int8)
     who = np.empty((trials, examples, slots), dtype=np.int8)
     said = np.empty((trials, examples, slots), dtype=np.int8)
     tie = np.empty((trials, len(Method), tie_steps))
+    given = None if truth is None else np.broadcast_to(np.asarray(truth), (trials, examples))
+    if given is not None and not np.isin(given, (0, 1)).all():
+        raise ValueError("truth must hold 0 and 1 only")
+    out_truth = np.empty((trials, examples), dtype=np.int8)
     for t in range(trials):
         rng = _trial_rng(seed, experiment, cohort, t)
         acc[t] = rng.uniform(cohort.low, cohort.high, size=labelers)
         y = (rng.random(examples) < positive_rate).astype(np.int8)
-        truth[t] = y
+        if given is not None:
+            y = given[t].astype(np.int8)
+        out_truth[t] = y
         who[t] = _without_replacement(rng, labelers, (examples, slots))
         right = rng.random((examples, slots)) < acc[t][who[t]]
         said[t] = np.where(right, y[:, None], 1 - y[:, None])
         gold[t] = rng.binomial(assess_size, acc[t])
         tie[t] = rng.random((len(Method), tie_steps))
-    return Draws(acc, gold, assess_size, truth, who, said, tie)
+    return Draws(acc, gold, assess_size, out_truth, who, said, tie)
