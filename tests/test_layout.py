@@ -32,8 +32,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "client": frozenset({"core", "config", "store", "pipeline", "client"}),
     "ops": frozenset({"core", "config", "store", "pipeline", "offline", "client", "ops"}),
     "server": frozenset({"core", "config", "store", "pipeline", "ops", "server"}),
-    # training reads exported folders (pipeline.export's manifest) and needs no Redis
-    "train": frozenset({"core", "config", "pipeline", "train"}),
+    # training reads exported folders (pipeline.export's manifest) and needs no Redis; the
+    # fine-tuning experiment labels the stand-in with the simulator (offline)
+    "train": frozenset({"core", "config", "pipeline", "offline", "train"}),
     "cli": frozenset(
         {
             "core",

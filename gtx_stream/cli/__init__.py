@@ -32,6 +32,7 @@ COMMANDS = (
     "label_server",
     "stand_in",
     "train",
+    "experiment",
 )
 
 
