@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 
+import numpy as np
 import pytest
 
 from gtx_stream.core.records import (
@@ -17,6 +19,7 @@ from gtx_stream.core.records import (
     RecordError,
     RequestState,
     decode_fields,
+    dumps_list,
     text,
 )
 
@@ -116,3 +119,24 @@ def test_an_unknown_request_state_is_refused(value: str) -> None:
 def test_bytes_that_are_not_utf8_become_replacement_characters() -> None:
     assert text(b"a\xffb") == "a\ufffdb"
     assert decode_fields({b"k": b"\xff", "s": "t"}) == {"k": "\ufffd", "s": "t"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", 'b"\u00e9\n'],
+        [1, 0],
+        [0.1, 1e-05, math.nan, math.inf],
+        [],
+        [True, None],
+        [np.float64(0.25), np.int64(1).item()],
+    ],  # fmt: skip
+    ids=["strings", "ints", "floats", "empty", "json-literals", "numpy-float"],
+)
+def test_the_final_record_lists_are_encoded_as_json_dumps_would(values: list[object]) -> None:
+    assert dumps_list(values) == json.dumps(values)
+
+
+def test_a_list_json_cannot_encode_is_refused_as_json_dumps_refuses_it() -> None:
+    with pytest.raises(TypeError):
+        dumps_list([object()])
