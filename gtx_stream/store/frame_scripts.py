@@ -170,34 +170,54 @@ def expire_request(keys: Keys, *, frame_id: str, labeler: str) -> ScriptCall[boo
 # --- finalise.lua --------------------------------------------------------------------------
 
 
-def finalise(keys: Keys, record: FinalRecord, grace_seconds: int = 3600) -> ScriptCall[str | None]:
-    """Publish ``record`` once, if its frame is open with ``record.n_labels`` labels.
+MAX_FINALS_PER_CALL = 256
+"""Frames one ``finalise.lua`` call takes at most (a long sweep is split into several calls,
+so no single call holds Redis up for long)."""
+
+
+def finalise(
+    keys: Keys, records: Sequence[FinalRecord], grace_seconds: int = 3600
+) -> ScriptCall[list[str | None]]:
+    """Publish each record once, if its frame is open with ``record.n_labels`` labels.
 
     The image is kept (its TTL runs on, ``image_expires_at`` is filled in); the frame's own
-    keys expire ``grace_seconds`` later. Returns the final-stream entry id, or None when the
-    frame was not open any more or got another label meanwhile (``not_open``, ``stale``).
+    keys expire ``grace_seconds`` later. Returns, per record, the final-stream entry id, or
+    None when the frame was not open any more or got another label meanwhile (``not_open``,
+    ``stale``). The field names go once per call; at most :data:`MAX_FINALS_PER_CALL` records
+    (:func:`finalise_calls` splits more).
     """
-    fid = record.frame_id
-    flat = [x for pair in record.to_fields().items() for x in pair]
+    if len(records) > MAX_FINALS_PER_CALL:
+        raise ValueError(f"{len(records)} records in one finalise call, at most "
+                         f"{MAX_FINALS_PER_CALL}")  # fmt: skip
+    call_keys: list[str] = [keys.open_frames, keys.final, keys.stats]
+    values: list[Any] = []
+    names: tuple[str, ...] = ()
+    for record in records:
+        fid = record.frame_id
+        call_keys += [keys.frame(fid), keys.image(fid), keys.frame_labels(fid),
+                      keys.frame_requests(fid)]  # fmt: skip
+        fields = record.to_fields()
+        if not names:
+            names = tuple(fields)
+        elif tuple(fields) != names:
+            raise ValueError(f"final record of {fid} has other fields than the first")
+        values += [fid, record.n_labels, *fields.values()]
+    args = (grace_seconds, len(names), *names, *values)
+    return ScriptCall("finalise", tuple(call_keys), args, _final_entry_ids)
 
-    def decode(reply: Any) -> str | None:
-        answer = text(reply)
-        return None if answer in ("not_open", "stale") else answer
 
-    return ScriptCall(
-        "finalise",
-        (
-            keys.frame(fid),
-            keys.image(fid),
-            keys.open_frames,
-            keys.final,
-            keys.stats,
-            keys.frame_labels(fid),
-            keys.frame_requests(fid),
-        ),
-        (fid, record.n_labels, grace_seconds, repr(record.finalised_at), *flat),
-        decode,
-    )
+def finalise_calls(
+    keys: Keys, records: Sequence[FinalRecord], grace_seconds: int = 3600
+) -> list[ScriptCall[list[str | None]]]:
+    """The :func:`finalise` calls for any number of records, in order."""
+    step = MAX_FINALS_PER_CALL
+    return [finalise(keys, records[i : i + step], grace_seconds)
+            for i in range(0, len(records), step)]  # fmt: skip
+
+
+def _final_entry_ids(reply: Any) -> list[str | None]:
+    answers = [text(answer) for answer in reply]
+    return [None if answer in ("not_open", "stale") else answer for answer in answers]
 
 
 # --- drop_frame.lua ------------------------------------------------------------------------

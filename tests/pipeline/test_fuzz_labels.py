@@ -77,7 +77,7 @@ def _setup(raw: redis.Redis) -> tuple[Aggregator, Requests]:
     assert raw.llen(k.frame_labels(OPEN)) == 1
     assert runner.run_one(frame_scripts.expire_request(k, frame_id=OPEN, labeler="B"))
     record = FinalRecord(FINAL, 0, 0.5, 0.5, "test", "gtx", [], [], [], time.time())
-    assert runner.run_one(frame_scripts.finalise(k, record)) is not None
+    assert runner.run_one(frame_scripts.finalise(k, [record])) != [None]
     return agg, requests
 
 

@@ -272,7 +272,9 @@ def test_pipeline_runs_with_one_acl_user_per_service(
 
 # --- what each user must not do ------------------------------------------------------------
 
-FINALISE_KEYS = [KEYS.frame("f"), KEYS.image("f"), KEYS.open_frames, KEYS.final, KEYS.stats]
+# finalise.lua on frame "f" decided on 0 labels (grace 0, a record of no fields)
+FINALISE_KEYS = [KEYS.open_frames, KEYS.final, KEYS.stats, KEYS.frame("f"), KEYS.image("f"),
+                 KEYS.frame_labels("f"), KEYS.frame_requests("f")]  # fmt: skip
 REFUSED: list[tuple[str, list[Any]]] = [
     ("gtx-labeler", ["XADD", KEYS.final, "*", "frame_id", "f", "label", "1"]),
     ("gtx-labeler", ["HSET", KEYS.labelers, "sim-0", '{"accuracy": 1.0}']),
@@ -282,11 +284,11 @@ REFUSED: list[tuple[str, list[Any]]] = [
     ("gtx-labeler", ["XADD", KEYS.opened, "*", "frame_id", "f"]),
     ("gtx-labeler", ["XRANGE", KEYS.labels, "-", "+"]),
     ("gtx-labeler", ["HSET", KEYS.frame("f"), "state", "final"]),
-    ("gtx-labeler", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, "f", "0"]),
+    ("gtx-labeler", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, 0, 0, "f", 0]),
     ("gtx-ingester", ["HSET", KEYS.budget, "spent", "0"]),
     ("gtx-ingester", ["XADD", KEYS.final, "*", "frame_id", "f"]),
     ("gtx-ingester", ["HSET", KEYS.labelers, "sim-0", '{"accuracy": 1.0}']),
-    ("gtx-ingester", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, "f", "0"]),
+    ("gtx-ingester", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, 0, 0, "f", 0]),
     ("gtx-ingester", ["XADD", KEYS.labels, "*", "frame_id", "f"]),
     ("gtx-aggregator", ["DEL", KEYS.final]),
     ("gtx-aggregator", ["XGROUP", "DESTROY", KEYS.final, "exporter"]),
@@ -304,7 +306,7 @@ ALLOWED: list[tuple[str, list[Any]]] = [
     ("gtx-labeler", ["HGETALL", KEYS.frame("f")]),
     ("gtx-labeler", ["HMGET", KEYS.labelers, "sim-0"]),
     ("gtx-ingester", ["HGET", KEYS.budget, "limit"]),
-    ("gtx-aggregator", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, "f", "0"]),
+    ("gtx-aggregator", ["EVALSHA", "FINALISE", len(FINALISE_KEYS), *FINALISE_KEYS, 0, 0, "f", 0]),
     ("gtx-aggregator", ["XTRIM", KEYS.labels, "MINID", "0"]),
     ("gtx-consumer", ["XRANGE", KEYS.final, "-", "+"]),
     ("gtx-reader", ["XLEN", KEYS.final]),

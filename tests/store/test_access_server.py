@@ -180,7 +180,9 @@ def test_label_server_runs_with_its_acl_user(server: Server, tmp_path: Path) -> 
 
 
 def _frame_keys(frame_id: str) -> list[str]:
-    return [KEYS.frame(frame_id), KEYS.image(frame_id), KEYS.open_frames, KEYS.final, KEYS.stats]
+    """finalise.lua's keys for one frame."""
+    return [KEYS.open_frames, KEYS.final, KEYS.stats, KEYS.frame(frame_id), KEYS.image(frame_id),
+            KEYS.frame_labels(frame_id), KEYS.frame_requests(frame_id)]  # fmt: skip
 
 
 LABEL_SERVER_REFUSED: list[list[Any]] = [
@@ -199,7 +201,7 @@ LABEL_SERVER_REFUSED: list[list[Any]] = [
     ["RPUSH", "rq:queue:gtx.labeler.alice", "gtx-forged"],
     ["HSET", KEYS.stats, "frames_finalised", "0"],
     ["DEL", KEYS.paused],
-    ["EVALSHA", "FINALISE", 5, *_frame_keys("f"), "f", "0"],
+    ["EVALSHA", "FINALISE", 7, *_frame_keys("f"), 0, 0, "f", 0],
 ]
 CLIENT_REFUSED: list[list[Any]] = [
     ["XADD", KEYS.labels, "*", "frame_id", "f", "labeler", "m1", "label", "1"],
@@ -210,7 +212,7 @@ CLIENT_REFUSED: list[list[Any]] = [
     ["XADD", KEYS.dead, "*", "kind", "frame"],
     ["HGETALL", KEYS.gold],
     ["GET", KEYS.image("f")],
-    ["EVALSHA", "FINALISE", 5, *_frame_keys("f"), "f", "0"],
+    ["EVALSHA", "FINALISE", 7, *_frame_keys("f"), 0, 0, "f", 0],
 ]
 REFUSED = [("gtx-label-server", c) for c in LABEL_SERVER_REFUSED] + [
     ("gtx-client", c) for c in CLIENT_REFUSED

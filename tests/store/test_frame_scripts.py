@@ -144,7 +144,7 @@ def test_a_failure_for_a_finalised_frame_gives_the_budget_back(
     fid = open_frame(r, keys, 0, 1)
     _ask(run, keys, fid, "a", "rid-a")
     record = FinalRecord(fid, 1, 0.5, 0.5, "exhausted", "gtx", [], [], [], time.time())
-    assert run.run_one(fs.finalise(keys, record)) is not None
+    assert run.run_one(fs.finalise(keys, [record])) != [None]
     assert _apply(run, keys, LabelEntry(fid, "a", "rid-a", 1)).statuses == ["finalised"]
     assert _apply(run, keys, LabelEntry.failure(fid, "a", "rid-a", "x")).statuses == ["failed"]
     assert _spent(r, keys) == 0
@@ -212,10 +212,10 @@ def test_finalise_publishes_the_record_as_given_once(
                          source=meta["source"], frame_index=0,
                          opened_at=float(meta["opened_at"]))  # fmt: skip
     stale = FinalRecord(**{**record.__dict__, "labels": [], "labelers": [], "accuracies": []})
-    assert run.run_one(fs.finalise(keys, stale)) is None  # decided on 0 labels: stale
-    entry_id = run.run_one(fs.finalise(keys, record))
+    assert run.run_one(fs.finalise(keys, [stale])) == [None]  # decided on 0 labels: stale
+    (entry_id,) = run.run_one(fs.finalise(keys, [record]))
     assert entry_id is not None
-    assert run.run_one(fs.finalise(keys, record)) is None  # not open any more
+    assert run.run_one(fs.finalise(keys, [record])) == [None]  # not open any more
     ((got_id, fields),) = r.xrange(keys.final)
     got = FinalRecord.from_fields(decode_fields(fields), got_id)
     # the image is kept with its TTL, and the record says until when
@@ -235,7 +235,7 @@ def test_finalise_keeps_the_image_and_expires_the_frame_keys_after_the_grace(
     fid = _labeled_by_a(r, keys, run)
     image_ttl = r.ttl(keys.image(fid))
     record = FinalRecord(fid, 1, 0.8, 0.8, "exhausted", "gtx", ["a"], [1], [0.8], time.time())
-    assert run.run_one(fs.finalise(keys, record, grace_seconds=50)) is not None
+    assert run.run_one(fs.finalise(keys, [record], grace_seconds=50)) != [None]
     for key in (keys.frame(fid), keys.frame_labels(fid), keys.frame_requests(fid)):
         assert 0 < r.ttl(key) <= 50, key
     assert r.ttl(keys.image(fid)) > 50 and r.ttl(keys.image(fid)) <= image_ttl
@@ -243,9 +243,53 @@ def test_finalise_keeps_the_image_and_expires_the_frame_keys_after_the_grace(
     fid2 = open_frame(r, keys, 1, 1)
     r.delete(keys.image(fid2))  # gone before finalisation: no expiry in the record
     record2 = FinalRecord(fid2, 1, 0.5, 0.5, "exhausted", "gtx", [], [], [], time.time())
-    assert run.run_one(fs.finalise(keys, record2)) is not None
+    assert run.run_one(fs.finalise(keys, [record2])) != [None]
     last = FinalRecord.from_fields(decode_fields(r.xrange(keys.final)[-1][1]))
     assert last.frame_id == fid2 and math.isnan(last.image_expires_at)
+
+
+def test_finalise_answers_for_each_frame_of_one_call_on_its_own(
+    r: redis.Redis, keys: Keys, run: ScriptRunner
+) -> None:
+    register(r, keys, {"a": 0.8})
+    fids = [open_frame(r, keys, i, 1) for i in range(4)]
+    for fid in fids:
+        _ask(run, keys, fid, "a", f"rid-{fid}")
+        _apply(run, keys, LabelEntry(fid, "a", f"rid-{fid}", 1))
+    now = time.time()
+
+    def record(fid: str, labels: list[int]) -> FinalRecord:
+        return FinalRecord(fid, 1, 0.8, 0.8, "exhausted", "gtx", ["a"] * len(labels), labels,
+                           [0.8] * len(labels), now)  # fmt: skip
+
+    assert run.run_one(fs.finalise(keys, [record(fids[3], [1])])) != [None]
+    # fids[1] decided on no label (stale), fids[3] final already, fids[0] twice in one call
+    batch = [record(fids[0], [1]), record(fids[1], []), record(fids[2], [1]),
+             record(fids[3], [1]), record(fids[0], [1])]  # fmt: skip
+    answers = run.run_one(fs.finalise(keys, batch))
+    assert [a is not None for a in answers] == [True, False, True, False, False]
+    final = [FinalRecord.from_fields(decode_fields(f), i) for i, f in r.xrange(keys.final)]
+    assert [(f.frame_id, f.entry_id) for f in final[1:]] == [
+        (fids[0], answers[0]), (fids[2], answers[2])
+    ]  # fmt: skip
+    assert r.hget(keys.stats, "frames_finalised") == "3"
+    assert r.hget(keys.frame(fids[1]), "state") == "open" and r.zcard(keys.open_frames) == 1
+    assert run.run_one(fs.finalise(keys, [])) == []
+
+
+def test_finalise_calls_split_a_long_list_and_records_must_share_their_fields(
+    keys: Keys,
+) -> None:
+    records = [FinalRecord(f"f{i}", 1, 0.8, 0.8, "kappa", "gtx", [], [], [], 1.0)
+               for i in range(2 * fs.MAX_FINALS_PER_CALL + 1)]  # fmt: skip
+    calls = fs.finalise_calls(keys, records)
+    assert [(len(c.keys) - 3) // 4 for c in calls] == [fs.MAX_FINALS_PER_CALL] * 2 + [1]
+    with pytest.raises(ValueError, match="at most"):
+        fs.finalise(keys, records)
+    odd = FinalRecord("g", 1, 0.8, 0.8, "kappa", "gtx", [], [], [], 1.0)
+    object.__setattr__(odd, "to_fields", lambda: {"frame_id": "g"})
+    with pytest.raises(ValueError, match="other fields"):
+        fs.finalise(keys, [records[0], odd])
 
 
 def test_drop_frame_writes_one_dead_letter_record(

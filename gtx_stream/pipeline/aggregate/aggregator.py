@@ -155,9 +155,10 @@ class Aggregator:
         if not frames:
             return
         decisions = self.decider.decide(frames, self.labelers.params(), self.budget_left())
-        grace = self.grace_seconds
-        finals = self.runner.run([scripts.finalise(self.keys, r, grace) for r in decisions.finals])
-        report.finalised += sum(1 for entry_id in finals if entry_id is not None)
+        # one finalise.lua call for the step's finals (up to 256 frames each)
+        calls = scripts.finalise_calls(self.keys, decisions.finals, self.grace_seconds)
+        for entry_ids in self.runner.run(calls):
+            report.finalised += sum(1 for entry_id in entry_ids if entry_id is not None)
         report.asked += self.requester.ask(decisions.slots)
 
 

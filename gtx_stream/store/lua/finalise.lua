@@ -1,49 +1,71 @@
--- Finalise a frame exactly once: mark it final and publish its record, atomically.
--- KEYS[1] = frame hash     (<prefix>:{f:<id>}:frame)
--- KEYS[2] = frame image    (<prefix>:{f:<id>}:jpeg)
--- KEYS[3] = open zset      (<prefix>:open)
--- KEYS[4] = final stream   (<prefix>:final)
--- KEYS[5] = stats hash     (<prefix>:stats)
--- KEYS[6] = frame labels   (<prefix>:{f:<id>}:labels)
--- KEYS[7] = frame requests (<prefix>:{f:<id>}:requests)
--- ARGV[1] = frame id
--- ARGV[2] = n_labels the decision was made on
--- ARGV[3] = grace seconds: the frame's own keys (hash, labels, requests) expire this long
+-- Finalise frames, each exactly once: mark it final and publish its record, atomically.
+-- One call takes the finals of one aggregator step (its frames span hash slots, as those of
+-- apply_labels.lua do); each frame is finalised or refused on its own.
+-- KEYS[1] = open zset      (<prefix>:open)
+-- KEYS[2] = final stream   (<prefix>:final)
+-- KEYS[3] = stats hash     (<prefix>:stats)
+-- then for frame i (i = 1..n), four keys of its own:
+-- KEYS[4i]     = frame hash     (<prefix>:{f:<id>}:frame)
+-- KEYS[4i + 1] = frame image    (<prefix>:{f:<id>}:jpeg)
+-- KEYS[4i + 2] = frame labels   (<prefix>:{f:<id>}:labels)
+-- KEYS[4i + 3] = frame requests (<prefix>:{f:<id>}:requests)
+-- ARGV[1] = grace seconds: the frame's own keys (hash, labels, requests) expire this long
 --           after finalisation, or sooner if their TTL says so; 0: they keep their TTL
--- ARGV[4] = now (unix seconds, the aggregator's clock)
--- ARGV[5..] = field, value pairs of the final record (core.records.FinalRecord.to_fields),
---             written to the final stream and copied into the frame hash; the value of
---             image_expires_at is filled in here from the image's TTL (empty: image gone)
+-- ARGV[2] = m, the number of fields of a final record
+-- ARGV[3..2+m] = the field names (core.records.FinalRecord.to_fields), the same for every
+--           frame; the value of image_expires_at is filled in here: the record's
+--           finalised_at plus the image's TTL (empty: image gone)
+-- then for frame i, m + 2 values (a = 2 + m + (i - 1)(m + 2)):
+-- ARGV[a + 1] = frame id
+-- ARGV[a + 2] = n_labels the decision was made on
+-- ARGV[a + 3..a + 2 + m] = the record's values, in the order of the names: written to the
+--           final stream and copied into the frame hash
 -- The image is kept with its TTL: the exporter deletes it once it is on disk.
--- Returns the final-stream entry id, or not_open / stale.
-if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 'not_open' end
-if tonumber(redis.call('HGET', KEYS[1], 'n_labels') or '0') ~= tonumber(ARGV[2]) then
-  return 'stale'
+-- Returns one answer per frame: its final-stream entry id, or not_open (not open any more)
+-- or stale (it got another label since the decision).
+local grace, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local names, expires_at, finalised_at = {}, nil, nil
+for j = 1, m do
+  names[j] = ARGV[2 + j]
+  if names[j] == 'image_expires_at' then expires_at = j end
+  if names[j] == 'finalised_at' then finalised_at = j end
 end
-local expires = ''
-local pttl = redis.call('PTTL', KEYS[2])
-if pttl > 0 then
-  expires = string.format('%.3f', tonumber(ARGV[4]) + pttl / 1000)
-end
-local record = {}
-for i = 5, #ARGV, 2 do
-  record[#record + 1] = ARGV[i]
-  if ARGV[i] == 'image_expires_at' then
-    record[#record + 1] = expires
+local answers = {}
+local finalised = 0
+for i = 1, (#KEYS - 3) / 4 do
+  local fkey, ikey = KEYS[4 * i], KEYS[4 * i + 1]
+  local a = 2 + m + (i - 1) * (m + 2)
+  local head = redis.call('HMGET', fkey, 'state', 'n_labels')
+  if head[1] ~= 'open' then
+    answers[i] = 'not_open'
+  elseif tonumber(head[2] or '0') ~= tonumber(ARGV[a + 2]) then
+    answers[i] = 'stale'
   else
-    record[#record + 1] = ARGV[i + 1]
+    local record = {}
+    for j = 1, m do
+      record[2 * j - 1] = names[j]
+      record[2 * j] = ARGV[a + 2 + j]
+    end
+    if expires_at then
+      local pttl = redis.call('PTTL', ikey)
+      local at = finalised_at and tonumber(record[2 * finalised_at])
+      record[2 * expires_at] = (pttl > 0 and at) and string.format('%.3f', at + pttl / 1000)
+        or ''
+    end
+    local id = redis.call('XADD', KEYS[2], '*', unpack(record))
+    record[2 * m + 1], record[2 * m + 2], record[2 * m + 3], record[2 * m + 4] =
+      'state', 'final', 'final_id', id
+    redis.call('HSET', fkey, unpack(record))
+    redis.call('ZREM', KEYS[1], ARGV[a + 1])
+    if grace > 0 then
+      for _, key in ipairs({fkey, KEYS[4 * i + 2], KEYS[4 * i + 3]}) do
+        local ttl = redis.call('TTL', key)
+        if ttl == -1 or ttl > grace then redis.call('EXPIRE', key, grace) end
+      end
+    end
+    finalised = finalised + 1
+    answers[i] = id
   end
 end
-local id = redis.call('XADD', KEYS[4], '*', unpack(record))
-redis.call('HSET', KEYS[1], unpack(record))
-redis.call('HSET', KEYS[1], 'state', 'final', 'final_id', id)
-redis.call('ZREM', KEYS[3], ARGV[1])
-local grace = tonumber(ARGV[3])
-if grace > 0 then
-  for _, k in ipairs({1, 6, 7}) do
-    local ttl = redis.call('TTL', KEYS[k])
-    if ttl == -1 or ttl > grace then redis.call('EXPIRE', KEYS[k], grace) end
-  end
-end
-redis.call('HINCRBY', KEYS[5], 'frames_finalised', 1)
-return id
+if finalised > 0 then redis.call('HINCRBY', KEYS[3], 'frames_finalised', finalised) end
+return answers
