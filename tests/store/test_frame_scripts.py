@@ -90,6 +90,27 @@ def test_a_label_is_applied_only_for_its_request(
         assert applied.frames == {}
 
 
+def test_one_call_counts_each_labelers_labels_and_refuses_an_unknown_one_each_time(
+    r: redis.Redis, keys: Keys, run: ScriptRunner
+) -> None:
+    register(r, keys, {"a": 0.8, "b": 0.8})
+    fids = [open_frame(r, keys, i, 1) for i in range(3)]
+    for fid in fids:
+        for labeler in ("a", "b"):
+            _ask(run, keys, fid, labeler, f"{fid}-{labeler}")
+    r.hset(keys.stats, mapping={"labels_applied": 5, "labels:a": 2})
+    f0, f1, f2 = fids
+    entries = [LabelEntry(f0, "a", f"{f0}-a", 1), LabelEntry(f0, "x", "r", 1),
+               LabelEntry(f1, "a", f"{f1}-a", 0), LabelEntry(f1, "b", "no", 1),
+               LabelEntry(f2, "b", f"{f2}-b", 1), LabelEntry(f2, "x", "r", 0)]  # fmt: skip
+    assert _apply(run, keys, *entries).statuses == [
+        "applied", "unknown_labeler", "applied", "mismatch", "applied", "unknown_labeler"
+    ]  # fmt: skip
+    stats = r.hgetall(keys.stats)
+    assert (stats["labels_applied"], stats["labels:a"], stats["labels:b"]) == ("8", "4", "1")
+    assert "labels:x" not in stats
+
+
 def test_a_late_label_is_applied_with_its_request_id(
     r: redis.Redis, keys: Keys, run: ScriptRunner
 ) -> None:

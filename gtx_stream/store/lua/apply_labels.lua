@@ -40,6 +40,9 @@
 local statuses = {}
 local last_for_frame = {}
 local cleared = {}  -- labelers whose failures in a row and backoff were cleared in this call
+local registered = {}  -- labeler -> whether KEYS[1] has it (the hash cannot change meanwhile)
+local applied = {}  -- labeler -> labels applied in this call: the stats, once per labeler
+local n_applied = 0
 local now, after, first, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
 local n = (#ARGV - 4) / 5
@@ -84,13 +87,22 @@ local function apply_label(fkey, lkey, rkey, labeler, label, entry, member, kind
     if ttl > 0 then redis.call('EXPIRE', lkey, ttl) end
   end
   redis.call('HINCRBY', fkey, 'n_labels', 1)
-  redis.call('HINCRBY', KEYS[4], 'labels_applied', 1)
-  redis.call('HINCRBY', KEYS[4], 'labels:' .. labeler, 1)
+  n_applied = n_applied + 1
+  applied[labeler] = (applied[labeler] or 0) + 1
   if not cleared[labeler] then  -- once per labeler and batch: a failure later sets it again
     redis.call('HDEL', KEYS[6], labeler)
     redis.call('HDEL', KEYS[7], labeler)
     cleared[labeler] = true
   end
+end
+
+local function is_registered(labeler)
+  local known = registered[labeler]
+  if known == nil then
+    known = redis.call('HEXISTS', KEYS[1], labeler) == 1
+    registered[labeler] = known
+  end
+  return known
 end
 
 for i = 1, n do
@@ -122,7 +134,7 @@ for i = 1, n do
     local pending = (kind == 'out' or kind == 'late') and matches
     if not state then
       status = 'unknown_frame'
-    elseif redis.call('HEXISTS', KEYS[1], labeler) == 0 then
+    elseif not is_registered(labeler) then
       status = 'unknown_labeler'
     elseif failure and pending then
       -- settled whether or not the frame is still open: the budget is given back either way
@@ -144,6 +156,12 @@ for i = 1, n do
   statuses[i] = status
   if status == 'applied' or status == 'failed' or status == 'redelivered' then
     last_for_frame[fkey] = i
+  end
+end
+if n_applied > 0 then
+  redis.call('HINCRBY', KEYS[4], 'labels_applied', n_applied)
+  for labeler, count in pairs(applied) do
+    redis.call('HINCRBY', KEYS[4], 'labels:' .. labeler, count)
   end
 end
 local views = {}
