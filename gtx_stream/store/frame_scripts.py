@@ -92,6 +92,13 @@ class Applied:
     statuses: list[ApplyStatus]
     frames: dict[str, FrameState | None]
     """The state of each frame an entry was applied to (None: its hash is gone)."""
+    budget_left: int | None = None
+    """Labels of budget left after the batch (None: no limit)."""
+
+
+def budget_left(limit: Any, spent: Any) -> int | None:
+    """Labels of budget left from the ``limit`` and ``spent`` fields of the budget hash."""
+    return None if limit is None else int(limit) - int(spent or 0)
 
 
 def apply_labels(
@@ -119,13 +126,14 @@ def apply_labels(
         frame_ids.append(fid)
 
     def decode(reply: Any) -> Applied:
-        statuses, views = reply
+        statuses, views, (limit, spent) = reply
         state = FrameState.decode
         frames: dict[str, FrameState | None] = {}
         for j in range(0, len(views), 4):
             fid = frame_ids[int(views[j]) - 1]
             frames[fid] = state(fid, views[j + 1], views[j + 2], views[j + 3])
-        return Applied(cast(list[ApplyStatus], list(map(text, statuses))), frames)
+        return Applied(cast(list[ApplyStatus], list(map(text, statuses))), frames,
+                       budget_left(limit, spent))  # fmt: skip
 
     return ScriptCall("apply_labels", tuple(call_keys), tuple(args), decode)
 

@@ -111,6 +111,21 @@ def test_one_call_counts_each_labelers_labels_and_refuses_an_unknown_one_each_ti
     assert "labels:x" not in stats
 
 
+def test_apply_labels_returns_the_budget_left_after_the_batch(
+    r: redis.Redis, keys: Keys, run: ScriptRunner
+) -> None:
+    register(r, keys, {"a": 0.8, "b": 0.8})
+    fid = open_frame(r, keys, 0, 1)
+    _ask(run, keys, fid, "a", "rid-a")
+    _ask(run, keys, fid, "b", "rid-b")
+    assert _apply(run, keys, LabelEntry(fid, "a", "rid-a", 1)).budget_left is None  # no limit
+    r.hset(keys.budget, "limit", 10)
+    # b's failure gives its label back: 10 - (2 - 1)
+    assert _apply(run, keys, LabelEntry.failure(fid, "b", "rid-b", "x")).budget_left == 9
+    r.hdel(keys.budget, "spent")
+    assert _apply(run, keys, LabelEntry(fid, "a", "rid-a", 1)).budget_left == 10
+
+
 def test_a_late_label_is_applied_with_its_request_id(
     r: redis.Redis, keys: Keys, run: ScriptRunner
 ) -> None:

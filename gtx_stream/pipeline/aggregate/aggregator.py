@@ -129,23 +129,23 @@ class Aggregator:
             touched |= self.sweeper.open_frames()
             self._last_sweep = time.time()
         if touched:
-            self._decide(sorted(touched), intake.known, report)
+            budget = intake.budget_left if intake.budget_read else self.budget_left()
+            self._decide(sorted(touched), intake.known, budget, report)
         self.group.ack(entries, progress=report.progress)
         self.retainer.apply_if_due()
         return report
 
     def budget_left(self) -> int | None:
-        limit, spent = self.r.hmget(self.keys.budget, ["limit", "spent"])
-        if limit is None:
-            return None
-        return int(limit) - int(spent or 0)
+        return scripts.budget_left(*self.r.hmget(self.keys.budget, ["limit", "spent"]))
 
     def _decide(
         self,
         frame_ids: Sequence[str],
         known: Mapping[str, FrameState | None],
+        budget_left: int | None,
         report: BatchReport,
     ) -> None:
+        """``budget_left``: as read by ``apply_labels.lua`` in this step, or just before."""
         states = dict(known)
         states.update(read_frames(self.r, self.keys, [f for f in frame_ids if f not in known]))
         gone = [fid for fid in frame_ids if states.get(fid) is None]
@@ -154,7 +154,7 @@ class Aggregator:
         frames = [f for fid in frame_ids if (f := states.get(fid)) is not None and f.is_open]
         if not frames:
             return
-        decisions = self.decider.decide(frames, self.labelers.params(), self.budget_left())
+        decisions = self.decider.decide(frames, self.labelers.params(), budget_left)
         # one finalise.lua call for the step's finals (up to 256 frames each)
         calls = scripts.finalise_calls(self.keys, decisions.finals, self.grace_seconds)
         for entry_ids in self.runner.run(calls):

@@ -41,6 +41,9 @@ class Intake:
 
     touched: set[str] = field(default_factory=set)
     known: dict[str, FrameState | None] = field(default_factory=dict)
+    budget_read: bool = False
+    """Whether ``budget_left`` was read with the labels (else it is to be read)."""
+    budget_left: int | None = None
 
 
 class LabelIntake:
@@ -98,6 +101,7 @@ class LabelIntake:
                     reason = DEAD_REASONS.get(status, status)
                     dead.append(DeadLetter.of("label", reason, e.fields, e.entry_id))
             out.known.update(applied.frames)
+            out.budget_read, out.budget_left = True, applied.budget_left
         if dead:
             self._dead_letter(dead)
             report.dead += len(dead)

@@ -29,14 +29,16 @@
 -- back, the labeler's failures in a row counted and, from ARGV[2] on, a backoff set; a good
 -- label clears both). A skip is a failure that counts as requests_skipped and skipped:<id>
 -- instead, and neither adds to nor clears the failures in a row: it backs nobody off.
--- Returns {statuses, views}: statuses[i] is one of
+-- Returns {statuses, views, budget}: statuses[i] is one of
 --   applied, failed (a failure report applied), redelivered (this very entry, or this
 --   request's failure, was applied before), duplicate (another label of this labeler on this
 --   frame was applied before), unknown_frame, unknown_labeler, finalised, unsolicited (this
 --   labeler was never asked about this frame), mismatch (the request id is not the
 --   labeler's request), after_failure (a label for a request reported failed);
 -- views is a flat list of {entry index, frame hash as flat list, labels list, requests as
--- flat list} for the last entry of each frame that was applied, failed or redelivered.
+-- flat list} for the last entry of each frame that was applied, failed or redelivered;
+-- budget is {limit, spent} of KEYS[5] after the batch (each nil when missing), so that the
+-- caller decides without reading it again.
 local statuses = {}
 local last_for_frame = {}
 local cleared = {}  -- labelers whose failures in a row and backoff were cleared in this call
@@ -171,4 +173,4 @@ for fkey, i in pairs(last_for_frame) do
   table.insert(views, redis.call('LRANGE', KEYS[7 + 3 * i - 1], 0, -1))
   table.insert(views, redis.call('HGETALL', KEYS[7 + 3 * i]))
 end
-return {statuses, views}
+return {statuses, views, redis.call('HMGET', KEYS[5], 'limit', 'spent')}
