@@ -121,6 +121,15 @@ def test_split_is_a_function_of_source_and_block_of_frames_alone() -> None:
             for i in range(0, 10**6, 997)} == {"train"}  # fmt: skip
 
 
+def test_a_short_video_gets_every_split() -> None:
+    """Successive blocks spread evenly: any 20 blocks in a row hold val and test at 0.1 each."""
+    s = ExportSettings(block_frames=50, val_fraction=0.1, test_fraction=0.1)
+    for source in (f"/videos/line-{k}.avi" for k in range(200)):
+        splits = [split_of(source, b * 50, s) for b in range(21)]  # 1,050 frames
+        assert {"train", "val", "test"} == set(splits), source
+        assert 1 <= splits.count("val") <= 3 and 1 <= splits.count("test") <= 3
+
+
 def test_split_of_a_record_goes_by_frame_index_not_by_when_it_was_read() -> None:
     s = ExportSettings(block_frames=10, val_fraction=0.5, test_fraction=0.0)
     base = FinalRecord("cam-0", 1, 0.9, 0.9, "confident", "gtx", ["a"], [1], [0.9], 100.0,

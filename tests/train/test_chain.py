@@ -41,8 +41,8 @@ def test_stand_in_to_a_trained_model_with_readme_commands(tmp_path: Path) -> Non
         tmp_path / "config.toml",
         {
             "redis": {"url": server.url},
-            # 60 frames: a block per frame gives a val split (P(none) = 0.7**60)
-            "export": {"block_frames": 1, "val_fraction": 0.3, "test_fraction": 0.0},
+            # 60 frames in 20 blocks: successive blocks spread evenly, so val gets about 6
+            "export": {"block_frames": 3, "val_fraction": 0.3, "test_fraction": 0.0},
         },
         [
             {"id": f"sim-{i}", "backend": "simulated", "accuracy": a, "seed": i}

@@ -10,6 +10,7 @@ frame would put a frame in ``val`` whose neighbour a second earlier is in ``trai
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -30,18 +31,26 @@ class ExportError(RuntimeError):
 _SAFE_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
 
+GOLDEN = (math.sqrt(5) - 1) / 2
+"""Consecutive blocks step by this around [0, 1): the most evenly spread additive sequence."""
+
+
 def split_of(source: str, frame_index: int, settings: ExportSettings) -> str:
     """``train``, ``val`` or ``test``: a function of (source, block of frames) alone.
 
     ``block = frame_index // block_frames`` (the index in the source, which counts every frame
-    read, sampled or not: a block is a stretch of video time, however fast the file was read);
-    the first 8 bytes of sha256(source, block) read as a number in [0, 1) fall into ``test``
-    below ``test_fraction``, into ``val`` below ``test_fraction + val_fraction``, else into
-    ``train``. Every frame of one block shares the block's split, on every run and every machine.
+    read, sampled or not: a block is a stretch of video time, however fast the file was read).
+    The block's number is ``u = (h + block * GOLDEN) mod 1``, where h is the first 8 bytes of
+    sha256(source) read as a number in [0, 1): ``test`` below ``test_fraction``, ``val`` below
+    ``test_fraction + val_fraction``, else ``train``. Successive blocks of this additive
+    (Weyl) sequence spread evenly over [0, 1), so the fractions hold within a block or two over
+    any stretch of blocks, also a short video's: any 20 consecutive blocks have at least one
+    block in a split of fraction 0.1. Every frame of one block shares the block's split, on
+    every run and every machine.
     """
     block = frame_index // settings.block_frames
-    digest = hashlib.sha256(f"{source}\x00{block}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    digest = hashlib.sha256(source.encode()).digest()
+    u = (int.from_bytes(digest[:8], "big") / 2**64 + block * GOLDEN) % 1.0
     if u < settings.test_fraction:
         return "test"
     if u < settings.test_fraction + settings.val_fraction:
