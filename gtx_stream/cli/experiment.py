@@ -44,8 +44,8 @@ def register(sub: Any) -> None:
                    help="folder for the JSON and the figures (default ./finetune)")  # fmt: skip
     f.add_argument("--mode", choices=["head", "full"], default="head",
                    help="head: linear head on frozen, cached features (default, minutes); "
-                        "full: every layer, 3 epochs per training (the paper's; hours on a "
-                        "CPU)")  # fmt: skip
+                        "full: every layer, 3 epochs per training (the paper's; about 25 hours "
+                        "for the grid on a 2-core CPU)")  # fmt: skip
     f.add_argument("--frames", type=int, default=1050, help="stand-in frames (default 1050)")
     f.add_argument("--standin-seed", type=int, default=0, help="the stand-in video's seed")
     f.add_argument("--seed", type=int, default=0, help="base seed of the labelers and orders")

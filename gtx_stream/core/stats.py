@@ -1,7 +1,8 @@
 r"""The tests section 4 of the paper runs on balanced error: Friedman, then Dunn's pairwise test.
 
-- **Friedman's test** (repeated measures): n blocks (here: one seed, budget and training
-  repeat each) in which every one of k methods has a value. Values are ranked within each
+- **Friedman's test** (repeated measures): n blocks (here: one seed at one budget, each
+  method's value the mean over its training repeats) in which every one of k methods has a
+  value. Values are ranked within each
   block; with :math:`R_j` the sum of method j's ranks,
 
   .. math::

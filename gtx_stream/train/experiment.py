@@ -47,8 +47,8 @@ from gtx_stream.train.progress import Progress
 
 DEFAULT_BUDGETS = (250, 500, 750, 1000, 1500, 2000, 3000, 4000)
 EPOCHS = {"head": 30, "full": 3}
-BATCH = {"head": 64, "full": 32}
-LR = {"head": 3e-3, "full": 1e-4}
+BATCH = {"head": 64, "full": 8}
+LR = {"head": 3e-3, "full": 3e-4}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 - ``finetune.json``: the plan, the split sizes, every training run (one row per cohort,
   method, budget, seed and repeat), the mean and standard error per cell, and per cohort the
-  Friedman test on balanced error (blocks: seed x budget x repeat, groups: methods) with
-  Dunn's pairwise p-values, over all budgets and over the budgets up to 1000.
+  Friedman test on balanced error (blocks: seed x budget, each the mean over its training
+  repeats; groups: methods) with Dunn's pairwise p-values, over all budgets and over the
+  budgets up to 1000.
 - ``finetune-figure4.png``: per cohort, training-set size, balanced error and ECE against
   the budget, one line per method (mean and standard error over seeds and repeats).
 - ``finetune-figure5.png``: box plots of balanced error per method, one panel per cohort.
@@ -52,13 +53,19 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tests(rows: Sequence[dict[str, Any]], methods: Sequence[str], max_budget: int | None = None
           ) -> dict[str, Any]:  # fmt: skip
-    """Friedman on balanced error across methods (blocks: seed, budget, repeat), then Dunn."""
-    table: dict[tuple[int, int, int], dict[str, float]] = {}
+    """Friedman on balanced error across methods, then Dunn's pairwise test.
+
+    A block is one seed at one budget: the labeled sets of all methods come from the same
+    labelers and answers there. Its value per method is the mean over the training repeats,
+    which share that labeled set and so are not independent blocks of their own.
+    """
+    table: dict[tuple[int, int], dict[str, list[float]]] = {}
     for row in rows:
         if max_budget is None or row["budget"] <= max_budget:
-            key = (row["seed"], row["budget"], row["repeat"])
-            table.setdefault(key, {})[row["method"]] = row["balanced_error"]
-    blocks = [b for b in table.values() if all(m in b for m in methods)]
+            cell = table.setdefault((row["seed"], row["budget"]), {})
+            cell.setdefault(row["method"], []).append(row["balanced_error"])
+    blocks = [{m: float(np.mean(v)) for m, v in b.items()} for b in table.values()
+              if all(m in b for m in methods)]  # fmt: skip
     out: dict[str, Any] = {"blocks": len(blocks), "max_budget": max_budget}
     if len(blocks) < 2 or len(methods) < 3:
         out["skipped"] = "needs at least 2 blocks and 3 methods"
