@@ -7,6 +7,8 @@ module             model                                                     rea
 :mod:`.mv`         MV, majority vote (baseline of section 3.1)               nothing
 :mod:`.wmv`        WMV, weighted majority vote                               ``accuracy``
 :mod:`.sv`         SV, soft vote                                             ``accuracy``
+:mod:`.two_coin`   two-coin (class-conditional) naive Bayes, GTX's rule      ``sensitivity``,
+                                                                             ``specificity``
 =================  ========================================================  =============
 
 :mod:`.base` holds what they share: the batch layout, :class:`Posterior`, the two protocols
@@ -18,9 +20,11 @@ which hold accuracies as arrays); :func:`posterior_of` takes each example's
 ``(label, labeler parameters)`` in arrival order (the aggregator, which holds typed
 parameters per labeler). Both run the same model code, so streaming equals offline.
 
-A new model (say a two-coin one, sensitivity and specificity per labeler) is a new file with
-its :class:`LabelModel` and its :class:`LabelerParams` type, and an entry in :data:`MODELS`;
-callers of :func:`posterior_of` do not change.
+A new method is a new file with its :class:`LabelModel` and its :class:`LabelerParams` type,
+and an entry in :data:`MODELS`; callers of :func:`posterior_of` do not change. A new labeler
+model behind GTX's decision rule (:class:`ModelName`) is an entry in :data:`LABELER_MODELS`
+instead: the two-coin model is asked for by its name, ``posterior_of("two_coin", rows)``,
+while :class:`Method` (and so every table and the simulator's layout) stays the paper's four.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from gtx_stream.core.models.base import (
     LabelerParams,
     LabelModel,
     Method,
+    ModelName,
     Posterior,
     logit,
     sequential_sum,
@@ -53,21 +58,31 @@ from gtx_stream.core.models.one_coin import (
     log_odds,
 )
 from gtx_stream.core.models.sv import SVModel, soft_vote
+from gtx_stream.core.models.two_coin import (
+    UNKNOWN_TWO_COIN,
+    TwoCoin,
+    TwoCoinModel,
+    two_coin_posterior,
+)
 from gtx_stream.core.models.wmv import WMVModel, weighted_majority_vote
 
 __all__ = [
     "ACCURACY_EPS",
+    "LABELER_MODELS",
     "MODELS",
     "TIE_LABEL",
     "UNKNOWN_LABELER",
+    "UNKNOWN_TWO_COIN",
     "BoolArray",
     "FloatArray",
     "IntArray",
     "LabelModel",
     "LabelerParams",
     "Method",
+    "ModelName",
     "OneCoin",
     "Posterior",
+    "TwoCoin",
     "aggregate",
     "gtx_posterior",
     "log_odds",
@@ -78,6 +93,7 @@ __all__ = [
     "sequential_sum",
     "sigmoid",
     "soft_vote",
+    "two_coin_posterior",
     "weighted_majority_vote",
 ]
 
@@ -89,9 +105,21 @@ MODELS: dict[Method, LabelModel] = {
 }
 """The model behind each method."""
 
+LABELER_MODELS: dict[ModelName, LabelModel] = {
+    ModelName.ONE_COIN: MODELS[Method.GTX],
+    ModelName.TWO_COIN: TwoCoinModel(),
+}
+"""GTX's posterior under each labeler model; ``one_coin`` is the ``gtx`` method's model."""
 
-def model_of(method: Method | str) -> LabelModel:
-    """The :class:`LabelModel` of a method, by name (``gtx``, ``mv``, ``wmv``, ``sv``)."""
+
+def model_of(method: Method | ModelName | str) -> LabelModel:
+    """The :class:`LabelModel` of a method (``gtx``, ``mv``, ``wmv``, ``sv``) or labeler model.
+
+    A labeler model's name (``one_coin``, ``two_coin``) gives GTX's posterior under that model.
+    An unknown name is a :class:`ValueError`.
+    """
+    if method in LABELER_MODELS:
+        return LABELER_MODELS[ModelName(method)]
     return MODELS[Method(method)]
 
 
@@ -105,8 +133,13 @@ def aggregate(
     """Posterior of any one-coin method of section 3.1, by name, from batch arrays.
 
     ``accuracies[i, j]`` is the accuracy of the labeler who gave ``labels[i, j]``; MV ignores it.
+    A model that reads other parameters (``two_coin``) is a :class:`ValueError`: ask it with
+    ``model_of(name).posterior`` and its own parameter arrays.
     """
-    return model_of(method).posterior(labels, {"accuracy": accuracies}, mask, prior)
+    model = model_of(method)
+    if not set(model.reads) <= {"accuracy"}:
+        raise ValueError(f"{method} reads {', '.join(model.reads)}, not one accuracy per label")
+    return model.posterior(labels, {"accuracy": accuracies}, mask, prior)
 
 
 _PADDING = UNKNOWN_LABELER.accuracy
@@ -114,7 +147,7 @@ _PADDING = UNKNOWN_LABELER.accuracy
 
 
 def posterior_of(
-    method: Method | str,
+    method: Method | ModelName | str,
     rows: Sequence[Sequence[tuple[int, LabelerParams]]],
     prior: float = 0.5,
 ) -> Posterior:

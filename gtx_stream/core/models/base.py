@@ -55,6 +55,17 @@ class Method(StrEnum):
         return self in (Method.GTX, Method.SV)
 
 
+class ModelName(StrEnum):
+    """The labeler model behind GTX's posterior: one coin per labeler, or one per class.
+
+    An axis apart from :class:`Method`: the baselines and the decision rule are the same for
+    both, and ``gtx`` keeps meaning the paper's one-coin equation (3).
+    """
+
+    ONE_COIN = "one_coin"
+    TWO_COIN = "two_coin"
+
+
 @dataclass(frozen=True)
 class Posterior:
     """Aggregate of each example's labels under a method's model.
