@@ -15,6 +15,11 @@ default wherever gtx-stream estimates accuracies. The MLE comes with the exact b
 :func:`assess` is the one place that turns an assessment set (each labeler's answers to gold
 items) into estimates: ``gtx-stream labelers assess`` stores its result in Redis
 (:func:`gtx_stream.store.params.assess`) and ``gtx-stream replay`` scores with it.
+
+Two-coin labelers (:mod:`gtx_stream.core.models.two_coin`) generalise equation (4) per true
+class: sensitivity from a labeler's gold items of truth 1, specificity from those of truth 0,
+each with the same estimators and intervals (:func:`estimate_two_coin`, :func:`assess_two_coin`),
+and the class prior from the gold truths (:func:`class_prior`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import betaincinv
 
-from gtx_stream.core.models import FloatArray
+from gtx_stream.core.models import FloatArray, TwoCoin
 
 DEFAULT_PRIOR = (1.0, 1.0)
 """Beta(1, 1): uniform. With n gold items all correct the estimate is (n + 1) / (n + 2)."""
@@ -203,5 +208,124 @@ def assess(
         w: LabelerEstimate(
             float(est.accuracy[j]), float(est.lower[j]), float(est.upper[j]), correct[j], total[j]
         )
+        for j, w in enumerate(who)
+    }
+
+
+# --- two-coin labelers: equation (4) per true class ---------------------------------------
+
+
+@dataclass(frozen=True)
+class TwoCoinEstimate:
+    """Sensitivity from each labeler's gold items of truth 1, specificity from those of truth 0.
+
+    Each is an :class:`AccuracyEstimate` of its own class's items: ``sensitivity.correct`` counts
+    the 1s given to truth-1 items, ``sensitivity.total`` the truth-1 items answered.
+    """
+
+    sensitivity: AccuracyEstimate
+    specificity: AccuracyEstimate
+
+
+def estimate_two_coin(
+    counts: ArrayLike,
+    estimator: Estimator | str = Estimator.BETA,
+    prior: tuple[float, float] = DEFAULT_PRIOR,
+    level: float = 0.95,
+) -> TwoCoinEstimate:
+    r"""Equation (4) once per true class, with intervals, from ``counts[j] = (tp, pos, tn, neg)``.
+
+    .. math::
+        \hat s_j = \frac{tp_j + a}{pos_j + a + b}, \qquad \hat t_j = \frac{tn_j + a}{neg_j + a + b}
+
+    for ``beta`` (the same Beta(a, b) prior on both), or tp/pos and tn/neg for ``mle``, each
+    with the interval :func:`estimate` gives it. A labeler with no gold item of a class gets the
+    estimator's value for zero items (0.5) for that class's parameter.
+    """
+    c = np.asarray(counts, dtype=np.float64).reshape(-1, 4)
+    return TwoCoinEstimate(
+        sensitivity=estimate(c[:, 0], c[:, 1], estimator, prior, level),
+        specificity=estimate(c[:, 2], c[:, 3], estimator, prior, level),
+    )
+
+
+def count_two_coin(
+    labeler_ids: ArrayLike, labels: ArrayLike, truths: ArrayLike
+) -> dict[str, tuple[int, int, int, int]]:
+    """(true positives, positives, true negatives, negatives) per labeler from gold answers."""
+    ids = np.asarray(labeler_ids).astype(str)
+    lab = np.asarray(labels)
+    truth = np.asarray(truths)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    k = len(uniq)
+    pos = np.bincount(inv, weights=(truth == 1).astype(np.float64), minlength=k)
+    tp = np.bincount(inv, weights=((truth == 1) & (lab == 1)).astype(np.float64), minlength=k)
+    neg = np.bincount(inv, weights=(truth == 0).astype(np.float64), minlength=k)
+    tn = np.bincount(inv, weights=((truth == 0) & (lab == 0)).astype(np.float64), minlength=k)
+    return {str(u): (int(tp[j]), int(pos[j]), int(tn[j]), int(neg[j])) for j, u in enumerate(uniq)}
+
+
+def class_prior(truths: ArrayLike, prior: tuple[float, float] = DEFAULT_PRIOR) -> float:
+    """pi = P(y=1) from gold truths, the Beta(a, b) posterior mean: (n_1 + a) / (n + a + b).
+
+    Never 0 or 1, which the posterior refuses: a gold set with no positives gives a / (n + a + b).
+    """
+    a, b = prior
+    if a <= 0 or b <= 0:
+        raise ValueError(f"Beta prior parameters must be positive, got {prior}")
+    t = np.asarray(truths, dtype=np.float64).ravel()
+    return float((t.sum() + a) / (t.size + a + b))
+
+
+@dataclass(frozen=True)
+class TwoCoinLabelerEstimate:
+    """One labeler's two-coin estimate: a :class:`LabelerEstimate` per class."""
+
+    sensitivity: LabelerEstimate
+    specificity: LabelerEstimate
+
+    def params(self) -> TwoCoin:
+        """The point estimates as the two-coin model's labeler parameters."""
+        return TwoCoin(self.sensitivity.accuracy, self.specificity.accuracy)
+
+
+def assess_two_coin(
+    answers: Mapping[str, Mapping[str, int]],
+    truth: Mapping[str, int],
+    estimator: Estimator | str = Estimator.BETA,
+    *,
+    labelers: Iterable[str] | None = None,
+    prior: tuple[float, float] = DEFAULT_PRIOR,
+    level: float = 0.95,
+) -> dict[str, TwoCoinLabelerEstimate]:
+    """:func:`assess` for two-coin labelers: each one's sensitivity and specificity from gold.
+
+    Which labelers are reported follows :func:`assess`. The class prior of the same gold set is
+    ``class_prior(list(truth.values()))``.
+    """
+    ids, labels, gold = [], [], []
+    for task, by_labeler in answers.items():
+        if task not in truth:
+            continue
+        for labeler, label in by_labeler.items():
+            ids.append(labeler)
+            labels.append(label)
+            gold.append(truth[task])
+    counts = count_two_coin(ids, labels, gold) if ids else {}
+    who = sorted(counts) if labelers is None else list(labelers)
+    rows = [counts.get(w, (0, 0, 0, 0)) for w in who]
+    est = estimate_two_coin(np.asarray(rows).reshape(-1, 4), estimator, prior, level)
+
+    def one(e: AccuracyEstimate, j: int) -> LabelerEstimate:
+        return LabelerEstimate(
+            float(e.accuracy[j]),
+            float(e.lower[j]),
+            float(e.upper[j]),
+            int(e.correct[j]),
+            int(e.total[j]),
+        )
+
+    return {
+        w: TwoCoinLabelerEstimate(one(est.sensitivity, j), one(est.specificity, j))
         for j, w in enumerate(who)
     }

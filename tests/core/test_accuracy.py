@@ -8,13 +8,18 @@ from scipy import stats
 
 from gtx_stream.core.accuracy import (
     assess,
+    assess_two_coin,
     beta_accuracy,
+    class_prior,
     clopper_pearson,
     count_correct,
+    count_two_coin,
     estimate,
     estimate_accuracy,
+    estimate_two_coin,
     mle_accuracy,
 )
+from gtx_stream.core.models import TwoCoin
 
 
 def test_mle_is_share_correct() -> None:
@@ -113,3 +118,49 @@ def test_assess_reports_the_labelers_asked_for() -> None:
     assert list(got) == ["w2", "nobody"]
     assert got["nobody"].total == 0 and got["nobody"].accuracy == 0.5
     assert (got["nobody"].lower, got["nobody"].upper) == (0.0, 1.0)
+
+
+def test_count_two_coin_by_class() -> None:
+    got = count_two_coin(["a", "a", "a", "b", "b"], [1, 0, 0, 1, 1], [1, 1, 0, 0, 1])
+    # a: truth-1 items answered 1, 0 -> tp 1 of 2; truth-0 item answered 0 -> tn 1 of 1
+    assert got == {"a": (1, 2, 1, 1), "b": (1, 1, 0, 1)}
+
+
+def test_two_coin_beta_by_hand() -> None:
+    est = estimate_two_coin([(9, 10, 3, 5)], prior=(1.0, 1.0), level=0.9)
+    assert est.sensitivity.accuracy[0] == pytest.approx(10 / 12)
+    assert est.specificity.accuracy[0] == pytest.approx(4 / 7)
+    dist = stats.beta(4, 3)  # specificity: 3 of 5 right under Beta(1, 1)
+    assert est.specificity.lower[0] == pytest.approx(dist.ppf(0.05))
+    assert est.specificity.upper[0] == pytest.approx(dist.ppf(0.95))
+
+
+def test_two_coin_mle_and_its_clopper_pearson_intervals() -> None:
+    est = estimate_two_coin([(9, 10, 3, 5), (0, 0, 4, 4)], "mle")
+    np.testing.assert_allclose(est.sensitivity.accuracy, [0.9, 0.5])
+    np.testing.assert_allclose(est.specificity.accuracy, [0.6, 1.0])
+    lo, hi = clopper_pearson([3, 4], [5, 4])
+    np.testing.assert_allclose(est.specificity.lower, lo)
+    np.testing.assert_allclose(est.specificity.upper, hi)
+    assert est.sensitivity.lower[1] == 0.0 and est.sensitivity.upper[1] == 1.0  # no truth-1 item
+
+
+def test_class_prior_is_beta_smoothed() -> None:
+    assert class_prior([1, 1, 1, 0]) == pytest.approx(4 / 6)
+    assert class_prior([0, 0]) == pytest.approx(1 / 4)
+    assert class_prior([], prior=(2.0, 2.0)) == 0.5
+    with pytest.raises(ValueError):
+        class_prior([1], prior=(0.0, 1.0))
+
+
+def test_assess_two_coin_from_answers() -> None:
+    answers = {"t1": {"a": 1, "b": 0}, "t2": {"a": 0, "b": 0}, "t3": {"a": 1}, "x": {"c": 1}}
+    truth = {"t1": 1, "t2": 0, "t3": 0}
+    got = assess_two_coin(answers, truth)
+    assert sorted(got) == ["a", "b"]  # c answered no gold task
+    a = got["a"]
+    assert (a.sensitivity.correct, a.sensitivity.total) == (1, 1)
+    assert (a.specificity.correct, a.specificity.total) == (1, 2)
+    assert a.params() == TwoCoin(2 / 3, 2 / 4)
+    only = assess_two_coin(answers, truth, labelers=["c"])
+    assert only["c"].params() == TwoCoin(0.5, 0.5)
