@@ -13,6 +13,7 @@ from gtx_stream.core.models import ModelName, OneCoin, TwoCoin, majority_vote
 
 ONE = EMSettings(prior_strength=2.0)
 TWO = EMSettings(model=ModelName.TWO_COIN, prior_strength=2.0)
+ESTIMATED_PI = EMSettings(prior_strength=2.0, class_prior=None)
 
 # Four gold tasks with truths 1, 1, 1, 0. Labeler 0 says 1 to all (3 of 4 right: 3 of 3
 # positives, 0 of 1 negative); labeler 1 says 1, 0, 0, 0 (2 of 4: 1 of 3 positives, 1 of 1).
@@ -26,7 +27,7 @@ ALL_GOLD = (
 
 def test_all_gold_one_coin_fixed_point_by_hand() -> None:
     """Every task gold: one M-step gives the answer, the pooled prior's mean in closed form."""
-    r = dawid_skene(*ALL_GOLD, ONE)
+    r = dawid_skene(*ALL_GOLD, ESTIMATED_PI)
     m = (3 / 6 + 2 / 6) / (4 / 6 + 4 / 6)  # sum c/(n+s) over sum n/(n+s), s = 2
     assert r.cohort_mean["accuracy"] == pytest.approx(5 / 8)
     np.testing.assert_allclose(r.params["accuracy"], [(3 + 2 * m) / 6, (2 + 2 * m) / 6])
@@ -215,8 +216,8 @@ def test_a_warm_start_reaches_the_same_fit_sooner() -> None:
 
 
 def test_a_configured_class_prior_is_used_as_is() -> None:
-    r = dawid_skene(*ALL_GOLD, EMSettings(class_prior=0.3))
-    assert r.class_prior == 0.3
+    assert dawid_skene(*ALL_GOLD, EMSettings(class_prior=0.3)).class_prior == 0.3
+    assert dawid_skene(*ALL_GOLD).class_prior == 0.5  # the default: fixed, GTX's prior
 
 
 def test_the_iteration_limit_is_reported() -> None:
