@@ -156,6 +156,11 @@ def test_no_config_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.M
         ("[aggregator]\nkappa = 0\n", "aggregator.kappa"),
         ("[aggregator]\nbudget = -1\n", "aggregator.budget"),
         ("[aggregator]\nmethod = \"vote\"\n", "aggregator.method"),
+        ("[aggregator]\nmodel = \"three_coin\"\n", "aggregator.model"),
+        ("[aggregator]\nmethod = \"mv\"\nmodel = \"two_coin\"\n", "aggregator"),
+        ("[[labelers]]\nid = \"a\"\naccuracy = 0.9\nsensitivity = 1.5\nspecificity = 0.9\n",
+         "labelers.0.sensitivity"),
+        ("[[labelers]]\nid = \"a\"\naccuracy = 0.9\nsensitivity = 0.8\n", "labelers.0"),
         ("[redis]\nprefix = \"gtx:prod\"\n", "redis.prefix"),
         ("[redis]\nprefix = \"\"\n", "redis.prefix"),
         ("[ingest]\njpeg_quality = 101\n", "ingest.jpeg_quality"),
@@ -165,7 +170,8 @@ def test_no_config_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.M
         ("[aggregator]\ntaus = 0.9\n", "aggregator.taus"),
         ("[labeler]\nid = \"a\"\n", "labeler"),
     ],
-    ids=["tau-1.5", "tau-0.5", "kappa-0", "negative-budget", "bad-method", "prefix-colon",
+    ids=["tau-1.5", "tau-0.5", "kappa-0", "negative-budget", "bad-method", "bad-model",
+         "two-coin-mv", "sensitivity-1.5", "sensitivity-alone", "prefix-colon",
          "empty-prefix", "jpeg-quality", "accuracy-1.2", "bad-backend", "labeler-without-id",
          "unknown-key", "unknown-section"],
 )  # fmt: skip
@@ -320,6 +326,9 @@ MEANING = {
     "redis.prefix": "prefix of every key and stream; one per pipeline",
     "redis.socket_timeout": "seconds to wait for Redis to connect or answer",
     "aggregator.method": "`gtx`, or the baselines `mv`, `wmv`, `sv`",
+    "aggregator.model": "labeler model of `gtx`: `one_coin` (an accuracy per labeler) or "
+    "`two_coin` (a sensitivity and a specificity; a labeler without them weighs with its "
+    "accuracy for both)",
     "aggregator.tau": "finalise once the posterior confidence reaches tau (0.5 < tau < 1)",
     "aggregator.kappa": "at most kappa labels per frame",
     "aggregator.prior": "class prior P(y = 1)",
@@ -397,6 +406,9 @@ MEANING = {
     "labelers[].seed": "seed of a `simulated` labeler's draws",
     "labelers[].lease_seconds": "seconds it has to answer a request; none: 120 for `human`, "
     "`aggregator.lease_seconds` for the others",
+    "labelers[].sensitivity": "two-coin P(label 1 given y = 1) in [0, 1], registered with the "
+    "accuracy; give both or neither",
+    "labelers[].specificity": "two-coin P(label 0 given y = 0) in [0, 1]",
 }
 
 

@@ -12,7 +12,6 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -20,8 +19,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -33,7 +30,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from gtx_stream.core.models import Method
+from gtx_stream.config.labelers import HUMAN_LEASE_SECONDS as HUMAN_LEASE_SECONDS
+from gtx_stream.config.labelers import LabelerSettings as LabelerSettings
+from gtx_stream.core.models import Method, ModelName
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 
@@ -57,6 +56,9 @@ class RedisSettings(_Section):
 
 class AggregatorSettings(_Section):
     method: Method = Method.GTX
+    model: ModelName = Field(
+        default=ModelName.ONE_COIN, description="labeler model of gtx: one_coin or two_coin"
+    )
     tau: float = Field(default=0.99, gt=0.5, lt=1.0)
     kappa: int = Field(default=5, ge=1)
     prior: float = Field(default=0.5, gt=0.0, lt=1.0, description="class prior P(y=1)")
@@ -85,6 +87,15 @@ class AggregatorSettings(_Section):
         default=1.0, gt=0, description="first backoff; each further failure doubles it"
     )
     backoff_max_seconds: float = Field(default=60.0, gt=0, description="longest backoff")
+
+    @model_validator(mode="after")
+    def _model_needs_gtx(self) -> AggregatorSettings:
+        if self.model is not ModelName.ONE_COIN and self.method is not Method.GTX:
+            raise PydanticCustomError(
+                "model_method", "model {model} needs method gtx, not {method}",
+                {"model": str(self.model), "method": str(self.method)},
+            )  # fmt: skip
+        return self
 
 
 class IngestSettings(_Section):
@@ -205,62 +216,6 @@ class LabelServerSettings(_Section):
     admin_password: SecretStr = Field(
         default=SecretStr(""), description="password of the /admin dashboard; empty: closed"
     )
-
-
-HUMAN_LEASE_SECONDS = 120.0
-"""A person's lease when their ``lease_seconds`` is not set: a page needs more time than a model."""
-
-
-class LabelerSettings(_Section):
-    """One ``[[labelers]]`` entry; a backend's required fields are checked when it is loaded."""
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.:@-]+$")
-    backend: Literal["simulated", "replay", "python", "http", "human"] = "simulated"
-    accuracy: float | None = Field(default=None, ge=0.0, le=1.0, validate_default=True)
-    target: str = Field(
-        default="", description="python: module:function; http: URL", validate_default=True
-    )
-    timeout: float = Field(default=10.0, gt=0)
-    seed: int = 0
-    lease_seconds: float | None = Field(
-        default=None, gt=0, description="none: 120 s for a human, aggregator.lease_seconds else"
-    )
-
-    def lease(self, default: float) -> float:
-        """Seconds this labeler has to answer a request (``default``: the aggregator's)."""
-        if self.lease_seconds is not None:
-            return self.lease_seconds
-        return HUMAN_LEASE_SECONDS if self.backend == "human" else default
-
-    @field_validator("accuracy")
-    @classmethod
-    def _simulated_needs_accuracy(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value is None and info.data.get("backend") == "simulated":
-            raise _labeler_error(info, "needs an accuracy (it draws its labels with it)")
-        return value
-
-    @field_validator("target")
-    @classmethod
-    def _target_fits_backend(cls, value: str, info: ValidationInfo) -> str:
-        backend = info.data.get("backend")
-        if backend == "python" and not _PYTHON_TARGET.fullmatch(value):
-            raise _labeler_error(info, "needs target = 'module:function'")
-        if backend == "http":
-            url = urlsplit(value)
-            if url.scheme not in ("http", "https") or not url.netloc:
-                raise _labeler_error(info, "needs target = an http:// or https:// URL")
-        if backend == "replay" and not value.strip():
-            raise _labeler_error(info, "needs target = its dataset folder")
-        return value
-
-
-def _labeler_error(info: ValidationInfo, needs: str) -> PydanticCustomError:
-    # a message of our own (no "Value error, " prefix); config errors append the value given
-    who = f"{info.data.get('backend')} labeler {info.data.get('id', '?')!r}"
-    return PydanticCustomError("labeler_settings", "{who} {needs}", {"who": who, "needs": needs})
-
-
-_PYTHON_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class Settings(BaseSettings):
