@@ -50,6 +50,11 @@ def register(sub: Any) -> None:
         default="beta",
         help="beta: the Beta(1, 1) posterior mean (default); mle: equation (4)",
     )
+    assess.add_argument(
+        "--two-coin",
+        action="store_true",
+        help="also estimate each worker's sensitivity and specificity (aggregator.model two_coin)",
+    )
     assess.add_argument("--dry-run", action="store_true", help="print the estimates, store nothing")
     assess.set_defaults(func=_assess)
 
@@ -81,12 +86,19 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _table(records: Mapping[str, LabelerAccuracy]) -> str:
     width = max([len("labeler")] + [len(k) for k in records])
-    lines = [f"{'labeler':<{width}}  accuracy  95% interval       n  source"]
+    coins = any(rec.two_coin is not None for rec in records.values())
+    head = f"{'labeler':<{width}}  accuracy  95% interval       n  source"
+    lines = [head + ("  sensitivity  specificity  n1 / n0" if coins else "")]
     for lid, rec in records.items():
-        lines.append(
+        line = (
             f"{lid:<{width}}  {rec.accuracy:8.4f}  [{rec.lower:.4f}, {rec.upper:.4f}]"
             f"  {rec.n:5d}  {rec.source}"
         )
+        if rec.two_coin is not None:
+            c = rec.two_coin
+            line += (f"  {c.sensitivity:11.4f}  {c.specificity:11.4f}"
+                     f"  {c.positives} / {c.negatives}")  # fmt: skip
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -124,7 +136,7 @@ def _load(args: argparse.Namespace) -> int:
 def _assess(args: argparse.Namespace) -> int:
     from gtx_stream.store.params import assess, store
 
-    records = assess(args.answers, args.truth, args.estimator)
+    records = assess(args.answers, args.truth, args.estimator, args.two_coin)
     if args.dry_run:
         print(_table(records))
         return 0
@@ -137,14 +149,13 @@ def _assess(args: argparse.Namespace) -> int:
 
 @_guard
 def _list(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from gtx_stream.store.params import get_labelers
 
     client, keys = _client(args)
     records = get_labelers(client, keys)
     if args.json:
-        print(json.dumps({k: dataclasses.asdict(v) for k, v in records.items()}, sort_keys=True))
+        # each record as stored: a one-coin record has no two_coin key
+        print(json.dumps({k: json.loads(v.to_json()) for k, v in records.items()}, sort_keys=True))
     elif records:
         print(_table(records))
     else:

@@ -1,15 +1,27 @@
-"""Labeler accuracies in Redis: where equation (3) gets each labeler's alpha.
+"""Labeler parameters in Redis: where equation (3) gets each labeler's alpha, and the two-coin
+model each labeler's sensitivity and specificity.
 
 ``keys.labelers`` is a hash ``labeler_id -> JSON {"accuracy", "lower", "upper", "source",
 "n"}``: the point estimate, an interval, where it came from (``config``, ``file``,
 ``assessment`` or ``gold``: a person's answers to gold frames, :mod:`gtx_stream.store.gold`)
 and how many gold items it rests on (0 when it was given, not measured). A labeler missing
 from the hash is unknown, and the aggregator refuses its labels.
+
+A record may also hold ``"two_coin": {"sensitivity", "specificity", their "*_lower" and
+"*_upper", "source", "positives", "negatives"}`` (:class:`TwoCoinRecord`): P(label 1 | y=1)
+and P(label 0 | y=0), from the configuration or estimated per class from gold (equation (4)
+per class, :func:`gtx_stream.core.accuracy.assess_two_coin`), with the gold items of each
+class they rest on. Records without it are exactly the one-coin JSON above. Under
+``aggregator.model = "two_coin"`` a labeler without it weighs with its accuracy for both
+coins (:meth:`LabelerAccuracy.two_coin_params`): its labels count as in the one-coin
+posterior. A person's record rewritten from gold answers (:mod:`gtx_stream.store.gold`) is
+one-coin, so a measured accuracy replaces configured coins.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import tomllib
@@ -24,6 +36,7 @@ from gtx_stream.config import Settings
 from gtx_stream.core import accuracy
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import DatasetError, read_answers, read_truth
+from gtx_stream.core.models import OneCoin, TwoCoin
 from gtx_stream.store.keys import Keys
 
 SOURCES = ("config", "file", "assessment", "gold")
@@ -33,19 +46,95 @@ class RegistryError(ValueError):
     """An accuracy that cannot be stored, or an accuracy file that cannot be read."""
 
 
+def _check_probability(labeler_id: str, name: str, value: Any) -> None:
+    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise RegistryError(f"labeler {labeler_id}: {name} must be in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class TwoCoinRecord:
+    """One labeler's two-coin parameters, each with its interval (``lower == upper`` when
+    given), their source, and the gold items of class 1 (``positives``) and of class 0
+    (``negatives``) they rest on (0 when given)."""
+
+    sensitivity: float
+    specificity: float
+    sensitivity_lower: float
+    sensitivity_upper: float
+    specificity_lower: float
+    specificity_upper: float
+    source: str
+    positives: int = 0
+    negatives: int = 0
+
+    @classmethod
+    def given(cls, sensitivity: float, specificity: float, source: str) -> TwoCoinRecord:
+        return cls(sensitivity, specificity, sensitivity, sensitivity, specificity, specificity,
+                   source)  # fmt: skip
+
+    @classmethod
+    def measured(cls, est: accuracy.TwoCoinLabelerEstimate, source: str) -> TwoCoinRecord:
+        s, t = est.sensitivity, est.specificity
+        return cls(s.accuracy, t.accuracy, s.lower, s.upper, t.lower, t.upper, source,
+                   s.total, t.total)  # fmt: skip
+
+    def params(self) -> TwoCoin:
+        return TwoCoin(self.sensitivity, self.specificity)
+
+    def check(self, labeler_id: str) -> TwoCoinRecord:
+        """This record, or a :class:`RegistryError` naming the labeler and the bad value."""
+        for coin in ("sensitivity", "specificity"):
+            lower, value, upper = (
+                getattr(self, f"{coin}{end}") for end in ("_lower", "", "_upper")
+            )
+            for name, x in ((coin, value), (f"{coin}_lower", lower), (f"{coin}_upper", upper)):
+                _check_probability(labeler_id, name, x)
+            if not lower <= value <= upper:
+                raise RegistryError(
+                    f"labeler {labeler_id}: need {coin}_lower <= {coin} <= {coin}_upper, "
+                    f"got {lower} <= {value} <= {upper}"
+                )
+        if self.source not in SOURCES:
+            raise RegistryError(f"labeler {labeler_id}: two-coin source must be one of {SOURCES}")
+        if self.positives < 0 or self.negatives < 0:
+            raise RegistryError(f"labeler {labeler_id}: positives and negatives must be >= 0")
+        return self
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TwoCoinRecord:
+        s, t = float(raw["sensitivity"]), float(raw["specificity"])
+        return cls(
+            s, t,
+            float(raw.get("sensitivity_lower", s)), float(raw.get("sensitivity_upper", s)),
+            float(raw.get("specificity_lower", t)), float(raw.get("specificity_upper", t)),
+            str(raw.get("source", "")), int(raw.get("positives", 0)), int(raw.get("negatives", 0)),
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LabelerAccuracy:
-    """One labeler's accuracy with its interval; ``lower == upper == accuracy`` when given."""
+    """One labeler's accuracy with its interval; ``lower == upper == accuracy`` when given;
+    and its two-coin parameters when known."""
 
     accuracy: float
     lower: float
     upper: float
     source: str
     n: int = 0
+    two_coin: TwoCoinRecord | None = None
 
     @classmethod
     def given(cls, accuracy: float, source: str) -> LabelerAccuracy:
         return cls(accuracy, accuracy, accuracy, source, 0)
+
+    def one_coin_params(self) -> OneCoin:
+        return OneCoin(self.accuracy)
+
+    def two_coin_params(self) -> TwoCoin:
+        """Its two coins; without them, its accuracy for both (the one-coin posterior's weight)."""
+        if self.two_coin is None:
+            return TwoCoin.symmetric(self.accuracy)
+        return self.two_coin.params()
 
     def check(self, labeler_id: str) -> LabelerAccuracy:
         """This record, or a :class:`RegistryError` naming the labeler and the bad value."""
@@ -64,20 +153,27 @@ class LabelerAccuracy:
             raise RegistryError(f"labeler {labeler_id}: source must be one of {SOURCES}")
         if self.n < 0:
             raise RegistryError(f"labeler {labeler_id}: n must be >= 0, got {self.n}")
+        if self.two_coin is not None:
+            self.two_coin.check(labeler_id)
         return self
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        out = asdict(self)
+        if self.two_coin is None:
+            del out["two_coin"]  # a one-coin record stays the JSON it always was
+        return json.dumps(out, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LabelerAccuracy:
         raw = json.loads(text)
+        coins = raw.get("two_coin")
         return cls(
             accuracy=float(raw["accuracy"]),
             lower=float(raw.get("lower", raw["accuracy"])),
             upper=float(raw.get("upper", raw["accuracy"])),
             source=str(raw.get("source", "")),
             n=int(raw.get("n", 0)),
+            two_coin=None if coins is None else TwoCoinRecord.from_dict(coins),
         )
 
 
@@ -114,17 +210,30 @@ def register_configured(
     labeler_ids: Iterable[str] | None = None,
     overwrite: bool = True,
 ) -> dict[str, LabelerAccuracy]:
-    """Store the configured accuracies (``source = "config"``) of the labelers that have one.
+    """Store the configured accuracies (``source = "config"``) of the labelers that have one,
+    with their configured sensitivity and specificity.
 
+    A labeler configured with sensitivity and specificity but no accuracy registers with
+    their mean (s + t) / 2 as its accuracy: the share right at a class prior of 1/2.
     ``labeler_ids`` limits it to those labelers; with ``overwrite=False`` a labeler that has an
     accuracy stored already (from a file or an assessment, say) keeps it.
     """
     wanted = None if labeler_ids is None else set(labeler_ids)
-    records = {
-        lab.id: LabelerAccuracy.given(lab.accuracy, "config")
-        for lab in settings.labelers
-        if lab.accuracy is not None and (wanted is None or lab.id in wanted)
-    }
+    records = {}
+    for lab in settings.labelers:
+        coins = lab.two_coin()
+        if (lab.accuracy is None and coins is None) or (
+            wanted is not None and lab.id not in wanted
+        ):
+            continue
+        if coins is None:
+            records[lab.id] = LabelerAccuracy.given(lab.accuracy or 0.0, "config")
+            continue
+        given = TwoCoinRecord.given(*coins, "config")
+        alpha = given.params().weight() if lab.accuracy is None else lab.accuracy
+        records[lab.id] = dataclasses.replace(
+            LabelerAccuracy.given(alpha, "config"), two_coin=given
+        )
     if not overwrite and records:
         present = client.hmget(keys.labelers, list(records))
         records = {
@@ -214,13 +323,16 @@ def assess(
     answers_path: str | Path,
     truth_path: str | Path,
     estimator: Estimator | str = Estimator.BETA,
+    two_coin: bool = False,
 ) -> dict[str, LabelerAccuracy]:
     """Accuracies from an assessment set: answers ``task,worker,label`` and truth ``task,truth``.
 
     ``beta`` (default): the Beta(1, 1) posterior mean with its 95% credible interval;
     ``mle``: equation (4) with the exact (Clopper-Pearson) 95% interval. Answers to tasks
     without a truth are not counted. The files are read by :mod:`gtx_stream.core.datasets`,
-    the estimate is :func:`gtx_stream.core.accuracy.assess`.
+    the estimate is :func:`gtx_stream.core.accuracy.assess`; with ``two_coin`` each record
+    also holds the sensitivity and specificity from the same answers
+    (:func:`gtx_stream.core.accuracy.assess_two_coin`, the same estimator and level).
     """
     estimator = Estimator(estimator)
     if estimator is Estimator.TRUE:
@@ -233,7 +345,11 @@ def assess(
     estimates = accuracy.assess(answers, truth, estimator)
     if not estimates:
         raise RegistryError(f"{answers_path}: no answer to a task of {truth_path}")
+    coins = (
+        accuracy.assess_two_coin(answers, truth, estimator, labelers=estimates) if two_coin else {}
+    )
     return {
-        lid: LabelerAccuracy(e.accuracy, e.lower, e.upper, "assessment", e.total)
+        lid: LabelerAccuracy(e.accuracy, e.lower, e.upper, "assessment", e.total,
+                             TwoCoinRecord.measured(coins[lid], "assessment") if coins else None)
         for lid, e in estimates.items()
-    }
+    }  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import redis
 from gtx_stream.cli import main
 from gtx_stream.config import Settings
 from gtx_stream.core.accuracy import beta_accuracy, count_correct
+from gtx_stream.core.models import TwoCoin
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import (
     LabelerAccuracy,
     RegistryError,
+    TwoCoinRecord,
     assess,
     get_accuracies,
     get_labelers,
@@ -104,6 +107,24 @@ def test_assess_mle(gold: tuple[Path, Path]) -> None:
     assert got["w1"].lower < 0.75 < got["w1"].upper
 
 
+def test_assess_two_coin_per_class(gold: tuple[Path, Path]) -> None:
+    got = assess(*gold, two_coin=True)
+    # w1: 1 of 2 class-1 items right, 2 of 2 class-0 items; w2: 1 of 1 and 1 of 1 (Beta(1, 1))
+    w1, w2 = got["w1"].two_coin, got["w2"].two_coin
+    assert w1 is not None and w2 is not None
+    assert (w1.sensitivity, w1.specificity) == (pytest.approx(2 / 4), pytest.approx(3 / 4))
+    assert (w1.positives, w1.negatives) == (2, 2)
+    assert (w2.sensitivity, w2.specificity) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    est = beta_accuracy([1, 2], [2, 2])
+    assert (w1.sensitivity_lower, w1.specificity_upper) == (
+        pytest.approx(est.lower[0]), pytest.approx(est.upper[1])
+    )  # fmt: skip
+    assert w1.source == "assessment"
+    # the one-coin part is what assess gives without two_coin
+    assert {k: dataclasses.replace(v, two_coin=None) for k, v in got.items()} == assess(*gold)
+    assert all(rec.two_coin is None for rec in assess(*gold).values())
+
+
 def test_assess_refuses_bad_input(tmp_path: Path, gold: tuple[Path, Path]) -> None:
     answers, truth = gold
     bad = tmp_path / "bad.csv"
@@ -166,6 +187,53 @@ def test_store_and_read_back(r: redis.Redis, keys: Keys) -> None:
     assert get_accuracies(raw, keys) == {"a": 0.8, "b": 0.6}
 
 
+def test_two_coin_parameters_survive_redis_and_default_to_the_accuracy(
+    r: redis.Redis, keys: Keys
+) -> None:
+    coins = TwoCoinRecord(0.9, 0.7, 0.8, 0.95, 0.6, 0.8, "assessment", 12, 30)
+    recs = {
+        "a": LabelerAccuracy(0.8, 0.7, 0.9, "assessment", 42, coins),
+        "b": LabelerAccuracy.given(0.6, "file"),
+    }
+    store(r, keys, recs)
+    assert get_labelers(r, keys) == recs
+    stored = json.loads(r.hget(keys.labelers, "a") or "")
+    assert stored["two_coin"]["sensitivity_upper"] == 0.95
+    assert stored["two_coin"]["negatives"] == 30
+    assert "two_coin" not in json.loads(r.hget(keys.labelers, "b") or "")
+    assert recs["a"].two_coin_params() == TwoCoin(0.9, 0.7)
+    assert recs["b"].two_coin_params() == TwoCoin(0.6, 0.6)  # no coins: its accuracy for both
+    # given coins have a point interval; a stored record with coins but no intervals reads so
+    assert TwoCoinRecord.given(0.9, 0.7, "config") == TwoCoinRecord(
+        0.9, 0.7, 0.9, 0.9, 0.7, 0.7, "config"
+    )
+    r.hset(keys.labelers, "c", json.dumps({"accuracy": 0.7, "two_coin": {
+        "sensitivity": 0.9, "specificity": 0.5, "source": "file"}}))  # fmt: skip
+    assert get_labelers(r, keys)["c"].two_coin == TwoCoinRecord.given(0.9, 0.5, "file")
+
+
+@pytest.mark.parametrize(
+    ("coins", "message"),
+    [
+        (TwoCoinRecord.given(1.2, 0.7, "config"), "sensitivity must be in"),
+        (TwoCoinRecord(0.9, 0.7, 0.95, 0.99, 0.7, 0.7, "config"), "need sensitivity_lower <="),
+        (TwoCoinRecord(0.9, 0.7, 0.9, 0.9, 0.6, 0.65, "config"), "need specificity_lower <="),
+        (TwoCoinRecord.given(0.9, 0.7, "guess"), "two-coin source must be one of"),
+        (TwoCoinRecord(0.9, 0.7, 0.9, 0.9, 0.7, 0.7, "gold", -1, 0), "positives and negatives must be"),
+    ],
+    ids=["sensitivity-1.2", "sensitivity-outside-interval", "specificity-outside-interval",
+         "bad-source", "negative-count"],
+)  # fmt: skip
+def test_bad_two_coin_parameters_store_nothing(
+    r: redis.Redis, keys: Keys, coins: TwoCoinRecord, message: str
+) -> None:
+    recs = {"a": LabelerAccuracy.given(0.8, "file"),
+            "b": LabelerAccuracy(0.8, 0.8, 0.8, "config", 0, coins)}  # fmt: skip
+    with pytest.raises(RegistryError, match=f"labeler b: {message}"):
+        store(r, keys, recs)
+    assert r.exists(keys.labelers) == 0
+
+
 def test_bad_accuracy_stores_nothing(r: redis.Redis, keys: Keys) -> None:
     recs = {"a": LabelerAccuracy.given(0.8, "file"), "b": LabelerAccuracy.given(1.01, "file")}
     with pytest.raises(RegistryError, match="labeler b: accuracy must be in"):
@@ -187,6 +255,26 @@ def test_register_configured(r: redis.Redis, keys: Keys) -> None:
     register_configured(r, keys, settings, labeler_ids=["sim2"])
     assert get_labelers(r, keys)["sim2"] == LabelerAccuracy.given(0.7, "config")
     assert "model" not in get_labelers(r, keys)
+
+
+def test_register_configured_two_coin(r: redis.Redis, keys: Keys) -> None:
+    settings = Settings(
+        labelers=[
+            {"id": "sim", "accuracy": 0.9, "sensitivity": 0.95, "specificity": 0.8},
+            {"id": "vendor", "backend": "http", "target": "https://v.example/label",
+             "sensitivity": 0.7, "specificity": 0.9},
+            {"id": "plain", "accuracy": 0.75},
+        ]
+    )  # fmt: skip
+    register_configured(r, keys, settings)
+    got = get_labelers(r, keys)
+    assert got["sim"] == LabelerAccuracy(
+        0.9, 0.9, 0.9, "config", 0, TwoCoinRecord.given(0.95, 0.8, "config")
+    )
+    # coins without an accuracy: their mean is the accuracy (the share right at prior 1/2)
+    assert got["vendor"].accuracy == pytest.approx(0.8)
+    assert got["vendor"].two_coin_params() == TwoCoin(0.7, 0.9)
+    assert got["plain"] == LabelerAccuracy.given(0.75, "config")
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -223,6 +311,12 @@ def test_cli_load_assess_list_round_trip(
     }
     assert listed["w1"]["accuracy"] == pytest.approx(4 / 6) and listed["w1"]["n"] == 4
     assert listed["w2"]["source"] == "assessment"
+    assert main(["labelers", "--config", str(config), "assess", *map(str, gold), "--two-coin"]) == 0
+    assert "sensitivity" in capsys.readouterr().out
+    assert main(["labelers", "--config", str(config), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["w1"]["two_coin"]["sensitivity"] == pytest.approx(2 / 4)
+    assert "two_coin" not in listed["vendor"]
     assert set(r.hkeys(Keys("cam7").labelers)) == {"vendor", "w1", "w2"}  # under the prefix
 
 
