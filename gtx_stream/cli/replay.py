@@ -12,7 +12,9 @@ from typing import Any
 from gtx_stream.cli.output import json_safe
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import DatasetError, load_dataset
-from gtx_stream.offline.replay import REFERENCE, Report, Row, replay
+from gtx_stream.core.models import ModelName
+from gtx_stream.offline.replay import REFERENCES, Report, Row, replay
+from gtx_stream.offline.replay_stream import DEFAULT_EVERY, Estimate
 
 
 def register(sub: Any) -> None:
@@ -24,7 +26,8 @@ def register(sub: Any) -> None:
             "assessment_answers.csv + assessment_truth.csv) in random order per task, stop "
             "early with GTX and SV (tau) or after k = kappa labels with MV and WMV, and report "
             "labels per task, accuracy, MAE and tasks that ran out of labelers, averaged over "
-            "trials, with majority vote over all recorded labels as the reference."
+            "trials, with majority vote over all recorded labels as the reference. Tasks without "
+            "a row in truth.csv are labeled but not scored."
         ),
     )
     p.add_argument("dataset_dir", metavar="DATASET_DIR", help="folder with answers.csv, truth.csv")
@@ -47,13 +50,33 @@ def register(sub: Any) -> None:
         default=Estimator.BETA.value,
         help="accuracy estimator: Beta(1, 1) posterior mean or the MLE of eq. (4) (default beta)",
     )
+    p.add_argument(
+        "--model",
+        choices=[m.value for m in ModelName],
+        default=ModelName.ONE_COIN.value,
+        help="labeler model behind GTX: one accuracy, or sensitivity and specificity "
+        "(default one_coin)",
+    )
+    p.add_argument(
+        "--estimate",
+        choices=[e.value for e in Estimate],
+        default=Estimate.GOLD.value,
+        help="labeler parameters from gold only, or re-estimated by semi-supervised EM over the "
+        "labels bought so far plus gold (default gold)",
+    )
+    p.add_argument(
+        "--every",
+        type=int,
+        default=DEFAULT_EVERY,
+        help=f"with --estimate em: refit after every N labels bought (default {DEFAULT_EVERY})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document with every row")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        dataset = load_dataset(args.dataset_dir)
+        dataset = load_dataset(args.dataset_dir, truthless=True)
         report = replay(
             dataset,
             tau=args.tau,
@@ -62,6 +85,9 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             assess_fraction=args.assess_fraction,
             estimator=args.accuracy,
+            model=args.model,
+            estimate=args.estimate,
+            every=args.every,
         )
     except (DatasetError, ValueError) as err:
         print(f"gtx-stream replay: error: {err}", file=sys.stderr)
@@ -94,14 +120,30 @@ def format_report(report: Report) -> str:
         source = "the dataset's assessment set"
     else:
         source = f"{report.n_gold} gold tasks per trial, not scored"
+    if report.estimate == Estimate.EM.value:
+        params = (
+            f"{report.model} parameters by EM over the labels bought so far plus gold, refit "
+            f"every {report.every} labels ({report.fits:g} fits per trial for gtx), starting "
+            f"from EM over the gold answers of {source}; "
+            f"{report.unassessed:g} workers without an assessment item get the pooled prior"
+        )
+    else:
+        params = (
+            f"{report.estimator} estimate from {source}; {report.unassessed:g} workers "
+            "without an assessment item get 0.5"
+        )
+        if report.model != ModelName.ONE_COIN.value:
+            params = f"{report.model} {params}"
     head = [
         f"replay {report.dataset}: {report.n_tasks} tasks, {report.n_workers} workers, "
         f"{report.n_labels} labels; {report.trials} trials, seed {report.seed}",
-        f"accuracies: {report.estimator} estimate from {source}; "
-        f"{report.unassessed:g} workers without an assessment item get 0.5 (mean over trials)",
+        f"{'accuracies' if report.model == ModelName.ONE_COIN.value else 'parameters'}: "
+        f"{params} (mean over trials)",
         f"scored tasks: {report.rows[0].n_tasks:g}; tau {report.tau:g}, kappa {report.kappa}",
         "",
     ]
+    if report.truthless:
+        head.insert(-1, f"tasks without a truth: {report.truthless}, labeled, not scored")
     columns = ("method", "rule", "labels/task", "accuracy", "error", "MAE", "ran out")
     table = [columns]
     for row in report.rows:
@@ -113,7 +155,7 @@ def format_report(report: Report) -> str:
                 _pm(row.accuracy, row.accuracy_se, 4),
                 _pm(row.error, row.error_se, 4),
                 _pm(row.mae, row.mae_se, 4),
-                "-" if row.method == REFERENCE else _pm(row.exhausted, row.exhausted_se, 1),
+                "-" if row.method in REFERENCES else _pm(row.exhausted, row.exhausted_se, 1),
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]

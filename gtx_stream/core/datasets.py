@@ -3,7 +3,9 @@
 The layout (``shared/datasets/README.md``):
 
 - ``answers.csv``, columns ``task,worker,label``: one row per label; a (task, worker) pair once;
-- ``truth.csv``, columns ``task,truth``: the gold label of each task, once;
+- ``truth.csv``, columns ``task,truth``: the gold label of each task, once (with
+  ``load_dataset(..., truthless=True)`` a task of ``answers.csv`` may have none: it is labeled,
+  not scored);
 - optionally a separate assessment set (section 2.2 of the paper), both files or neither:
   ``assessment_answers.csv`` (``task,worker,label``) and ``assessment_truth.csv``
   (``task,truth``).
@@ -118,7 +120,7 @@ def by_worker(answers: Mapping[str, Mapping[str, int]]) -> Answers:
 
 @dataclass(frozen=True)
 class Dataset:
-    """One dataset folder, read and checked: labels of tasks with a known truth."""
+    """One dataset folder, read and checked: labels of tasks, most of them with a known truth."""
 
     name: str
     truth: dict[str, int]
@@ -136,9 +138,19 @@ class Dataset:
     def n_labels(self) -> int:
         return sum(len(labels) for labels in self.answers.values())
 
+    @property
+    def truthless(self) -> tuple[str, ...]:
+        """Tasks of ``answers.csv`` without a row in ``truth.csv``, in file order."""
+        return tuple(t for t in self.answers if t not in self.truth)
 
-def load_dataset(folder: str | Path) -> Dataset:
-    """Read and check a dataset folder; raises :class:`DatasetError` with a one-line message."""
+
+def load_dataset(folder: str | Path, *, truthless: bool = False) -> Dataset:
+    """Read and check a dataset folder; raises :class:`DatasetError` with a one-line message.
+
+    A task of ``answers.csv`` without a row in ``truth.csv`` is an error, unless ``truthless``
+    (the replay: such tasks are labeled and count for estimation, but are not scored). The
+    assessment set always needs a truth for each of its tasks.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"dataset folder not found: {folder}")
@@ -148,7 +160,7 @@ def load_dataset(folder: str | Path) -> Dataset:
                 f"missing file: {folder / name} (a dataset needs {TRUTH}, {ANSWERS})"
             )
     truth = read_truth(folder / TRUTH)
-    answers = read_answers(folder / ANSWERS, truth, folder / TRUTH)
+    answers = read_answers(folder / ANSWERS, None if truthless else truth, folder / TRUTH)
     if not answers:
         raise DatasetError(f"{folder / ANSWERS}: no labels")
     has_answers = (folder / ASSESSMENT_ANSWERS).exists()

@@ -32,12 +32,19 @@ from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import Dataset, DatasetError
 from gtx_stream.core.decision import Decision, Stop, threshold_stop
 from gtx_stream.core.draws import labeler_order, stable_hash
-from gtx_stream.core.models import FloatArray, Method, majority_vote
+from gtx_stream.core.models import FloatArray, Method, ModelName, majority_vote
+from gtx_stream.offline import replay_stream
+from gtx_stream.offline.replay_stream import (
+    DEFAULT_EVERY,
+    DS_REFERENCE,
+    METHODS,
+    REFERENCE,
+    Estimate,
+    figures,
+)
 
-METHODS = (Method.GTX, Method.SV, Method.MV, Method.WMV)
-"""Methods replayed, in the order they are reported."""
-REFERENCE = "mv-all"
-"""Name of the reference row: majority vote over every recorded label of a task."""
+REFERENCES = (REFERENCE, DS_REFERENCE)
+"""The reference rows: ``mv-all`` always, ``ds-all`` in two-coin or EM replays."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,14 @@ class Report:
     seed: int
     trials: int
     rows: tuple[Row, ...]
+    model: str = ModelName.ONE_COIN.value
+    estimate: str = Estimate.GOLD.value
+    every: int | None = None
+    """EM's cadence in labels bought (``estimate = em``), else None."""
+    fits: float = 0.0
+    """EM refits of GTX's stream per trial, averaged over trials (``estimate = em``)."""
+    truthless: int = 0
+    """Tasks without a truth: labeled in the two-coin or EM stream, never scored."""
 
 
 # -- one trial -------------------------------------------------------------------------------
@@ -277,18 +292,6 @@ def _row(
     )
 
 
-def _figures(
-    truth: FloatArray, label: np.ndarray, p1: FloatArray, n_labels: np.ndarray, exhausted: int
-) -> dict[str, float]:
-    return {
-        "avg_k": float(np.mean(n_labels)),
-        "accuracy": float(np.mean(label == truth)),
-        "mae": float(np.mean(np.abs(truth - p1))),
-        "exhausted": float(exhausted),
-        "n_tasks": float(len(truth)),
-    }
-
-
 def replay(
     dataset: Dataset,
     *,
@@ -298,31 +301,52 @@ def replay(
     seed: int = 0,
     assess_fraction: float = 0.1,
     estimator: Estimator | str = Estimator.BETA,
+    model: ModelName | str = ModelName.ONE_COIN,
+    estimate: Estimate | str = Estimate.GOLD,
+    every: int = DEFAULT_EVERY,
 ) -> Report:
-    """Replay every method over ``trials`` trials (trial t orders labels with seed + t)."""
+    """Replay every method over ``trials`` trials (trial t orders labels with seed + t).
+
+    ``model`` and ``estimate`` other than one-coin from gold replay the tasks as a stream
+    (:mod:`.replay_stream`), with EM refit every ``every`` labels bought for ``em``, and add
+    the ``ds-all`` reference row.
+    """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     _check_seed(seed, 0)
-    names = [m.value for m in METHODS] + [REFERENCE]
+    model, estimate = ModelName(model), Estimate(estimate)
+    if every < 1:
+        raise ValueError(f"the EM cadence must be at least 1 label, got {every}")
+    legacy = model is ModelName.ONE_COIN and estimate is Estimate.GOLD
+    names = [m.value for m in METHODS] + list(REFERENCES)
     per_trial: dict[str, dict[str, list[float]]] = {name: {} for name in names}
-    unassessed, n_gold = [], 0
+    unassessed, n_gold, fits = [], 0, []
     for trial in range(trials):
         assessment = assess(
             dataset, seed=seed, trial=trial, assess_fraction=assess_fraction, estimator=estimator
         )
         unassessed.append(assessment.unassessed)
         n_gold = len(assessment.gold_tasks)
-        q = _queues(dataset, assessment, seed, trial)
-        results = {}
-        for method in METHODS:
-            stop = _stop(method, q, tau, kappa)
-            exhausted = int(np.sum(stop.decision == Decision.EXHAUSTED.value))
-            post = stop.posterior
-            results[method.value] = _figures(q.truth, post.label, post.p1, stop.n_labels, exhausted)
-        every = majority_vote(q.labels, q.mask)
-        results[REFERENCE] = _figures(q.truth, every.label, every.p1, q.mask.sum(axis=1), 0)
-        for name, figures in results.items():
-            for key, value in figures.items():
+        if legacy:
+            results = _legacy_trial(dataset, assessment, tau, kappa, seed, trial)
+        else:
+            results, n_fits = replay_stream.trial(
+                dataset,
+                assessment.gold_tasks,
+                assessment.scored_tasks,
+                assessment.accuracies,
+                model=model,
+                estimate=estimate,
+                every=every,
+                tau=tau,
+                kappa=kappa,
+                seed=seed,
+                trial=trial,
+                estimator=estimator,
+            )
+            fits.append(n_fits)
+        for name, row_figures in results.items():
+            for key, value in row_figures.items():
                 per_trial[name].setdefault(key, []).append(value)
     rows = [
         _row(
@@ -334,7 +358,9 @@ def replay(
         )
         for m in METHODS
     ]
-    rows.append(_row(REFERENCE, None, None, per_trial[REFERENCE], trials))
+    rows += [
+        _row(name, None, None, per_trial[name], trials) for name in REFERENCES if per_trial[name]
+    ]
     return Report(
         dataset=dataset.name,
         n_tasks=len(dataset.truth),
@@ -349,4 +375,25 @@ def replay(
         seed=seed,
         trials=trials,
         rows=tuple(rows),
+        model=model.value,
+        estimate=estimate.value,
+        every=every if estimate is Estimate.EM else None,
+        fits=float(np.mean(fits)) if fits else 0.0,
+        truthless=0 if legacy else len(dataset.truthless),
     )
+
+
+def _legacy_trial(
+    dataset: Dataset, assessment: Assessment, tau: float, kappa: int, seed: int, trial: int
+) -> dict[str, dict[str, float]]:
+    """One trial of the paper's replay: one-coin accuracies from gold, every task at once."""
+    q = _queues(dataset, assessment, seed, trial)
+    results = {}
+    for method in METHODS:
+        stop = _stop(method, q, tau, kappa)
+        exhausted = int(np.sum(stop.decision == Decision.EXHAUSTED.value))
+        post = stop.posterior
+        results[method.value] = figures(q.truth, post.label, post.p1, stop.n_labels, exhausted)
+    every = majority_vote(q.labels, q.mask)
+    results[REFERENCE] = figures(q.truth, every.label, every.p1, q.mask.sum(axis=1), 0)
+    return results

@@ -297,11 +297,6 @@ def test_cli_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
             id="duplicate-pair",
         ),
         pytest.param(
-            {"answers.csv": "task,worker,label\nzz,a,1\n", "truth.csv": TRUTH},
-            "no row in",
-            id="task-without-truth",
-        ),
-        pytest.param(
             {"answers.csv": "task,labeler,label\nt1,a,1\n", "truth.csv": TRUTH},
             "expected header",
             id="bad-header",
@@ -317,6 +312,21 @@ def test_cli_bad_folder(
     assert message in err
     with pytest.raises(DatasetError, match=message):
         load_dataset(tmp_path / "bad")
+
+
+def test_a_task_without_truth_is_refused_by_default_and_accepted_by_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _write(
+        tmp_path / "open",
+        {"answers.csv": "task,worker,label\nt1,a,1\nzz,a,1\n", "truth.csv": "task,truth\nt1,1\n"},
+    )
+    with pytest.raises(DatasetError, match=r"answers.csv:3: task zz has no row in .*truth.csv"):
+        load_dataset(folder)
+    assert load_dataset(folder, truthless=True).truthless == ("zz",)
+    rc, out, err = _cli([str(folder), "--assess-fraction", "0", "--trials", "1"], capsys)
+    assert rc == 0 and err == ""
+    assert "scored tasks: 1;" in out
 
 
 def test_cli_bad_option(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,383 @@
+"""The replay as a stream: two-coin labelers, and parameters re-estimated by EM as labels come.
+
+:mod:`.replay` weighs every label with one-coin accuracies fixed from gold before the first
+task. Here (``gtx-stream replay --model two_coin`` and/or ``--estimate em``) the tasks arrive
+one after another, in the order of a seeded permutation, and each task's recorded labels in
+:func:`~gtx_stream.core.draws.labeler_order`, as before.
+
+- ``estimate = gold``: the parameters come from the gold answers (equation (4), or its
+  two-coin form :func:`~gtx_stream.core.accuracy.assess_two_coin`) and never change.
+- ``estimate = em``: they start from :func:`~gtx_stream.core.em.dawid_skene` over the gold
+  answers alone (so a worker without gold gets the pooled prior's mean, not 0.5), and after
+  every ``every`` labels bought EM is rerun over **the labels bought so far** plus the gold
+  answers, warm-started from the last fit's posteriors, as the estimator service does. The new
+  parameters apply from the next task on: a task is decided with the parameters current when
+  its labels arrive, and a label the strategy did not ask for is never given to EM.
+
+Between two fits the parameters are fixed, so the tasks up to the next fit are decided at once
+(:func:`~gtx_stream.core.decision.threshold_stop`, or :func:`two_coin_stop`): the fit comes
+after the task during which the ``every``-th label since the last fit was bought, and the
+tasks after it are decided again with the new parameters. Tasks without a truth are streamed
+(their labels count for EM) and not scored; the gold tasks are not streamed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from gtx_stream.core import accuracy
+from gtx_stream.core.accuracy import Estimator
+from gtx_stream.core.datasets import Dataset
+from gtx_stream.core.decision import Decision, Stop, decide, threshold_stop
+from gtx_stream.core.draws import labeler_order, stable_hash
+from gtx_stream.core.em import EMSettings, dawid_skene
+from gtx_stream.core.models import FloatArray, IntArray, Method, ModelName, Posterior, majority_vote
+from gtx_stream.core.models.two_coin import two_coin_posterior
+
+REFERENCE = "mv-all"
+"""Name of the reference row: majority vote over every recorded label of a task."""
+DS_REFERENCE = "ds-all"
+"""Name of the second reference row (two-coin or EM replays): two-coin Dawid-Skene EM over
+every recorded label plus the trial's gold, no budget."""
+METHODS = (Method.GTX, Method.SV, Method.MV, Method.WMV)
+"""Methods replayed, in the order they are reported."""
+
+DEFAULT_EVERY = 200
+"""EM's cadence in the replay: a fit after every 200 labels bought."""
+
+
+class Estimate(StrEnum):
+    """Where the labeler parameters of a replay come from."""
+
+    GOLD = "gold"
+    """Gold answers only, fixed before the first task."""
+    EM = "em"
+    """Semi-supervised EM over the labels bought so far plus gold, refit every N labels."""
+
+
+Params = dict[str, FloatArray]
+"""Parameter name -> value per worker index (``accuracy``; or ``sensitivity``, ``specificity``)."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One trial's stream: the gold answers, and the streamed tasks' label queues in order.
+
+    Task indices: the dataset's tasks (sorted), then the assessment set's; worker indices: the
+    sorted workers of both.
+    """
+
+    workers: tuple[str, ...]
+    n_tasks: int
+    gold_task: IntArray
+    gold_worker: IntArray
+    gold_label: FloatArray
+    gold: dict[int, int]
+    """Task index -> truth of every gold task (EM clamps them)."""
+    tasks: tuple[str, ...]
+    """Streamed tasks in arrival order."""
+    task_index: IntArray
+    scored: np.ndarray
+    truth: FloatArray
+    """Per streamed task: its truth, nan for a task without one."""
+    order: list[list[str]]
+    labels: FloatArray
+    worker: IntArray
+    mask: np.ndarray
+
+
+def arrival_order(tasks: Sequence[str], seed: int, trial: int) -> list[str]:
+    """The order tasks arrive in, in trial t: a permutation of the sorted ids by (seed + t)."""
+    ordered = sorted(tasks)
+    rng = np.random.default_rng([seed + trial, stable_hash("task arrival")])
+    return [ordered[i] for i in rng.permutation(len(ordered))]
+
+
+def setup(
+    dataset: Dataset, gold_tasks: Sequence[str], scored: Sequence[str], seed: int, trial: int
+) -> Setup:
+    """The trial's stream: ``scored`` tasks and the truthless ones, gold answers beside them."""
+    main = sorted(set(dataset.answers) | set(dataset.truth))
+    extra = sorted(dataset.assessment.truth) if dataset.assessment is not None else []
+    index = {t: i for i, t in enumerate(main)}
+    extra_index = {t: len(main) + i for i, t in enumerate(extra)}  # ids may repeat main ones
+    people = set(dataset.workers)
+    if dataset.assessment is not None:
+        people |= set(dataset.assessment.workers)
+    workers = tuple(sorted(people))
+    who = {w: j for j, w in enumerate(workers)}
+
+    gold_rows: list[tuple[int, int, int]] = []
+    gold: dict[int, int] = {}
+    if dataset.assessment is not None:
+        for t, y in dataset.assessment.truth.items():
+            i = extra_index[t]
+            gold[i] = y
+            gold_rows += [(i, who[w], v) for w, v in dataset.assessment.answers.get(t, {}).items()]
+    for t in gold_tasks:
+        gold[index[t]] = dataset.truth[t]
+        gold_rows += [(index[t], who[w], v) for w, v in dataset.answers.get(t, {}).items()]
+    g = np.array(gold_rows, dtype=np.int64).reshape(-1, 3)
+
+    tasks = arrival_order([*scored, *dataset.truthless], seed, trial)
+    order = [labeler_order(seed + trial, t, list(dataset.answers.get(t, {}))) for t in tasks]
+    width = max(1, max((len(o) for o in order), default=1))
+    labels = np.zeros((len(tasks), width))
+    worker = np.zeros((len(tasks), width), dtype=np.int64)
+    mask = np.zeros((len(tasks), width), dtype=bool)
+    for i, (t, ws) in enumerate(zip(tasks, order, strict=True)):
+        recorded = dataset.answers.get(t, {})
+        labels[i, : len(ws)] = [recorded[w] for w in ws]
+        worker[i, : len(ws)] = [who[w] for w in ws]
+        mask[i, : len(ws)] = True
+    truth = np.array([dataset.truth.get(t, np.nan) for t in tasks], dtype=np.float64)
+    return Setup(
+        workers=workers,
+        n_tasks=len(main) + len(extra),
+        gold_task=g[:, 0],
+        gold_worker=g[:, 1],
+        gold_label=g[:, 2].astype(np.float64),
+        gold=gold,
+        tasks=tuple(tasks),
+        task_index=np.array([index[t] for t in tasks], dtype=np.int64),
+        scored=~np.isnan(truth),
+        truth=truth,
+        order=order,
+        labels=labels,
+        worker=worker,
+        mask=mask,
+    )
+
+
+def two_coin_stop(
+    labels: FloatArray,
+    sensitivity: FloatArray,
+    specificity: FloatArray,
+    mask: np.ndarray,
+    tau: float,
+    kappa: int,
+    prior: float = 0.5,
+) -> Stop:
+    """:func:`~gtx_stream.core.decision.threshold_stop` for GTX with two-coin labelers."""
+    available = mask.sum(axis=1)
+    n_rows = labels.shape[0]
+    n_used = np.full(n_rows, -1, dtype=np.int64)
+    decision = np.zeros(n_rows, dtype=np.int64)
+    posts = []
+    for t in range(min(kappa, labels.shape[1]) + 1):
+        upto = np.zeros(labels.shape, bool)
+        upto[:, :t] = True
+        post = two_coin_posterior(labels, sensitivity, specificity, mask & upto, prior)
+        posts.append(post)
+        d = decide(Method.GTX, post.confidence, t, tau, kappa, eligible_left=available - t)
+        new = (n_used < 0) & (d != Decision.ASK.value)
+        n_used[new] = t
+        decision[new] = d[new]
+    rows = np.arange(n_rows)
+    p1 = np.stack([p.p1 for p in posts])[n_used, rows]
+    label = np.stack([p.label for p in posts])[n_used, rows]
+    conf = np.stack([p.confidence for p in posts])[n_used, rows]
+    return Stop(n_labels=n_used, decision=decision, posterior=Posterior(p1, label, conf))
+
+
+def gold_params(
+    dataset: Dataset,
+    s: Setup,
+    model: ModelName,
+    estimator: Estimator | str,
+    accuracies: dict[str, float],
+) -> Params:
+    """Parameters from gold only: the one-coin ``accuracies`` given, or two-coin estimates."""
+    if model is ModelName.ONE_COIN:
+        return {"accuracy": np.array([accuracies.get(w, 0.5) for w in s.workers])}
+    by_task: dict[str, dict[str, int]] = {}
+    for t, j, y in zip(s.gold_task, s.gold_worker, s.gold_label, strict=True):
+        by_task.setdefault(str(t), {})[s.workers[j]] = int(y)
+    truth = {str(t): y for t, y in s.gold.items()}
+    est = accuracy.assess_two_coin(by_task, truth, estimator, labelers=s.workers)
+    return {
+        "sensitivity": np.array([est[w].sensitivity.accuracy for w in s.workers]),
+        "specificity": np.array([est[w].specificity.accuracy for w in s.workers]),
+    }
+
+
+@dataclass
+class Outcome:
+    """One method's stream in one trial, per streamed task (arrival order), and EM's fits."""
+
+    n_labels: IntArray
+    decision: IntArray
+    p1: FloatArray
+    label: IntArray
+    fits: int = 0
+    snapshots: list[tuple[int, Params]] = field(default_factory=list)
+    """(labels bought when fitted, the parameters it gave), the initial ones first."""
+
+
+def _fit(
+    s: Setup, model: ModelName, bought: list[np.ndarray], init: FloatArray | None
+) -> tuple[Params, FloatArray]:
+    """EM over the gold answers and the bought labels: parameters, and P(y=1) of tasks seen."""
+    t = np.concatenate([s.gold_task, *bought[0::3]]) if bought else s.gold_task
+    j = np.concatenate([s.gold_worker, *bought[1::3]]) if bought else s.gold_worker
+    y = np.concatenate([s.gold_label, *bought[2::3]]) if bought else s.gold_label
+    if init is not None:
+        n = np.bincount(t, minlength=s.n_tasks)
+        share = np.bincount(t, weights=y, minlength=s.n_tasks) / np.maximum(n, 1)
+        init = np.where(np.isnan(init), share, init)  # a task new since the last fit: its MV share
+    res = dawid_skene(
+        t,
+        j,
+        y,
+        s.gold,
+        EMSettings(model=model),
+        n_tasks=s.n_tasks,
+        n_labelers=len(s.workers),
+        init=init,
+    )
+    seen = np.bincount(t, minlength=s.n_tasks) > 0
+    return res.params, np.where(seen, res.p1, np.nan)
+
+
+def _decide(
+    method: Method, model: ModelName, params: Params, s: Setup, rows: slice, tau: float, kappa: int
+) -> Stop:
+    labels, mask, w = s.labels[rows], s.mask[rows], s.worker[rows]
+    if model is ModelName.TWO_COIN and method is Method.GTX:
+        sens, spec = params["sensitivity"][w], params["specificity"][w]
+        return two_coin_stop(labels, sens, spec, mask, tau, kappa)
+    if model is ModelName.TWO_COIN:  # SV and WMV weigh by one number: the balanced accuracy
+        weight = (params["sensitivity"] + params["specificity"]) / 2.0
+    else:
+        weight = params["accuracy"]
+    return threshold_stop(method, labels, weight[w], tau, kappa, mask)
+
+
+def stream(
+    method: Method,
+    s: Setup,
+    model: ModelName,
+    estimate: Estimate,
+    initial: Params,
+    *,
+    tau: float,
+    kappa: int,
+    every: int = DEFAULT_EVERY,
+) -> Outcome:
+    """Replay one method over the trial's stream (module docstring)."""
+    if every < 1:
+        raise ValueError(f"the EM cadence must be at least 1 label, got {every}")
+    n = len(s.tasks)
+    out = Outcome(
+        n_labels=np.zeros(n, dtype=np.int64),
+        decision=np.zeros(n, dtype=np.int64),
+        p1=np.zeros(n),
+        label=np.zeros(n, dtype=np.int64),
+    )
+    refit = estimate is Estimate.EM and method is not Method.MV  # MV reads no parameter
+    params, p1 = initial, None
+    bought: list[np.ndarray] = []
+    total = since = 0
+    if refit:
+        params, p1 = _fit(s, model, [], None)
+    out.snapshots.append((0, params))
+    i = 0
+    while i < n:
+        hi = min(n, i + every) if refit else n
+        stop = _decide(method, model, params, s, slice(i, hi), tau, kappa)
+        used = stop.n_labels
+        take = len(used)
+        if refit:
+            reached = np.flatnonzero(since + np.cumsum(used) >= every)
+            take = int(reached[0]) + 1 if len(reached) else take
+        rows = np.arange(i, i + take)
+        out.n_labels[rows] = used[:take]
+        out.decision[rows] = stop.decision[:take]
+        out.p1[rows] = stop.posterior.p1[:take]
+        out.label[rows] = stop.posterior.label[:take]
+        for r in rows:  # only the labels asked for: the first n_labels of each queue
+            k = out.n_labels[r]
+            bought += [np.full(k, s.task_index[r]), s.worker[r, :k], s.labels[r, :k]]
+        spent = int(used[:take].sum())
+        total, since = total + spent, since + spent
+        if refit and since >= every:
+            params, p1 = _fit(s, model, bought, p1)
+            out.fits += 1
+            out.snapshots.append((total, params))
+            since = 0
+        i += take
+    return out
+
+
+def ds_all(dataset: Dataset, s: Setup) -> FloatArray:
+    """DS-all: two-coin EM over every recorded label plus gold; P(y=1) per streamed task."""
+    index = {t: i for i, t in enumerate(sorted(set(dataset.answers) | set(dataset.truth)))}
+    who = {w: j for j, w in enumerate(s.workers)}
+    gold_main = {i for i in s.gold if i < len(index)}  # their labels are in s.gold_* already
+    rows = [
+        (index[t], who[w], y)
+        for t, labels in dataset.answers.items()
+        if index[t] not in gold_main
+        for w, y in labels.items()
+    ]
+    a = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    res = dawid_skene(
+        np.concatenate([s.gold_task, a[:, 0]]),
+        np.concatenate([s.gold_worker, a[:, 1]]),
+        np.concatenate([s.gold_label, a[:, 2].astype(np.float64)]),
+        s.gold,
+        EMSettings(model=ModelName.TWO_COIN),
+        n_tasks=s.n_tasks,
+        n_labelers=len(s.workers),
+    )
+    return res.p1[s.task_index]
+
+
+def figures(
+    truth: FloatArray, label: np.ndarray, p1: FloatArray, n_labels: np.ndarray, exhausted: int
+) -> dict[str, float]:
+    return {
+        "avg_k": float(np.mean(n_labels)),
+        "accuracy": float(np.mean(label == truth)),
+        "mae": float(np.mean(np.abs(truth - p1))),
+        "exhausted": float(exhausted),
+        "n_tasks": float(len(truth)),
+    }
+
+
+def trial(
+    dataset: Dataset,
+    gold_tasks: Sequence[str],
+    scored_tasks: Sequence[str],
+    accuracies: dict[str, float],
+    *,
+    model: ModelName,
+    estimate: Estimate,
+    every: int,
+    tau: float,
+    kappa: int,
+    seed: int,
+    trial: int,
+    estimator: Estimator | str,
+) -> tuple[dict[str, dict[str, float]], int]:
+    """One trial of a two-coin or EM replay: the figures of each row, and GTX's EM fits."""
+    s = setup(dataset, gold_tasks, scored_tasks, seed, trial)
+    initial = gold_params(dataset, s, model, estimator, accuracies)
+    sc = s.scored
+    truth = s.truth[sc]
+    results, fits = {}, 0
+    for method in METHODS:
+        o = stream(method, s, model, estimate, initial, tau=tau, kappa=kappa, every=every)
+        fits = o.fits if method is Method.GTX else fits
+        exhausted = int(np.sum(o.decision[sc] == Decision.EXHAUSTED.value))
+        results[method.value] = figures(truth, o.label[sc], o.p1[sc], o.n_labels[sc], exhausted)
+    every_label = majority_vote(s.labels[sc], s.mask[sc])
+    n_all = s.mask[sc].sum(axis=1)
+    results[REFERENCE] = figures(truth, every_label.label, every_label.p1, n_all, 0)
+    p1 = ds_all(dataset, s)[sc]
+    results[DS_REFERENCE] = figures(truth, (p1 >= 0.5).astype(np.int64), p1, n_all, 0)
+    return results, fits
