@@ -20,99 +20,25 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from gtx_stream.core.fields import Fields as Fields
+from gtx_stream.core.fields import RecordError as RecordError
+from gtx_stream.core.fields import decode_fields as decode_fields
+from gtx_stream.core.fields import dumps_list as dumps_list
+from gtx_stream.core.fields import float_field as _float
+from gtx_stream.core.fields import int_field as _int
+from gtx_stream.core.fields import required as _required
+from gtx_stream.core.fields import text as text
 
 MAX_LABEL_PAYLOAD = 4096
 """Bytes of fields a labels-stream entry may carry; anything bigger is garbage, not a label."""
 
-Fields = dict[str, str]
-
 SKIPPED_REASON = "skipped: can't tell"
 """The reason of a person's "Can't tell" (:meth:`LabelEntry.skip`): a failure report, refunded
 and asked of someone else at once, that never counts towards the person's backoff."""
-
-
-class RecordError(ValueError):
-    """A stream entry that is not a well-formed record; the message is the reason."""
-
-
-def text(value: Any) -> str:
-    """A Redis reply as ``str``: bytes that are not UTF-8 become U+FFFD instead of raising.
-
-    Stream entries are anyone's bytes; a bad one must be refused as malformed, never stop a
-    service with a ``UnicodeDecodeError``.
-    """
-    if type(value) is str:
-        return value
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return str(value)
-
-
-def decode_fields(raw: Mapping[Any, Any]) -> Fields:
-    """A stream entry's field map as ``str -> str``."""
-    # the aggregator decodes every entry of every batch and every frame hash it decides on:
-    # with ``decode_responses`` they are all str already, and a copy is all there is to do
-    for k, v in raw.items():
-        if type(k) is not str or type(v) is not str:
-            return {text(k): text(v) for k, v in raw.items()}
-    return dict(raw)
-
-
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _list_encoder() -> Callable[[list[Any]], str]:
-    """``json.dumps`` for plain lists, the same text: ``json.dumps`` builds its C encoder again
-    on every call, which costs more than encoding a final record's five labels. Built once
-    here (no circular check: plain values); ``json.dumps`` itself where that C encoder is
-    missing or takes other arguments."""
-    try:
-        from json.encoder import (  # type: ignore[attr-defined]
-            c_make_encoder,
-            encode_basestring_ascii,
-        )
-
-        iterencode = c_make_encoder(
-            None, _no_default, encode_basestring_ascii, None, ": ", ", ", False, False, True
-        )
-        if "".join(iterencode(["a", 1, 0.5], 0)) != '["a", 1, 0.5]':
-            raise TypeError("unexpected encoder")
-    except (ImportError, TypeError):
-        return json.dumps
-    return lambda values: "".join(iterencode(values, 0))
-
-
-dumps_list = _list_encoder()
-
-
-def _required(fields: Mapping[str, str], *names: str) -> None:
-    for name in names:
-        if not fields.get(name):
-            raise RecordError(f"missing field: {name}")
-
-
-def _float(fields: Mapping[str, str], name: str, default: float = math.nan) -> float:
-    raw = fields.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise RecordError(f"{name} must be a number, got {raw[:40]!r}") from None
-
-
-def _int(fields: Mapping[str, str], name: str, default: int = -1) -> int:
-    raw = fields.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise RecordError(f"{name} must be an integer, got {raw[:40]!r}") from None
 
 
 @dataclass(frozen=True)
@@ -231,7 +157,7 @@ class LabelEntry:
         raise RecordError(f"label must be 0 or 1, got {label[:40]!r}")
 
 
-_JSON_LISTS = ("labelers", "labels", "accuracies")
+_JSON_LISTS = ("labelers", "labels", "accuracies", "sensitivities", "specificities")
 
 
 @dataclass(frozen=True)
@@ -241,6 +167,12 @@ class FinalRecord:
     ``labels[j]`` came from ``labelers[j]``, whose accuracy at the decision was
     ``accuracies[j]``; ``reason`` is the decision (``confident``, ``kappa``, ``exhausted``,
     ``budget``). ``entry_id`` is the stream id (empty before it is written).
+
+    ``model`` is the labeler model of the posterior (``one_coin``, or ``two_coin``: then
+    ``sensitivities[j]`` and ``specificities[j]`` are the coins ``labelers[j]`` was weighed
+    with, and ``accuracies[j]`` their mean). A one-coin record has no coins, and its stream
+    entry no ``sensitivities`` or ``specificities`` field; a record written before models
+    were named has no ``model`` field and reads as ``one_coin``.
 
     The frame's JPEG stays in Redis after finalisation: ``image_key`` names it and
     ``image_expires_at`` says until when it is kept (its TTL; ``finalise.lua`` fills it in,
@@ -265,6 +197,9 @@ class FinalRecord:
     image_key: str = ""
     image_expires_at: float = math.nan
     entry_id: str = ""
+    model: str = "one_coin"
+    sensitivities: list[float] = field(default_factory=list)
+    specificities: list[float] = field(default_factory=list)
 
     @property
     def n_labels(self) -> int:
@@ -290,7 +225,11 @@ class FinalRecord:
             "image_key": self.image_key,
             "image_expires_at": "" if math.isnan(self.image_expires_at)
             else repr(self.image_expires_at),
+            "model": self.model,
         }  # fmt: skip
+        if self.sensitivities or self.specificities:
+            out["sensitivities"] = dumps_list(self.sensitivities)
+            out["specificities"] = dumps_list(self.specificities)
         return out
 
     @classmethod
@@ -318,6 +257,9 @@ class FinalRecord:
             image_key=fields.get("image_key", ""),
             image_expires_at=_float(fields, "image_expires_at"),
             entry_id=entry_id,
+            model=fields.get("model") or "one_coin",
+            sensitivities=[float(x) for x in lists["sensitivities"]],
+            specificities=[float(x) for x in lists["specificities"]],
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -71,6 +71,30 @@ def test_a_final_record_survives_its_fields() -> None:
     assert back.to_json()["n_labels"] == 2
 
 
+def test_a_two_coin_final_record_carries_its_coins() -> None:
+    rec = FinalRecord("s-4", 1, 0.97, 0.97, "confident", "gtx", ["a", "b"], [1, 1], [0.8, 0.75],
+                      20.0, model="two_coin", sensitivities=[0.9, 0.6],
+                      specificities=[0.7, 0.9])  # fmt: skip
+    fields = rec.to_fields()
+    assert fields["model"] == "two_coin" and fields["sensitivities"] == "[0.9, 0.6]"
+    assert FinalRecord.from_fields(fields) == rec
+
+
+def test_a_one_coin_final_record_names_its_model_and_has_no_coins() -> None:
+    rec = FinalRecord("s-5", 0, 0.1, 0.9, "kappa", "gtx", ["a"], [0], [0.9], 20.0)
+    fields = rec.to_fields()
+    assert fields["model"] == "one_coin"
+    assert "sensitivities" not in fields and "specificities" not in fields
+    assert FinalRecord.from_fields(fields) == rec
+
+
+def test_a_final_record_from_before_models_reads_as_one_coin() -> None:
+    old = {k: v for k, v in FinalRecord("s-6", 1, 0.9, 0.9, "kappa", "gtx", ["a"], [1], [0.9],
+                                        20.0).to_fields().items() if k != "model"}  # fmt: skip
+    back = FinalRecord.from_fields(old)
+    assert back.model == "one_coin" and back.sensitivities == back.specificities == []
+
+
 def test_a_final_record_without_frame_meta_has_json_nulls() -> None:
     rec = FinalRecord("t", 1, 0.6, 0.6, "kappa", "mv", [], [], [], 1.0)
     back = FinalRecord.from_fields(rec.to_fields())
