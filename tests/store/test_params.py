@@ -219,7 +219,7 @@ def test_two_coin_parameters_survive_redis_and_default_to_the_accuracy(
         (TwoCoinRecord(0.9, 0.7, 0.95, 0.99, 0.7, 0.7, "config"), "need sensitivity_lower <="),
         (TwoCoinRecord(0.9, 0.7, 0.9, 0.9, 0.6, 0.65, "config"), "need specificity_lower <="),
         (TwoCoinRecord.given(0.9, 0.7, "guess"), "two-coin source must be one of"),
-        (TwoCoinRecord(0.9, 0.7, 0.9, 0.9, 0.7, 0.7, "gold", -1, 0), "positives and negatives must be"),
+        (TwoCoinRecord(0.9, 0.7, 0.9, 0.9, 0.7, 0.7, "gold", -1, 0), "positives and negatives"),
     ],
     ids=["sensitivity-1.2", "sensitivity-outside-interval", "specificity-outside-interval",
          "bad-source", "negative-count"],
