@@ -76,7 +76,7 @@ class Aggregator:
         self.runner = runner
         self.group = GroupConsumer(client, keys, self.consumer, settings.batch_size,
                                    settings.claim_idle_seconds)  # fmt: skip
-        self.labelers = LabelerBook(client, keys, settings.live_seconds)
+        self.labelers = LabelerBook(client, keys, settings.live_seconds, settings.model)
         backoff = scripts.BackoffPolicy(settings.backoff_after_failures,
                                         settings.backoff_first_seconds,
                                         settings.backoff_max_seconds)  # fmt: skip

@@ -2,6 +2,9 @@
 
 Posteriors come from :func:`gtx_stream.core.models.posterior_of`, the rule from
 :func:`gtx_stream.core.decision.decide`: the same code the simulator runs (invariant 6).
+Under ``aggregator.model = "two_coin"`` the posterior is the two-coin model's (its
+parameters come from :class:`~gtx_stream.pipeline.aggregate.labelers.LabelerBook`) and the
+rule stays GTX's; the record names the model and carries each labeler's two coins.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ import numpy as np
 
 from gtx_stream.config import AggregatorSettings
 from gtx_stream.core.decision import Decision, decide
-from gtx_stream.core.models import UNKNOWN_LABELER, LabelerParams, posterior_of
+from gtx_stream.core.models import (
+    UNKNOWN_LABELER,
+    UNKNOWN_TWO_COIN,
+    LabelerParams,
+    ModelName,
+    posterior_of,
+)
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.pipeline.dispatch import Slot
 from gtx_stream.store.frames import FrameState
@@ -36,6 +45,10 @@ class Decider:
     def __init__(self, settings: AggregatorSettings, keys: Keys) -> None:
         self.s = settings
         self.keys = keys
+        self.two_coin = settings.model is ModelName.TWO_COIN
+        # a label whose labeler is no longer registered weighs nothing, in either model
+        self._unknown: LabelerParams = UNKNOWN_TWO_COIN if self.two_coin else UNKNOWN_LABELER
+        self._posterior_of = ModelName.TWO_COIN if self.two_coin else settings.method
 
     def decide(
         self,
@@ -49,9 +62,9 @@ class Decider:
         s = self.s
         # one pass per frame where a pass is needed, plain lists where numpy would be called
         # per element: this runs for every frame every step touches
-        get = params.get
-        rows = [[(label, get(lab, UNKNOWN_LABELER)) for lab, label in f.labels] for f in frames]
-        post = posterior_of(s.method, rows, s.prior)
+        get, unknown = params.get, self._unknown
+        rows = [[(label, get(lab, unknown)) for lab, label in f.labels] for f in frames]
+        post = posterior_of(self._posterior_of, rows, s.prior)
         everyone = sorted(params)  # who is allowed on a frame that names nobody
         allowed = [f.allowed(everyone) if f.restricted else everyone for f in frames]
         eligible = [len(f.not_asked(a)) for f, a in zip(frames, allowed, strict=True)]
@@ -65,7 +78,7 @@ class Decider:
             eligible_left=np.array(eligible) + outstanding, budget_left=left + outstanding,
         )  # fmt: skip
         now = time.time()
-        method = str(s.method)
+        method, model = str(s.method), str(s.model)
         labels, p1, confidence = post.label.tolist(), post.p1.tolist(), post.confidence.tolist()
         for i, code in enumerate(codes.tolist()):
             f = frames[i]
@@ -74,6 +87,7 @@ class Decider:
                 if room > 0 and eligible[i]:
                     out.slots.append(Slot(f, allowed[i], room))
                 continue
+            coins = rows[i] if self.two_coin else []
             out.finals.append(
                 FinalRecord(
                     frame_id=f.frame_id,
@@ -91,6 +105,9 @@ class Decider:
                     opened_at=f.opened_at,
                     file_name=f.meta.get("file_name", ""),
                     image_key=self.keys.image(f.frame_id),
+                    model=model,
+                    sensitivities=[p.value("sensitivity") for _, p in coins],
+                    specificities=[p.value("specificity") for _, p in coins],
                 )
             )
         return out

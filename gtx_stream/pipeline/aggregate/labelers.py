@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from gtx_stream.core.models import LabelerParams, OneCoin
+from gtx_stream.core.models import LabelerParams, ModelName
 from gtx_stream.core.records import text
 from gtx_stream.pipeline.dispatch import LabelerPool
 from gtx_stream.store.keys import Keys
@@ -15,21 +15,35 @@ from gtx_stream.store.params import get_labelers
 
 class LabelerBook:
     """Registered labelers' parameters (re-read at most once a second) and the pool that
-    requests may go to now."""
+    requests may go to now.
 
-    def __init__(self, client: redis.Redis, keys: Keys, live_seconds: float) -> None:
+    ``model`` says which parameters: ``one_coin``, each labeler's accuracy (``OneCoin``);
+    ``two_coin``, its sensitivity and specificity (``TwoCoin``), or its accuracy for both
+    when it has none stored (:meth:`~gtx_stream.store.params.LabelerAccuracy.two_coin_params`).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        live_seconds: float,
+        model: ModelName = ModelName.ONE_COIN,
+    ) -> None:
         self.r = client
         self.keys = keys
         self.live_seconds = live_seconds
+        self.model = ModelName(model)
         self._params: dict[str, LabelerParams] = {}
         self._params_at = -float("inf")
 
     def params(self, max_age: float = 1.0) -> dict[str, LabelerParams]:
-        """labeler id -> the parameters equation (3) weighs its labels with."""
+        """labeler id -> the parameters the posterior weighs its labels with."""
         if time.monotonic() - self._params_at > max_age:
-            self._params = {
-                lid: OneCoin(rec.accuracy) for lid, rec in get_labelers(self.r, self.keys).items()
-            }
+            records = get_labelers(self.r, self.keys)
+            if self.model is ModelName.TWO_COIN:
+                self._params = {lid: rec.two_coin_params() for lid, rec in records.items()}
+            else:
+                self._params = {lid: rec.one_coin_params() for lid, rec in records.items()}
             self._params_at = time.monotonic()
         return self._params
 
