@@ -169,7 +169,7 @@ def run_dataset(folder: Path, taus: list[float], trials: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
-    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--taus", type=float, nargs="+", default=[0.8, 0.9, 0.95, 0.99, 0.999])
     args = ap.parse_args()
     if args.trials < 1:
