@@ -101,15 +101,19 @@ def _by_threshold(
     return out
 
 
-def _fixed_k(
+def fixed_k_labels(
     method: Method,
     draws: Draws,
     accuracies: FloatArray,
     budget: int,
     k: int,
     prior: float,
-) -> list[Collected]:
-    """k labels per example until the budget ends (the last one gets what is left)."""
+) -> tuple[Int8Array, FloatArray, np.ndarray]:
+    """k labels per example until the budget ends (the last one gets what is left).
+
+    (trials, n) aggregate labels and p1 of the first n examples, and each one's labels asked;
+    MV and WMV here and in :mod:`.threshold` (section 3.3's fixed k).
+    """
     trials, pool, _ = draws.shape
     full, rest = divmod(budget, k)
     if full >= pool:
@@ -125,7 +129,7 @@ def _fixed_k(
         part = slice(first, first + n)
         who = draws.labeler[:, part, :width].reshape(trials * n, width)
         acc = accuracies
-        if method is Method.MV:  # one vote each, whoever the labeler (as in .threshold)
+        if method is Method.MV:  # one vote each, whoever the labeler: 2^k label sequences
             who, acc = np.zeros_like(who), accuracies[:, :1]
         post, _ = posteriors(
             method,
@@ -137,7 +141,19 @@ def _fixed_k(
         )
         label[:, part] = post.label.reshape(trials, n)
         p1[:, part] = post.p1.reshape(trials, n)
+    return label, p1, asked
+
+
+def _fixed_k(
+    method: Method,
+    draws: Draws,
+    accuracies: FloatArray,
+    budget: int,
+    k: int,
+    prior: float,
+) -> list[Collected]:
+    label, p1, asked = fixed_k_labels(method, draws, accuracies, budget, k, prior)
     return [
         Collected(asked.size, int(asked.sum()), label[t], p1[t], asked.copy())
-        for t in range(trials)
+        for t in range(label.shape[0])
     ]

@@ -18,8 +18,9 @@ from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.decision import MAX_TAUS, check_tau
 from gtx_stream.core.models import FloatArray, Method
 from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Draws, draw
+from gtx_stream.offline.simulate.collect import fixed_k_labels
 from gtx_stream.offline.simulate.results import TABLE_ORDER, Outcome
-from gtx_stream.offline.simulate.sweep import posteriors, sweep, sweep_outcomes
+from gtx_stream.offline.simulate.sweep import sweep, sweep_outcomes
 
 _T = TypeVar("_T")
 
@@ -42,34 +43,16 @@ def _fixed_k(
     rule's ``budget`` stop).
     """
     trials = draws.shape[0]
-    full, rest = divmod(budget, k)
-    wrong = np.zeros(trials, dtype=np.int64)
-    absum = np.zeros(trials)
-    for first, n, width in ((0, full, k), (full, int(rest > 0), rest)):
-        if n == 0:
-            continue
-        part = slice(first, first + n)
-        who = draws.labeler[:, part, :width].reshape(trials * n, width)
-        acc = accuracies
-        if method is Method.MV:  # one vote each, whoever the labeler: 2^k label sequences
-            who, acc = np.zeros_like(who), accuracies[:, :1]
-        post, _ = posteriors(
-            method,
-            draws.label[:, part, :width].reshape(trials * n, width),
-            who,
-            np.repeat(np.arange(trials), n),
-            acc,
-            prior,
-        )
-        truth = draws.truth[:, part]
-        wrong += (post.label.reshape(trials, n) != truth).sum(axis=1)
-        absum += np.abs(truth - post.p1.reshape(trials, n)).sum(axis=1)
+    label, p1, asked = fixed_k_labels(method, draws, accuracies, budget, k, prior)
+    truth = draws.truth[:, : asked.size]
+    wrong = (label != truth).sum(axis=1).astype(np.int64)
+    absum = np.abs(truth - p1).sum(axis=1)
     return Outcome(
         cohort,
         method,
         None,
         k,
-        n_labeled=np.full(trials, full + int(rest > 0), dtype=np.int64),
+        n_labeled=np.full(trials, asked.size, dtype=np.int64),
         labels_used=np.full(trials, budget, dtype=np.int64),
         errors=wrong,
         abs_error=absum,
