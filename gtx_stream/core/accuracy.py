@@ -176,6 +176,21 @@ class LabelerEstimate:
     total: int
 
 
+def gold_answers(
+    answers: Mapping[str, Mapping[str, int]], truth: Mapping[str, int]
+) -> tuple[list[str], list[int], list[int]]:
+    """Every answer to a task of ``truth``, flat: (labeler ids, labels, their tasks' truths)."""
+    ids, labels, gold = [], [], []
+    for task, by_labeler in answers.items():
+        if task not in truth:
+            continue
+        for labeler, label in by_labeler.items():
+            ids.append(labeler)
+            labels.append(label)
+            gold.append(truth[task])
+    return ids, labels, gold
+
+
 def assess(
     answers: Mapping[str, Mapping[str, int]],
     truth: Mapping[str, int],
@@ -191,14 +206,7 @@ def assess(
     answer is reported, sorted by id; with ``labelers``, exactly those, and one without a gold
     answer gets the estimator's value for zero items (0.5 for both ``beta`` and ``mle``).
     """
-    ids, labels, gold = [], [], []
-    for task, by_labeler in answers.items():
-        if task not in truth:
-            continue
-        for labeler, label in by_labeler.items():
-            ids.append(labeler)
-            labels.append(label)
-            gold.append(truth[task])
+    ids, labels, gold = gold_answers(answers, truth)
     counts = count_correct(ids, labels, gold) if ids else {}
     who = sorted(counts) if labelers is None else list(labelers)
     correct = [counts.get(w, (0, 0))[0] for w in who]
@@ -303,14 +311,7 @@ def assess_two_coin(
     Which labelers are reported follows :func:`assess`. The class prior of the same gold set is
     ``class_prior(list(truth.values()))``.
     """
-    ids, labels, gold = [], [], []
-    for task, by_labeler in answers.items():
-        if task not in truth:
-            continue
-        for labeler, label in by_labeler.items():
-            ids.append(labeler)
-            labels.append(label)
-            gold.append(truth[task])
+    ids, labels, gold = gold_answers(answers, truth)
     counts = count_two_coin(ids, labels, gold) if ids else {}
     who = sorted(counts) if labelers is None else list(labelers)
     rows = [counts.get(w, (0, 0, 0, 0)) for w in who]
