@@ -59,6 +59,11 @@ class AggregatorSettings(_Section):
     model: ModelName = Field(
         default=ModelName.ONE_COIN, description="labeler model of gtx: one_coin or two_coin"
     )
+    strategy: Literal["threshold", "uncertainty"] = Field(
+        default="threshold",
+        description="threshold: stop each frame at tau (strategy 1); uncertainty: one label "
+        "per frame, then always the most uncertain open frame until the budget is spent",
+    )
     tau: float = Field(default=0.99, gt=0.5, lt=1.0)
     kappa: int = Field(default=5, ge=1)
     prior: float = Field(default=0.5, gt=0.0, lt=1.0, description="class prior P(y=1)")
@@ -95,6 +100,14 @@ class AggregatorSettings(_Section):
                 "model_method", "model {model} needs method gtx, not {method}",
                 {"model": str(self.model), "method": str(self.method)},
             )  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _uncertainty_needs_budget(self) -> AggregatorSettings:
+        if self.strategy == "uncertainty" and self.budget == 0:
+            raise PydanticCustomError(
+                "strategy_budget", "strategy uncertainty needs a budget (labels to spend), not 0"
+            )
         return self
 
 
@@ -168,6 +181,22 @@ class RetentionSettings(_Section):
     )
 
 
+class EstimatorSettings(_Section):
+    """``[estimator]``: ``gtx-stream estimator``, which re-learns labeler parameters by EM."""
+
+    every_seconds: float = Field(default=60.0, gt=0, description="refit this often")
+    every_labels: int = Field(
+        default=0, ge=0, description="also refit once this many new labels are final; 0: off"
+    )
+    window_labels: int = Field(
+        default=100_000, ge=1, description="fit on at most this many of the latest final labels"
+    )
+    min_labels: int = Field(default=50, ge=1, description="no fit on fewer labels than this")
+    prior_strength: float = Field(
+        default=4.0, gt=0, description="strength of the pooled prior of each parameter, in labels"
+    )
+
+
 class GoldSettings(_Section):
     """``[gold]``: gold frames in people's feeds, qualification and pausing (store/gold.py)."""
 
@@ -230,6 +259,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     label_server: LabelServerSettings = LabelServerSettings()
     gold: GoldSettings = GoldSettings()
+    estimator: EstimatorSettings = EstimatorSettings()
     labelers: list[LabelerSettings] = Field(default_factory=list)
 
     _toml_file: Path | None = None

@@ -23,6 +23,7 @@ from gtx_stream.cli import main
 from gtx_stream.config import (
     AggregatorSettings,
     ConfigError,
+    EstimatorSettings,
     ExportSettings,
     GoldSettings,
     IngestSettings,
@@ -44,6 +45,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "retention": RetentionSettings,
     "label_server": LabelServerSettings,
     "gold": GoldSettings,
+    "estimator": EstimatorSettings,
 }
 
 
@@ -326,6 +328,14 @@ MEANING = {
     "redis.prefix": "prefix of every key and stream; one per pipeline",
     "redis.socket_timeout": "seconds to wait for Redis to connect or answer",
     "aggregator.method": "`gtx`, or the baselines `mv`, `wmv`, `sv`",
+    "aggregator.strategy": "`threshold`: ask each frame until its confidence reaches tau or it "
+    "has kappa labels (strategy 1); `uncertainty`: one label per frame, then always the most "
+    "uncertain open frame, until the budget is spent (strategy 2; needs a budget)",
+    "estimator.every_seconds": "`gtx-stream estimator` refits labeler parameters by EM this often",
+    "estimator.every_labels": "also refit once this many new labels are final; 0: by time only",
+    "estimator.window_labels": "EM fits on at most this many of the latest final labels",
+    "estimator.min_labels": "no fit on fewer final labels than this",
+    "estimator.prior_strength": "strength, in labels, of EM's cohort-pooled prior per parameter",
     "aggregator.model": "labeler model of `gtx`: `one_coin` (an accuracy per labeler) or "
     "`two_coin` (a sensitivity and a specificity; a labeler without them weighs with its "
     "accuracy for both)",
