@@ -22,6 +22,7 @@ COMMANDS = (
     "ingest",
     "labeler",
     "aggregator",
+    "estimator",
     "export",
     "tail",
     "status",

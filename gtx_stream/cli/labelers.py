@@ -122,7 +122,8 @@ def _guard(func: Any) -> Any:
 
 @_guard
 def _load(args: argparse.Namespace) -> int:
-    from gtx_stream.store.params import load_file, store
+    from gtx_stream.store.param_files import load_file
+    from gtx_stream.store.params import store
 
     records = load_file(args.file)
     client, keys = _client(args)
@@ -134,7 +135,8 @@ def _load(args: argparse.Namespace) -> int:
 
 @_guard
 def _assess(args: argparse.Namespace) -> int:
-    from gtx_stream.store.params import assess, store
+    from gtx_stream.store.param_files import assess
+    from gtx_stream.store.params import store
 
     records = assess(args.answers, args.truth, args.estimator, args.two_coin)
     if args.dry_run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from gtx_stream.cli.options import add_config_option
@@ -97,16 +98,23 @@ def format_status(st: dict[str, Any]) -> str:
     if not st["labelers"]:
         lines.append(f"labelers         none registered under {st['prefix']}")
         return "\n".join(lines)
-    lines.append(f"{'labeler':<16}{'live':>6}{'accuracy':>10}{'labels':>8}{'queue':>7}{'out':>5}"
-                 f"{'failed':>8}  backoff")  # fmt: skip
+    lines.append(f"{'labeler':<16}{'live':>6}{'accuracy':>10}{'source':>12}{'labels':>8}"
+                 f"{'queue':>7}{'out':>5}{'failed':>8}  backoff")  # fmt: skip
     for lab, v in st["labelers"].items():
         acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.3f}"
         # a labeler that failed its last requests in a row is not asked for a while
         wait, failed = v.get("backoff_s", 0), v.get("failed", 0)
         backoff = (f"{wait:g} s ({v.get('failures_in_a_row', 0)} failed in a row)"
                    if wait > 0 else "-")  # fmt: skip
-        lines.append(f"{lab:<16}{'yes' if v['live'] else 'no':>6}{acc:>10}{v['labels']:>8}"
-                     f"{v['queue']:>7}{v['outstanding']:>5}{failed:>8}  {backoff}")  # fmt: skip
+        source = v.get("source") or "-"
+        if v.get("fitted_at"):  # refitted by the estimator: how long ago
+            source = f"em {max(0.0, time.time() - v['fitted_at']):.0f}s"
+        coins = ""
+        if v.get("sensitivity") is not None:
+            coins = f"  (sens {v['sensitivity']:.3f}, spec {v['specificity']:.3f})"
+        lines.append(f"{lab:<16}{'yes' if v['live'] else 'no':>6}{acc:>10}{source:>12}"
+                     f"{v['labels']:>8}{v['queue']:>7}{v['outstanding']:>5}{failed:>8}  "
+                     f"{backoff}{coins}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ default wherever gtx-stream estimates accuracies. The MLE comes with the exact b
 
 :func:`assess` is the one place that turns an assessment set (each labeler's answers to gold
 items) into estimates: ``gtx-stream labelers assess`` stores its result in Redis
-(:func:`gtx_stream.store.params.assess`) and ``gtx-stream replay`` scores with it.
+(:func:`gtx_stream.store.param_files.assess`) and ``gtx-stream replay`` scores with it.
 
 Two-coin labelers (:mod:`gtx_stream.core.models.two_coin`) generalise equation (4) per true
 class: sensitivity from a labeler's gold items of truth 1, specificity from those of truth 0,

@@ -177,3 +177,21 @@ def beta_interval(
         np.asarray(betaincinv(pa, pb, tail), dtype=np.float64),
         np.asarray(betaincinv(pa, pb, 1.0 - tail), dtype=np.float64),
     )
+
+
+def gold_items(counts: ArrayLike) -> tuple[IntArray, IntArray, IntArray]:
+    """One gold task per gold answer, from counts per labeler: (labeler, label, truth) arrays.
+
+    ``counts[j]`` = (class 1 labeled 1, class 1 labeled 0, class 0 labeled 0, class 0 labeled 1)
+    for labeler j. A gold task answered by one labeler adds exactly that answer to the labeler's
+    counts in the M-step and is clamped in the E-step, so these tasks weigh in EM as the shared
+    gold tasks they came from would: the fit is the same (with a fixed class prior).
+    """
+    c = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
+    if np.any(c < 0):
+        raise ValueError("gold counts must be >= 0")
+    who = np.repeat(np.repeat(np.arange(len(c)), 4), c.ravel())
+    kind = np.repeat(np.tile(np.arange(4), len(c)), c.ravel())
+    label = np.array([1, 0, 0, 1], dtype=np.int64)[kind]
+    truth = np.array([1, 1, 0, 0], dtype=np.int64)[kind]
+    return who.astype(np.int64), label, truth

@@ -63,6 +63,10 @@ def pipeline_status(
             "lower": info.get("lower"),
             "upper": info.get("upper"),
             "source": info.get("source"),
+            # an em record: when the estimator fitted it (gtx_stream.store.em_params)
+            "fitted_at": info.get("fitted_at"),
+            "sensitivity": (info.get("two_coin") or {}).get("sensitivity"),
+            "specificity": (info.get("two_coin") or {}).get("specificity"),
             "labels": stats.get(f"labels:{lab}", 0),
             "outstanding": load.get(lab, 0),
             "queue": depth,

@@ -52,6 +52,7 @@ import redis
 from gtx_stream.config import GoldSettings
 from gtx_stream.core.accuracy import beta_accuracy
 from gtx_stream.core.records import text
+from gtx_stream.store.em_params import rests_on_gold
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
@@ -217,7 +218,8 @@ class GoldBook:
         qualified = score.total >= self.s.qualification
         record = ""
         if qualified:
-            acc = LabelerAccuracy(score.accuracy, score.lower, score.upper, "gold", score.total)
+            acc = LabelerAccuracy(score.accuracy, score.lower, score.upper, "gold", score.total,
+                                  correct=score.correct)  # fmt: skip
             record = acc.check(person).to_json()
         pause = ""
         if self.below_floor(score):
@@ -329,7 +331,7 @@ class GoldBook:
         pipe.delete(self.keys.gold_answers(person))
         pipe.hdel(self.keys.gold_scores, person)
         pipe.hdel(self.keys.paused, person)
-        if raw is not None and LabelerAccuracy.from_json(raw).source == "gold":
+        if raw is not None and rests_on_gold(raw):
             pipe.hdel(self.keys.labelers, person)
         return any(int(x) for x in pipe.execute())
 

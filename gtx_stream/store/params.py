@@ -2,10 +2,11 @@
 model each labeler's sensitivity and specificity.
 
 ``keys.labelers`` is a hash ``labeler_id -> JSON {"accuracy", "lower", "upper", "source",
-"n"}``: the point estimate, an interval, where it came from (``config``, ``file``,
-``assessment`` or ``gold``: a person's answers to gold frames, :mod:`gtx_stream.store.gold`)
-and how many gold items it rests on (0 when it was given, not measured). A labeler missing
-from the hash is unknown, and the aggregator refuses its labels.
+"n", "correct"}``: the point estimate, an interval, where it came from (``config``, ``file``,
+``assessment``, ``gold``: a person's answers to gold frames, :mod:`gtx_stream.store.gold`, or
+``em``: ``gtx-stream estimator``, :mod:`gtx_stream.store.em_params`), how many gold items it
+rests on (0 when it was given, not measured) and how many of them were right (absent when not
+known). A labeler missing from the hash is unknown, and the aggregator refuses its labels.
 
 A record may also hold ``"two_coin": {"sensitivity", "specificity", their "*_lower" and
 "*_upper", "source", "positives", "negatives"}`` (:class:`TwoCoinRecord`): P(label 1 | y=1)
@@ -20,26 +21,20 @@ one-coin, so a measured accuracy replaces configured coins.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from gtx_stream.config import Settings
 from gtx_stream.core import accuracy
-from gtx_stream.core.accuracy import Estimator
-from gtx_stream.core.datasets import DatasetError, read_answers, read_truth
 from gtx_stream.core.models import OneCoin, TwoCoin
 from gtx_stream.store.keys import Keys
 
-SOURCES = ("config", "file", "assessment", "gold")
+SOURCES = ("config", "file", "assessment", "gold", "em")
 
 
 class RegistryError(ValueError):
@@ -66,6 +61,10 @@ class TwoCoinRecord:
     source: str
     positives: int = 0
     negatives: int = 0
+    positives_right: int | None = None
+    """Gold items of class 1 labeled 1 (None: not known); with ``negatives_right``, the counts
+    EM's gold clamping needs."""
+    negatives_right: int | None = None
 
     @classmethod
     def given(cls, sensitivity: float, specificity: float, source: str) -> TwoCoinRecord:
@@ -76,7 +75,7 @@ class TwoCoinRecord:
     def measured(cls, est: accuracy.TwoCoinLabelerEstimate, source: str) -> TwoCoinRecord:
         s, t = est.sensitivity, est.specificity
         return cls(s.accuracy, t.accuracy, s.lower, s.upper, t.lower, t.upper, source,
-                   s.total, t.total)  # fmt: skip
+                   s.total, t.total, s.correct, t.correct)  # fmt: skip
 
     def params(self) -> TwoCoin:
         return TwoCoin(self.sensitivity, self.specificity)
@@ -98,6 +97,10 @@ class TwoCoinRecord:
             raise RegistryError(f"labeler {labeler_id}: two-coin source must be one of {SOURCES}")
         if self.positives < 0 or self.negatives < 0:
             raise RegistryError(f"labeler {labeler_id}: positives and negatives must be >= 0")
+        for right, of in ((self.positives_right, self.positives),
+                          (self.negatives_right, self.negatives)):  # fmt: skip
+            if right is not None and not 0 <= right <= of:
+                raise RegistryError(f"labeler {labeler_id}: need 0 <= right <= {of}, got {right}")
         return self
 
     @classmethod
@@ -108,7 +111,11 @@ class TwoCoinRecord:
             float(raw.get("sensitivity_lower", s)), float(raw.get("sensitivity_upper", s)),
             float(raw.get("specificity_lower", t)), float(raw.get("specificity_upper", t)),
             str(raw.get("source", "")), int(raw.get("positives", 0)), int(raw.get("negatives", 0)),
+            _optional_int(raw.get("positives_right")), _optional_int(raw.get("negatives_right")),
         )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,8 @@ class LabelerAccuracy:
     source: str
     n: int = 0
     two_coin: TwoCoinRecord | None = None
+    correct: int | None = None
+    """How many of the ``n`` gold items were right; None when not known."""
 
     @classmethod
     def given(cls, accuracy: float, source: str) -> LabelerAccuracy:
@@ -153,19 +162,29 @@ class LabelerAccuracy:
             raise RegistryError(f"labeler {labeler_id}: source must be one of {SOURCES}")
         if self.n < 0:
             raise RegistryError(f"labeler {labeler_id}: n must be >= 0, got {self.n}")
+        if self.correct is not None and not 0 <= self.correct <= self.n:
+            raise RegistryError(
+                f"labeler {labeler_id}: need 0 <= correct <= n, got {self.correct} of {self.n}"
+            )
         if self.two_coin is not None:
             self.two_coin.check(labeler_id)
         return self
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if self.two_coin is None:
-            del out["two_coin"]  # a one-coin record stays the JSON it always was
-        return json.dumps(out, sort_keys=True)
+        out["two_coin"] = None if self.two_coin is None else self.two_coin.to_dict()
+        # a one-coin record without counts stays the JSON it always was
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LabelerAccuracy:
-        raw = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LabelerAccuracy:
         coins = raw.get("two_coin")
         return cls(
             accuracy=float(raw["accuracy"]),
@@ -174,7 +193,12 @@ class LabelerAccuracy:
             source=str(raw.get("source", "")),
             n=int(raw.get("n", 0)),
             two_coin=None if coins is None else TwoCoinRecord.from_dict(coins),
+            correct=_optional_int(raw.get("correct")),
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -243,113 +267,3 @@ def register_configured(
         }
     store(client, keys, records)
     return records
-
-
-# --- files ------------------------------------------------------------------------------------
-
-
-def _number(value: Any, what: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise RegistryError(f"{what}: not a number: {value!r}") from None
-    if math.isnan(out):
-        raise RegistryError(f"{what}: not a number: {value!r}")
-    return out
-
-
-def _record(row: Mapping[str, Any], where: str) -> tuple[str, LabelerAccuracy]:
-    lid = str(row.get("id") or "").strip()
-    if not lid:
-        raise RegistryError(f"{where}: missing labeler id")
-    if row.get("accuracy") in (None, ""):
-        raise RegistryError(f"{where}: labeler {lid}: missing accuracy")
-    acc = _number(row["accuracy"], f"{where}: labeler {lid}: accuracy")
-    lower = row.get("lower")
-    upper = row.get("upper")
-    n = row.get("n")
-    rec = LabelerAccuracy(
-        accuracy=acc,
-        lower=acc if lower in (None, "") else _number(lower, f"{where}: labeler {lid}: lower"),
-        upper=acc if upper in (None, "") else _number(upper, f"{where}: labeler {lid}: upper"),
-        source="file",
-        n=0 if n in (None, "") else int(_number(n, f"{where}: labeler {lid}: n")),
-    )
-    try:
-        return lid, rec.check(lid)
-    except RegistryError as err:
-        raise RegistryError(f"{where}: {err}") from None
-
-
-def load_file(path: str | Path) -> dict[str, LabelerAccuracy]:
-    """Accuracies from TOML (``[[labelers]]`` tables) or CSV (header ``id,accuracy``).
-
-    Optional ``lower``, ``upper`` and ``n`` are read too. Every value is checked before
-    anything is returned, so a bad line stores nothing.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise RegistryError(f"{file}: no such file")
-    suffix = file.suffix.lower()
-    rows: list[tuple[str, Mapping[str, Any]]] = []
-    if suffix == ".toml":
-        try:
-            doc = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise RegistryError(f"{file}: {err}") from None
-        tables = doc.get("labelers")
-        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise RegistryError(f"{file}: expected [[labelers]] tables with id and accuracy")
-        rows = [(f"{file}: labelers[{i}]", t) for i, t in enumerate(tables)]
-    elif suffix == ".csv":
-        with file.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"id", "accuracy"} - set(reader.fieldnames or ())
-            if missing:
-                raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
-            rows = [(f"{file}: line {reader.line_num}", row) for row in reader]
-    else:
-        raise RegistryError(f"{file}: expected a .toml or .csv file")
-    out: dict[str, LabelerAccuracy] = {}
-    for where, row in rows:
-        lid, rec = _record(row, where)
-        if lid in out:
-            raise RegistryError(f"{where}: labeler {lid} appears twice")
-        out[lid] = rec
-    return out
-
-
-def assess(
-    answers_path: str | Path,
-    truth_path: str | Path,
-    estimator: Estimator | str = Estimator.BETA,
-    two_coin: bool = False,
-) -> dict[str, LabelerAccuracy]:
-    """Accuracies from an assessment set: answers ``task,worker,label`` and truth ``task,truth``.
-
-    ``beta`` (default): the Beta(1, 1) posterior mean with its 95% credible interval;
-    ``mle``: equation (4) with the exact (Clopper-Pearson) 95% interval. Answers to tasks
-    without a truth are not counted. The files are read by :mod:`gtx_stream.core.datasets`,
-    the estimate is :func:`gtx_stream.core.accuracy.assess`; with ``two_coin`` each record
-    also holds the sensitivity and specificity from the same answers
-    (:func:`gtx_stream.core.accuracy.assess_two_coin`, the same estimator and level).
-    """
-    estimator = Estimator(estimator)
-    if estimator is Estimator.TRUE:
-        raise RegistryError("the true accuracy is not an estimate; use beta or mle")
-    try:
-        truth = read_truth(truth_path)
-        answers = read_answers(answers_path)
-    except DatasetError as err:
-        raise RegistryError(str(err)) from None
-    estimates = accuracy.assess(answers, truth, estimator)
-    if not estimates:
-        raise RegistryError(f"{answers_path}: no answer to a task of {truth_path}")
-    coins = (
-        accuracy.assess_two_coin(answers, truth, estimator, labelers=estimates) if two_coin else {}
-    )
-    return {
-        lid: LabelerAccuracy(e.accuracy, e.lower, e.upper, "assessment", e.total,
-                             TwoCoinRecord.measured(coins[lid], "assessment") if coins else None)
-        for lid, e in estimates.items()
-    }  # fmt: skip

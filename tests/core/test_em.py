@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from gtx_stream.core import em_steps
 from gtx_stream.core.draws import simulated_label
 from gtx_stream.core.em import EMSettings, dawid_skene
 from gtx_stream.core.models import ModelName, OneCoin, TwoCoin, majority_vote
@@ -249,3 +250,45 @@ def test_bad_settings_and_gold_are_refused() -> None:
         EMSettings(model="three_coin")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gold"):
         dawid_skene([0], [0], [1], {0: 2})
+
+
+@pytest.mark.parametrize("model", [ModelName.ONE_COIN, ModelName.TWO_COIN])
+def test_gold_items_fit_as_the_shared_gold_tasks_they_count(model: ModelName) -> None:
+    """The estimator's gold tasks (one per gold answer, from counts per labeler and class) give
+    the fit that the shared gold tasks they were counted from give."""
+    rng = np.random.default_rng(4)
+    n_tasks, n_gold, n_lab = 300, 25, 5
+    truth = rng.integers(0, 2, n_tasks + n_gold)
+    acc = np.array([0.9, 0.8, 0.7, 0.85, 0.6])
+    task = np.repeat(np.arange(n_tasks + n_gold), n_lab)
+    who = np.tile(np.arange(n_lab), n_tasks + n_gold)
+    right = rng.random(len(task)) < acc[who]
+    label = np.where(right, truth[task], 1 - truth[task])
+    gold_tasks = np.arange(n_tasks, n_tasks + n_gold)
+    shared = dawid_skene(task, who, label, {int(t): int(truth[t]) for t in gold_tasks},
+                         EMSettings(model=model), n_tasks=n_tasks + n_gold)  # fmt: skip
+
+    on_gold = task >= n_tasks
+    y, lab, j = truth[task][on_gold], label[on_gold], who[on_gold]
+    counts = np.zeros((n_lab, 4), dtype=np.int64)
+    for col, (want_y, want_label) in enumerate([(1, 1), (1, 0), (0, 0), (0, 1)]):
+        np.add.at(counts[:, col], j[(y == want_y) & (lab == want_label)], 1)
+    g_who, g_label, g_truth = em_steps.gold_items(counts)
+    assert len(g_who) == int(on_gold.sum())
+    keep = ~on_gold
+    n_items = len(g_who)
+    own = dawid_skene(
+        np.concatenate([task[keep], n_tasks + np.arange(n_items)]),
+        np.concatenate([who[keep], g_who]),
+        np.concatenate([label[keep], g_label]),
+        np.concatenate([np.full(n_tasks, -1), g_truth]),
+        EMSettings(model=model), n_tasks=n_tasks + n_items,
+    )  # fmt: skip
+    for name in shared.params:
+        np.testing.assert_allclose(own.params[name], shared.params[name], atol=1e-9)
+    np.testing.assert_allclose(own.p1[:n_tasks], shared.p1[:n_tasks], atol=1e-9)
+
+
+def test_gold_items_refuse_negative_counts() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        em_steps.gold_items([[1, 0, -1, 0]])

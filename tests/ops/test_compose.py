@@ -26,7 +26,7 @@ from gtx_stream.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
-OUR_SERVICES = ("ingester", "labeler", "aggregator", "exporter", "label-server")
+OUR_SERVICES = ("ingester", "labeler", "aggregator", "exporter", "estimator", "label-server")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 
@@ -155,6 +155,7 @@ def test_services_run_the_worker_entry_points(compose: dict[str, Any]) -> None:
                           "format": "folder", "check": None}),
         ("exporter", {"OUT": "/x", "FORMAT": "parquet"},
          {"command": "export", "out": Path("/x"), "format": "parquet"}),
+        ("estimator", {}, {"command": "estimator", "once": False}),
         ("label_server", {}, {"command": "label-server", "host": "0.0.0.0", "port": None}),
         ("label_server", {"PORT": "9000"}, {"command": "label-server", "port": 9000}),
     ],

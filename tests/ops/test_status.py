@@ -121,5 +121,5 @@ def test_status_shows_failed_requests_and_backoff(
     assert main(["status"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
     assert "failed" in rows["labeler"] and "backoff" in rows["labeler"]
-    assert rows["a"].split()[6] == "3" and "(3 failed in a row)" in rows["a"]
-    assert rows["b"].split()[6:] == ["0", "-"]
+    assert rows["a"].split()[7] == "3" and "(3 failed in a row)" in rows["a"]
+    assert rows["b"].split()[7:] == ["0", "-"]

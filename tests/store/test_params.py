@@ -15,14 +15,13 @@ from gtx_stream.config import Settings
 from gtx_stream.core.accuracy import beta_accuracy, count_correct
 from gtx_stream.core.models import TwoCoin
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.param_files import assess, load_file
 from gtx_stream.store.params import (
     LabelerAccuracy,
     RegistryError,
     TwoCoinRecord,
-    assess,
     get_accuracies,
     get_labelers,
-    load_file,
     register_configured,
     store,
 )
@@ -351,3 +350,31 @@ def test_cli_without_redis_url(
     empty.write_text("")
     assert main(["labelers", "--config", str(empty), "list"]) == 2
     assert "redis.url is empty" in capsys.readouterr().err
+
+
+def test_load_reads_two_coin_columns(tmp_path: Path) -> None:
+    table = tmp_path / "acc.csv"
+    table.write_text(
+        "id,accuracy,n,correct,sensitivity,specificity,sensitivity_lower,positives,negatives\n"
+        "a,0.8,20,16,0.9,0.7,0.75,10,10\n"
+        "b,0.75,,,,,,,\n"
+    )
+    got = load_file(table)
+    assert got["a"].correct == 16 and got["a"].n == 20
+    coins = got["a"].two_coin
+    assert coins is not None and (coins.sensitivity, coins.specificity) == (0.9, 0.7)
+    assert (coins.sensitivity_lower, coins.sensitivity_upper) == (0.75, 0.9)
+    assert (coins.positives, coins.negatives, coins.source) == (10, 10, "file")
+    assert got["b"].two_coin is None and got["b"].correct is None
+    # the record keeps its JSON: no counts written where there were none
+    assert "correct" not in json.loads(got["b"].to_json())
+
+
+def test_load_refuses_one_coin_without_the_other(tmp_path: Path) -> None:
+    table = tmp_path / "acc.csv"
+    table.write_text("id,accuracy,sensitivity\na,0.8,0.9\n")
+    with pytest.raises(RegistryError, match="sensitivity without its other coin"):
+        load_file(table)
+    table.write_text("id,accuracy,n,correct\na,0.8,5,6\n")
+    with pytest.raises(RegistryError, match="correct <= n"):
+        load_file(table)
