@@ -64,6 +64,10 @@ class AggregatorSettings(_Section):
         description="threshold: stop each frame at tau (strategy 1); uncertainty: one label "
         "per frame, then always the most uncertain open frame until the budget is spent",
     )
+    uncertainty_inflight: int = Field(
+        default=1, ge=1, description="strategy uncertainty: requests after the first labels "
+        "outstanding at once, over all frames; 1 keeps the offline order exactly",
+    )  # fmt: skip
     tau: float = Field(default=0.99, gt=0.5, lt=1.0)
     kappa: int = Field(default=5, ge=1)
     prior: float = Field(default=0.5, gt=0.0, lt=1.0, description="class prior P(y=1)")

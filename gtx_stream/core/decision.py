@@ -5,8 +5,11 @@ examples (the aggregator calls it on each frame it touches); :func:`threshold_st
 along whole label sequences at once (the replay and the demo's offline check call it), and
 :func:`taus_reached` is its confidence test for a whole sweep of taus at once (the simulator's
 sweep calls it). Strategy 2, uncertainty sampling, asks next about the example of highest
-:func:`uncertainty` (equation 5). Streaming equals offline because all of them run this code;
-``tests/offline/test_sweep.py`` holds the simulator's sweep to :func:`decide`, tau by tau.
+:func:`uncertainty` (equation 5): :func:`most_uncertain` is its selection rule, with ties broken
+by :func:`nth_tied` on the seeded :func:`tie_break` draws (the aggregator and the replay call
+them; the simulator's block summaries pick by the same rule). Streaming equals offline
+because all of them run this code; ``tests/offline/test_sweep.py`` holds the simulator's
+sweep to :func:`decide`, tau by tau.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from enum import Enum
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from gtx_stream.core.draws import stable_hash
 from gtx_stream.core.models import FloatArray, IntArray, Method, Posterior, aggregate
 
 
@@ -82,6 +86,49 @@ def taus_reached(method: Method | str, confidence: ArrayLike, taus: FloatArray) 
 def uncertainty(posterior: Posterior) -> FloatArray:
     """Equation (5): u_i = 1 - max_y P(Y_i = y | L(i)), what strategy 2 asks about next."""
     out: FloatArray = 1.0 - posterior.confidence
+    return out
+
+
+def nth_tied(u: ArrayLike, ties: ArrayLike) -> IntArray:
+    """Which of ``ties`` tied candidates (counted in order) a tie-break uniform ``u`` picks:
+    floor(u * ties), uniform on 0 .. ties - 1, and never past the last one."""
+    n = np.asarray(ties, dtype=np.int64)
+    out: IntArray = np.minimum((np.asarray(u, dtype=np.float64) * n).astype(np.int64), n - 1)
+    return out
+
+
+def most_uncertain(uncertainties: ArrayLike, running: ArrayLike, u: float) -> int:
+    """Strategy 2's next example: the highest :func:`uncertainty` among those still in the
+    running (they may get another label), a tie going to the :func:`nth_tied` of the tied
+    ones in index order; -1 when none is in the running."""
+    key = np.where(np.asarray(running, dtype=bool), np.asarray(uncertainties, np.float64), -1.0)
+    if key.size == 0 or key.max() < 0.0:
+        return -1
+    tied = np.flatnonzero(key == key.max())
+    return int(tied[nth_tied(u, len(tied))])
+
+
+TIE_BLOCK = 1024
+"""Tie-break draws come in blocks of this many, each block from its own seeded generator."""
+
+
+def tie_break(seed: int, step: int) -> float:
+    """The uniform that breaks ties at the ``step``-th pick of strategy 2 (0-based, after the
+    first pass): fixed by (seed, step), so a restarted aggregator and the replay draw the same."""
+    return float(tie_breaks(seed, step, 1)[0])
+
+
+def tie_breaks(seed: int, start: int, n: int) -> FloatArray:
+    """:func:`tie_break` of the steps ``start .. start + n - 1`` at once."""
+    if seed < 0 or start < 0 or n < 0:
+        raise ValueError(f"seed, start and n must be >= 0, got {seed}, {start}, {n}")
+    first, last = start // TIE_BLOCK, (start + n - 1) // TIE_BLOCK if n else start // TIE_BLOCK
+    blocks = [
+        np.random.default_rng([seed, stable_hash("uncertainty tie"), b]).random(TIE_BLOCK)
+        for b in range(first, last + 1)
+    ]
+    offset = start - first * TIE_BLOCK
+    out: FloatArray = np.concatenate(blocks)[offset : offset + n]
     return out
 
 

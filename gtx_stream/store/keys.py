@@ -46,6 +46,24 @@ class Keys:
         ``ask.lua`` takes one per request, a request reported failed gives it back."""
         return f"{self.prefix}:budget"
 
+    # strategy 2, uncertainty sampling (pipeline/aggregate/uncertainty.py); unused otherwise
+    @property
+    def uncertain(self) -> str:
+        """ZSET frame_id -> uncertainty (equation 5) of the open frames that may be asked next:
+        labeled, nothing outstanding, under kappa, a labeler left; ties in frame-id order."""
+        return f"{self.prefix}:uncertain"
+
+    @property
+    def unlabeled(self) -> str:
+        """ZSET frame_id -> 0: open frames still without a label (no pick while any is)."""
+        return f"{self.prefix}:unlabeled"
+
+    @property
+    def uncertainty(self) -> str:
+        """HASH ``picks``: requests made by uncertainty sampling after the first labels (the
+        index of the next tie-break draw)."""
+        return f"{self.prefix}:uncertainty"
+
     @property
     def labelers(self) -> str:
         """HASH labeler_id -> JSON {accuracy, lower, upper, source}: registered labelers."""

@@ -331,6 +331,8 @@ MEANING = {
     "aggregator.strategy": "`threshold`: ask each frame until its confidence reaches tau or it "
     "has kappa labels (strategy 1); `uncertainty`: one label per frame, then always the most "
     "uncertain open frame, until the budget is spent (strategy 2; needs a budget)",
+    "aggregator.uncertainty_inflight": "strategy `uncertainty`: requests after the first labels "
+    "outstanding at once over all frames; 1 gives the offline order exactly",
     "estimator.every_seconds": "`gtx-stream estimator` refits labeler parameters by EM this often",
     "estimator.every_labels": "also refit once this many new labels are final; 0: by time only",
     "estimator.window_labels": "EM fits on at most this many of the latest final labels",

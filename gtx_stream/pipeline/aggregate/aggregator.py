@@ -12,6 +12,11 @@ One loop, all state in Redis (so a restarted or a second aggregator continues ex
    then an RQ job);
 4. acknowledge the batch in one XACK per stream.
 
+Under ``aggregator.strategy = "uncertainty"`` (strategy 2) the decider asks only frames without
+a label, and :class:`~gtx_stream.pipeline.aggregate.uncertainty.UncertaintySampler` picks the
+most uncertain frame next, after every step; once the budget is spent and nothing is
+outstanding, every open frame is decided (and finalised) in the same step.
+
 Every ``sweep_seconds`` it also expires leases that ran out and re-decides open frames with
 nothing outstanding, which heals any step a crash cut short (:class:`Sweeper`). A failure
 report re-decides its frame at once: another labeler is asked in the same step. Every
@@ -39,6 +44,7 @@ from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.pipeline.aggregate.requester import Enqueue, Requester
 from gtx_stream.pipeline.aggregate.retention import Retention
 from gtx_stream.pipeline.aggregate.sweeper import Sweeper
+from gtx_stream.pipeline.aggregate.uncertainty import Ranking, UncertaintySampler
 from gtx_stream.pipeline.dispatch import make_dispatcher
 from gtx_stream.store import frame_scripts as scripts
 from gtx_stream.store.frames import FrameState, read_frames
@@ -87,6 +93,8 @@ class Aggregator:
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
         )  # fmt: skip
         self.sweeper = Sweeper(client, keys, runner)
+        self.sampler = (UncertaintySampler(client, keys, settings)
+                        if settings.strategy == "uncertainty" else None)  # fmt: skip
         self._last_sweep = 0.0
         self.retention = retention or RetentionSettings()
         self.retainer = Retention(client, keys, runner, self.retention, group=GROUP,
@@ -128,9 +136,16 @@ class Aggregator:
             touched |= self.sweeper.expire_leases()
             touched |= self.sweeper.open_frames()
             self._last_sweep = time.time()
-        if touched:
+        over, budget = False, None
+        if self.sampler is not None or touched:
             budget = intake.budget_left if intake.budget_read else self.budget_left()
-            self._decide(sorted(touched), intake.known, budget, report)
+        if self.sampler is not None and self.sampler.budget_over(budget):
+            over = True  # the end of strategy 2: every open frame is finalised now
+            touched |= self.sampler.open_frames()
+        if touched:
+            self._decide(sorted(touched), intake.known, budget, report, over)
+        if self.sampler is not None:
+            report.asked += self.sampler.pick(self.requester.ask, self._allowed)
         self.group.ack(entries, progress=report.progress)
         self.retainer.apply_if_due()
         return report
@@ -144,6 +159,7 @@ class Aggregator:
         known: Mapping[str, FrameState | None],
         budget_left: int | None,
         report: BatchReport,
+        budget_over: bool = False,
     ) -> None:
         """``budget_left``: as read by ``apply_labels.lua`` in this step, or just before."""
         states = dict(known)
@@ -152,14 +168,24 @@ class Aggregator:
         if gone:
             self.sweeper.drop_gone(gone)
         frames = [f for fid in frame_ids if (f := states.get(fid)) is not None and f.is_open]
+        if self.sampler is not None:  # finalised or gone: out of the sampler's sets
+            out = [fid for fid in frame_ids if (f := states.get(fid)) is None or not f.is_open]
+            if out:
+                self.sampler.record(Ranking(), out)
         if not frames:
             return
-        decisions = self.decider.decide(frames, self.labelers.params(), budget_left)
+        decisions = self.decider.decide(frames, self.labelers.params(), budget_left, budget_over)
         # one finalise.lua call for the step's finals (up to 256 frames each)
         calls = scripts.finalise_calls(self.keys, decisions.finals, self.grace_seconds)
         for entry_ids in self.runner.run(calls):
             report.finalised += sum(1 for entry_id in entry_ids if entry_id is not None)
+        if self.sampler is not None and decisions.ranking is not None:
+            self.sampler.record(decisions.ranking)
         report.asked += self.requester.ask(decisions.slots)
+
+    def _allowed(self, frame: FrameState) -> list[str]:
+        everyone = sorted(self.labelers.params())
+        return frame.allowed(everyone) if frame.restricted else everyone
 
 
 def _enqueue_rq_jobs(

@@ -5,6 +5,9 @@ Posteriors come from :func:`gtx_stream.core.models.posterior_of`, the rule from
 Under ``aggregator.model = "two_coin"`` the posterior is the two-coin model's (its
 parameters come from :class:`~gtx_stream.pipeline.aggregate.labelers.LabelerBook`) and the
 rule stays GTX's; the record names the model and carries each labeler's two coins.
+Under ``aggregator.strategy = "uncertainty"`` the codes come from
+:func:`~gtx_stream.pipeline.aggregate.uncertainty.uncertainty_codes` instead: only frames
+without a label are asked here, the others are ranked for the sampler to pick from.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gtx_stream.config import AggregatorSettings
-from gtx_stream.core.decision import Decision, decide
+from gtx_stream.core.decision import Decision, decide, uncertainty
 from gtx_stream.core.models import (
     UNKNOWN_LABELER,
     UNKNOWN_TWO_COIN,
@@ -25,6 +28,7 @@ from gtx_stream.core.models import (
     posterior_of,
 )
 from gtx_stream.core.records import FinalRecord
+from gtx_stream.pipeline.aggregate.uncertainty import Ranking, rank, uncertainty_codes
 from gtx_stream.pipeline.dispatch import Slot
 from gtx_stream.store.frames import FrameState
 from gtx_stream.store.keys import Keys
@@ -39,6 +43,8 @@ class Decisions:
     finals: list[FinalRecord] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)
     """Frames to ask one more labeler about (``room``: how many requests may go out now)."""
+    ranking: Ranking | None = None
+    """Under strategy uncertainty: what the decided frames change in the sampler's sets."""
 
 
 class Decider:
@@ -49,13 +55,16 @@ class Decider:
         # a label whose labeler is no longer registered weighs nothing, in either model
         self._unknown: LabelerParams = UNKNOWN_TWO_COIN if self.two_coin else UNKNOWN_LABELER
         self._posterior_of = ModelName.TWO_COIN if self.two_coin else settings.method
+        self.uncertain = settings.strategy == "uncertainty"
 
     def decide(
         self,
         frames: Sequence[FrameState],
         params: Mapping[str, LabelerParams],
         budget_left: int | None,
+        budget_over: bool = False,
     ) -> Decisions:
+        """``budget_over`` (strategy uncertainty): spent, and nothing outstanding anywhere."""
         out = Decisions()
         if not frames:
             return out
@@ -73,15 +82,24 @@ class Decider:
         # Labels still on their way count as possible: wait for them, do not finalise early
         # as exhausted or out of budget.
         left = np.inf if budget_left is None else budget_left
-        codes = decide(
-            s.method, post.confidence, n_labels, s.tau, s.kappa,
-            eligible_left=np.array(eligible) + outstanding, budget_left=left + outstanding,
-        )  # fmt: skip
+        if self.uncertain:
+            codes, running = uncertainty_codes(s, post.confidence, n_labels, np.array(eligible),
+                                               outstanding, budget_over)  # fmt: skip
+            out.ranking = rank(frames, codes, running, uncertainty(post))
+        else:
+            codes = decide(
+                s.method, post.confidence, n_labels, s.tau, s.kappa,
+                eligible_left=np.array(eligible) + outstanding, budget_left=left + outstanding,
+            )  # fmt: skip
         now = time.time()
         method, model = str(s.method), str(s.model)
         labels, p1, confidence = post.label.tolist(), post.p1.tolist(), post.confidence.tolist()
         for i, code in enumerate(codes.tolist()):
             f = frames[i]
+            if code == ASK and self.uncertain:
+                if f.n_labels == 0 and f.outstanding == 0 and eligible[i]:
+                    out.slots.append(Slot(f, allowed[i], 1))  # its first label
+                continue
             if code == ASK:
                 room = min(s.max_inflight - f.outstanding, s.kappa - f.n_labels - f.outstanding)
                 if room > 0 and eligible[i]:
