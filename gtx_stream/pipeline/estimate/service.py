@@ -85,6 +85,9 @@ class Estimator:
         self.window = LabelWindow(client, keys, settings.window_labels)
         self._new_labels = 0
         self._last_fit = -float("inf")
+        # each frame's P(y=1) in the last fit: the next fit starts from them (a warm start:
+        # about half the iterations), frames new to the window from 1/2
+        self._p1: dict[str, float] = {}
 
     def em_settings(self, model: ModelName) -> EMSettings:
         return EMSettings(model=model, prior_strength=self.s.prior_strength,
@@ -112,12 +115,21 @@ class Estimator:
         label = np.concatenate([win.label, g_label])
         gold = np.concatenate([np.full(win.n_tasks, -1), g_truth])
 
+        frames = [f.frame_id for f in self.window.frames]
+        init = None
+        if self._p1:
+            warm = [self._p1.get(fid, 0.5) for fid in frames]
+            init = np.concatenate([np.asarray(warm), g_truth.astype(np.float64)])
+
         def fit(model: ModelName) -> EMResult:
             return dawid_skene(task, who, label, gold, self.em_settings(model),
-                               n_tasks=win.n_tasks + n_gold, n_labelers=len(ids))  # fmt: skip
+                               n_tasks=win.n_tasks + n_gold, n_labelers=len(ids),
+                               init=init)  # fmt: skip
 
         one = fit(ModelName.ONE_COIN)
         two = fit(ModelName.TWO_COIN) if self.model is ModelName.TWO_COIN else None
+        used = two or one
+        self._p1 = dict(zip(frames, used.p1[: win.n_tasks].tolist(), strict=True))
         per_labeler = np.bincount(win.labeler, minlength=len(ids))
         now = time.time()
         records = {

@@ -32,6 +32,7 @@ class FrameLabels:
 
     labelers: tuple[str, ...]
     labels: tuple[int, ...]
+    frame_id: str = ""
 
 
 def frame_labels(fields: Mapping[bytes | str, bytes | str]) -> FrameLabels | None:
@@ -43,7 +44,8 @@ def frame_labels(fields: Mapping[bytes | str, bytes | str]) -> FrameLabels | Non
         return None
     if not labelers or len(labelers) != len(labels):
         return None
-    return FrameLabels(tuple(str(x) for x in labelers), tuple(int(x) for x in labels))
+    return FrameLabels(tuple(str(x) for x in labelers), tuple(int(x) for x in labels),
+                       got.get("frame_id", ""))  # fmt: skip
 
 
 @dataclass(frozen=True)
