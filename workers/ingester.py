@@ -1,7 +1,8 @@
 """Ingester service: open the frames of ``$SOURCE`` for labeling (docker-compose: ``ingester``).
 
-``SOURCE`` is a video file, a camera index, a stream URL or a folder of images; ``TASKS``
-(a crowd dataset folder) opens one frame per task instead. Settings come from ``$GTX_CONFIG``
+``SOURCE`` is a video file, a camera index, a stream URL or a folder of images; ``SOURCES``
+names a sources file instead (several sources at once, one ``SOURCE [NAME]`` per line);
+``TASKS`` (a crowd dataset folder) opens one frame per task. Settings come from ``$GTX_CONFIG``
 and ``GTX_*`` variables (sampling: ``GTX_INGEST__FPS``, ``GTX_INGEST__EVERY``, ...).
 """
 
@@ -19,8 +20,13 @@ def argv(env: Mapping[str, str]) -> list[str]:
     head = ["--log-level", env.get("LOG_LEVEL", "INFO"), "ingest"]
     if env.get("TASKS"):
         return [*head, "--tasks", env["TASKS"]]
+    if env.get("SOURCES"):
+        return [*head, "--sources", env["SOURCES"]]
     if not env.get("SOURCE"):
-        raise SystemExit("ingester: set SOURCE (a video, camera index, stream URL or folder)")
+        raise SystemExit(
+            "ingester: set SOURCE (a video, camera index, stream URL or folder) or SOURCES "
+            "(a sources file)"
+        )
     return [*head, env["SOURCE"]]
 
 

@@ -22,10 +22,17 @@ def register(sub: Any) -> None:
         description=(
             "Read SOURCE with OpenCV, sample it, store each kept frame as JPEG in Redis and "
             "open it for labeling. SOURCE is a video file, a camera index (0, 1, ...), a "
-            "stream URL (rtsp://, http://...) or a folder of images (in name order)."
+            "stream URL (rtsp://, http://...) or a folder of images (in name order). Several "
+            "SOURCEs (or --sources FILE) are read at once, one thread each; a source that "
+            "fails ends alone and the others go on."
         ),
     )
-    p.add_argument("source", nargs="?", metavar="SOURCE", help="video, camera, URL or folder")
+    p.add_argument("source", nargs="*", metavar="SOURCE", help="video, camera, URL or folder")
+    p.add_argument(
+        "--sources",
+        metavar="FILE",
+        help="read the sources listed in FILE, one 'SOURCE [NAME]' per line (NAME: its id)",
+    )
     add_config_option(p)
     p.add_argument("--fps", type=float, help="target sampling rate (frames per second)")
     p.add_argument("--every", type=int, metavar="N", help="keep every N-th frame")
@@ -60,11 +67,22 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from gtx_stream.pipeline.ingest.ingester import SourceError, run_ingest
+    from gtx_stream.pipeline.ingest.many import SourceSpec, read_sources_file, run_many
     from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
-    if (args.source is None) == (args.tasks is None):
-        _error("give either SOURCE or --tasks DATASET_DIR")
+    specs = [SourceSpec(s) for s in args.source]
+    if args.sources:
+        try:
+            specs += read_sources_file(args.sources)
+        except SourceError as err:
+            _error(str(err))
+            return 2
+    if bool(specs) == (args.tasks is not None):
+        _error("give either SOURCE (or --sources FILE) or --tasks DATASET_DIR")
+        return 2
+    if len(specs) > 1 and (args.truth or args.source_id):
+        _error("--truth and --source-id go with one SOURCE (a sources file names each id)")
         return 2
     settings = load_settings(args.config)
     overrides = {
@@ -100,15 +118,20 @@ def _run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if len(specs) > 1:
+            outcomes = run_many(client, Keys(settings.redis.prefix), settings, specs, stop)
+            for out in outcomes:
+                print(out.summary())
+            return 1 if any(out.error for out in outcomes) else 0
         report = run_ingest(
             client,
             Keys(settings.redis.prefix),
             settings,
-            args.source,
+            specs[0].source if specs else None,
             truth_csv=args.truth,
             tasks_dir=args.tasks,
             stop_event=stop,
-            source_id=args.source_id,
+            source_id=args.source_id or (specs[0].source_id if specs else None),
         )
     except SourceError as err:
         _error(str(err))

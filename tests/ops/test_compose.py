@@ -141,10 +141,12 @@ def test_services_run_the_worker_entry_points(compose: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("worker", "env", "expected"),
     [
-        ("ingester", {"SOURCE": "/input/a.mp4"}, {"command": "ingest", "source": "/input/a.mp4"}),
-        ("ingester", {"SOURCE": "0"}, {"command": "ingest", "source": "0"}),
+        ("ingester", {"SOURCE": "/input/a.mp4"}, {"command": "ingest", "source": ["/input/a.mp4"]}),
+        ("ingester", {"SOURCE": "0"}, {"command": "ingest", "source": ["0"]}),
         ("ingester", {"SOURCE": "x", "TASKS": "/data/possent"},
-         {"command": "ingest", "source": None, "tasks": "/data/possent"}),
+         {"command": "ingest", "source": [], "tasks": "/data/possent"}),
+        ("ingester", {"SOURCE": "x", "SOURCES": "/input/cams.txt"},
+         {"command": "ingest", "source": [], "sources": "/input/cams.txt"}),
         ("labeler", {}, {"command": "labeler", "all": True, "ids": None}),
         ("labeler", {"LABELER_IDS": "all"}, {"command": "labeler", "all": True}),
         ("labeler", {"LABELER_IDS": "a, b c"}, {"command": "labeler", "ids": ["a", "b", "c"]}),
