@@ -1,4 +1,5 @@
-"""`gtx-stream replay DATASET_DIR`: the confidence-threshold strategy on real crowd labels."""
+"""`gtx-stream replay DATASET_DIR`: the confidence-threshold strategy, or uncertainty sampling
+with a budget, on real crowd labels."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from gtx_stream.core.datasets import DatasetError, load_dataset
 from gtx_stream.core.models import ModelName
 from gtx_stream.offline.replay import REFERENCES, Report, Row, replay
 from gtx_stream.offline.replay_stream import DEFAULT_EVERY, Estimate
+from gtx_stream.offline.replay_uncertainty import STRATEGIES
 
 
 def register(sub: Any) -> None:
@@ -70,6 +72,21 @@ def register(sub: Any) -> None:
         default=DEFAULT_EVERY,
         help=f"with --estimate em: refit after every N labels bought (default {DEFAULT_EVERY})",
     )
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="threshold",
+        help="threshold: stop each task at tau or kappa labels (strategy 1); uncertainty: label "
+        "every scored task once, then always the most uncertain task next, until --budget "
+        "labels are spent (strategy 2; one-coin from gold only) (default threshold)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="with --strategy uncertainty: labels to spend over all scored tasks (at least one "
+        "per task; kappa still caps each task)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document with every row")
     p.set_defaults(func=_run)
 
@@ -88,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
             model=args.model,
             estimate=args.estimate,
             every=args.every,
+            strategy=args.strategy,
+            budget=args.budget,
         )
     except (DatasetError, ValueError) as err:
         print(f"gtx-stream replay: error: {err}", file=sys.stderr)
@@ -106,7 +125,9 @@ def _pm(mean: float, se: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {se_text}"
 
 
-def _rule(row: Row) -> str:
+def _rule(row: Row, report: Report) -> str:
+    if report.strategy == "uncertainty" and row.method not in REFERENCES:
+        return f"B={report.budget}"
     if row.tau is not None:
         return f"tau={row.tau:g}"
     if row.k is not None:
@@ -139,7 +160,13 @@ def format_report(report: Report) -> str:
         f"{report.n_labels} labels; {report.trials} trials, seed {report.seed}",
         f"{'accuracies' if report.model == ModelName.ONE_COIN.value else 'parameters'}: "
         f"{params} (mean over trials)",
-        f"scored tasks: {report.rows[0].n_tasks:g}; tau {report.tau:g}, kappa {report.kappa}",
+        f"scored tasks: {report.rows[0].n_tasks:g}; tau {report.tau:g}, kappa {report.kappa}"
+        + (
+            f"; uncertainty sampling, budget {report.budget} labels "
+            f"({report.budget / report.rows[0].n_tasks:.2f} per task)"
+            if report.strategy == "uncertainty" and report.budget
+            else ""
+        ),
         "",
     ]
     if report.truthless:
@@ -150,7 +177,7 @@ def format_report(report: Report) -> str:
         table.append(
             (
                 row.method,
-                _rule(row),
+                _rule(row, report),
                 _pm(row.avg_k, row.avg_k_se, 2),
                 _pm(row.accuracy, row.accuracy_se, 4),
                 _pm(row.error, row.error_se, 4),

@@ -1,4 +1,5 @@
-"""The confidence-threshold strategy (section 2.3) replayed on real crowdsourced labels.
+"""The confidence-threshold strategy (section 2.3), or uncertainty sampling (strategy 2, with a
+budget: :mod:`.replay_uncertainty`), replayed on real crowdsourced labels.
 
 A dataset folder holds ``answers.csv`` (``task,worker,label``), ``truth.csv`` (``task,truth``)
 and, optionally, a separate assessment set: ``assessment_answers.csv`` + ``assessment_truth.csv``
@@ -33,7 +34,7 @@ from gtx_stream.core.datasets import Dataset, DatasetError
 from gtx_stream.core.decision import Decision, Stop, threshold_stop
 from gtx_stream.core.draws import labeler_order, stable_hash
 from gtx_stream.core.models import FloatArray, Method, ModelName, majority_vote
-from gtx_stream.offline import replay_stream
+from gtx_stream.offline import replay_stream, replay_uncertainty
 from gtx_stream.offline.replay_stream import (
     DEFAULT_EVERY,
     DS_REFERENCE,
@@ -124,6 +125,9 @@ class Report:
     """EM refits of GTX's stream per trial, averaged over trials (``estimate = em``)."""
     truthless: int = 0
     """Tasks without a truth: labeled in the two-coin or EM stream, never scored."""
+    strategy: str = "threshold"
+    """``threshold`` (strategy 1), or ``uncertainty`` (strategy 2, spending ``budget`` labels)."""
+    budget: int | None = None
 
 
 # -- one trial -------------------------------------------------------------------------------
@@ -273,23 +277,12 @@ def _row(
     method: str, tau: float | None, k: int | None, per_trial: dict[str, list[float]], trials: int
 ) -> Row:
     stats = {name: _mean_se(values) for name, values in per_trial.items()}
-    return Row(
-        method=method,
-        tau=tau,
-        k=k,
-        avg_k=stats["avg_k"][0],
-        avg_k_se=stats["avg_k"][1],
-        accuracy=stats["accuracy"][0],
-        accuracy_se=stats["accuracy"][1],
-        error=1.0 - stats["accuracy"][0],
-        error_se=stats["accuracy"][1],
-        mae=stats["mae"][0],
-        mae_se=stats["mae"][1],
-        exhausted=stats["exhausted"][0],
-        exhausted_se=stats["exhausted"][1],
-        n_tasks=stats["n_tasks"][0],
-        trials=trials,
-    )
+    (acc, acc_se), (avg_k, avg_k_se) = stats["accuracy"], stats["avg_k"]
+    return Row(method=method, tau=tau, k=k, avg_k=avg_k, avg_k_se=avg_k_se, accuracy=acc,
+               accuracy_se=acc_se, error=1.0 - acc, error_se=acc_se, mae=stats["mae"][0],
+               mae_se=stats["mae"][1], exhausted=stats["exhausted"][0],
+               exhausted_se=stats["exhausted"][1], n_tasks=stats["n_tasks"][0],
+               trials=trials)  # fmt: skip
 
 
 def replay(
@@ -304,12 +297,15 @@ def replay(
     model: ModelName | str = ModelName.ONE_COIN,
     estimate: Estimate | str = Estimate.GOLD,
     every: int = DEFAULT_EVERY,
+    strategy: str = "threshold",
+    budget: int | None = None,
 ) -> Report:
     """Replay every method over ``trials`` trials (trial t orders labels with seed + t).
 
     ``model`` and ``estimate`` other than one-coin from gold replay the tasks as a stream
     (:mod:`.replay_stream`), with EM refit every ``every`` labels bought for ``em``, and add
-    the ``ds-all`` reference row.
+    the ``ds-all`` reference row. ``strategy = "uncertainty"`` spends ``budget`` labels on the
+    scored tasks by uncertainty sampling instead (one-coin from gold only; tie-breaks seed + t).
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
@@ -318,6 +314,7 @@ def replay(
     if every < 1:
         raise ValueError(f"the EM cadence must be at least 1 label, got {every}")
     legacy = model is ModelName.ONE_COIN and estimate is Estimate.GOLD
+    replay_uncertainty.check(strategy, budget, legacy)
     names = [m.value for m in METHODS] + list(REFERENCES)
     per_trial: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     unassessed, n_gold, fits = [], 0, []
@@ -327,23 +324,19 @@ def replay(
         )
         unassessed.append(assessment.unassessed)
         n_gold = len(assessment.gold_tasks)
-        if legacy:
+        if strategy == "uncertainty":
+            q = _queues(dataset, assessment, seed, trial)
+            results = replay_uncertainty.trial(q.labels, q.accuracies, q.mask, q.truth,
+                                               budget=budget or 0, kappa=kappa, tau=tau,
+                                               seed=seed + trial)  # fmt: skip
+        elif legacy:
             results = _legacy_trial(dataset, assessment, tau, kappa, seed, trial)
         else:
             results, n_fits = replay_stream.trial(
-                dataset,
-                assessment.gold_tasks,
-                assessment.scored_tasks,
-                assessment.accuracies,
-                model=model,
-                estimate=estimate,
-                every=every,
-                tau=tau,
-                kappa=kappa,
-                seed=seed,
-                trial=trial,
-                estimator=estimator,
-            )
+                dataset, assessment.gold_tasks, assessment.scored_tasks, assessment.accuracies,
+                model=model, estimate=estimate, every=every, tau=tau, kappa=kappa, seed=seed,
+                trial=trial, estimator=estimator,
+            )  # fmt: skip
             fits.append(n_fits)
         for name, row_figures in results.items():
             for key, value in row_figures.items():
@@ -351,8 +344,8 @@ def replay(
     rows = [
         _row(
             m.value,
-            tau if m.uses_threshold else None,
-            None if m.uses_threshold else kappa,
+            tau if m.uses_threshold and strategy == "threshold" else None,
+            None if m.uses_threshold or strategy != "threshold" else kappa,
             per_trial[m.value],
             trials,
         )
@@ -380,6 +373,8 @@ def replay(
         every=every if estimate is Estimate.EM else None,
         fits=float(np.mean(fits)) if fits else 0.0,
         truthless=0 if legacy else len(dataset.truthless),
+        strategy=strategy,
+        budget=budget if strategy == "uncertainty" else None,
     )
 
 

@@ -89,6 +89,23 @@ def uncertainty_sample(
     return Sampled(count, decision, Posterior(p1, hard, conf), np.array(picks, dtype=np.int64))
 
 
+STRATEGIES = ("threshold", "uncertainty")
+
+
+def check(strategy: str, budget: int | None, one_coin_gold: bool) -> None:
+    """A one-line :class:`ValueError` for a replay strategy that cannot run as asked."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "threshold":
+        if budget is not None:
+            raise ValueError("a budget is for strategy uncertainty (threshold spends per task)")
+        return
+    if budget is None or budget < 1:
+        raise ValueError("strategy uncertainty needs a budget of at least 1 label")
+    if not one_coin_gold:
+        raise ValueError("strategy uncertainty replays one-coin accuracies from gold only")
+
+
 def trial(
     labels: FloatArray,
     accuracies: FloatArray,
