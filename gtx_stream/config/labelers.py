@@ -19,6 +19,9 @@ from pydantic_core import PydanticCustomError
 HUMAN_LEASE_SECONDS = 120.0
 """A person's lease when their ``lease_seconds`` is not set: a page needs more time than a model."""
 
+MAX_BATCH = 256
+"""The most frames one labeler worker job may take at once (``batch``)."""
+
 
 class LabelerSettings(BaseModel):
     """One ``[[labelers]]`` entry; a backend's required fields are checked when it is loaded."""
@@ -41,6 +44,12 @@ class LabelerSettings(BaseModel):
     )
     specificity: float | None = Field(
         default=None, ge=0.0, le=1.0, description="two-coin: P(label 0 | y = 0)"
+    )
+    batch: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BATCH,
+        description="frames the worker takes in one job (one backend call); human: 1",
     )
 
     def lease(self, default: float) -> float:
@@ -68,6 +77,14 @@ class LabelerSettings(BaseModel):
                 raise _labeler_error(info, "needs target = an http:// or https:// URL")
         if backend == "replay" and not value.strip():
             raise _labeler_error(info, "needs target = its dataset folder")
+        return value
+
+    @field_validator("batch")
+    @classmethod
+    def _people_take_one_frame(cls, value: int, info: ValidationInfo) -> int:
+        # the label server hands a person one request at a time (server/feed.py)
+        if value > 1 and info.data.get("backend") == "human":
+            raise _labeler_error(info, "takes one frame per request: batch must be 1")
         return value
 
     @model_validator(mode="after")

@@ -376,3 +376,110 @@ def test_http_backend_needs_an_http_url_and_an_image() -> None:
         HttpBackend("v", "ftp://example.org/x")
     with pytest.raises(LabelError, match="no image"):
         HttpBackend("v", "http://127.0.0.1:1/").label(Frame("f", {"truth": "1"}, None))
+
+
+# --- batches (labeler setting batch > 1) ------------------------------------------------------
+
+BATCH_TARGET = "tests.pipeline.test_batch_requests"
+
+
+def batch_frames(n: int) -> list[Frame]:
+    return [frame(f"cam-{i}", frame_index=str(i)) for i in range(n)]
+
+
+def test_python_batch_is_one_call_with_lists_and_a_bad_item_fails_alone() -> None:
+    from tests.pipeline import test_batch_requests as fixtures
+
+    fixtures.batches.clear()
+    backend = PythonBackend("m", f"{BATCH_TARGET}:odd_fails", batch=4)
+    frames = batch_frames(4)
+    frames[2] = Frame("cam-2", {"frame_index": "2"}, b"not a jpeg")  # fails before the call
+    out = backend.label_batch(frames)
+    assert fixtures.batches == [["cam-0", "cam-1", "cam-3"]]  # one call, the readable frames
+    assert out[0] == 1
+    assert isinstance(out[1], LabelError) and "frame cam-1" in str(out[1])
+    assert isinstance(out[2], LabelError) and "not a readable JPEG" in str(out[2])
+    assert isinstance(out[3], LabelError) and "None" in str(out[3])
+
+
+def test_python_batch_errors_fail_the_whole_batch() -> None:
+    crash = PythonBackend("m", f"{BATCH_TARGET}:crash_batch", batch=4)
+    with pytest.raises(LabelError, match="batch of 2 frames: .*out of memory"):
+        crash.label_batch(batch_frames(2))
+    wrong = PythonBackend("m", "tests.labeler_fixtures:index_parity", batch=4)
+    with pytest.raises(LabelError, match="batch of 2 frames"):
+        wrong.label_batch(batch_frames(2))  # a one-frame function handed lists
+
+
+def test_batch_one_and_simulated_batches_answer_frame_by_frame() -> None:
+    one = PythonBackend("m", "tests.labeler_fixtures:index_parity")
+    assert one.label_batch(batch_frames(3)) == [0, 1, 0]
+    sim = build_backend(LabelerSettings(id="s", accuracy=0.8, seed=2, batch=8))
+    frames = batch_frames(5)
+    assert sim.batch == 8 and sim.label_batch(frames) == [sim.label(f) for f in frames]
+
+
+class _BatchHandler(http.server.BaseHTTPRequestHandler):
+    seen: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append({"headers": self.headers, "body": body})
+        frames = body["frames"]
+        labels: list[Any] = [int(f["metadata"]["frame_index"]) % 2 for f in frames]
+        if self.path == "/null-for-1":
+            labels = [
+                None if f["frame_id"] == "cam-1" else x for f, x in zip(frames, labels, strict=True)
+            ]
+        answer = {"/short": {"labels": labels[:-1]}, "/bare": labels}.get(
+            self.path, {"labels": labels}
+        )
+        out = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def http_batch_labeler() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BatchHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    _BatchHandler.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_batch_is_one_json_post(http_batch_labeler: str) -> None:
+    import base64
+
+    backend = HttpBackend("v", f"{http_batch_labeler}/null-for-1", batch=4)
+    frames = batch_frames(3) + [Frame("cam-9", {"frame_index": "9"}, None)]
+    out = backend.label_batch(frames)
+    [post] = _BatchHandler.seen
+    assert post["headers"]["Content-Type"] == "application/json"
+    assert post["headers"]["X-GTX-Labeler"] == "v"
+    body = post["body"]
+    assert body["labeler"] == "v"
+    assert [f["frame_id"] for f in body["frames"]] == ["cam-0", "cam-1", "cam-2"]
+    assert base64.b64decode(body["frames"][0]["jpeg"]) == frames[0].jpeg
+    assert body["frames"][0]["metadata"] == frames[0].describe()
+    assert "truth" not in body["frames"][0]["metadata"]
+    assert out[0] == 0 and out[2] == 0
+    assert isinstance(out[1], LabelError) and "frame cam-1" in str(out[1])
+    assert isinstance(out[3], LabelError) and "no image stored" in str(out[3])
+
+
+@pytest.mark.parametrize("path", ["/short", "/bare"])
+def test_http_batch_answer_of_the_wrong_shape_fails_the_batch(
+    http_batch_labeler: str, path: str
+) -> None:
+    backend = HttpBackend("v", f"{http_batch_labeler}{path}", batch=4)
+    with pytest.raises(LabelError, match="batch of 3 frames"):
+        backend.label_batch(batch_frames(3))

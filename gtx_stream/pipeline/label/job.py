@@ -1,11 +1,13 @@
 """The RQ job of a request: :func:`label_frame`, and :class:`LabelJob`, which runs nothing else.
 
 ``label_frame`` reads the frame, asks the labeler's backend, and XADDs one
-:class:`~gtx_stream.core.records.LabelEntry` to the labels stream: the label, or, when the
-request failed (a backend error, the backend's own timeout or RQ's job timeout, a garbage
-answer), a failed entry with the reason, at once, so the aggregator need not wait out the
-lease. A failed request also fails its RQ job (RQ keeps it in its failed-job registry). The job
-decides nothing: the aggregator applies the entry.
+:class:`~gtx_stream.core.records.LabelEntry` to the labels stream (for a labeler with
+``batch > 1``, one per request of its batch, :mod:`~gtx_stream.pipeline.label.batch`): the
+label, or, when the request failed (a backend error, the backend's own timeout or RQ's job
+timeout, a garbage answer), a failed entry with the reason, at once, so the aggregator need
+not wait out the lease. A failed request also fails its RQ job (RQ keeps it in its failed-job
+registry; for a batch, the one job that carried it). The job decides nothing: the aggregator
+applies the entries.
 
 While Redis is unreachable (a restart), reading the frame and sending the entry are retried
 with backoff until Redis answers, or until the worker is asked to stop: then the request is
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,14 +32,16 @@ from rq.job import Job, JobStatus, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from gtx_stream.config import ConfigError, LabelerSettings, Settings
-from gtx_stream.core.records import LabelEntry, text
+from gtx_stream.core.records import LabelEntry, LabelRequest, text
 from gtx_stream.pipeline.label.backends import (
     Backend,
     Frame,
     LabelError,
+    Outcome,
     build_backend,
     check_label,
 )
+from gtx_stream.pipeline.label.batch import take_requests
 from gtx_stream.pipeline.label.requests import LABEL_FRAME
 from gtx_stream.store.keys import Keys
 
@@ -138,22 +142,37 @@ def ride_out(call: Callable[[], T], what: str, stop: threading.Event) -> T:
 
 def read_frame(client: redis.Redis, keys: Keys, frame_id: str) -> Frame | None:
     """The frame hash and JPEG, or None when the frame is gone (not open, or expired)."""
+    return read_frames(client, keys, [frame_id])[0]
+
+
+def read_frames(
+    client: redis.Redis, keys: Keys, frame_ids: Sequence[str], with_image: bool = True
+) -> list[Frame | None]:
+    """Each frame's hash and (``with_image``) JPEG in one round trip; None for a frame that
+    is gone."""
     with client.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.frame(frame_id))
-        pipe.get(keys.image(frame_id))
-        raw, jpeg = pipe.execute()
-    if not raw:
-        return None
-    metadata = {text(k): text(v) for k, v in raw.items()}
-    if metadata.get("state", "open") != "open":  # finalised (or dropped): no label is needed
-        return None
-    if isinstance(jpeg, str):  # a client with decode_responses=True cannot carry JPEG bytes
-        raise LabelError("the labeler's Redis client must not decode responses")
-    return Frame(frame_id, metadata, jpeg)
+        for frame_id in frame_ids:
+            pipe.hgetall(keys.frame(frame_id))
+            if with_image:
+                pipe.get(keys.image(frame_id))
+        replies = pipe.execute()
+    step = 2 if with_image else 1
+    out: list[Frame | None] = []
+    for i, frame_id in enumerate(frame_ids):
+        raw = replies[step * i]
+        jpeg = replies[step * i + 1] if with_image else None
+        metadata = {text(k): text(v) for k, v in raw.items()} if raw else {}
+        if metadata.get("state", "open") != "open" or not raw:
+            out.append(None)  # finalised (or dropped, or expired): no label is needed
+            continue
+        if isinstance(jpeg, str):  # a client with decode_responses=True cannot carry JPEG bytes
+            raise LabelError("the labeler's Redis client must not decode responses")
+        out.append(Frame(frame_id, metadata, jpeg))
+    return out
 
 
-def _reason(err: Exception, where: str) -> str:
-    """Why a request failed, one line naming the labeler and the frame."""
+def _reason(err: BaseException, where: str) -> str:
+    """Why a request failed, one line naming the labeler and the frame (or the batch)."""
     if isinstance(err, LabelError):
         return str(err)
     if isinstance(err, JobTimeoutException):  # RQ's job timeout: the lease, in whole seconds
@@ -163,47 +182,116 @@ def _reason(err: Exception, where: str) -> str:
     return f"{where}: {type(err).__name__}: {err}"  # a bug in a backend fails a request too
 
 
-def _send(ctx: WorkerContext, keys: Keys, entry: LabelEntry) -> None:
-    what = f"{'failure' if entry.failed else 'label'} of request {entry.request_id}"
-    fields: dict[Any, Any] = entry.to_fields()
+def _send(ctx: WorkerContext, keys: Keys, entries: Sequence[LabelEntry]) -> None:
+    """XADD every entry in one round trip (one XADD each: the aggregator reads them one by
+    one). Sent again whole after an outage: an entry that got in twice still counts once."""
+    if len(entries) == 1:
+        entry = entries[0]
+        what = f"{'failure' if entry.failed else 'label'} of request {entry.request_id}"
+    else:
+        what = f"{len(entries)} answers of a batch"
+    fields: list[dict[Any, Any]] = [entry.to_fields() for entry in entries]
+
+    def xadd_all() -> None:
+        with ctx.client.pipeline(transaction=False) as pipe:
+            for f in fields:
+                pipe.xadd(keys.labels, f)
+            pipe.execute()
+
     while True:
         try:
-            ride_out(lambda: ctx.client.xadd(keys.labels, fields), what, ctx.stop)
+            ride_out(xadd_all, what, ctx.stop)
             return
         except JobTimeoutException:
-            # RQ's job timeout bounds the backend's work; this answer is in hand, so it is sent
-            # anyway (late, it still counts once if the frame is open)
-            log.warning("job timeout while sending the %s: still sending it", what)
+            # RQ's job timeout bounds the backend's work; these answers are in hand, so they are
+            # sent anyway (late, each still counts once if its frame is open)
+            log.warning("job timeout while sending the %s: still sending", what)
 
 
 def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) -> int | None:
-    """Answer one request: XADD its label or its failure; None when the frame is gone.
+    """Answer one request, and with ``batch > 1`` the requests that wait behind it
+    (:mod:`~gtx_stream.pipeline.label.batch`): XADD each one's label or failure.
 
-    A failed request fails the job too (after its entry is sent), with its own error.
+    Returns this request's label; None when its frame is gone. A failed request fails the
+    job too (after every entry is sent): with its own error, or for a batch, one that counts
+    the failures.
     """
     ctx = _runtime()
     keys = Keys(prefix)
-    frame = ride_out(
-        lambda: read_frame(ctx.client, keys, frame_id), f"reading frame {frame_id}", ctx.stop
-    )
-    if frame is None:
-        log.info(
-            "frame %s is gone (finalised or expired); request %s dropped", frame_id, request_id
-        )
-        return None
+    requests = [LabelRequest(labeler_id, frame_id, request_id, prefix)]
     try:
-        label = check_label(ctx.backend(labeler_id).label(frame))
-        if label is None:
-            raise LabelError(
-                f"labeler {labeler_id}, frame {frame_id}: the backend gave no 0/1 label"
+        backend: Backend | None = ctx.backend(labeler_id)
+    except LabelError:
+        backend = None  # reported below, as the request's failure
+    if backend is not None and backend.batch > 1:
+        requests += ride_out(
+            lambda: take_requests(ctx.client, keys, labeler_id, backend.batch - 1),
+            f"taking a batch for labeler {labeler_id}",
+            ctx.stop,
+        )
+    with_image = backend is None or backend.needs_image
+    frames = ride_out(
+        lambda: read_frames(ctx.client, keys, [req.frame_id for req in requests], with_image),
+        f"reading frame {frame_id}" if len(requests) == 1 else f"reading {len(requests)} frames",
+        ctx.stop,
+    )
+    asked = []
+    for req, frame in zip(requests, frames, strict=True):
+        if frame is None:
+            log.info(
+                "frame %s is gone (finalised or expired); request %s dropped",
+                req.frame_id, req.request_id,
+            )  # fmt: skip
+        else:
+            asked.append((req, frame))
+    if not asked:
+        return None
+    outcomes, error = _label(ctx, labeler_id, [frame for _, frame in asked])
+    entries = []
+    failed: list[LabelError] = []
+    for (req, _), outcome in zip(asked, outcomes, strict=True):
+        if isinstance(outcome, LabelError):
+            log.warning("request %s failed: %s", req.request_id, outcome)
+            entries.append(
+                LabelEntry.failure(req.frame_id, labeler_id, req.request_id, str(outcome))
             )
+            failed.append(outcome)
+        else:
+            entries.append(LabelEntry(req.frame_id, labeler_id, req.request_id, outcome))
+    _send(ctx, keys, entries)
+    # raised here, not later: a stored exception would keep its frames (and sockets) alive
+    if error is not None:
+        raise error
+    if failed:
+        if len(asked) == 1:
+            raise failed[0]
+        raise LabelError(f"{len(failed)} of {len(asked)} requests of the batch failed: {failed[0]}")
+    own = entries[0] if asked[0][0] is requests[0] else None
+    return own.label if own is not None else None
+
+
+def _label(
+    ctx: WorkerContext, labeler_id: str, frames: Sequence[Frame]
+) -> tuple[list[Outcome], BaseException | None]:
+    """One outcome per frame, and the error that failed the whole call (else None)."""
+    where = f"labeler {labeler_id}, " + (
+        f"frame {frames[0].frame_id}" if len(frames) == 1 else f"batch of {len(frames)} frames"
+    )
+    try:
+        outcomes = ctx.backend(labeler_id).label_batch(frames)
+        if len(outcomes) != len(frames):
+            raise LabelError(f"{where}: the backend gave {len(outcomes)} answers")
     except Exception as err:  # a LabelError, RQ's job timeout, or a bug in a backend
-        reason = _reason(err, f"labeler {labeler_id}, frame {frame_id}")
-        log.warning("request %s failed: %s", request_id, reason)
-        _send(ctx, keys, LabelEntry.failure(frame_id, labeler_id, request_id, reason))
-        raise  # here, not later: a stored exception would keep its frames (and sockets) alive
-    _send(ctx, keys, LabelEntry(frame_id, labeler_id, request_id, label))
-    return label
+        return [LabelError(_reason(err, where))] * len(frames), err
+    checked: list[Outcome] = []
+    for frame, outcome in zip(frames, outcomes, strict=True):
+        label = outcome if isinstance(outcome, LabelError) else check_label(outcome)
+        if label is None:
+            label = LabelError(
+                f"labeler {labeler_id}, frame {frame.frame_id}: the backend gave no 0/1 label"
+            )
+        checked.append(label)
+    return checked, None
 
 
 class UntrustedJobError(Exception):
