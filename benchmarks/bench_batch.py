@@ -167,8 +167,8 @@ def run_pipeline(
 def _count_monitor(url: str, lines: Counter[str]) -> None:
     """Count MONITOR lines: commands that clients sent, and commands that scripts ran."""
     client = redis.Redis.from_url(url)
-    with client.monitor() as m:
-        for event in m.listen():
+    with client.monitor() as m, contextlib.suppress(redis.ConnectionError):
+        for event in m.listen():  # until the benchmark's server stops
             lines["lua" if event.get("client_type") == "lua" else "client"] += 1
 
 
