@@ -10,6 +10,7 @@ The contract of each script (its KEYS, ARGV and return values) opens its ``.lua`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -58,7 +59,7 @@ def open_frame(
     return ScriptCall(
         "open_frame",
         (keys.frame(frame_id), keys.image(frame_id), keys.open_frames, keys.source(source_id),
-         keys.budget, keys.stats, keys.opened),
+         keys.budget, keys.stats, keys.opened, keys.waiting),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
          reserve_per_frame, "reserved" if reserved else "ordered", *extra),
         _str,
@@ -125,6 +126,8 @@ def apply_labels(
                  entry.request_id]  # fmt: skip
         frame_ids.append(fid)
 
+    call_keys.append(keys.waiting)  # after the frames' keys (the script's contract)
+
     def decode(reply: Any) -> Applied:
         statuses, views, (limit, spent) = reply
         state = FrameState.decode
@@ -155,9 +158,9 @@ def ask(
     return ScriptCall(
         "ask",
         (keys.frame(frame_id), keys.frame_requests(frame_id), keys.budget, keys.leases,
-         keys.load, keys.stats),
+         keys.load, keys.stats, keys.waiting),
         (labeler, n_labels, max_inflight, repr(deadline), lease_member(frame_id, labeler),
-         request_id),
+         request_id, frame_id),
         _str,
     )  # fmt: skip
 
@@ -165,14 +168,20 @@ def ask(
 # --- expire_request.lua --------------------------------------------------------------------
 
 
-def expire_request(keys: Keys, *, frame_id: str, labeler: str) -> ScriptCall[bool]:
-    """Turn an outstanding request whose lease ran out into a late one; True if it was."""
+def expire_request(
+    keys: Keys, *, frame_id: str, labeler: str, now: float | None = None
+) -> ScriptCall[bool]:
+    """Turn an outstanding request whose lease ran out into a late one; True if it was. A
+    frame left open with nothing outstanding goes into ``waiting``, due from ``now``
+    (default: the time of the call)."""
+    now = time.time() if now is None else now
     return ScriptCall(
         "expire_request",
-        (keys.frame_requests(frame_id), keys.leases, keys.load, keys.stats),
-        (labeler, lease_member(frame_id, labeler)),
+        (keys.frame_requests(frame_id), keys.leases, keys.load, keys.stats,
+         keys.frame(frame_id), keys.waiting),
+        (labeler, lease_member(frame_id, labeler), frame_id, repr(now)),
         lambda reply: text(reply) == "expired",
-    )
+    )  # fmt: skip
 
 
 # --- finalise.lua --------------------------------------------------------------------------
@@ -197,7 +206,7 @@ def finalise(
     if len(records) > MAX_FINALS_PER_CALL:
         raise ValueError(f"{len(records)} records in one finalise call, at most "
                          f"{MAX_FINALS_PER_CALL}")  # fmt: skip
-    call_keys: list[str] = [keys.open_frames, keys.final, keys.stats]
+    call_keys: list[str] = [keys.open_frames, keys.final, keys.stats, keys.waiting]
     values: list[Any] = []
     names: tuple[str, ...] = ()
     for record in records:
@@ -237,7 +246,22 @@ def drop_frame(keys: Keys, frame_id: str, reason: str) -> ScriptCall[bool]:
     flat = [x for pair in letter.to_fields().items() for x in pair]
     return ScriptCall(
         "drop_frame",
-        (keys.frame(frame_id), keys.open_frames, keys.dead, keys.stats),
+        (keys.frame(frame_id), keys.open_frames, keys.dead, keys.stats, keys.waiting),
         (frame_id, *flat),
         lambda reply: int(reply) == 1,
+    )
+
+
+# --- take_due.lua --------------------------------------------------------------------------
+
+
+def take_due(keys: Keys, *, now: float, limit: int) -> ScriptCall[list[str]]:
+    """Up to ``limit`` open frames due in ``waiting`` by ``now``, oldest due first; each is
+    stamped due again at ``now`` (one that stays waiting comes after the others next time),
+    and an entry whose frame is not open any more is removed."""
+    return ScriptCall(
+        "take_due",
+        (keys.waiting, keys.open_frames),
+        (repr(now), int(limit)),
+        lambda reply: [text(fid) for fid in reply],
     )

@@ -41,6 +41,19 @@ class Keys:
         return f"{self.prefix}:open"
 
     @property
+    def waiting(self) -> str:
+        """ZSET frame_id -> unix seconds from which the sweep looks at it again: every open
+        frame with no outstanding request (the others are found through :attr:`leases`).
+        Written by the script that leaves a frame so, removed by the one that asks or ends it."""
+        return f"{self.prefix}:waiting"
+
+    @property
+    def waiting_seeded(self) -> str:
+        """STRING: set once every open frame was put in :attr:`waiting` (the one-time walk of
+        the open set an aggregator makes when it finds a Redis from before :attr:`waiting`)."""
+        return f"{self.prefix}:waiting:seeded"
+
+    @property
     def budget(self) -> str:
         """HASH limit, spent: the label budget. ``spent`` counts labels obtained or outstanding:
         ``ask.lua`` takes one per request, a request reported failed gives it back."""

@@ -13,6 +13,10 @@
 -- KEYS[7 + 3i - 2] = frame hash          (<prefix>:{f:<id>}:frame)
 -- KEYS[7 + 3i - 1] = frame labels list   (<prefix>:{f:<id>}:labels)
 -- KEYS[7 + 3i]     = frame requests hash (<prefix>:{f:<id>}:requests)
+-- and last, after the frames' keys:
+-- KEYS[7 + 3n + 1] = waiting zset (<prefix>:waiting): a frame still open with no outstanding
+--                    request after the batch goes in, due from ARGV[1] (unless it is there
+--                    already), so that a sweep finds it if nobody decides it again
 -- ARGV[1] = now (unix seconds)
 -- ARGV[2] = failures in a row after which a labeler is backed off
 -- ARGV[3] = first backoff (seconds); each further failure doubles it
@@ -166,11 +170,29 @@ if n_applied > 0 then
     redis.call('HINCRBY', KEYS[4], 'labels:' .. labeler, count)
   end
 end
+local waiting = KEYS[7 + 3 * n + 1]
+local function left_waiting(frame, requests)
+  local open = false
+  for k = 1, #frame, 2 do
+    if frame[k] == 'state' then open = frame[k + 1] == 'open' break end
+  end
+  if not open then return false end
+  for k = 2, #requests, 2 do
+    if string.sub(requests[k], 1, 4) == 'out:' then return false end
+  end
+  return true
+end
 local views = {}
 for fkey, i in pairs(last_for_frame) do
+  local frame, requests = redis.call('HGETALL', fkey), redis.call('HGETALL', KEYS[7 + 3 * i])
   table.insert(views, i)
-  table.insert(views, redis.call('HGETALL', fkey))
+  table.insert(views, frame)
   table.insert(views, redis.call('LRANGE', KEYS[7 + 3 * i - 1], 0, -1))
-  table.insert(views, redis.call('HGETALL', KEYS[7 + 3 * i]))
+  table.insert(views, requests)
+  if left_waiting(frame, requests) then
+    local j = 4 + 5 * (i - 1)
+    local labeler, member = ARGV[j + 1], ARGV[j + 4]  -- member: "<frame_id>|<labeler id>"
+    redis.call('ZADD', waiting, 'NX', ARGV[1], string.sub(member, 1, #member - #labeler - 1))
+  end
 end
 return {statuses, views, redis.call('HMGET', KEYS[5], 'limit', 'spent')}

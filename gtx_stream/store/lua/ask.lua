@@ -5,12 +5,15 @@
 -- KEYS[4] = leases zset         (<prefix>:leases)
 -- KEYS[5] = load hash           (<prefix>:load)
 -- KEYS[6] = stats hash          (<prefix>:stats)
+-- KEYS[7] = waiting zset        (<prefix>:waiting; a granted request takes the frame out: its
+--                               lease in KEYS[4] is how a sweep finds it now)
 -- ARGV[1] = labeler id
 -- ARGV[2] = n_labels the decision to ask was made on
 -- ARGV[3] = max outstanding requests per frame
 -- ARGV[4] = lease deadline (unix seconds)
 -- ARGV[5] = lease member "<frame_id>|<labeler id>"
 -- ARGV[6] = request id (unguessable; the label must bring it back to be applied)
+-- ARGV[7] = frame id
 -- The request is stored as "out:<request id>" (core.records.RequestState).
 -- Returns ok, or why not: not_open, stale, asked, inflight, budget.
 local labeler = ARGV[1]
@@ -34,4 +37,5 @@ if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 redis.call('HINCRBY', KEYS[5], labeler, 1)
 redis.call('HINCRBY', KEYS[6], 'requests', 1)
+redis.call('ZREM', KEYS[7], ARGV[7])
 return 'ok'

@@ -4,11 +4,12 @@
 -- KEYS[1] = open zset      (<prefix>:open)
 -- KEYS[2] = final stream   (<prefix>:final)
 -- KEYS[3] = stats hash     (<prefix>:stats)
+-- KEYS[4] = waiting zset   (<prefix>:waiting; a finalised frame leaves it, as it leaves KEYS[1])
 -- then for frame i (i = 1..n), four keys of its own:
--- KEYS[4i]     = frame hash     (<prefix>:{f:<id>}:frame)
--- KEYS[4i + 1] = frame image    (<prefix>:{f:<id>}:jpeg)
--- KEYS[4i + 2] = frame labels   (<prefix>:{f:<id>}:labels)
--- KEYS[4i + 3] = frame requests (<prefix>:{f:<id>}:requests)
+-- KEYS[4i + 1] = frame hash     (<prefix>:{f:<id>}:frame)
+-- KEYS[4i + 2] = frame image    (<prefix>:{f:<id>}:jpeg)
+-- KEYS[4i + 3] = frame labels   (<prefix>:{f:<id>}:labels)
+-- KEYS[4i + 4] = frame requests (<prefix>:{f:<id>}:requests)
 -- ARGV[1] = grace seconds: the frame's own keys (hash, labels, requests) expire this long
 --           after finalisation, or sooner if their TTL says so; 0: they keep their TTL
 -- ARGV[2] = m, the number of fields of a final record
@@ -32,8 +33,8 @@ for j = 1, m do
 end
 local answers = {}
 local finalised = 0
-for i = 1, (#KEYS - 3) / 4 do
-  local fkey, ikey = KEYS[4 * i], KEYS[4 * i + 1]
+for i = 1, (#KEYS - 4) / 4 do
+  local fkey, ikey = KEYS[4 * i + 1], KEYS[4 * i + 2]
   local a = 2 + m + (i - 1) * (m + 2)
   local head = redis.call('HMGET', fkey, 'state', 'n_labels')
   if head[1] ~= 'open' then
@@ -57,8 +58,9 @@ for i = 1, (#KEYS - 3) / 4 do
       'state', 'final', 'final_id', id
     redis.call('HSET', fkey, unpack(record))
     redis.call('ZREM', KEYS[1], ARGV[a + 1])
+    redis.call('ZREM', KEYS[4], ARGV[a + 1])
     if grace > 0 then
-      for _, key in ipairs({fkey, KEYS[4 * i + 2], KEYS[4 * i + 3]}) do
+      for _, key in ipairs({fkey, KEYS[4 * i + 3], KEYS[4 * i + 4]}) do
         local ttl = redis.call('TTL', key)
         if ttl == -1 or ttl > grace then redis.call('EXPIRE', key, grace) end
       end

@@ -6,6 +6,8 @@
 -- KEYS[5] = budget hash         <prefix>:budget (fields limit, spent; missing: unlimited)
 -- KEYS[6] = stats hash          <prefix>:stats
 -- KEYS[7] = opened stream       <prefix>:opened
+-- KEYS[8] = waiting ZSET        <prefix>:waiting (the frame goes in, due from opened_at: it
+--                               has no request yet; ask.lua takes it out)
 -- ARGV[1] = frame_id
 -- ARGV[2] = frame_index (integer, position in the source)
 -- ARGV[3] = source (path, URL or camera:N)
@@ -70,6 +72,7 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('SET', KEYS[2], ARGV[8], 'EX', ttl)
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[8], ARGV[5], ARGV[1])
 if not last or index > last then
     redis.call('HSET', KEYS[4], 'last_index', ARGV[2], 'uri', ARGV[3])
 end
