@@ -18,8 +18,17 @@ from gtx_stream.cli.simulate_report import (
     threshold_document,
     uncertainty_document,
 )
-from gtx_stream.core.accuracy import Estimator
-from gtx_stream.offline.simulate import COHORTS, Cohort, run_threshold, run_uncertainty
+from gtx_stream.core.models import ModelName
+from gtx_stream.offline.simulate import (
+    ALL_COHORTS,
+    COHORTS,
+    DEFAULT_EVERY,
+    TWO_COIN_COHORTS,
+    Accuracy,
+    Cohort,
+    run_threshold,
+    run_uncertainty,
+)
 
 DEFAULT_ASSESS_SIZE = 20
 
@@ -50,6 +59,12 @@ def register(sub: Any) -> None:
     )
     t.add_argument("--kappa", type=int, default=5, help="most labels per example (default 5)")
     t.add_argument("--all", action="store_true", help="print every setting, not only the best")
+    t.add_argument(
+        "--every",
+        type=int,
+        default=DEFAULT_EVERY,
+        help=f"with --accuracy em: refit EM after every N labels bought (default {DEFAULT_EVERY})",
+    )
     t.add_argument(
         "--jobs",
         type=int,
@@ -93,8 +108,18 @@ def _common(p: argparse.ArgumentParser, trials: int) -> None:
     p.add_argument(
         "--accuracy",
         default="true",
-        help="accuracies the methods use: true, mle (equation 4) or beta (Beta(1, 1) mean), "
-        "or a comma list to compare them on the same trials (default true)",
+        help="accuracies the methods use: true, mle (equation 4) or beta (Beta(1, 1) mean) from "
+        "the gold items, em (threshold only: semi-supervised EM over the gold items and the "
+        "labels bought so far, refit every --every labels), or a comma list to compare them on "
+        "the same trials (default true)",
+    )
+    p.add_argument(
+        "--model",
+        choices=[m.value for m in ModelName],
+        default=ModelName.ONE_COIN.value,
+        help="GTX's labeler model: one accuracy, or a sensitivity and a specificity per labeler "
+        "(estimated from its gold items per class); MV, WMV and SV stay one-coin "
+        "(default one_coin)",
     )
     p.add_argument(
         "--assess-size",
@@ -104,9 +129,11 @@ def _common(p: argparse.ArgumentParser, trials: int) -> None:
     )
     p.add_argument(
         "--cohort",
-        choices=["both", *(c.name for c in COHORTS)],
+        choices=["both", "two_coin", "all", *(c.name for c in ALL_COHORTS)],
         default="both",
-        help="labeler cohort (default both)",
+        help="labeler cohort: both of the paper's (accurate, less_accurate), the two whose "
+        "errors depend on the true class (class_conditional, misses_positives), all four, or "
+        "one (default both)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document with every row")
     p.add_argument("--plot", metavar="DIR", help="write the figures as PNG files into DIR")
@@ -140,35 +167,38 @@ def parse_taus(text: str) -> tuple[float, ...]:
     return taus
 
 
-def parse_estimators(text: str) -> tuple[Estimator, ...]:
+def parse_estimators(text: str) -> tuple[Accuracy, ...]:
     out = []
     for part in text.split(","):
         try:
-            out.append(Estimator(part.strip()))
+            out.append(Accuracy(part.strip()))
         except ValueError:
             raise UsageError(
-                f"--accuracy: {part.strip()!r} is not one of true, mle, beta"
+                f"--accuracy: {part.strip()!r} is not one of true, mle, beta, em"
             ) from None
     if len(set(out)) != len(out):
         raise UsageError("--accuracy: an estimator is repeated")
     return tuple(out)
 
 
-def _settings(args: argparse.Namespace) -> tuple[tuple[Estimator, ...], int, tuple[Cohort, ...]]:
+def _settings(args: argparse.Namespace) -> tuple[tuple[Accuracy, ...], int, tuple[Cohort, ...]]:
     estimators = parse_estimators(args.accuracy)
-    estimated = any(e is not Estimator.TRUE for e in estimators)
+    estimated = any(e is not Accuracy.TRUE for e in estimators)
     assess = args.assess_size
     if assess is None:
         assess = DEFAULT_ASSESS_SIZE if estimated else 0
     if assess < 0 or (estimated and assess == 0):
-        raise UsageError("--assess-size must be a positive number of gold items for mle or beta")
+        raise UsageError(
+            "--assess-size must be a positive number of gold items for mle, beta or em"
+        )
     if args.trials < 1:
         raise UsageError("--trials must be at least 1")
     if args.budget < 1:
         raise UsageError("--budget must be at least 1")
     if args.labelers < 1 or args.labelers > 127:
         raise UsageError("--labelers must be in 1..127")
-    cohorts = tuple(c for c in COHORTS if args.cohort in ("both", c.name))
+    chosen = {"both": COHORTS, "two_coin": TWO_COIN_COHORTS, "all": ALL_COHORTS}.get(args.cohort)
+    cohorts = tuple(chosen or (c for c in ALL_COHORTS if c.name == args.cohort))
     return estimators, assess, cohorts
 
 
@@ -211,6 +241,8 @@ def _run_threshold(args: argparse.Namespace) -> int:
             raise UsageError("--kappa must be in 1..labelers")
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
+        if args.every < 1:
+            raise UsageError("--every must be at least 1")
         results = run_threshold(
             trials=args.trials,
             seed=args.seed,
@@ -222,6 +254,8 @@ def _run_threshold(args: argparse.Namespace) -> int:
             assess_size=assess,
             cohorts=cohorts,
             jobs=args.jobs,
+            model=args.model,
+            every=args.every,
         )
     except ValueError as err:
         return _fail(err)
@@ -231,7 +265,7 @@ def _run_threshold(args: argparse.Namespace) -> int:
     else:
         print(format_threshold(doc, cohorts, show_all=args.all))
     if args.plot:
-        return plot(args.plot, "threshold", results, cohorts)
+        return plot(args.plot, "threshold", results, cohorts, args.model)
     return 0
 
 
@@ -245,6 +279,8 @@ def _run_uncertainty(args: argparse.Namespace) -> int:
             raise UsageError("--budget must be between examples and examples x labelers")
         if args.curve_every < 1:
             raise UsageError("--curve-every must be at least 1")
+        if Accuracy.EM in estimators:
+            raise UsageError("--accuracy em is simulated for the threshold experiment only")
         results = run_uncertainty(
             trials=args.trials,
             seed=args.seed,
@@ -255,6 +291,7 @@ def _run_uncertainty(args: argparse.Namespace) -> int:
             assess_size=assess,
             cohorts=cohorts,
             fewest_first=args.tie_break == "fewest",
+            model=args.model,
         )
     except ValueError as err:
         return _fail(err)
@@ -264,5 +301,5 @@ def _run_uncertainty(args: argparse.Namespace) -> int:
     else:
         print(format_uncertainty(doc, cohorts))
     if args.plot:
-        return plot(args.plot, "uncertainty", results, cohorts)
+        return plot(args.plot, "uncertainty", results, cohorts, args.model)
     return 0

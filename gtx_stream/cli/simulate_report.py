@@ -11,16 +11,22 @@ from typing import Any
 import numpy as np
 
 from gtx_stream.cli.output import json_safe
-from gtx_stream.core.accuracy import Estimator
-from gtx_stream.core.models import Method
-from gtx_stream.offline.simulate import TABLE_ORDER, Cohort, Curves, Outcome, best_outcomes
+from gtx_stream.core.models import Method, ModelName
+from gtx_stream.offline.simulate import (
+    TABLE_ORDER,
+    Accuracy,
+    Cohort,
+    Curves,
+    Outcome,
+    best_outcomes,
+)
 
 # ---------------------------------------------------------------------------------------------
 # threshold
 
 
 def threshold_document(
-    results: dict[Estimator, list[Outcome]],
+    results: dict[Accuracy, list[Outcome]],
     args: argparse.Namespace,
     taus: Sequence[float],
     assess: int,
@@ -32,7 +38,7 @@ def threshold_document(
             rows.append(
                 o.row(
                     accuracy=est.value,
-                    assess_size=assess if est is not Estimator.TRUE else None,
+                    assess_size=assess if est is not Accuracy.TRUE else None,
                     best=id(o) in best,
                 )
             )
@@ -45,6 +51,8 @@ def threshold_document(
             "kappa": args.kappa,
             "labelers": args.labelers,
             "taus": list(taus),
+            "model": args.model,
+            "every": args.every if Accuracy.EM in results else None,
             "rows": rows,
         }
     )
@@ -65,10 +73,20 @@ def _table(lines: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
-def _accuracy_text(row: dict[str, Any]) -> str:
-    if row["accuracy"] == "true":
-        return "true accuracies"
-    return f"{row['accuracy']} accuracies from {row['assess_size']} gold items per labeler"
+def _accuracy_text(row: dict[str, Any], doc: dict[str, Any]) -> str:
+    two_coin = doc.get("model") == ModelName.TWO_COIN.value
+    what = "GTX two-coin, true coins" if two_coin else "true accuracies"
+    if row["accuracy"] == "em":
+        what = (
+            f"em parameters from {row['assess_size']} gold items per labeler and the labels "
+            f"bought, refit every {doc['every']} labels"
+        )
+        return f"GTX two-coin, {what}" if two_coin else what
+    if row["accuracy"] != "true":
+        kind = "coins" if two_coin else "accuracies"
+        what = f"{row['accuracy']} {kind} from {row['assess_size']} gold items per labeler"
+        return f"GTX two-coin, {what}" if two_coin else what
+    return what
 
 
 def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: bool) -> str:
@@ -84,7 +102,7 @@ def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: b
             )
             out.append(
                 f"{cohort.title}: {doc['trials']} trials, B = {doc['budget']}, "
-                f"kappa = {doc['kappa']}, {_accuracy_text(rows[0])}"
+                f"kappa = {doc['kappa']}, {_accuracy_text(rows[0], doc)}"
             )
             head = ("method", "avg k", "tau" if show_all else "best tau", "k", "labeled N")
             lines: list[tuple[str, ...]] = [(*head, "error rate", "MAE")]
@@ -119,13 +137,13 @@ def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: b
 
 
 def uncertainty_document(
-    results: dict[Estimator, list[Curves]], args: argparse.Namespace, assess: int
+    results: dict[Accuracy, list[Curves]], args: argparse.Namespace, assess: int
 ) -> dict[str, Any]:
     rows, curves = [], []
     for est, runs in results.items():
         extra = {
             "accuracy": est.value,
-            "assess_size": assess if est is not Estimator.TRUE else None,
+            "assess_size": assess if est is not Accuracy.TRUE else None,
         }
         for c in sorted(runs, key=lambda c: TABLE_ORDER.index(c.method)):
             rows.append(c.final.row(**extra))
@@ -154,6 +172,7 @@ def uncertainty_document(
             "budget": args.budget,
             "labelers": args.labelers,
             "tie_break": args.tie_break,
+            "model": args.model,
             "rows": rows,
             "curves": curves,
         }
@@ -173,7 +192,7 @@ def format_uncertainty(doc: dict[str, Any], cohorts: Sequence[Cohort]) -> str:
             rows = [r for r in doc["rows"] if r["accuracy"] == est and r["cohort"] == cohort.name]
             out.append(
                 f"{cohort.title}: {doc['trials']} trials, {doc['examples']} examples, "
-                f"B = {doc['budget']}, {_accuracy_text(rows[0])}, ties: {doc['tie_break']}"
+                f"B = {doc['budget']}, {_accuracy_text(rows[0], doc)}, ties: {doc['tie_break']}"
             )
             lines: list[tuple[str, ...]] = [("method", "error rate", "MAE")]
             for r in rows:
@@ -194,7 +213,13 @@ def format_uncertainty(doc: dict[str, Any], cohorts: Sequence[Cohort]) -> str:
 # figures
 
 
-def plot(directory: str, experiment: str, results: Any, cohorts: Sequence[Cohort]) -> int:
+def plot(
+    directory: str,
+    experiment: str,
+    results: Any,
+    cohorts: Sequence[Cohort],
+    model: str = ModelName.ONE_COIN.value,
+) -> int:
     try:
         from gtx_stream.offline import figures
     except ImportError:
@@ -205,8 +230,9 @@ def plot(directory: str, experiment: str, results: Any, cohorts: Sequence[Cohort
         return 2
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    two_coin = "-two_coin" if model == ModelName.TWO_COIN.value else ""
     for est, data in results.items():
-        suffix = "" if est is Estimator.TRUE else f"-{est.value}"
+        suffix = ("" if est is Accuracy.TRUE else f"-{est.value}") + two_coin
         if experiment == "threshold":
             path = out / f"figure1{suffix}.png"
             figures.figure1(data, cohorts, path)

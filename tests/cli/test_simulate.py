@@ -84,3 +84,54 @@ def test_cli_uncertainty_table_and_bad_budget(capsys: pytest.CaptureFixture[str]
     assert "MV" in out and "GTX" in out and "20 examples" in out
     assert main([*args, "201"]) == 2
     assert "--budget" in capsys.readouterr().err
+
+
+def test_cli_two_coin_model_and_em_on_the_class_conditional_cohorts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = main(
+        ["simulate", "threshold", "--trials", "2", "--budget", "300", "--taus", "0.95,0.99"]
+        + ["--cohort", "two_coin", "--model", "two_coin", "--accuracy", "beta,em"]
+        + ["--assess-size", "10", "--every", "50", "--json"]
+    )
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "two_coin" and doc["every"] == 50
+    assert {r["cohort"] for r in doc["rows"]} == {"class_conditional", "misses_positives"}
+    assert {r["accuracy"] for r in doc["rows"]} == {"beta", "em"}
+    assert all(r["assess_size"] == 10 for r in doc["rows"])
+    rc = main(["simulate", "threshold", "--trials", "2", "--budget", "200", "--cohort",
+               "misses_positives", "--model", "two_coin", "--accuracy", "em", "--assess-size",
+               "5"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Class-conditional labelers (s_j ~ U(0.6, 0.85), t_j ~ U(0.9, 1))" in out
+    assert "GTX two-coin, em parameters from 5 gold items per labeler" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["threshold", "--accuracy", "em", "--assess-size", "0"], "assess-size"),
+        (["threshold", "--accuracy", "em", "--every", "0"], "--every"),
+        (["threshold", "--model", "three_coin"], "invalid choice"),
+        (["uncertainty", "--examples", "20", "--accuracy", "em"], "threshold experiment only"),
+    ],
+)
+def test_cli_em_and_model_bad_values(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        rc = main(["simulate", *argv, "--budget", "50"])
+    except SystemExit as exit_:  # argparse's own refusal
+        rc = int(exit_.code or 0)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_uncertainty_two_coin(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["simulate", "uncertainty", "--trials", "1", "--examples", "30", "--budget", "60",
+               "--cohort", "misses_positives", "--model", "two_coin", "--json"])  # fmt: skip
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "two_coin" and len(doc["rows"]) == 4

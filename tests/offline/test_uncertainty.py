@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gtx_stream.core.decision import uncertainty
+from gtx_stream.core.models import Method, two_coin_posterior
 from gtx_stream.offline import simulate as sim
 from gtx_stream.offline.simulate.uncertainty import _Blocks
 from tests.offline import simulate_reference as ref
@@ -79,3 +81,65 @@ def test_tie_break_picks_the_nth_tied_example_in_order(fewest: bool) -> None:
         new_rank = rank[np.arange(50), picked] + 1 if fewest else np.zeros(50, np.int64)
         keys[np.arange(50), picked], rank[np.arange(50), picked] = new_key, new_rank
         blocks.set(picked, new_key, new_rank)
+
+
+# --- the two-coin model ------------------------------------------------------------------
+
+
+def _two_coin_trial(d: sim.Draws, coins: sim.Coins, trial: int, budget: int) -> list[int]:
+    """tests.offline.simulate_reference.uncertainty_trial for GTX with two-coin labelers:
+    errors over all examples after each label, from label M to the budget."""
+    _, n_ex, n_lab = d.shape
+    tie = d.tie[trial, list(Method).index(Method.GTX)]
+    counts, hard, unc = [0] * n_ex, [0] * n_ex, [0.0] * n_ex
+
+    def label_once(i: int) -> None:
+        counts[i] += 1
+        who = d.labeler[trial, i]
+        post = two_coin_posterior(
+            np.array([d.label[trial, i]], dtype=np.float64),
+            np.array([coins.sensitivity[trial, who]]),
+            np.array([coins.specificity[trial, who]]),
+            np.arange(n_lab)[None, :] < counts[i],
+        )
+        hard[i], unc[i] = int(post.label[0]), float(uncertainty(post)[0])
+
+    for i in range(n_ex):
+        label_once(i)
+    truth = d.truth[trial]
+    curve = [sum(int(hard[i] != truth[i]) for i in range(n_ex))]
+    for step in range(budget - n_ex):
+        keys = [unc[i] if counts[i] < n_lab else -1.0 for i in range(n_ex)]
+        tied = [i for i in range(n_ex) if keys[i] == max(keys)]
+        label_once(tied[min(int(tie[step] * len(tied)), len(tied) - 1)])
+        curve.append(sum(int(hard[i] != truth[i]) for i in range(n_ex)))
+    return curve
+
+
+def _uncertainty_draws(cohort: sim.Cohort, examples: int, budget: int) -> sim.Draws:
+    return sim.draw(cohort, trials=2, examples=examples, slots=10, seed=5, assess_size=6,
+                    tie_steps=budget - examples, experiment=sim.Experiment.UNCERTAINTY)  # fmt: skip
+
+
+@pytest.mark.parametrize("estimator", ["true", "beta"])
+def test_two_coin_uncertainty_equals_the_per_label_loop(estimator: str) -> None:
+    examples, budget = 25, 80
+    draws = [_uncertainty_draws(c, examples, budget) for c in sim.TWO_COIN_COHORTS]
+    triples = [(c, d, d.accuracies(estimator)) for c, d in zip(sim.TWO_COIN_COHORTS, draws,
+                                                                strict=True)]  # fmt: skip
+    coins = [d.coins(estimator) for d in draws]
+    curves = sim.simulate_uncertainty(triples, budget=budget, coins=coins, methods=(Method.GTX,))
+    for c, d, co in zip(curves, draws, coins, strict=True):
+        for t in range(2):
+            got = np.rint(c.error[t] * examples)
+            np.testing.assert_array_equal(got, _two_coin_trial(d, co, t, budget))
+
+
+def test_two_coin_uncertainty_with_equal_coins_is_one_coin_bit_for_bit() -> None:
+    one = sim.run_uncertainty(trials=2, examples=40, budget=120)[sim.Accuracy.TRUE]
+    two = sim.run_uncertainty(trials=2, examples=40, budget=120, model="two_coin")
+    for a, b in zip(one, two[sim.Accuracy.TRUE], strict=True):
+        np.testing.assert_array_equal(a.error, b.error)
+        np.testing.assert_array_equal(a.mae, b.mae)
+    with pytest.raises(ValueError, match="threshold"):
+        sim.run_uncertainty(trials=1, examples=10, budget=20, estimators=("em",), assess_size=5)

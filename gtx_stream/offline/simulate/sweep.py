@@ -15,9 +15,40 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gtx_stream.core.decision import taus_reached
-from gtx_stream.core.models import FloatArray, IntArray, Method, Posterior, aggregate
-from gtx_stream.offline.simulate.cohorts import Draws, Int8Array
+from gtx_stream.core.models import (
+    FloatArray,
+    IntArray,
+    Method,
+    ModelName,
+    Posterior,
+    aggregate,
+    model_of,
+)
+from gtx_stream.offline.simulate.cohorts import Coins, Draws, Int8Array
 from gtx_stream.offline.simulate.results import Outcome
+
+LabelerArrays = FloatArray | Coins
+"""Per trial and labeler, what a method weighs labels with: accuracies, or (GTX under the
+two-coin model) sensitivities and specificities."""
+
+
+def label_posterior(
+    method: Method,
+    labels: np.ndarray,
+    params: LabelerArrays,
+    mask: np.ndarray | None = None,
+    prior: float = 0.5,
+) -> Posterior:
+    """The core posterior of rows of labels, ``params[i, j]`` the parameters of label j's labeler.
+
+    Accuracies go to :func:`~gtx_stream.core.models.aggregate` (the paper's four methods);
+    :class:`Coins` to the two-coin model, whose rule is GTX's.
+    """
+    if isinstance(params, Coins):
+        if method is not Method.GTX:
+            raise ValueError(f"{method.value} weighs labels by one accuracy, not two coins")
+        return model_of(ModelName.TWO_COIN).posterior(labels, params.params(), mask, prior)
+    return aggregate(method, labels, params, mask, prior)
 
 
 def posteriors(
@@ -25,11 +56,11 @@ def posteriors(
     labels: Int8Array,
     labelers: Int8Array,
     trial: IntArray,
-    accuracies: FloatArray,
+    accuracies: LabelerArrays,
     prior: float,
     grid: FloatArray | None = None,
 ) -> tuple[Posterior, Int8Array | None]:
-    """:func:`aggregate` of rows of t labels, each from a labeler of the row's trial.
+    """:func:`label_posterior` of rows of t labels, each from a labeler of the row's trial.
 
     With ``grid`` (increasing taus), also how many of those taus each row's confidence stops
     at (:func:`~gtx_stream.core.decision.taus_reached`). A trial has only 2J possible
@@ -40,10 +71,10 @@ def posteriors(
     trials, n_labelers = accuracies.shape
     sequences = (2 * n_labelers) ** t
     if t == 0 or 4 * trials * sequences > rows:
-        post = aggregate(method, labels, accuracies[trial[:, None], labelers], prior=prior)
+        post = label_posterior(method, labels, accuracies[trial[:, None], labelers], prior=prior)
         return post, _reached(method, grid, post.confidence)
     pair = np.indices((2 * n_labelers,) * t).reshape(t, -1).T  # every sequence of t pairs
-    table = aggregate(
+    table = label_posterior(
         method,
         np.broadcast_to(pair % 2, (trials, sequences, t)).reshape(-1, t),
         accuracies[:, pair // 2].reshape(-1, t),
@@ -132,7 +163,7 @@ class Sweep:
 def sweep(
     method: Method,
     draws: Draws,
-    accuracies: FloatArray,
+    accuracies: LabelerArrays,
     taus: Sequence[float],
     kappa: int,
     budget: int,

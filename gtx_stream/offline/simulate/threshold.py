@@ -4,6 +4,10 @@ A budget of B labels, examples arriving one after another, each asked of labeler
 replacement until the decision rule of section 2.3 stops it: GTX and SV when the confidence
 reaches tau or kappa labels are in (every tau of a sweep in one pass over the labels,
 :mod:`.sweep`), MV and WMV after a fixed k labels.
+
+Under the two-coin model GTX weighs each label with its labeler's sensitivity or specificity
+(:class:`.Coins`); MV, WMV and SV stay the paper's one-coin methods. With ``em`` accuracies
+the parameters are learned as labels are bought (:mod:`.em_stream`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import numpy as np
 
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.decision import MAX_TAUS, check_tau
-from gtx_stream.core.models import FloatArray, Method
-from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Draws, draw
+from gtx_stream.core.models import FloatArray, Method, ModelName
+from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Coins, Draws, draw
 from gtx_stream.offline.simulate.collect import fixed_k_labels
+from gtx_stream.offline.simulate.em_stream import DEFAULT_EVERY, Accuracy, simulate_threshold_em
 from gtx_stream.offline.simulate.results import TABLE_ORDER, Outcome
 from gtx_stream.offline.simulate.sweep import sweep, sweep_outcomes
 
@@ -69,13 +74,14 @@ def simulate_threshold(
     budget: int = 15000,
     methods: Sequence[Method] = TABLE_ORDER,
     prior: float = 0.5,
+    coins: Coins | None = None,
 ) -> list[Outcome]:
     """Section 3.3 for one cohort: every method at every setting, per trial.
 
     GTX and SV: one outcome per tau (strategy 1, kappa labels at most). MV and WMV give
     confidence 1.0 after one label, so, as in the paper, they take a fixed k = 1 .. kappa.
     ``draws`` needs ``budget`` examples (each example takes at least one label) and ``kappa``
-    slots.
+    slots. With ``coins``, GTX's posterior is the two-coin model's with them.
     """
     trials, pool, slots = draws.shape
     if pool < budget:
@@ -91,7 +97,8 @@ def simulate_threshold(
     out: list[Outcome] = []
     for method in methods:
         if method.uses_threshold:
-            sw = sweep(method, draws, accuracies, taus, kappa, budget, prior)
+            weights = coins if coins is not None and method is Method.GTX else accuracies
+            sw = sweep(method, draws, weights, taus, kappa, budget, prior)
             out += sweep_outcomes(cohort.name, sw, budget)
         else:
             out += [
@@ -109,19 +116,35 @@ def run_threshold(
     kappa: int = 5,
     labelers: int = 10,
     taus: Sequence[float] = PAPER_TAUS,
-    estimators: Sequence[Estimator] = (Estimator.TRUE,),
+    estimators: Sequence[Estimator | Accuracy | str] = (Estimator.TRUE,),
     assess_size: int = 0,
     cohorts: Sequence[Cohort] = COHORTS,
     jobs: int = 1,
-) -> dict[Estimator, list[Outcome]]:
-    """Section 3.3 for each cohort and accuracy estimator; cohorts run in ``jobs`` threads.
+    model: ModelName | str = ModelName.ONE_COIN,
+    every: int = DEFAULT_EVERY,
+) -> dict[Accuracy, list[Outcome]]:
+    """Section 3.3 for each cohort and source of accuracies; cohorts run in ``jobs`` threads.
 
-    All estimators of a cohort see the same trials (labelers, examples, answers, gold items).
+    All sources of a cohort see the same trials (labelers, examples, answers, gold items).
+    ``model`` is GTX's labeler model; ``every``, EM's cadence for ``em``.
     """
     if trials < 1:
         raise ValueError("need at least one trial")
+    sources = [Accuracy(e) for e in estimators]
+    model = ModelName(model)
 
-    def one(cohort: Cohort) -> dict[Estimator, list[Outcome]]:
+    def results(cohort: Cohort, draws: Draws, source: Accuracy) -> list[Outcome]:
+        if source is Accuracy.EM:
+            return simulate_threshold_em(
+                cohort.name, draws, taus=taus, kappa=kappa, budget=budget, model=model, every=every
+            )
+        coins = draws.coins(source.estimator) if model is ModelName.TWO_COIN else None
+        acc = draws.accuracies(source.estimator)
+        return simulate_threshold(
+            cohort, draws, acc, taus=taus, kappa=kappa, budget=budget, coins=coins
+        )
+
+    def one(cohort: Cohort) -> dict[Accuracy, list[Outcome]]:
         draws = draw(
             cohort,
             trials=trials,
@@ -131,15 +154,10 @@ def run_threshold(
             seed=seed,
             assess_size=assess_size,
         )
-        return {
-            e: simulate_threshold(
-                cohort, draws, draws.accuracies(e), taus=taus, kappa=kappa, budget=budget
-            )
-            for e in estimators
-        }
+        return {e: results(cohort, draws, e) for e in sources}
 
-    results = _map(one, cohorts, jobs)
-    return {e: [o for r in results for o in r[e]] for e in estimators}
+    per_cohort = _map(one, cohorts, jobs)
+    return {e: [o for r in per_cohort for o in r[e]] for e in sources}
 
 
 def _map(fn: Callable[[Cohort], _T], items: Sequence[Cohort], jobs: int) -> list[_T]:

@@ -2,7 +2,8 @@
 
 A fixed set of examples, each labeled once, then always the example of highest uncertainty
 (equation 5, :func:`gtx_stream.core.decision.uncertainty`) next, until the budget is spent; for
-every cohort, trial and method at once.
+every cohort, trial and method at once. Under the two-coin model GTX weighs each label with its
+labeler's sensitivity or specificity (:class:`.Coins`); the other methods stay one-coin.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import numpy as np
 
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.decision import uncertainty
-from gtx_stream.core.models import FloatArray, IntArray, Method, aggregate
-from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Draws, Experiment, draw
+from gtx_stream.core.models import FloatArray, IntArray, Method, ModelName
+from gtx_stream.offline.simulate.cohorts import COHORTS, Cohort, Coins, Draws, Experiment, draw
+from gtx_stream.offline.simulate.em_stream import Accuracy
 from gtx_stream.offline.simulate.results import TABLE_ORDER, Outcome
+from gtx_stream.offline.simulate.sweep import LabelerArrays, label_posterior
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ def simulate_uncertainty(
     methods: Sequence[Method] = TABLE_ORDER,
     prior: float = 0.5,
     fewest_first: bool = False,
+    coins: Sequence[Coins] | None = None,
 ) -> list[Curves]:
     """Section 3.4: uncertainty sampling (strategy 2) for every cohort, trial and method at once.
 
@@ -127,7 +131,8 @@ def simulate_uncertainty(
     (labelers without replacement; an example asked of every labeler is out of the running).
     Ties go to a uniformly random one of the tied examples; with ``fewest_first``, to a random
     one of the tied examples that have the fewest labels. All methods of a trial see the same
-    examples, labelers and answers.
+    examples, labelers and answers. With ``coins`` (one per cohort), GTX's posterior is the
+    two-coin model's with them.
     """
     draws0 = cohorts[0][1]
     trials, n_ex, n_lab = draws0.shape
@@ -143,6 +148,16 @@ def simulate_uncertainty(
     label = np.concatenate([d.label for _, d, _ in cohorts])
     rows = np.arange(trials)[:, None, None]
     acc = np.concatenate([a[rows, d.labeler] for _, d, a in cohorts])
+    gtx_weights: LabelerArrays = acc
+    if coins is not None:
+        if len(coins) != len(cohorts):
+            raise ValueError("need one set of coins per cohort")
+        pairs = list(zip(coins, (d for _, d, _ in cohorts), strict=True))
+        gtx_weights = Coins(
+            np.concatenate([c.sensitivity[rows, d.labeler] for c, d in pairs]),
+            np.concatenate([c.specificity[rows, d.labeler] for c, d in pairs]),
+        )
+    weights = {m: gtx_weights if m is Method.GTX else acc for m in methods}
     method_slot = {m: list(Method).index(m) for m in methods}
     tie = np.concatenate(
         [np.concatenate([d.tie[:, method_slot[m], :steps] for _, d, _ in cohorts]) for m in methods]
@@ -156,8 +171,11 @@ def simulate_uncertainty(
     hard = np.empty((n_seq, n_ex), dtype=np.int64)
     unc = np.empty((n_seq, n_ex))
     for g, method in enumerate(methods):
-        post = aggregate(
-            method, label[:, :, :1].reshape(-1, 1), acc[:, :, :1].reshape(-1, 1), prior=prior
+        post = label_posterior(
+            method,
+            label[:, :, :1].reshape(-1, 1),
+            weights[method][:, :, :1].reshape(-1, 1),
+            prior=prior,
         )
         part = slice(g * n_data, (g + 1) * n_data)
         p1[part] = post.p1.reshape(n_data, n_ex)
@@ -192,10 +210,10 @@ def simulate_uncertainty(
         for g, method in enumerate(methods):
             part = slice(g * n_data, (g + 1) * n_data)
             e = ex[part]
-            post = aggregate(
+            post = label_posterior(
                 method,
                 label[data[part], e],
-                acc[data[part], e],
+                weights[method][data[part], e],
                 slots[None, :] < n_now[part, None],
                 prior,
             )
@@ -233,14 +251,22 @@ def run_uncertainty(
     examples: int = 5000,
     budget: int = 15000,
     labelers: int = 10,
-    estimators: Sequence[Estimator] = (Estimator.TRUE,),
+    estimators: Sequence[Estimator | Accuracy | str] = (Estimator.TRUE,),
     assess_size: int = 0,
     cohorts: Sequence[Cohort] = COHORTS,
     fewest_first: bool = False,
-) -> dict[Estimator, list[Curves]]:
-    """Section 3.4 for each cohort and accuracy estimator, all on the same trials."""
+    model: ModelName | str = ModelName.ONE_COIN,
+) -> dict[Accuracy, list[Curves]]:
+    """Section 3.4 for each cohort and source of accuracies, all on the same trials.
+
+    ``model`` is GTX's labeler model. Parameters learned by EM (``em``) are not simulated here.
+    """
     if trials < 1:
         raise ValueError("need at least one trial")
+    sources = [Accuracy(e) for e in estimators]
+    if Accuracy.EM in sources:
+        raise ValueError("--accuracy em is simulated for the threshold experiment only")
+    two_coin = ModelName(model) is ModelName.TWO_COIN
     draws = [
         draw(
             cohort,
@@ -257,9 +283,10 @@ def run_uncertainty(
     ]
     return {
         e: simulate_uncertainty(
-            [(c, d, d.accuracies(e)) for c, d in zip(cohorts, draws, strict=True)],
+            [(c, d, d.accuracies(e.estimator)) for c, d in zip(cohorts, draws, strict=True)],
             budget=budget,
             fewest_first=fewest_first,
+            coins=[d.coins(e.estimator) for d in draws] if two_coin else None,
         )
-        for e in estimators
+        for e in sources
     }
