@@ -126,7 +126,7 @@ def submit(
             ttl=settings.ingest.frame_ttl,
             max_open_frames=settings.aggregator.max_open_frames,
             fields=fields,
-            reserve_per_frame=settings.aggregator.kappa,
+            reserve_per_frame=settings.aggregator.reserve_per_frame,
             reserved=True,
         )
         if code == "opened":

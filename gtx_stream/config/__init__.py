@@ -106,6 +106,13 @@ class AggregatorSettings(_Section):
             )  # fmt: skip
         return self
 
+    @property
+    def reserve_per_frame(self) -> int:
+        """Labels of budget an open frame holds back (``open_frame.lua``): kappa under the
+        threshold strategy; 1 under uncertainty sampling, whose first label per frame is all
+        it promises (the rest goes to the most uncertain frames)."""
+        return 1 if self.strategy == "uncertainty" else self.kappa
+
     @model_validator(mode="after")
     def _uncertainty_needs_budget(self) -> AggregatorSettings:
         if self.strategy == "uncertainty" and self.budget == 0:

@@ -518,3 +518,64 @@ def test_status_hides_a_password_given_in_the_query(
         assert password not in out.out + out.err
     finally:
         server.cleanup()
+
+
+@pytest.mark.redis
+def test_the_estimator_runs_with_its_user(plain_acl_server: Server) -> None:
+    """A fit reads the final stream and rewrites gtx:labelers, and nothing more is needed."""
+    from gtx_stream.config import AggregatorSettings, EstimatorSettings
+    from gtx_stream.core.records import FinalRecord
+    from gtx_stream.pipeline.estimate import Estimator
+    from gtx_stream.store.params import LabelerAccuracy, get_labelers, store
+
+    admin = plain_acl_server.admin()
+    admin.acl_log_reset()
+    store(admin, KEYS, {lab: LabelerAccuracy.given(0.8, "config") for lab in ("a", "b", "c")})
+    for i in range(40):
+        labels = [i % 2, i % 2, (i // 3) % 2]
+        rec = FinalRecord(frame_id=f"f{i}", label=i % 2, p1=0.5, confidence=0.5, reason="kappa",
+                          method="gtx", labelers=["a", "b", "c"], labels=labels,
+                          accuracies=[0.8] * 3, finalised_at=time.time())  # fmt: skip
+        admin.xadd(KEYS.final, rec.to_fields())  # type: ignore[arg-type]
+    client = plain_acl_server.client("gtx-estimator")
+    try:
+        est = Estimator(client, KEYS, EstimatorSettings(min_labels=10), AggregatorSettings())
+        report = est.fit_once()
+        assert report is not None and sorted(report.written) == ["a", "b", "c"]
+        assert {rec.source for rec in get_labelers(admin, KEYS).values()} == {"em"}
+        assert admin.acl_log() == []
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.xadd(KEYS.final, {"frame_id": "x"})
+    finally:
+        admin.delete(KEYS.final, KEYS.labelers)
+
+
+@pytest.mark.redis
+def test_uncertainty_sampling_runs_with_the_aggregators_user(plain_acl_server: Server) -> None:
+    """Strategy 2's keys and commands are in the aggregator's ACL line."""
+    from gtx_stream.config import AggregatorSettings
+    from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+    from tests.aggregator_harness import Capture, answer, open_frame, register
+
+    admin = plain_acl_server.admin()
+    admin.flushdb()
+    admin.acl_log_reset()
+    acc = {"a": 0.9, "b": 0.8, "c": 0.7}
+    register(admin, KEYS, acc)
+    for i in range(6):
+        open_frame(admin, KEYS, i, i % 2)
+    client = plain_acl_server.client("gtx-aggregator", decode_responses=True)
+    cap = Capture()
+    settings = AggregatorSettings(strategy="uncertainty", budget=12, kappa=3, sweep_seconds=0.05)
+    agg = Aggregator(client, KEYS, settings, consumer="a1", enqueue=cap)
+    agg.setup()
+    try:
+        for _ in range(500):
+            agg.step(block_ms=1)
+            answer(admin, KEYS, cap, acc)
+            if admin.zcard(KEYS.open_frames) == 0:
+                break
+        assert admin.zcard(KEYS.open_frames) == 0 and admin.xlen(KEYS.final) == 6
+        assert admin.acl_log() == []
+    finally:
+        admin.flushdb()

@@ -343,7 +343,7 @@ def _open_with_backpressure(
                 ttl=settings.ingest.frame_ttl,
                 max_open_frames=settings.aggregator.max_open_frames,
                 fields=fields,
-                reserve_per_frame=settings.aggregator.kappa,
+                reserve_per_frame=settings.aggregator.reserve_per_frame,
             )
         except (redis.ConnectionError, redis.TimeoutError) as err:
             # Redis restarting: keep this frame and try again, for up to redis_outage_seconds
