@@ -29,6 +29,10 @@ def register(sub: Any) -> None:
     p.add_argument("--alpha-range", type=float, nargs=2, default=(0.8, 1.0),
                    metavar=("LOW", "HIGH"), help="labeler accuracies ~ U(LOW, HIGH)")  # fmt: skip
     p.add_argument("--method", choices=["gtx", "mv", "wmv", "sv"], help="default: config")
+    p.add_argument("--model", choices=["one_coin", "two_coin"],
+                   help="gtx's labeler model; two_coin registers each simulated labeler's "
+                        "sensitivity and specificity, both its accuracy (default: config, "
+                        "aggregator.model)")  # fmt: skip
     p.add_argument("--tau", type=float, help="default: config (0.99)")
     p.add_argument("--kappa", type=int, help="default: config (5)")
     p.add_argument("--budget", type=int, help="labels to spend; 0: unlimited (default: config)")
@@ -57,6 +61,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha-range: need 0 <= LOW <= HIGH <= 1, got {lo} {hi}")
     if args.frames < 1 or args.labelers < 1:
         raise ConfigError("--frames and --labelers must be at least 1")
+    method = args.method or str(agg.method)
+    model = args.model or str(agg.model)
+    if model != "one_coin" and method != "gtx":
+        raise ConfigError(f"--model {model} needs method gtx, not {method}")
+    if model != "one_coin" and args.people:
+        raise ConfigError("--model two_coin is not built for --people yet")
     tau = agg.tau if args.tau is None else args.tau
     kappa = agg.kappa if args.kappa is None else args.kappa
     if not 0.5 < tau < 1.0 or kappa < 1:
@@ -65,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
         frames=args.frames,
         labelers=args.labelers,
         alpha_range=(lo, hi),
-        method=args.method or str(agg.method),
+        method=method,
+        model=model,
         tau=tau,
         kappa=kappa,
         seed=args.seed,

@@ -7,6 +7,8 @@
 4. Live progress, then a summary against the truth: error rate, MAE and labels per frame;
    the same seeded label sequence run offline through the core math (it must agree frame by
    frame); and majority vote spending the same budget with k = kappa labels per frame.
+   ``model = "two_coin"`` registers each labeler's sensitivity and specificity, both its
+   accuracy (a simulated labeler is one-coin), and the aggregator decides with them.
 5. The finalised frames exported once (``gtx-stream export``, not following) into
    ``<workdir>/dataset``. Without ``--workdir`` the demo's temporary folder is removed at the
    end but for that dataset, so that there is something to train on.
@@ -30,10 +32,11 @@ import numpy as np
 import redis
 
 from gtx_stream.config import Settings
-from gtx_stream.core.decision import threshold_stop
+from gtx_stream.core.decision import Stop, threshold_stop
 from gtx_stream.core.draws import labeler_order, simulated_label
-from gtx_stream.core.models import Method, majority_vote
+from gtx_stream.core.models import Method, ModelName, majority_vote
 from gtx_stream.core.records import FinalRecord, decode_fields, text
+from gtx_stream.offline.replay_stream import two_coin_stop
 from gtx_stream.ops.embedded import EmbeddedRedis
 from gtx_stream.ops.status import pipeline_status
 from gtx_stream.ops.supervisor import Supervisor
@@ -51,6 +54,7 @@ class DemoOptions:
     labelers: int = 10
     alpha_range: tuple[float, float] = (0.8, 1.0)
     method: str = "gtx"
+    model: str = ModelName.ONE_COIN.value
     tau: float = 0.99
     kappa: int = 5
     seed: int = 0
@@ -109,8 +113,8 @@ def run_demo(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
             prefix = f"{prefix}-demo-{secrets.token_hex(3)}"
             where = "the configured Redis"
         _say(opts, f"gtx-stream demo: {opts.frames} frames, {opts.labelers} labelers, "
-                   f"alpha ~ U{opts.alpha_range}, method {opts.method}, tau {opts.tau}, "
-                   f"kappa {opts.kappa}; {where}, key prefix {prefix!r}")  # fmt: skip
+                   f"alpha ~ U{opts.alpha_range}, method {opts.method} ({opts.model}), tau "
+                   f"{opts.tau}, kappa {opts.kappa}; {where}, key prefix {prefix!r}")  # fmt: skip
         if opts.people:
             from gtx_stream.ops.people_demo import run_people_demo
 
@@ -139,6 +143,7 @@ def _run(
             "redis": {"url": url, "prefix": prefix},
             "aggregator": {
                 "method": opts.method,
+                "model": opts.model,
                 "tau": opts.tau,
                 "kappa": opts.kappa,
                 "budget": opts.budget,
@@ -150,6 +155,7 @@ def _run(
         },  # fmt: skip
         [
             {"id": lab, "backend": "simulated", "accuracy": a, "seed": opts.seed}
+            | ({"sensitivity": a, "specificity": a} if opts.model == "two_coin" else {})
             for lab, a in accuracies.items()
         ],
     )
@@ -285,11 +291,15 @@ def summarise(
     seq = np.array([[simulated_label(opts.seed, fid, lab, int(t), accuracies[lab]) for lab in o]
                     for fid, o, t in zip(fids, orders, y, strict=True)])  # fmt: skip
     acc = np.array([[accuracies[lab] for lab in o] for o in orders])
-    offline = threshold_stop(opts.method, seq, acc, opts.tau, opts.kappa)
+    offline = offline_stop(opts, seq, acc)
+    two = opts.model == "two_coin"  # each record then carries the coins it was weighed with
+    coins = [[accuracies[j] for j in r.labelers if two] for r in records]
+    carried = [(r.model, r.sensitivities, r.specificities) for r in records]
     agree = bool(
         np.array_equal(offline.n_labels, n)
         and np.array_equal(offline.posterior.label, label)
         and np.array_equal(offline.posterior.p1, p1)
+        and carried == [(opts.model, c, c) for c in coins]
     )
     # majority vote, k = kappa labels per frame, with the same number of labels
     k = opts.kappa
@@ -320,6 +330,7 @@ def summarise(
             **metrics(mv.label, mv.p1, y_mv),
         },  # fmt: skip
         "method": str(Method(opts.method)),
+        "model": opts.model,
         "tau": opts.tau,
         "kappa": opts.kappa,
         "labelers": {lab: round(a, 4) for lab, a in accuracies.items()},
@@ -338,13 +349,21 @@ def expected_for_labelers(
     a = acc[order]
     right = rng.random(a.shape) < a
     labels = np.where(right, truth[:, None], 1 - truth[:, None])
-    stop = threshold_stop(opts.method, labels, a, opts.tau, opts.kappa)
+    stop = offline_stop(opts, labels, a)
     return {
         "frames": frames,
         "labels_per_frame": float(stop.n_labels.mean()),
         "error_rate": float(np.mean(stop.posterior.label != truth)),
         "mae": float(np.mean(np.abs(truth - stop.posterior.p1))),
     }
+
+
+def offline_stop(opts: DemoOptions, labels: np.ndarray, accuracies: np.ndarray) -> Stop:
+    """The core rule along each frame's labels, under the demo's model (coins = accuracy)."""
+    if ModelName(opts.model) is ModelName.TWO_COIN:
+        ones = np.ones(labels.shape, dtype=bool)
+        return two_coin_stop(labels, accuracies, accuracies, ones, opts.tau, opts.kappa)
+    return threshold_stop(opts.method, labels, accuracies, opts.tau, opts.kappa)
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -357,7 +376,7 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"labels spent       {s['labels_spent']}  ({s['labels_per_frame']:.2f} per frame)")
     print(f"reasons            {', '.join(f'{k} {v}' for k, v in sorted(s['reasons'].items()))}")
     print(f"{s['method'].upper()} error rate     {100 * s['error_rate']:.2f}%   "
-          f"MAE {100 * s['mae']:.2f}%")  # fmt: skip
+          f"MAE {100 * s['mae']:.2f}%   (model {s.get('model', 'one_coin')})")  # fmt: skip
     print(f"MV, same budget    {mv['frames_labeled']} frames at k={mv['k']}: error "
           f"{100 * mv['error_rate']:.2f}%   MAE {100 * mv['mae']:.2f}%")  # fmt: skip
     ex = s["expected_for_these_labelers"]

@@ -130,3 +130,36 @@ def test_demo_stops_every_process_it_started_on_a_signal(
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+
+
+@pytest.mark.slow
+def test_demo_with_the_two_coin_model_decides_with_the_coins_end_to_end(tmp_path: Path) -> None:
+    """aggregator.model = two_coin: every final record says two_coin and carries the coins it
+    was weighed with, and the offline two-coin run of the same seeded labels agrees frame by
+    frame; the simulated labelers' coins are equal, so the one-coin demo decides the same."""
+    two = _run_json(tmp_path, _env(), "--frames", "30", "--labelers", "5", "--model", "two_coin",
+                    "--workdir", str(tmp_path / "two"))  # fmt: skip
+    assert two["model"] == "two_coin" and two["frames_finalised"] == 30
+    assert two["offline_same_seed_agrees"] is True  # includes each record's model and coins
+    assert "failed_services" not in two and two["dataset"]["exported"] == 30
+    one = _run_json(tmp_path, _env(), "--frames", "30", "--labelers", "5",
+                    "--workdir", str(tmp_path / "one"))  # fmt: skip
+    assert one["model"] == "one_coin" and one["offline_same_seed_agrees"] is True
+    for key in ("labels_spent", "error_rate", "mae", "reasons", "expected_for_these_labelers"):
+        assert one[key] == two[key], key
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "two_coin", "--method", "mv"], "needs method gtx"),
+        (["--model", "two_coin", "--people"], "not built for --people"),
+    ],
+)
+def test_demo_refuses_two_coin_where_it_cannot_run(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = subprocess.run(_demo(*args), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode != 0
+    assert message in out.stderr and "Traceback" not in out.stderr
