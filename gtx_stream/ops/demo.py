@@ -7,8 +7,7 @@
 4. Live progress, then a summary against the truth: error rate, MAE and labels per frame;
    the same seeded label sequence run offline through the core math (it must agree frame by
    frame); and majority vote spending the same budget with k = kappa labels per frame.
-   ``model = "two_coin"`` registers each labeler's sensitivity and specificity, both its
-   accuracy (a simulated labeler is one-coin), and the aggregator decides with them.
+   Under ``--model two_coin`` each labeler's sensitivity and specificity are its accuracy.
 5. The finalised frames exported once (``gtx-stream export``, not following) into
    ``<workdir>/dataset``. Without ``--workdir`` the demo's temporary folder is removed at the
    end but for that dataset, so that there is something to train on.
@@ -112,9 +111,10 @@ def run_demo(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
             # never touch an existing pipeline's keys: a fresh prefix for this demo
             prefix = f"{prefix}-demo-{secrets.token_hex(3)}"
             where = "the configured Redis"
+        method = opts.method + (" (two_coin)" if opts.model == "two_coin" else "")
         _say(opts, f"gtx-stream demo: {opts.frames} frames, {opts.labelers} labelers, "
-                   f"alpha ~ U{opts.alpha_range}, method {opts.method} ({opts.model}), tau "
-                   f"{opts.tau}, kappa {opts.kappa}; {where}, key prefix {prefix!r}")  # fmt: skip
+                   f"alpha ~ U{opts.alpha_range}, method {method}, tau {opts.tau}, "
+                   f"kappa {opts.kappa}; {where}, key prefix {prefix!r}")  # fmt: skip
         if opts.people:
             from gtx_stream.ops.people_demo import run_people_demo
 
@@ -375,8 +375,8 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"frames finalised   {s['frames_finalised']}  in {s.get('seconds', 0):.1f} s")
     print(f"labels spent       {s['labels_spent']}  ({s['labels_per_frame']:.2f} per frame)")
     print(f"reasons            {', '.join(f'{k} {v}' for k, v in sorted(s['reasons'].items()))}")
-    print(f"{s['method'].upper()} error rate     {100 * s['error_rate']:.2f}%   "
-          f"MAE {100 * s['mae']:.2f}%   (model {s.get('model', 'one_coin')})")  # fmt: skip
+    print(f"{s['method'].upper()} error rate     {100 * s['error_rate']:.2f}%   MAE "
+          f"{100 * s['mae']:.2f}%{'   (two-coin)' * (s.get('model') == 'two_coin')}")  # fmt: skip
     print(f"MV, same budget    {mv['frames_labeled']} frames at k={mv['k']}: error "
           f"{100 * mv['error_rate']:.2f}%   MAE {100 * mv['mae']:.2f}%")  # fmt: skip
     ex = s["expected_for_these_labelers"]
