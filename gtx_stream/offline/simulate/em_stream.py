@@ -16,7 +16,7 @@ refits EM per trial. Each setting (a tau, or a fixed k) is its own stream, becau
 bought, and so the parameters learned, depend on it. MV reads no parameter and is not refitted.
 
 The gold items of :class:`.Draws` are counts per labeler and class; EM gets them as one gold
-task per item and labeler, which is all a clamped task contributes (its counts).
+task per item and labeler (:func:`gold_items`), as the estimator service does.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from gtx_stream.core import em_steps
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.decision import check_tau, confident
 from gtx_stream.core.em import EMSettings, dawid_skene
@@ -72,24 +73,18 @@ class GoldItems:
 
 
 def gold_items(draws: Draws, trial: int) -> GoldItems:
-    """The gold counts (tp, positives, tn, negatives) of each labeler as answered items.
+    """The gold counts of each labeler as answered items (:func:`core.em_steps.gold_items`).
 
-    Labeler j's items are its positives (the first tp answered 1) then its negatives (the first
-    tn answered 0); the items of different labelers are different tasks.
+    One task per item and labeler: a clamped task weighs in EM by its answer alone, so this is
+    the fit of gold items shared between labelers, as the estimator service has it.
     """
-    counts = draws.assess_two_coin[trial]
-    n = draws.assess_size
-    labelers = counts.shape[0]
-    item = np.tile(np.arange(n), labelers)
-    j = np.repeat(np.arange(labelers), n)
-    tp, pos, tn = counts[j, 0], counts[j, 1], counts[j, 2]
-    positive = item < pos
-    said_one = np.where(positive, item < tp, item - pos >= tn)
+    tp, pos, tn, neg = np.moveaxis(draws.assess_two_coin[trial], -1, 0)
+    labeler, label, truth = em_steps.gold_items(np.stack([tp, pos - tp, tn, neg - tn], axis=1))
     return GoldItems(
-        task=np.arange(labelers * n, dtype=np.int64),
-        labeler=j.astype(np.int64),
-        label=said_one.astype(np.float64),
-        truth=positive.astype(np.float64),
+        task=np.arange(len(labeler), dtype=np.int64),
+        labeler=labeler,
+        label=label.astype(np.float64),
+        truth=truth.astype(np.float64),
     )
 
 
