@@ -127,6 +127,7 @@ def submit(
             max_open_frames=settings.aggregator.max_open_frames,
             fields=fields,
             reserve_per_frame=settings.aggregator.reserve_per_frame,
+                max_open_per_source=settings.ingest.max_open_per_source,
             reserved=True,
         )
         if code == "opened":

@@ -125,6 +125,9 @@ class AggregatorSettings(_Section):
 class IngestSettings(_Section):
     fps: float = Field(default=0.0, ge=0, description="target sampling rate; 0: every frame")
     every: int = Field(default=1, ge=1)
+    max_open_per_source: int = Field(
+        default=0, ge=0, description="open frames of one source at most; 0: no bound of its own"
+    )
     max_frames: int = Field(default=0, ge=0, description="0: no limit")
     skip_still: bool = False
     still_threshold: float = Field(default=2.0, ge=0, description="mean abs pixel difference")

@@ -324,6 +324,33 @@ def frames(client: redis.Redis, keys: Keys) -> dict[str, int]:
             "dead_letters": int(n_dead)}  # fmt: skip
 
 
+def source_of(frame_id: str) -> str:
+    """The source id in a frame id (``<source id>-<frame index>``)."""
+    head, _, tail = frame_id.rpartition("-")
+    return head if head and tail.isdigit() else frame_id
+
+
+def sources(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Per source: frames open now, opened and finalised since the start (sorted by id)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.stats)
+    pipe.zrange(keys.open_frames, 0, -1)
+    stats, open_ids = pipe.execute()
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(sid: str) -> dict[str, Any]:
+        return rows.setdefault(sid, {"source": sid, "open": 0, "opened": 0, "finalised": 0})
+
+    for k, v in stats.items():
+        name = text(k)
+        for field, what in (("frames_opened:", "opened"), ("frames_finalised:", "finalised")):
+            if name.startswith(field):
+                row(name[len(field) :])[what] = _int(v)
+    for fid in open_ids:
+        row(source_of(text(fid)))["open"] += 1
+    return [rows[sid] for sid in sorted(rows)]
+
+
 def dashboard(
     client: redis.Redis,
     keys: Keys,
@@ -345,4 +372,5 @@ def dashboard(
         "labels_per_frame": labels_per_frame(entries, now, minutes),
         "labelers": labeler_rows(client, keys, backends or {}, live_seconds, now),
         "thumbnails": thumbnails(client, entries),
+        "sources": sources(client, keys),
     }

@@ -9,6 +9,7 @@ from typing import Any, cast
 import redis
 
 from gtx_stream.core.records import text
+from gtx_stream.ops.metrics import sources as metrics_sources
 from gtx_stream.store.keys import Keys
 
 
@@ -99,6 +100,7 @@ def pipeline_status(
         "images_filtered": stats.get("images_filtered", 0),
         "exporter": exporter_status(client, keys, export_group),
         "labelers": per_labeler,
+        "sources": metrics_sources(client, keys),
         **gold_status(stats, scores, paused, qualification),
     }
 

@@ -108,6 +108,19 @@ def thumbnails(items: Sequence[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
+def sources(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Frames open, opened and finalised per source (camera, file, submitter)."""
+    if not rows:
+        return '<p class="note">No frame opened yet.</p>'
+    body = "".join(
+        f'<tr data-source="{escape(r["source"])}"><td>{escape(r["source"])}</td>'
+        f"<td>{r['open']}</td><td>{r['opened']}</td><td>{r['finalised']}</td></tr>"
+        for r in rows
+    )
+    return ('<table id="sources-table"><thead><tr><th>source</th><th>open</th><th>opened</th>'
+            f"<th>finalised</th></tr></thead><tbody>{body}</tbody></table>")  # fmt: skip
+
+
 def fragments(figures: Mapping[str, Any]) -> dict[str, str]:
     """Each part of the page by the id of the element it fills."""
     return {
@@ -117,4 +130,5 @@ def fragments(figures: Mapping[str, Any]) -> dict[str, str]:
         "labels-per-frame": admin_plots.labels_per_frame(figures["labels_per_frame"]),
         "labelers": labelers(figures["labelers"], figures["now"]),
         "thumbnails": thumbnails(figures["thumbnails"]),
+        "sources": sources(figures.get("sources", [])),
     }

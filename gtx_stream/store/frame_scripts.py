@@ -49,8 +49,12 @@ def open_frame(
     jpeg: bytes,
     fields: Mapping[str, str] | None = None,
     reserved: bool = False,
+    max_open_per_source: int = 0,
 ) -> ScriptCall[OpenResult]:
     """Open one frame; ``reserve_per_frame`` labels of budget are kept for each open frame.
+
+    ``max_open_per_source``: at most this many frames of ``source_id`` open at once (0: only
+    ``max_open_frames`` in all bounds it).
 
     ``reserved``: the index came from :func:`reserve_index`, so it is this caller's alone and
     need not lie above the source's high-water mark (submitters of one source race).
@@ -59,9 +63,10 @@ def open_frame(
     return ScriptCall(
         "open_frame",
         (keys.frame(frame_id), keys.image(frame_id), keys.open_frames, keys.source(source_id),
-         keys.budget, keys.stats, keys.opened, keys.waiting),
+         keys.budget, keys.stats, keys.opened, keys.waiting, keys.source_open(source_id)),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
-         reserve_per_frame, "reserved" if reserved else "ordered", *extra),
+         reserve_per_frame, "reserved" if reserved else "ordered", max_open_per_source,
+         *extra),
         _str,
     )  # fmt: skip
 

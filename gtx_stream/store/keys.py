@@ -163,6 +163,11 @@ class Keys:
         next_index (the next index ``reserve_index.lua`` hands to ``client.submit``)."""
         return f"{self.prefix}:source:{source_id}"
 
+    def source_open(self, source_id: str) -> str:
+        """ZSET frame_id -> opened_at: one source's frames opened under
+        ``ingest.max_open_per_source`` and not yet seen final (``open_frame.lua`` prunes it)."""
+        return f"{self.prefix}:source:{source_id}:open"
+
     def queue(self, labeler_id: str) -> str:
         """RQ queue name (not a key) of one labeler."""
         return f"{self.prefix}.labeler.{labeler_id}"

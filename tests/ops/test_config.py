@@ -338,6 +338,8 @@ MEANING = {
     "estimator.window_labels": "EM fits on at most this many of the latest final labels",
     "estimator.min_labels": "no fit on fewer final labels than this",
     "estimator.prior_strength": "strength, in labels, of EM's cohort-pooled prior per parameter",
+    "ingest.max_open_per_source": "open frames of one source at most, so that one bursting "
+    "source cannot starve the others; 0: only `aggregator.max_open_frames` bounds it",
     "aggregator.model": "labeler model of `gtx`: `one_coin` (an accuracy per labeler) or "
     "`two_coin` (a sensitivity and a specificity; a labeler without them weighs with its "
     "accuracy for both)",

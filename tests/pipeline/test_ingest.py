@@ -622,7 +622,7 @@ def test_command_prints_a_summary(
         (["http://127.0.0.1:9/cam.mjpg"], {}, 1, "cannot open http://127.0.0.1:9/cam.mjpg"),
         (["clip.avi"], {"GTX_REDIS__URL": ""}, 2, "no Redis URL"),
         (["clip.avi", "--every", "0"], {}, 2, "--every"),
-        ([], {}, 2, "give either SOURCE or --tasks"),
+        ([], {}, 2, "give either SOURCE (or --sources FILE) or --tasks"),
     ],
     ids=["missing", "camera-99", "refused-url", "no-redis-url", "bad-every", "no-source"],
 )

@@ -579,3 +579,30 @@ def test_uncertainty_sampling_runs_with_the_aggregators_user(plain_acl_server: S
         assert admin.acl_log() == []
     finally:
         admin.flushdb()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("user", ["gtx-ingester", "gtx-client"])
+def test_a_bound_per_source_runs_with_the_openers_users(
+    plain_acl_server: Server, user: str
+) -> None:
+    """open_frame.lua's per-source set: its ZRANGE, ZSCORE and ZREM when it prunes."""
+    from gtx_stream.pipeline.ingest.ingester import open_frame
+
+    admin = plain_acl_server.admin()
+    admin.flushdb()
+    admin.acl_log_reset()
+    client = plain_acl_server.client(user, decode_responses=True)
+
+    def one(i: int) -> str:
+        return open_frame(client, KEYS, source="cam://x", source_id="x", frame_index=i,
+                          jpeg=b"j", ttl=60, max_open_frames=64, reserve_per_frame=0,
+                          max_open_per_source=2)  # fmt: skip
+
+    try:
+        assert [one(i) for i in range(3)] == ["opened", "opened", "full"]
+        admin.zrem(KEYS.open_frames, "x-0")  # as finalise.lua does
+        assert one(2) == "opened"
+        assert admin.acl_log() == []
+    finally:
+        admin.flushdb()

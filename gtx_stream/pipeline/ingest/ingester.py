@@ -124,6 +124,7 @@ def open_frame(
     opened_at: float | None = None,
     reserve_per_frame: int = 1,
     reserved: bool = False,
+    max_open_per_source: int = 0,
 ) -> str:
     """Run ``open_frame.lua`` once: "opened", "duplicate", "budget" or "full".
 
@@ -145,6 +146,7 @@ def open_frame(
             jpeg=jpeg,
             fields=fields,
             reserved=reserved,
+            max_open_per_source=max_open_per_source,
         )
     )
 
@@ -344,6 +346,7 @@ def _open_with_backpressure(
                 max_open_frames=settings.aggregator.max_open_frames,
                 fields=fields,
                 reserve_per_frame=settings.aggregator.reserve_per_frame,
+                max_open_per_source=settings.ingest.max_open_per_source,
             )
         except (redis.ConnectionError, redis.TimeoutError) as err:
             # Redis restarting: keep this frame and try again, for up to redis_outage_seconds

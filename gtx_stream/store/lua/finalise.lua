@@ -22,6 +22,8 @@
 -- ARGV[a + 3..a + 2 + m] = the record's values, in the order of the names: written to the
 --           final stream and copied into the frame hash
 -- The image is kept with its TTL: the exporter deletes it once it is on disk.
+-- Counts frames_finalised, and frames_finalised:<source id> per source (the frame id's part
+-- before its last '-': ids are <source id>-<frame index>).
 -- Returns one answer per frame: its final-stream entry id, or not_open (not open any more)
 -- or stale (it got another label since the decision).
 local grace, m = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -33,6 +35,7 @@ for j = 1, m do
 end
 local answers = {}
 local finalised = 0
+local per_source = {}
 for i = 1, (#KEYS - 4) / 4 do
   local fkey, ikey = KEYS[4 * i + 1], KEYS[4 * i + 2]
   local a = 2 + m + (i - 1) * (m + 2)
@@ -66,8 +69,13 @@ for i = 1, (#KEYS - 4) / 4 do
       end
     end
     finalised = finalised + 1
+    local source = string.match(ARGV[a + 1], '^(.*)%-%d+$')
+    if source then per_source[source] = (per_source[source] or 0) + 1 end
     answers[i] = id
   end
 end
 if finalised > 0 then redis.call('HINCRBY', KEYS[3], 'frames_finalised', finalised) end
+for source, n in pairs(per_source) do
+  redis.call('HINCRBY', KEYS[3], 'frames_finalised:' .. source, n)
+end
 return answers

@@ -8,6 +8,9 @@
 -- KEYS[7] = opened stream       <prefix>:opened
 -- KEYS[8] = waiting ZSET        <prefix>:waiting (the frame goes in, due from opened_at: it
 --                               has no request yet; ask.lua takes it out)
+-- KEYS[9] = source's open ZSET  <prefix>:source:<source_id>:open (its frames opened here and
+--                               not yet seen final: those no longer in KEYS[3] are pruned
+--                               when it reaches ARGV[11])
 -- ARGV[1] = frame_id
 -- ARGV[2] = frame_index (integer, position in the source)
 -- ARGV[3] = source (path, URL or camera:N)
@@ -20,13 +23,15 @@
 -- ARGV[10] = "ordered" (ingester: the index must be above the source's high-water mark) or
 --            "reserved" (client.submit: the index came from reserve_index.lua, so frames of
 --            one source may open out of order; the high-water mark only ever rises)
--- ARGV[11..] = extra frame fields as name, value pairs (truth, task, eligible, file_name,
+-- ARGV[11] = max open frames of this source (0: no bound of its own)
+-- ARGV[12..] = extra frame fields as name, value pairs (truth, task, eligible, file_name,
 --              a client's metadata)
 -- Returns "opened"; or, with nothing written:
 --   "duplicate": the frame exists already, or ("ordered") frame_index <= the source's
 --                high-water mark
 --   "budget":    the label budget is spent (the ingester stops)
---   "full":      max open frames are open, or the budget left could not give every open
+--   "full":      max open frames are open (in all, or of this source), or the budget left
+--                could not give every open
 --                frame, this one included, ARGV[9] more labels: the end of the budget goes
 --                to finishing the open frames (the ingester waits and tries again)
 
@@ -55,6 +60,18 @@ if n_open >= tonumber(ARGV[7]) then
     return 'full'
 end
 
+-- this source's own bound: its frames still open (finalise and drop leave KEYS[3] only, so
+-- the ones gone from it are pruned here, when the bound is reached)
+local per_source = tonumber(ARGV[11])
+if per_source > 0 and redis.call('ZCARD', KEYS[9]) >= per_source then
+    for _, fid in ipairs(redis.call('ZRANGE', KEYS[9], 0, -1)) do
+        if not redis.call('ZSCORE', KEYS[3], fid) then redis.call('ZREM', KEYS[9], fid) end
+    end
+    if redis.call('ZCARD', KEYS[9]) >= per_source then
+        return 'full'
+    end
+end
+
 local ttl = tonumber(ARGV[6])
 local fields = {
     'state', 'open',
@@ -64,7 +81,7 @@ local fields = {
     'opened_at', ARGV[5],
     'n_labels', '0',
 }
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
 end
@@ -73,9 +90,11 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('SET', KEYS[2], ARGV[8], 'EX', ttl)
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 redis.call('ZADD', KEYS[8], ARGV[5], ARGV[1])
+if per_source > 0 then redis.call('ZADD', KEYS[9], ARGV[5], ARGV[1]) end
 if not last or index > last then
     redis.call('HSET', KEYS[4], 'last_index', ARGV[2], 'uri', ARGV[3])
 end
 redis.call('HINCRBY', KEYS[6], 'frames_opened', 1)
+redis.call('HINCRBY', KEYS[6], 'frames_opened:' .. ARGV[4], 1)
 redis.call('XADD', KEYS[7], '*', 'frame_id', ARGV[1])
 return 'opened'
