@@ -1,13 +1,14 @@
 """Eight sources on one pipeline, one of them bursting: the steady sources' latency and drops.
 
-Run:  .venv/bin/python benchmarks/bench_sources.py [--seconds 12] [--redis URL]
+Run:  .venv/bin/python benchmarks/bench_sources.py [--seconds 12] [--repeat 3] [--redis URL]
 
 Seven steady cameras open a frame every 0.5 s each; an eighth bursts at 300 frames/s for 4 s
 from second 3 (more than the labelers can answer). Cameras drop a frame that cannot be opened
-(the ingester's rule for live sources). Labeling capacity is bounded: 5 in-process labelers, each answering one request at a
-time after 10 ms (500 labels/s in all, FIFO per labeler, as RQ queues are), right with
-probability 0.9 (seeded), tau 0.99, kappa 5; the real Aggregator decides and dispatches
-(``aggregator.max_open_frames = 64``). Three runs, each under a key prefix of its own:
+(the ingester's rule for live sources). Labeling capacity is bounded: 5 in-process labelers,
+each answering one request at a time after 10 ms (500 labels/s in all, FIFO per labeler, as
+RQ queues are), right with probability 0.9 (seeded); tau 0.99, kappa 5; the real Aggregator
+decides and dispatches (``aggregator.max_open_frames = 64``). Three runs, each under a key
+prefix of its own:
 
 - ``no burst``: the baseline, measured in the same run;
 - ``burst, shared bound``: ``ingest.max_open_per_source = 0``: the burst may take every one of
@@ -15,8 +16,8 @@ probability 0.9 (seeded), tau 0.99, kappa 5; the real Aggregator decides and dis
 - ``burst, bound per source``: ``ingest.max_open_per_source = 8``.
 
 The three runs alternate ``--repeat`` times; figures are medians over the repeats. Per run:
-the steady sources' latency (finalised_at - opened_at) median and 95th percentile, and
-their frames dropped, with ratios to the baseline; and the bursting source's frames opened.
+the steady sources' latency (finalised_at - opened_at) median and 95th percentile, and their
+frames dropped, with ratios to the baseline; and the bursting source's frames opened.
 """
 
 from __future__ import annotations
