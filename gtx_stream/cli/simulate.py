@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import logging
 import math
 import os
 import sys
@@ -243,20 +244,14 @@ def _run_threshold(args: argparse.Namespace) -> int:
             raise UsageError("--jobs must be at least 1")
         if args.every < 1:
             raise UsageError("--every must be at least 1")
-        results = run_threshold(
-            trials=args.trials,
-            seed=args.seed,
-            budget=args.budget,
-            kappa=args.kappa,
-            labelers=args.labelers,
-            taus=taus,
-            estimators=estimators,
-            assess_size=assess,
-            cohorts=cohorts,
-            jobs=args.jobs,
-            model=args.model,
-            every=args.every,
-        )
+        # thousands of fits: a guard's fallback is routine here, not news for the log
+        em_log = logging.getLogger("gtx_stream.core.em")
+        level = em_log.level
+        em_log.setLevel(logging.WARNING)
+        try:
+            results = _threshold(args, taus, estimators, assess, cohorts)
+        finally:
+            em_log.setLevel(level)
     except ValueError as err:
         return _fail(err)
     doc = threshold_document(results, args, taus, assess)
@@ -267,6 +262,29 @@ def _run_threshold(args: argparse.Namespace) -> int:
     if args.plot:
         return plot(args.plot, "threshold", results, cohorts, args.model)
     return 0
+
+
+def _threshold(
+    args: argparse.Namespace,
+    taus: tuple[float, ...],
+    estimators: tuple[Accuracy, ...],
+    assess: int,
+    cohorts: tuple[Cohort, ...],
+) -> dict[Accuracy, Any]:
+    return run_threshold(
+        trials=args.trials,
+        seed=args.seed,
+        budget=args.budget,
+        kappa=args.kappa,
+        labelers=args.labelers,
+        taus=taus,
+        estimators=estimators,
+        assess_size=assess,
+        cohorts=cohorts,
+        jobs=args.jobs,
+        model=args.model,
+        every=args.every,
+    )
 
 
 def _run_uncertainty(args: argparse.Namespace) -> int:

@@ -100,6 +100,8 @@ class _Trial:
     label: list[FloatArray] = field(default_factory=list)
     q: FloatArray | None = None
     fits: int = 0
+    fallbacks: int = 0
+    """Guards of core.em that fired (label switching, disagreement with gold), over all fits."""
 
     def fit(self, examples: int) -> dict[str, FloatArray]:
         """EM over the gold items and the labels bought on the first ``examples`` examples."""
@@ -125,6 +127,7 @@ class _Trial:
         )
         self.q = res.p1
         self.fits += 1
+        self.fallbacks += len(res.fallbacks)
         return res.params
 
 
@@ -137,6 +140,8 @@ class Streamed:
     """(trials, examples): labels bought for each example (0 beyond the budget)."""
     fits: IntArray
     """(trials,): EM fits, the first one (gold only) included."""
+    fallbacks: IntArray
+    """(trials,): EM guards that fired, over all fits."""
 
 
 def _stack(model: ModelName, params: list[dict[str, FloatArray]]) -> LabelerArrays:
@@ -269,7 +274,8 @@ def em_stream(
         errors=errors,
         abs_error=abs_error,
     )
-    return Streamed(outcome, asked, np.array([r.fits for r in runs], dtype=np.int64))
+    fits = np.array([r.fits for r in runs], dtype=np.int64)
+    return Streamed(outcome, asked, fits, np.array([r.fallbacks for r in runs], dtype=np.int64))
 
 
 def _update(params: LabelerArrays, trials: IntArray, new: LabelerArrays) -> LabelerArrays:
