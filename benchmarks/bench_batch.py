@@ -120,6 +120,10 @@ def run_pipeline(
         redis_cpu = _redis_cpu(r) - redis0
         cpu = {name: _cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         cpu["ingester"] = seen["ingester"]
+        # the ingester exits by itself at the end of its input (with fast labelers the last
+        # frame can be final before it has): let it, rather than stop it
+        with contextlib.suppress(Exception):
+            ingester.process.wait(timeout=30)
     finally:
         codes = sup.stop_all()
     records: list[dict[str, str]] = [f for _, f in cast(list[Any], r.xrange(keys.final))]

@@ -3,7 +3,7 @@
 Each function returns a :class:`~gtx_stream.store.scripts.ScriptCall`; a
 :class:`~gtx_stream.store.scripts.ScriptRunner` sends any number of them in one round trip::
 
-    runner.run([ask(keys, fid, labeler, rid, ...) for ...])  # -> list of AskResult
+    runner.run([ask(keys, frame_id=fid, labeler=lab, ...) for ...])  # -> list of AskResult
 
 The contract of each script (its KEYS, ARGV and return values) opens its ``.lua`` file.
 """
@@ -149,6 +149,49 @@ def apply_labels(
 # --- ask.lua -------------------------------------------------------------------------------
 
 
+MAX_ASKS_PER_CALL = 256
+"""Asks one ``ask.lua`` call takes at most (:func:`ask_calls` splits more)."""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request to record: ask ``labeler`` about ``frame_id`` under ``request_id``."""
+
+    frame_id: str
+    labeler: str
+    request_id: str
+    n_labels: int
+    """The frame's labels when the decision to ask was made (else the ask is ``stale``)."""
+    deadline: float
+    """Unix seconds the request's lease runs out."""
+
+
+def ask_many(keys: Keys, asks: Sequence[Ask], max_inflight: int) -> ScriptCall[list[AskResult]]:
+    """Record each request (``out:<request_id>``) and take one label of budget for each, in
+    order, in one call; one answer per ask. At most :data:`MAX_ASKS_PER_CALL` asks."""
+    if len(asks) > MAX_ASKS_PER_CALL:
+        raise ValueError(f"{len(asks)} asks in one ask call, at most {MAX_ASKS_PER_CALL}")
+    call_keys: list[str] = [keys.budget, keys.leases, keys.load, keys.stats, keys.waiting]
+    args: list[Any] = [max_inflight]
+    for a in asks:
+        call_keys += [keys.frame(a.frame_id), keys.frame_requests(a.frame_id)]
+        args += [a.labeler, a.n_labels, repr(a.deadline), lease_member(a.frame_id, a.labeler),
+                 a.request_id, a.frame_id]  # fmt: skip
+    return ScriptCall(
+        "ask", tuple(call_keys), tuple(args),
+        lambda reply: [cast(AskResult, text(answer)) for answer in reply],
+    )  # fmt: skip
+
+
+def ask_calls(
+    keys: Keys, asks: Sequence[Ask], max_inflight: int
+) -> list[ScriptCall[list[AskResult]]]:
+    """The :func:`ask_many` calls for any number of asks, in order."""
+    step = MAX_ASKS_PER_CALL
+    return [ask_many(keys, asks[i : i + step], max_inflight)
+            for i in range(0, len(asks), step)]  # fmt: skip
+
+
 def ask(
     keys: Keys,
     *,
@@ -160,14 +203,8 @@ def ask(
     deadline: float,
 ) -> ScriptCall[AskResult]:
     """Record one request (``out:<request_id>``) and take one label of budget for it."""
-    return ScriptCall(
-        "ask",
-        (keys.frame(frame_id), keys.frame_requests(frame_id), keys.budget, keys.leases,
-         keys.load, keys.stats, keys.waiting),
-        (labeler, n_labels, max_inflight, repr(deadline), lease_member(frame_id, labeler),
-         request_id, frame_id),
-        _str,
-    )  # fmt: skip
+    many = ask_many(keys, [Ask(frame_id, labeler, request_id, n_labels, deadline)], max_inflight)
+    return ScriptCall("ask", many.keys, many.args, lambda reply: many.decode(reply)[0])
 
 
 # --- expire_request.lua --------------------------------------------------------------------

@@ -165,12 +165,27 @@ def read_frames(
     pipe = client.pipeline(transaction=False)
     for fid in frame_ids:
         pipe.hgetall(keys.frame(fid))
-        pipe.lrange(keys.frame_labels(fid), 0, -1)
         pipe.hgetall(keys.frame_requests(fid))
     raw = pipe.execute()
+    # the labels list changes with n_labels (apply_labels.lua): a frame at 0 has none, and
+    # the lists of the others (in a second round trip) are read after their hashes, so a
+    # label applied meanwhile is seen in the list at worst, never missed by it
+    labeled = [i for i, fid in enumerate(frame_ids) if _labeled(raw[2 * i])]
+    lists: dict[int, Any] = {}
+    if labeled:
+        pipe = client.pipeline(transaction=False)
+        for i in labeled:
+            pipe.lrange(keys.frame_labels(frame_ids[i]), 0, -1)
+        lists = dict(zip(labeled, pipe.execute(), strict=True))
     decode = FrameState.decode
-    return {fid: decode(fid, raw[3 * i], raw[3 * i + 1], raw[3 * i + 2])
+    return {fid: decode(fid, raw[2 * i], lists.get(i, ()), raw[2 * i + 1])
             for i, fid in enumerate(frame_ids)}  # fmt: skip
+
+
+def _labeled(meta: Mapping[Any, Any]) -> bool:
+    """Whether a frame hash may have labels: its n_labels is not 0 (or it is missing)."""
+    n = meta.get(b"n_labels", meta.get("n_labels"))
+    return n is None or text(n) != "0"
 
 
 def _hash(raw: Any) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """Requests out: pick labelers with the dispatcher, record each request (``ask.lua``) under a
-fresh unguessable id, and enqueue the granted ones as RQ jobs.
+fresh unguessable id, and enqueue the granted ones as RQ jobs. The asks of one step go in
+one ``ask.lua`` call (a few Redis calls per ask, the budget, stats and leases once per call).
 
 Each labeler has its own lease (``labeler_leases``; people get longer than machines, see
 :meth:`gtx_stream.config.LabelerSettings.lease`); a labeler not named there gets
@@ -70,13 +71,13 @@ class Requester:
         requests = [
             LabelRequest(lab, fid, new_request_id(), self.keys.prefix) for fid, lab in picks
         ]
-        results = self.runner.run([
-            scripts.ask(self.keys, frame_id=req.frame_id, labeler=req.labeler_id,
-                        request_id=req.request_id, n_labels=n_labels[req.frame_id],
-                        max_inflight=self.max_inflight,
-                        deadline=now + self.lease(req.labeler_id))
-            for req in requests
-        ])  # fmt: skip
+        asks = [scripts.Ask(req.frame_id, req.labeler_id, req.request_id,
+                            n_labels[req.frame_id], now + self.lease(req.labeler_id))
+                for req in requests]  # fmt: skip
+        # one ask.lua call for the step's asks (up to 256 each)
+        results = [answer for answers in
+                   self.runner.run(scripts.ask_calls(self.keys, asks, self.max_inflight))
+                   for answer in answers]  # fmt: skip
         granted = [req for req, res in zip(requests, results, strict=True) if res == "ok"]
         by_lease: dict[float, list[LabelRequest]] = {}
         for req in granted:

@@ -1,41 +1,82 @@
--- Record one label request for a frame, reserving one label of budget.
--- KEYS[1] = frame hash          (<prefix>:{f:<id>}:frame)
--- KEYS[2] = frame requests hash (<prefix>:{f:<id>}:requests)
--- KEYS[3] = budget hash         (<prefix>:budget; fields limit (absent: unlimited), spent)
--- KEYS[4] = leases zset         (<prefix>:leases)
--- KEYS[5] = load hash           (<prefix>:load)
--- KEYS[6] = stats hash          (<prefix>:stats)
--- KEYS[7] = waiting zset        (<prefix>:waiting; a granted request takes the frame out: its
---                               lease in KEYS[4] is how a sweep finds it now)
--- ARGV[1] = labeler id
--- ARGV[2] = n_labels the decision to ask was made on
--- ARGV[3] = max outstanding requests per frame
--- ARGV[4] = lease deadline (unix seconds)
--- ARGV[5] = lease member "<frame_id>|<labeler id>"
--- ARGV[6] = request id (unguessable; the label must bring it back to be applied)
--- ARGV[7] = frame id
--- The request is stored as "out:<request id>" (core.records.RequestState).
--- Returns ok, or why not: not_open, stale, asked, inflight, budget.
-local labeler = ARGV[1]
-if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 'not_open' end
-if tonumber(redis.call('HGET', KEYS[1], 'n_labels') or '0') ~= tonumber(ARGV[2]) then
-  return 'stale'
+-- Record label requests, one per ask, in order, each reserving one label of budget.
+-- One call takes the asks of one aggregator step (their frames span hash slots, as those of
+-- apply_labels.lua do); each ask is granted or refused on its own, as if asked alone.
+-- KEYS[1] = budget hash         (<prefix>:budget; fields limit (absent: unlimited), spent)
+-- KEYS[2] = leases zset         (<prefix>:leases)
+-- KEYS[3] = load hash           (<prefix>:load)
+-- KEYS[4] = stats hash          (<prefix>:stats)
+-- KEYS[5] = waiting zset        (<prefix>:waiting; a granted request takes the frame out: its
+--                               lease in KEYS[2] is how a sweep finds it now)
+-- then for ask i (i = 1..n), two keys of its frame:
+-- KEYS[5 + 2i - 1] = frame hash          (<prefix>:{f:<id>}:frame)
+-- KEYS[5 + 2i]     = frame requests hash (<prefix>:{f:<id>}:requests)
+-- ARGV[1] = max outstanding requests per frame
+-- then six per ask i (j = 1 + 6(i - 1)):
+-- ARGV[j + 1] = labeler id
+-- ARGV[j + 2] = n_labels the decision to ask was made on
+-- ARGV[j + 3] = lease deadline (unix seconds)
+-- ARGV[j + 4] = lease member "<frame_id>|<labeler id>"
+-- ARGV[j + 5] = request id (unguessable; the label must bring it back to be applied)
+-- ARGV[j + 6] = frame id
+-- The request is stored as "out:<request id>" (core.records.RequestState). The requests hash
+-- gets the frame's TTL with its first request.
+-- Returns one answer per ask: ok, or why not: not_open, stale, asked, inflight, budget.
+-- Redis calls: three per ask (HMGET, HGETALL, HSET; TTL and EXPIRE with a frame's first
+-- request), and per call one HMGET and HINCRBY of the budget, one ZADD of the leases, one
+-- ZREM of the waiting set, one HINCRBY of the stats and one HINCRBY of the load per labeler.
+local max_out = tonumber(ARGV[1])
+local n = (#KEYS - 5) / 2
+local budget = redis.call('HMGET', KEYS[1], 'limit', 'spent')
+local limit = budget[1] and tonumber(budget[1])
+local spent = tonumber(budget[2] or '0')
+local granted = 0
+local leases, waiting, load = {}, {}, {}
+local answers = {}
+for i = 1, n do
+  local fkey, rkey = KEYS[5 + 2 * i - 1], KEYS[5 + 2 * i]
+  local j = 1 + 6 * (i - 1)
+  local labeler = ARGV[j + 1]
+  local head = redis.call('HMGET', fkey, 'state', 'n_labels')
+  local answer
+  if head[1] ~= 'open' then
+    answer = 'not_open'
+  elseif tonumber(head[2] or '0') ~= tonumber(ARGV[j + 2]) then
+    answer = 'stale'
+  else
+    local requests = redis.call('HGETALL', rkey)
+    local out, asked = 0, false
+    for k = 1, #requests, 2 do
+      if requests[k] == labeler then asked = true end
+      if string.sub(requests[k + 1], 1, 4) == 'out:' then out = out + 1 end
+    end
+    if asked then
+      answer = 'asked'
+    elseif out >= max_out then
+      answer = 'inflight'
+    elseif limit and spent >= limit then
+      answer = 'budget'
+    else
+      spent = spent + 1
+      granted = granted + 1
+      redis.call('HSET', rkey, labeler, 'out:' .. ARGV[j + 5])
+      if #requests == 0 then
+        local ttl = redis.call('TTL', fkey)
+        if ttl > 0 then redis.call('EXPIRE', rkey, ttl) end
+      end
+      leases[#leases + 1] = ARGV[j + 3]
+      leases[#leases + 1] = ARGV[j + 4]
+      waiting[#waiting + 1] = ARGV[j + 6]
+      load[labeler] = (load[labeler] or 0) + 1
+      answer = 'ok'
+    end
+  end
+  answers[i] = answer
 end
-if redis.call('HEXISTS', KEYS[2], labeler) == 1 then return 'asked' end
-local out = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
-  if string.sub(v, 1, 4) == 'out:' then out = out + 1 end
+if granted > 0 then
+  redis.call('HINCRBY', KEYS[1], 'spent', granted)
+  redis.call('ZADD', KEYS[2], unpack(leases))
+  for labeler, count in pairs(load) do redis.call('HINCRBY', KEYS[3], labeler, count) end
+  redis.call('HINCRBY', KEYS[4], 'requests', granted)
+  redis.call('ZREM', KEYS[5], unpack(waiting))
 end
-if out >= tonumber(ARGV[3]) then return 'inflight' end
-local limit = redis.call('HGET', KEYS[3], 'limit')
-local spent = tonumber(redis.call('HGET', KEYS[3], 'spent') or '0')
-if limit and spent >= tonumber(limit) then return 'budget' end
-redis.call('HINCRBY', KEYS[3], 'spent', 1)
-redis.call('HSET', KEYS[2], labeler, 'out:' .. ARGV[6])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-redis.call('HINCRBY', KEYS[5], labeler, 1)
-redis.call('HINCRBY', KEYS[6], 'requests', 1)
-redis.call('ZREM', KEYS[7], ARGV[7])
-return 'ok'
+return answers

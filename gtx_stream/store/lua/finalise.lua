@@ -24,6 +24,8 @@
 -- The image is kept with its TTL: the exporter deletes it once it is on disk.
 -- Counts frames_finalised, and frames_finalised:<source id> per source (the frame id's part
 -- before its last '-': ids are <source id>-<frame index>).
+-- Redis calls per frame: HMGET, PTTL, XADD, HSET, and with a grace TTL + 3 EXPIRE (when the
+-- frame's TTL is longer); per call one ZREM of each set and the HINCRBYs of the stats.
 -- Returns one answer per frame: its final-stream entry id, or not_open (not open any more)
 -- or stale (it got another label since the decision).
 local grace, m = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -34,6 +36,7 @@ for j = 1, m do
   if names[j] == 'finalised_at' then finalised_at = j end
 end
 local answers = {}
+local gone = {}  -- frames finalised here: out of KEYS[1] and KEYS[4], once at the end
 local finalised = 0
 local per_source = {}
 for i = 1, (#KEYS - 4) / 4 do
@@ -60,12 +63,15 @@ for i = 1, (#KEYS - 4) / 4 do
     record[2 * m + 1], record[2 * m + 2], record[2 * m + 3], record[2 * m + 4] =
       'state', 'final', 'final_id', id
     redis.call('HSET', fkey, unpack(record))
-    redis.call('ZREM', KEYS[1], ARGV[a + 1])
-    redis.call('ZREM', KEYS[4], ARGV[a + 1])
+    gone[#gone + 1] = ARGV[a + 1]
     if grace > 0 then
-      for _, key in ipairs({fkey, KEYS[4 * i + 3], KEYS[4 * i + 4]}) do
-        local ttl = redis.call('TTL', key)
-        if ttl == -1 or ttl > grace then redis.call('EXPIRE', key, grace) end
+      -- the labels list and the requests hash got the frame's TTL (apply_labels.lua,
+      -- ask.lua): the frame hash's TTL stands for all three
+      local ttl = redis.call('TTL', fkey)
+      if ttl == -1 or ttl > grace then
+        for _, key in ipairs({fkey, KEYS[4 * i + 3], KEYS[4 * i + 4]}) do
+          redis.call('EXPIRE', key, grace)
+        end
       end
     end
     finalised = finalised + 1
@@ -74,7 +80,11 @@ for i = 1, (#KEYS - 4) / 4 do
     answers[i] = id
   end
 end
-if finalised > 0 then redis.call('HINCRBY', KEYS[3], 'frames_finalised', finalised) end
+if finalised > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[4], unpack(gone))
+  redis.call('HINCRBY', KEYS[3], 'frames_finalised', finalised)
+end
 for source, n in pairs(per_source) do
   redis.call('HINCRBY', KEYS[3], 'frames_finalised:' .. source, n)
 end

@@ -39,7 +39,12 @@ local index = tonumber(ARGV[2])
 local ordered = ARGV[10] == 'ordered'
 local last = redis.call('HGET', KEYS[4], 'last_index')
 last = last and tonumber(last)
-if (ordered and last and last >= index) or redis.call('EXISTS', KEYS[1]) == 1 then
+-- every open raises the high-water mark to its index, so a frame above it cannot exist: the
+-- EXISTS is needed only at or below it (or without one)
+if ordered and last and last >= index then
+    return 'duplicate'
+end
+if not (ordered and last) and redis.call('EXISTS', KEYS[1]) == 1 then
     return 'duplicate'
 end
 
