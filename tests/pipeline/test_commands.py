@@ -141,19 +141,21 @@ def test_requests_are_packed_into_jobs_of_the_labelers_batch(redis_url: str, key
     assert [bool(r.exists(j.key)) for j in jobs] == [False] * 3 + [True] * 2
 
 
-def test_a_job_that_would_overfill_the_batch_goes_back_to_the_head(
+def test_a_job_that_would_overfill_the_batch_goes_back_with_what_does_not_fit(
     redis_url: str, keys: Keys
 ) -> None:
     r = redis.Redis.from_url(redis_url)
     reqs = _reqs(7, prefix=keys.prefix)
     jobs = enqueue_requests(r, keys, reqs, 30, batches={"m": 3})  # jobs of 3, 3, 1
-    assert take_requests(r, keys, "m", 4) == reqs[:3]  # the second job does not fit
+    assert take_requests(r, keys, "m", 4) == reqs[:4]  # one request of the second job fits
     assert [j.decode() for j in r.lrange(queue_key(keys, "m"), 0, -1)] == [
         jobs[1].id, jobs[2].id
     ]  # fmt: skip
-    assert r.exists(jobs[1].key) and not r.exists(jobs[0].key)
-    assert take_requests(r, keys, "m", 3) == reqs[3:6]
-    assert take_requests(r, keys, "m", 3) == reqs[6:]
+    assert not r.exists(jobs[0].key)
+    assert requests_of(r.hget(jobs[1].key, "data")) == reqs[4:6]  # the rest, in its job
+    assert take_requests(r, keys, "m", 3) == reqs[4:]
+    assert r.llen(queue_key(keys, "m")) == 0
+    assert not any(r.exists(j.key) for j in jobs)
 
 
 def test_a_packed_job_answers_each_request_with_its_own_entry(
@@ -174,9 +176,9 @@ def test_a_packed_job_answers_each_request_with_its_own_entry(
     ]  # fmt: skip
 
 
-def test_the_labelers_acl_user_may_take_and_put_back_packed_jobs(tmp_path: Path) -> None:
+def test_the_labelers_acl_user_may_split_and_put_back_packed_jobs(tmp_path: Path) -> None:
     """Under docs/access.md's users: the aggregator enqueues packed jobs, a labeler takes
-    one and puts back the one that would overfill its batch."""
+    what fits and puts back, rewritten, the job that would overfill its batch."""
     from tests.store.test_access import start_server
 
     server = start_server(tmp_path, tls=False)
@@ -185,8 +187,8 @@ def test_the_labelers_acl_user_may_take_and_put_back_packed_jobs(tmp_path: Path)
         reqs = _reqs(4, prefix=keys.prefix)
         enqueue_requests(server.client("gtx-aggregator"), keys, reqs, 30, batches={"m": 2})
         labeler = server.client("gtx-labeler")
-        assert take_requests(labeler, keys, "m", 3) == reqs[:2]
-        assert labeler.llen(queue_key(keys, "m")) == 1
-        assert take_requests(labeler, keys, "m", 3) == reqs[2:]
+        assert take_requests(labeler, keys, "m", 3) == reqs[:3]
+        assert labeler.llen(queue_key(keys, "m")) == 1  # the second job, with its last request
+        assert take_requests(labeler, keys, "m", 3) == reqs[3:]
     finally:
         server.embedded.stop()

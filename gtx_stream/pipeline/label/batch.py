@@ -7,8 +7,9 @@ and when that job carries fewer than ``batch`` the worker takes the jobs waiting
 from the head of the same queue in one ``LPOP`` (as the label server takes a person's,
 :mod:`gtx_stream.server.feed`), reads their job hashes and deletes them: one command for the
 batch, one ``HGET`` per job, one ``DEL`` for the batch, instead of RQ's ~63 commands per job on
-the worker's side. A job that would take the batch past ``batch`` goes back to the head of
-the queue, unread by anyone meanwhile. The backend then gets one batch call.
+the worker's side. Of a job that would take the batch past ``batch``, what fits is taken and
+the job, rewritten with the rest, goes back to the head of the queue (a request is never in
+two jobs). The backend then gets one batch call.
 
 Per-frame accounting stays as it is: each request keeps its own id and its own lease (set by
 ``ask.lua`` when it was asked), and its label or failure is its own entry on the labels
@@ -34,7 +35,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from gtx_stream.core.records import LabelRequest, RecordError, text
-from gtx_stream.pipeline.label.requests import LABEL_FRAME, requests_of_job_args
+from gtx_stream.pipeline.label.requests import LABEL_FRAME, job_args, requests_of_job_args
 from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def take_requests(
 
     ``LPOP key count`` (a job carries one request or several, :func:`requests_of_job_args`),
     one pipeline of an ``HGET`` per job, then one pipeline that deletes the jobs taken and
-    puts back at the head, in order, those that would take the batch past ``count``.
+    puts back at the head, in order, those past ``count``: of the job that would take the
+    batch past it, what fits is taken and the job, rewritten with the rest, goes back.
     """
     if count < 1:
         return []
@@ -69,6 +71,7 @@ def take_requests(
     out: list[LabelRequest] = []
     taken: list[str] = []
     back: list[str] = []
+    rest: tuple[str, list[LabelRequest]] | None = None
     for jid, key, data in zip(job_ids, job_keys, datas, strict=True):
         if back:
             back.append(jid)  # behind one put back: put back too, the order kept
@@ -84,18 +87,33 @@ def take_requests(
         if any(req.labeler_id != labeler_id or req.prefix != keys.prefix for req in reqs):
             log.warning("labeler %s: dropping job %s addressed to %s", labeler_id, jid, reqs[0])
             continue
-        if len(out) + len(reqs) > count:
+        room = count - len(out)
+        if len(reqs) > room:  # what fits is taken, the job keeps the rest and goes back
             taken.pop()
             back.append(jid)
+            out += reqs[:room]
+            rest = (key, reqs[room:])
             continue
         out += reqs
-    with client.pipeline(transaction=False) as pipe:
+    # a job rewritten goes back in one MULTI with its new data: never in the queue with the
+    # requests taken from it
+    with client.pipeline(transaction=rest is not None) as pipe:
         if taken:
             pipe.delete(*taken)
+        if rest is not None:
+            key, left = rest
+            what = f"label {len(left)} frames by {labeler_id}"
+            pipe.hset(key, mapping={"data": job_data(left), "description": what})
         if back:
             pipe.lpush(queue, *reversed(back))
         pipe.execute()
     return out
+
+
+def job_data(requests: list[LabelRequest]) -> bytes:
+    """A job hash's ``data`` for a job carrying ``requests`` (as RQ writes it: zlib of the
+    JSON of (function, instance, args, kwargs))."""
+    return zlib.compress(json.dumps([LABEL_FRAME, None, job_args(requests), {}]).encode())
 
 
 def requests_of(data: Any) -> list[LabelRequest]:
