@@ -468,8 +468,9 @@ def test_failing_backend_fails_the_request_and_the_worker_goes_on(
 def test_requests_a_backend_fails_are_asked_of_another_labeler(
     redis_url: str, r: redis.Redis, keys: Keys
 ) -> None:
-    """A labeler whose backend always raises: its requests fail, their leases run out, the
-    other labeler is asked, and every frame is finalised on the good labeler's labels."""
+    """A labeler whose backend always raises: its requests fail (failure reports), the other
+    labeler is asked, and every frame is finalised on the good labeler's labels. The lease is
+    long enough that a slow answer of the good labeler on a loaded machine does not expire."""
     raw = redis.Redis.from_url(redis_url)
     for i in range(6):
         _put_frame(r, keys, f"cam-{i}", task="raise", truth=str(i % 2))
@@ -481,7 +482,7 @@ def test_requests_a_backend_fails_are_asked_of_another_labeler(
              "accuracy": 0.9},
             {"id": "good", "backend": "simulated", "accuracy": 0.9, "seed": 1},
         ],
-        "aggregator": {"tau": 0.85, "kappa": 2, "lease_seconds": 0.5, "sweep_seconds": 0.05},
+        "aggregator": {"tau": 0.85, "kappa": 2, "lease_seconds": 5.0, "sweep_seconds": 0.05},
     })  # fmt: skip
     stop = threading.Event()
     worker = threading.Thread(
