@@ -51,8 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     keys = Keys(settings.redis.prefix)
     agg = Aggregator(client, keys, settings.aggregator, consumer=args.consumer,
                      retention=settings.retention,
-                     labeler_leases=settings.labeler_leases(),
-                     labeler_batches={lab.id: lab.batch for lab in settings.labelers})  # fmt: skip
+                     labeler_leases=settings.labeler_leases())  # fmt: skip
     agg.setup()
     # configured accuracies fill in; ones loaded from a file or an assessment are kept
     register_configured(client, keys, settings, overwrite=False)

@@ -25,7 +25,6 @@ report re-decides its frame at once: another labeler is asked in the same step. 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -71,12 +70,9 @@ class Aggregator:
         enqueue: Enqueue | None = None,
         retention: RetentionSettings | None = None,
         labeler_leases: Mapping[str, float] | None = None,
-        labeler_batches: Mapping[str, int] | None = None,
     ) -> None:
         """``labeler_leases``: labeler id -> its lease (``Settings.labeler_leases()``); the
-        others get ``lease_seconds`` (default: ``settings.lease_seconds``).
-        ``labeler_batches``: labeler id -> its ``batch``; the RQ jobs of a step carry up to
-        that many of the labeler's requests each (others: one per job)."""
+        others get ``lease_seconds`` (default: ``settings.lease_seconds``)."""
         self.r = client
         self.keys = keys
         self.s = settings
@@ -94,8 +90,7 @@ class Aggregator:
         self.decider = Decider(settings, keys)
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
-            enqueue or functools.partial(_enqueue_rq_jobs, batches=dict(labeler_batches or {})),
-            settings.max_inflight, self.lease_seconds, labeler_leases,
+            enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
         )  # fmt: skip
         self.sweeper = Sweeper(client, keys, runner)
         self.sampler = (UncertaintySampler(client, keys, settings)
@@ -194,12 +189,8 @@ class Aggregator:
 
 
 def _enqueue_rq_jobs(
-    client: redis.Redis,
-    keys: Keys,
-    requests: Sequence[LabelRequest],
-    lease_seconds: float,
-    batches: Mapping[str, int],
+    client: redis.Redis, keys: Keys, requests: Sequence[LabelRequest], lease_seconds: float
 ) -> None:
     from gtx_stream.pipeline.label.requests import enqueue_requests
 
-    enqueue_requests(client, keys, requests, lease_seconds, batches=batches)
+    enqueue_requests(client, keys, requests, lease_seconds)

@@ -32,7 +32,7 @@ from rq.job import Job, JobStatus, get_current_job
 from rq.timeouts import JobTimeoutException
 
 from gtx_stream.config import ConfigError, LabelerSettings, Settings
-from gtx_stream.core.records import LabelEntry, text
+from gtx_stream.core.records import LabelEntry, LabelRequest, text
 from gtx_stream.pipeline.label.backends import (
     Backend,
     Frame,
@@ -42,7 +42,7 @@ from gtx_stream.pipeline.label.backends import (
     check_label,
 )
 from gtx_stream.pipeline.label.batch import take_requests
-from gtx_stream.pipeline.label.requests import LABEL_FRAME, requests_of_job_args
+from gtx_stream.pipeline.label.requests import LABEL_FRAME
 from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -208,29 +208,24 @@ def _send(ctx: WorkerContext, keys: Keys, entries: Sequence[LabelEntry]) -> None
             log.warning("job timeout while sending the %s: still sending", what)
 
 
-def label_frame(
-    frame_id: str, labeler_id: str, request_id: str, prefix: str, *more: str
-) -> int | None:
-    """Answer one request (``more``: ``frame_id, request_id`` of each further request the
-    job carries, :func:`~gtx_stream.pipeline.label.requests.job_args`), and with
-    ``batch > 1`` the requests that wait behind it up to ``batch``
+def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) -> int | None:
+    """Answer one request, and with ``batch > 1`` the requests that wait behind it
     (:mod:`~gtx_stream.pipeline.label.batch`): XADD each one's label or failure.
 
-    Returns the first request's label; None when its frame is gone. A failed request fails
-    the job too (after every entry is sent): with its own error, or for a batch, one that
-    counts the failures.
+    Returns this request's label; None when its frame is gone. A failed request fails the
+    job too (after every entry is sent): with its own error, or for a batch, one that counts
+    the failures.
     """
     ctx = _runtime()
     keys = Keys(prefix)
-    requests = requests_of_job_args([frame_id, labeler_id, request_id, prefix, *more])
+    requests = [LabelRequest(labeler_id, frame_id, request_id, prefix)]
     try:
         backend: Backend | None = ctx.backend(labeler_id)
     except LabelError:
         backend = None  # reported below, as the request's failure
-    if backend is not None and backend.batch > len(requests):
-        room = backend.batch - len(requests)
+    if backend is not None and backend.batch > 1:
         requests += ride_out(
-            lambda: take_requests(ctx.client, keys, labeler_id, room),
+            lambda: take_requests(ctx.client, keys, labeler_id, backend.batch - 1),
             f"taking a batch for labeler {labeler_id}",
             ctx.stop,
         )

@@ -18,7 +18,6 @@ its own thread: every labeler is served, and a slow one holds up nobody else. Th
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import signal
@@ -52,8 +51,6 @@ HEARTBEAT_SECONDS = 1.0
 STOP_POLL_SECONDS = 1
 """Each RQ worker waits for jobs this long at a time, then checks the stop event."""
 
-RQ_CHECK_SECONDS = 1.0  # RQ's plain worker heartbeats and suspension checks, at most this often
-
 REDIS_WAIT_FIRST = 0.1
 """Seconds between pings while waiting for Redis to come back; doubles up to REDIS_WAIT_MAX."""
 REDIS_WAIT_MAX = 2.0
@@ -81,8 +78,6 @@ class LabelerWorker(SimpleWorker):
         self._stop_event = stop_event
         self.finished = False
         self.outage: Exception | None = None
-        self._beat_at = self._suspension_at = -math.inf  # RQ_CHECK_SECONDS: see heartbeat()
-        self._beat_due = True
 
     def _install_signal_handlers(self) -> None:
         return None  # the process handles signals (run_labeler_worker) and sets the event
@@ -99,7 +94,6 @@ class LabelerWorker(SimpleWorker):
         # Block in short slices so that a set event ends the loop within a slice. A job taken
         # in the last slice is still run: it left the queue, so dropping it would lose it.
         while not self._stop_event.is_set():
-            self._beat_due = True  # the dequeue's first heartbeat is sent: it detects outages
             result = super().dequeue_job_and_maintain_ttl(STOP_POLL_SECONDS, STOP_POLL_SECONDS)
             if result is not None:
                 return result
@@ -117,21 +111,10 @@ class LabelerWorker(SimpleWorker):
     # The calls of RQ's loop that talk to Redis outside a job: heartbeat() comes first in each
     # dequeue, so a Redis that went away ends the loop within one dequeue slice.
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        # RQ sends a plain one (3 commands, TTL worker_ttl + 60 s) several times per job: one
-        # within RQ_CHECK_SECONDS of the last is skipped (not the dequeue's first, nor RQ's others)
-        now, plain = time.monotonic(), pipeline is None and timeout is None and not self._beat_due
-        if plain and now - self._beat_at < RQ_CHECK_SECONDS:
-            return
-        self._beat_due = False
-        self._beat_at = now
         with self._outage_ends_loop():
             super().heartbeat(timeout, pipeline)
 
     def check_for_suspension(self, burst: bool) -> None:
-        # RQ checks before every job (6 commands); `rq suspend` is seen within RQ_CHECK_SECONDS
-        if (now := time.monotonic()) - self._suspension_at < RQ_CHECK_SECONDS:
-            return
-        self._suspension_at = now
         with self._outage_ends_loop():
             super().check_for_suspension(burst)
 
