@@ -14,6 +14,7 @@ sweep to :func:`decide`, tau by tau.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -227,13 +228,26 @@ def threshold_stop(
         if mask is None
         else np.broadcast_to(np.atleast_2d(np.asarray(mask, bool)), lab.shape)
     )
-    available = m.sum(axis=1)
     posts = prefix_posteriors(method, lab, accuracies, m, prior, kappa)
-    n_rows = lab.shape[0]
+    return stop_along(method, posts, m.sum(axis=1), tau, kappa)
+
+
+def stop_along(
+    method: Method | str,
+    posts: Sequence[Posterior],
+    available: ArrayLike,
+    tau: float,
+    kappa: int,
+) -> Stop:
+    """:func:`decide` on ``posts[t]``, each row's posterior after its first t labels, for
+    t = 0, 1, ...: where each row stops and with what. ``available[i]``: labelers row i has.
+    Any labeler model's prefix posteriors (:func:`prefix_posteriors`, or the two-coin ones)."""
+    avail = np.asarray(available)
+    n_rows = len(avail)
     n_used = np.full(n_rows, -1, dtype=np.int64)
     decision = np.zeros(n_rows, dtype=np.int64)
     for t, post in enumerate(posts):
-        d = decide(method, post.confidence, t, tau, kappa, eligible_left=available - t)
+        d = decide(method, post.confidence, t, tau, kappa, eligible_left=avail - t)
         new = (n_used < 0) & (d != Decision.ASK.value)
         n_used[new] = t
         decision[new] = d[new]

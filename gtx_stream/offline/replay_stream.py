@@ -32,10 +32,10 @@ import numpy as np
 from gtx_stream.core import accuracy
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import Dataset
-from gtx_stream.core.decision import Decision, Stop, decide, threshold_stop
+from gtx_stream.core.decision import Decision, Stop, stop_along, threshold_stop
 from gtx_stream.core.draws import labeler_order, stable_hash
 from gtx_stream.core.em import EMSettings, dawid_skene
-from gtx_stream.core.models import FloatArray, IntArray, Method, ModelName, Posterior, majority_vote
+from gtx_stream.core.models import FloatArray, IntArray, Method, ModelName, majority_vote
 from gtx_stream.core.models.two_coin import two_coin_posterior
 
 REFERENCE = "mv-all"
@@ -163,25 +163,12 @@ def two_coin_stop(
     prior: float = 0.5,
 ) -> Stop:
     """:func:`~gtx_stream.core.decision.threshold_stop` for GTX with two-coin labelers."""
-    available = mask.sum(axis=1)
-    n_rows = labels.shape[0]
-    n_used = np.full(n_rows, -1, dtype=np.int64)
-    decision = np.zeros(n_rows, dtype=np.int64)
     posts = []
     for t in range(min(kappa, labels.shape[1]) + 1):
         upto = np.zeros(labels.shape, bool)
         upto[:, :t] = True
-        post = two_coin_posterior(labels, sensitivity, specificity, mask & upto, prior)
-        posts.append(post)
-        d = decide(Method.GTX, post.confidence, t, tau, kappa, eligible_left=available - t)
-        new = (n_used < 0) & (d != Decision.ASK.value)
-        n_used[new] = t
-        decision[new] = d[new]
-    rows = np.arange(n_rows)
-    p1 = np.stack([p.p1 for p in posts])[n_used, rows]
-    label = np.stack([p.label for p in posts])[n_used, rows]
-    conf = np.stack([p.confidence for p in posts])[n_used, rows]
-    return Stop(n_labels=n_used, decision=decision, posterior=Posterior(p1, label, conf))
+        posts.append(two_coin_posterior(labels, sensitivity, specificity, mask & upto, prior))
+    return stop_along(Method.GTX, posts, mask.sum(axis=1), tau, kappa)
 
 
 def gold_params(
