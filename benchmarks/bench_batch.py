@@ -35,14 +35,14 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pipeline import _wait  # noqa: E402
+from bench_pipeline import _wait, finished_run  # noqa: E402
 
 from gtx_stream.ops.demo import labeler_accuracies, write_config  # noqa: E402
 from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
@@ -126,15 +126,7 @@ def run_pipeline(
             ingester.process.wait(timeout=30)
     finally:
         codes = sup.stop_all()
-    records: list[dict[str, str]] = [f for _, f in cast(list[Any], r.xrange(keys.final))]
-    if any(c not in (0, None) for c in codes.values()):
-        raise SystemExit(f"a service failed: {codes}")
-    if r.xlen(keys.dead):
-        raise SystemExit(f"{r.xlen(keys.dead)} dead letters")
-    span = max(float(f["finalised_at"]) for f in records) - min(
-        float(f["opened_at"]) for f in records
-    )
-    n_labels = sum(int(f["n_labels"]) for f in records)
+    records, span, n_labels = finished_run(r, keys, codes)
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     calls.pop("config|resetstat", None)
     calls.pop("info", None)  # the benchmark's own

@@ -87,15 +87,7 @@ def run_pipeline(
         _wait(sup, lambda: r.xlen(keys.final) >= n_frames, 600, f"{n_frames} frames final")
     finally:
         codes = sup.stop_all()
-    records: list[dict[str, str]] = [f for _, f in cast(list[Any], r.xrange(keys.final))]
-    if any(c not in (0, None) for c in codes.values()):
-        raise SystemExit(f"a service failed: {codes}")
-    if r.xlen(keys.dead):
-        raise SystemExit(f"{r.xlen(keys.dead)} dead letters")
-    span = max(float(f["finalised_at"]) for f in records) - min(
-        float(f["opened_at"]) for f in records
-    )
-    n_labels = sum(int(f["n_labels"]) for f in records)
+    records, span, n_labels = finished_run(r, keys, codes)
     return {
         "frames": len(records),
         "labels": n_labels,
@@ -106,6 +98,22 @@ def run_pipeline(
         "rq_job_keys_left": len(list(r.scan_iter("rq:job:*"))),
         "rq_result_keys_left": len(list(r.scan_iter("rq:results:*"))),
     }
+
+
+def finished_run(
+    r: redis.Redis, keys: Keys, codes: dict[str, int | None]
+) -> tuple[list[dict[str, str]], float, int]:
+    """After a run: its final records, the seconds from the first frame opened to the last
+    finalised, and the labels used; SystemExit when a service failed or anything is dead."""
+    records: list[dict[str, str]] = [f for _, f in cast(list[Any], r.xrange(keys.final))]
+    if any(c not in (0, None) for c in codes.values()):
+        raise SystemExit(f"a service failed: {codes}")
+    if r.xlen(keys.dead):
+        raise SystemExit(f"{r.xlen(keys.dead)} dead letters")
+    span = max(float(f["finalised_at"]) for f in records) - min(
+        float(f["opened_at"]) for f in records
+    )
+    return records, span, sum(int(f["n_labels"]) for f in records)
 
 
 def _wait(sup: Supervisor, done: Any, timeout: float, what: str) -> None:
