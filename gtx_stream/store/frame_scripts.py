@@ -292,18 +292,3 @@ def drop_frame(keys: Keys, frame_id: str, reason: str) -> ScriptCall[bool]:
         (frame_id, *flat),
         lambda reply: int(reply) == 1,
     )
-
-
-# --- take_due.lua --------------------------------------------------------------------------
-
-
-def take_due(keys: Keys, *, now: float, limit: int) -> ScriptCall[list[str]]:
-    """Up to ``limit`` open frames due in ``waiting`` by ``now``, oldest due first; each is
-    stamped due again at ``now`` (one that stays waiting comes after the others next time),
-    and an entry whose frame is not open any more is removed."""
-    return ScriptCall(
-        "take_due",
-        (keys.waiting, keys.open_frames),
-        (repr(now), int(limit)),
-        lambda reply: [text(fid) for fid in reply],
-    )

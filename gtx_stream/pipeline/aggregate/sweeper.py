@@ -11,10 +11,22 @@ Every open frame is found through one of two time-ordered sets, never by walking
   granted request, ``finalise.lua``, ``drop_frame.lua``).
 
 A frame stays in ``waiting`` while its decision asks for a labeler that cannot be asked: none is
-live, those left are backed off or paused, the budget refused the request; or when a crash cut
-the step short between applying a label and asking again. Each sweep takes at most
-``max_due`` due frames, oldest due first, and stamps them due again (a frame still waiting
-comes after the others next time), so a sweep costs what is due, not what is open.
+live, those left are backed off or paused, the budget refused the request; while strategy
+uncertainty holds it for the sampler to pick; or when a crash cut the step short between
+applying a label and asking again. Each sweep takes at most ``max_due`` due frames, oldest due
+first, and pushes each back by a delay that grows with how long it has stalled (``take_due.lua``:
+from ``aggregator.sweep_seconds``, 1.5 to 2 times longer each time, up to
+``aggregator.stall_max_seconds``), so a sweep costs what is due, not what is open, nor every
+stalled frame every second.
+
+What could end a stall is what the sweeper watches, once a sweep: the registered labelers and
+their parameters (a registration, new accuracies, an unregistered person), who can be asked
+now (a labeler live again, a backoff or a pause over), the budget's limit and whether it ran
+out. When any of it changes, every waiting frame pushed back is made due again
+(``wake_waiting.lua``, at most ``WAKE_CHUNK`` a sweep, the rest the next sweeps), and their
+delays start again from the shortest. So nothing waits on its delay for a change the sweeper
+sees; the delay bounds how late a frame is decided for anything it does not see. A new
+sweeper (an aggregator starting) wakes them once: it cannot know what changed before it ran.
 
 A Redis from before ``waiting`` has open frames that are in neither set: the first sweep that
 finds no ``waiting:seeded`` mark puts every open frame in ``waiting`` (due now) and sets the mark.
@@ -24,14 +36,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import redis
 
+from gtx_stream.core.models import LabelerParams
 from gtx_stream.core.records import text
+from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.store import frame_scripts as scripts
 from gtx_stream.store.keys import Keys, split_lease_member
 from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.waiting_scripts import NO_DELAY, StallDelay, take_due, wake_waiting
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +60,55 @@ taken by the next sweeps, oldest first. Bounds a sweep after an outage, when man
 SEED_CHUNK = 10_000
 """Open frames per ZADD of the one-time seeding of ``waiting``."""
 
+WAKE_CHUNK = 2000
+"""Waiting frames one sweep makes due again after a change (twice what a sweep takes, so a
+wake stays ahead of the sweeps that decide what it woke)."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a stalled frame waits on, as the sweeper saw it: a change wakes the waiting frames."""
+
+    params: Mapping[str, LabelerParams]
+    """Registered labelers and the parameters decisions weigh them with."""
+    available: frozenset[str]
+    """Labelers a request may go to now: live, not backed off, not paused."""
+    limit: str | None
+    """The budget's limit (None: unlimited)."""
+    spent_out: bool
+    """Whether the budget has no label left."""
+
 
 class Sweeper:
     def __init__(
-        self, client: redis.Redis, keys: Keys, runner: ScriptRunner, max_due: int = MAX_DUE
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        runner: ScriptRunner,
+        max_due: int = MAX_DUE,
+        *,
+        book: LabelerBook | None = None,
+        delay: StallDelay = NO_DELAY,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``book``: the aggregator's labelers, watched for changes that wake stalled frames
+        (None: nothing watched, no wakes); ``delay``: how a frame left waiting is pushed back
+        (the default: not at all, due again next sweep); ``clock``: unix seconds."""
         self.r = client
         self.keys = keys
         self.runner = runner
         self.max_due = max_due
+        self.book = book
+        self.delay = delay
+        self.clock = clock
         self._seeded = False
+        self._watched: Watched | None = None
+        self._woke_at = 0.0  # the last wake: stalled ages count from it
+        self._wake_after: str | None = None  # a wake under way: go on after this due time
 
     def expire_leases(self) -> set[str]:
         """Frames whose outstanding request's lease ran out (now late): ask someone else."""
-        now = time.time()
+        now = self.clock()
         members = self.r.zrangebyscore(self.keys.leases, "-inf", now, start=0, num=self.max_due)
         due = [text(m) for m in members]
         if not due:
@@ -74,12 +125,48 @@ class Sweeper:
 
     def open_frames(self) -> set[str]:
         """Open frames with nothing outstanding that are due to be decided again (at most
-        ``max_due``); the first call on a Redis without the ``waiting`` set seeds it first."""
+        ``max_due``), each pushed back by its stall delay; the first call on a Redis without
+        the ``waiting`` set seeds it first. Wakes the waiting frames first when what they wait
+        on changed (:meth:`wake_if_changed`)."""
         if not self._seeded:
             self.seed_waiting()
-        due = self.runner.run_one(scripts.take_due(self.keys, now=time.time(),
-                                                   limit=self.max_due))  # fmt: skip
+        self.wake_if_changed()
+        call = take_due(self.keys, now=self.clock(), limit=self.max_due, since=self._woke_at,
+                        delay=self.delay)  # fmt: skip
+        due: list[str] = self.runner.run_one(call)
         return set(due)
+
+    def watched(self) -> Watched | None:
+        """What a stalled frame waits on now (None without a ``book``): two round trips,
+        the parameters re-read at most once a second."""
+        if self.book is None:
+            return None
+        available = frozenset(self.book.pool(with_load=False).available)
+        limit, spent = self.r.hmget(self.keys.budget, ["limit", "spent"])
+        left = scripts.budget_left(limit, spent)
+        return Watched(dict(self.book.params()), available, None if limit is None else text(limit),
+                       left is not None and left <= 0)  # fmt: skip
+
+    def wake_if_changed(self) -> int:
+        """Make the pushed-back waiting frames due now when what they wait on changed since the
+        last sweep (and on the first sweep), at most ``WAKE_CHUNK`` a call, going on from
+        where the last call stopped; returns how many were woken."""
+        watched = self.watched()
+        if watched is None:
+            return 0
+        now = self.clock()
+        if watched != self._watched:
+            self._watched = watched
+            self._woke_at, self._wake_after = now, repr(now)
+        if self._wake_after is None:
+            return 0
+        call = wake_waiting(self.keys, now=self._woke_at, after=self._wake_after,
+                            limit=WAKE_CHUNK)  # fmt: skip
+        woken = self.runner.run_one(call)
+        self._wake_after = woken.last_due if woken.frames == WAKE_CHUNK else None
+        if woken.frames:
+            log.info("woke %d waiting frames: what they wait on changed", woken.frames)
+        return woken.frames
 
     def seed_waiting(self) -> int:
         """Once per Redis (the ``waiting:seeded`` mark): put every open frame in ``waiting``,
@@ -89,7 +176,7 @@ class Sweeper:
             self._seeded = True
             return 0
         frames = self.walk_open_frames()
-        now = time.time()
+        now = self.clock()
         pipe = self.r.pipeline(transaction=False)
         for i in range(0, len(frames), SEED_CHUNK):
             pipe.zadd(self.keys.waiting, dict.fromkeys(frames[i : i + SEED_CHUNK], now), nx=True)

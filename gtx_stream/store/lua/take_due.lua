@@ -1,17 +1,42 @@
 -- The sweep's share of the frames left waiting: take the open frames due in the waiting zset,
--- oldest due first, at most ARGV[2] of them, and stamp each again with now, so that a frame
--- still waiting after this decision comes after the others that are due on the next sweep.
+-- oldest due first, at most ARGV[2] of them, and push each back by its stall delay. A frame
+-- the sweep then asks or finalises leaves the set (ask.lua, finalise.lua); one still waiting
+-- (stalled: nobody could be asked, nothing ends it yet) is not decided again every sweep.
+-- The delay grows with how long the frame has stalled, counted from its opening or from the
+-- last wake (ARGV[3]: the sweeper saw something a stalled frame waits on change, and made them
+-- all due, wake_waiting.lua), whichever is later: age * spread, at least ARGV[4], at most
+-- ARGV[5], where spread, in [0.5, 1], is fixed per frame by its id, so that frames that stalled
+-- together come due apart. A frame taken at age a is due again at a * (1 + spread): each delay
+-- 1.5 to 2 times the one before, up to the cap.
 -- KEYS[1] = waiting zset (<prefix>:waiting; frame id -> unix seconds from which it is due)
--- KEYS[2] = open zset    (<prefix>:open)
+-- KEYS[2] = open zset    (<prefix>:open; frame id -> opened_at)
 -- ARGV[1] = now (unix seconds)
 -- ARGV[2] = the most frames taken
+-- ARGV[3] = since (unix seconds): the sweeper's last wake; 0 when none
+-- ARGV[4] = the shortest delay (seconds; aggregator.sweep_seconds)
+-- ARGV[5] = the longest delay (seconds; aggregator.stall_max_seconds); 0: no delay, each frame
+--           taken is stamped due at now (it comes after the others that are due next sweep)
 -- An entry whose frame is not open any more (not in KEYS[2]) is removed, not returned.
 -- Returns the ids of the due open frames taken, oldest due first.
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local now = tonumber(ARGV[1])
+local since = tonumber(ARGV[3] or '0')
+local shortest, longest = tonumber(ARGV[4] or '0'), tonumber(ARGV[5] or '0')
+local function spread(fid)
+  local h = 0
+  for i = 1, #fid do h = (h * 31 + string.byte(fid, i)) % 1000003 end
+  return 0.5 + 0.5 * h / 1000003
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local taken = {}
 for _, fid in ipairs(due) do
-  if redis.call('ZSCORE', KEYS[2], fid) then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], fid)
+  local opened = redis.call('ZSCORE', KEYS[2], fid)
+  if opened then
+    local delay = 0
+    if longest > 0 then
+      local age = now - math.max(tonumber(opened), since)
+      delay = math.min(longest, math.max(shortest, age * spread(fid)))
+    end
+    redis.call('ZADD', KEYS[1], 'XX', now + delay, fid)
     taken[#taken + 1] = fid
   else
     redis.call('ZREM', KEYS[1], fid)
