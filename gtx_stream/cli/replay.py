@@ -15,6 +15,7 @@ from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import DatasetError, load_dataset
 from gtx_stream.core.models import ModelName
 from gtx_stream.offline.replay import REFERENCES, Report, Row, replay
+from gtx_stream.offline.replay_queues import Order
 from gtx_stream.offline.replay_stream import DEFAULT_EVERY, Estimate
 from gtx_stream.offline.replay_uncertainty import STRATEGIES
 
@@ -73,6 +74,15 @@ def register(sub: Any) -> None:
         help=f"with --estimate em: refit after every N labels bought (default {DEFAULT_EVERY})",
     )
     p.add_argument(
+        "--order",
+        choices=[o.value for o in Order],
+        default=Order.RANDOM.value,
+        help="which of a task's recorded workers is asked next: random (seeded), or best: the "
+        "one of highest estimated accuracy (balanced accuracy for two_coin) under the "
+        "parameters in force when the task arrives, as aggregator.dispatch = best (default "
+        "random)",
+    )
+    p.add_argument(
         "--strategy",
         choices=STRATEGIES,
         default="threshold",
@@ -107,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
             every=args.every,
             strategy=args.strategy,
             budget=args.budget,
+            order=args.order,
         )
     except (DatasetError, ValueError) as err:
         print(f"gtx-stream replay: error: {err}", file=sys.stderr)
@@ -161,6 +172,7 @@ def format_report(report: Report) -> str:
         f"{'accuracies' if report.model == ModelName.ONE_COIN.value else 'parameters'}: "
         f"{params} (mean over trials)",
         f"scored tasks: {report.rows[0].n_tasks:g}; tau {report.tau:g}, kappa {report.kappa}"
+        + ("; best-first order" if report.order == Order.BEST.value else "")
         + (
             f"; uncertainty sampling, budget {report.budget} labels "
             f"({report.budget / report.rows[0].n_tasks:.2f} per task)"

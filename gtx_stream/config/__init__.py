@@ -75,7 +75,7 @@ class AggregatorSettings(_Section):
     max_open_frames: int = Field(default=64, ge=1)
     max_inflight: int = Field(default=1, ge=1, description="outstanding requests per frame")
     lease_seconds: float = Field(default=30.0, gt=0)
-    dispatch: Literal["random", "least_loaded"] = "random"
+    dispatch: Literal["random", "least_loaded", "best"] = "random"
     batch_size: int = Field(default=256, ge=1)
     block_ms: int = Field(default=200, ge=1)
     claim_idle_seconds: float = Field(

@@ -11,6 +11,9 @@ import hashlib
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from gtx_stream.core.models.base import IntArray
 
 
 def stable_hash(text: str) -> int:
@@ -30,3 +33,19 @@ def labeler_order(seed: int, frame_id: str, labeler_ids: Sequence[str]) -> list[
     ids = sorted(labeler_ids)
     rng = np.random.default_rng([seed, stable_hash(frame_id)])
     return [ids[i] for i in rng.permutation(len(ids))]
+
+
+def best_first(skill: ArrayLike, mask: ArrayLike | None = None) -> IntArray:
+    """Per row, the positions of ``skill`` best first: the highest estimated skill first, ties
+    (and equal skills) in position order; positions left out by ``mask`` last, in order.
+
+    The rule of ``best`` dispatch (:class:`~gtx_stream.pipeline.dispatch.BestDispatcher`) and of
+    ``gtx-stream replay --order best``: a row is one frame's candidates in their seeded
+    :func:`labeler_order`, so ties keep that random order. The skill is a labeler's one-number
+    estimate (:meth:`~gtx_stream.core.models.LabelerParams.weight`: the accuracy, or the
+    balanced accuracy of a two-coin labeler) from the parameters in force when it is asked.
+    """
+    s = np.atleast_2d(np.asarray(skill, dtype=np.float64))
+    keep = np.ones(s.shape, dtype=bool) if mask is None else np.atleast_2d(np.asarray(mask))
+    key = np.where(keep, -s, np.inf)  # stable: equal keys keep their positions' order
+    return np.argsort(key, axis=1, kind="stable")

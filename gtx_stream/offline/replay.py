@@ -14,10 +14,9 @@ give the accuracies, and those tasks are left out of scoring. A worker with no a
 gets the estimator's value for zero items (0.5 for both ``beta`` and ``mle``), so its labels
 carry no weight in GTX and SV.
 
-The folder is read by :func:`gtx_stream.core.datasets.load_dataset`, and the math lives in
-:mod:`gtx_stream.core.models`, :mod:`gtx_stream.core.decision` and :mod:`gtx_stream.core.accuracy`
-(:func:`~gtx_stream.core.accuracy.assess`); this module only draws gold tasks, orders labels and
-counts.
+The math lives in :mod:`gtx_stream.core` (``models``, ``decision``, ``accuracy.assess``); this
+module only draws gold tasks, orders labels and counts. Two-coin, EM and ``order = best``
+replays are streams (:mod:`.replay_stream`).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from gtx_stream.core.decision import Decision, Stop, threshold_stop
 from gtx_stream.core.draws import labeler_order, stable_hash
 from gtx_stream.core.models import FloatArray, Method, ModelName, majority_vote
 from gtx_stream.offline import replay_stream, replay_uncertainty
+from gtx_stream.offline.replay_queues import Order
 from gtx_stream.offline.replay_stream import (
     DEFAULT_EVERY,
     DS_REFERENCE,
@@ -128,6 +128,8 @@ class Report:
     strategy: str = "threshold"
     """``threshold`` (strategy 1), or ``uncertainty`` (strategy 2, spending ``budget`` labels)."""
     budget: int | None = None
+    order: str = Order.RANDOM.value
+    """Who is asked next about a task: ``random`` (seeded) or ``best`` (estimated skill)."""
 
 
 # -- one trial -------------------------------------------------------------------------------
@@ -299,6 +301,7 @@ def replay(
     every: int = DEFAULT_EVERY,
     strategy: str = "threshold",
     budget: int | None = None,
+    order: Order | str = Order.RANDOM,
 ) -> Report:
     """Replay every method over ``trials`` trials (trial t orders labels with seed + t).
 
@@ -306,15 +309,18 @@ def replay(
     (:mod:`.replay_stream`), with EM refit every ``every`` labels bought for ``em``, and add
     the ``ds-all`` reference row. ``strategy = "uncertainty"`` spends ``budget`` labels on the
     scored tasks by uncertainty sampling instead (one-coin from gold only; tie-breaks seed + t).
+    ``order = best`` asks each task's workers best first (:class:`~.replay_queues.Order`), as a
+    stream too (threshold only).
     """
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     _check_seed(seed, 0)
-    model, estimate = ModelName(model), Estimate(estimate)
+    model, estimate, order = ModelName(model), Estimate(estimate), Order(order)
     if every < 1:
         raise ValueError(f"the EM cadence must be at least 1 label, got {every}")
-    legacy = model is ModelName.ONE_COIN and estimate is Estimate.GOLD
-    replay_uncertainty.check(strategy, budget, legacy)
+    one_coin_gold = model is ModelName.ONE_COIN and estimate is Estimate.GOLD
+    replay_uncertainty.check(strategy, budget, one_coin_gold, order)
+    legacy = one_coin_gold and order is Order.RANDOM
     names = [m.value for m in METHODS] + list(REFERENCES)
     per_trial: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     unassessed, n_gold, fits = [], 0, []
@@ -335,22 +341,16 @@ def replay(
             results, n_fits = replay_stream.trial(
                 dataset, assessment.gold_tasks, assessment.scored_tasks, assessment.accuracies,
                 model=model, estimate=estimate, every=every, tau=tau, kappa=kappa, seed=seed,
-                trial=trial, estimator=estimator,
+                trial=trial, estimator=estimator, order=order,
             )  # fmt: skip
             fits.append(n_fits)
         for name, row_figures in results.items():
             for key, value in row_figures.items():
                 per_trial[name].setdefault(key, []).append(value)
-    rows = [
-        _row(
-            m.value,
-            tau if m.uses_threshold and strategy == "threshold" else None,
-            None if m.uses_threshold or strategy != "threshold" else kappa,
-            per_trial[m.value],
-            trials,
-        )
-        for m in METHODS
-    ]
+    threshold = strategy == "threshold"
+    rows = [_row(m.value, tau if m.uses_threshold and threshold else None,
+                 None if m.uses_threshold or not threshold else kappa, per_trial[m.value], trials)
+            for m in METHODS]  # fmt: skip
     rows += [
         _row(name, None, None, per_trial[name], trials) for name in REFERENCES if per_trial[name]
     ]
@@ -375,6 +375,7 @@ def replay(
         truthless=0 if legacy else len(dataset.truthless),
         strategy=strategy,
         budget=budget if strategy == "uncertainty" else None,
+        order=order.value,
     )
 
 

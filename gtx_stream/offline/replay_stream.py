@@ -14,10 +14,12 @@ one after another, in the order of a seeded permutation, and each task's recorde
   parameters apply from the next task on: a task is decided with the parameters current when
   its labels arrive, and a label the strategy did not ask for is never given to EM.
 
-Between two fits the parameters are fixed, so the tasks up to the next fit are decided at once
-(:func:`~gtx_stream.core.decision.threshold_stop`, or :func:`two_coin_stop`): the fit comes
-after the task during which the ``every``-th label since the last fit was bought, and the
-tasks after it are decided again with the new parameters. Tasks without a truth are streamed
+The queues and the order a task's workers are asked in are :mod:`.replay_queues`'s: the
+seeded random order, or (``order = best``) best first by the parameters in force when the task
+arrives. Between two fits the parameters are fixed, so the tasks up to the next fit are decided
+at once (:func:`~gtx_stream.core.decision.threshold_stop`, or :func:`two_coin_stop`): the fit
+comes after the task during which the ``every``-th label since the last fit was bought, and
+the tasks after it are decided again with the new parameters. Tasks without a truth are streamed
 (their labels count for EM) and not scored; the gold tasks are not streamed.
 """
 
@@ -33,10 +35,18 @@ from gtx_stream.core import accuracy
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import Dataset
 from gtx_stream.core.decision import Decision, Stop, stop_along, threshold_stop
-from gtx_stream.core.draws import labeler_order, stable_hash
 from gtx_stream.core.em import EMSettings, dawid_skene
 from gtx_stream.core.models import FloatArray, IntArray, Method, ModelName, majority_vote
 from gtx_stream.core.models.two_coin import two_coin_posterior
+from gtx_stream.offline.replay_queues import (
+    Order,
+    Params,
+    Queue,
+    Setup,
+    queues,
+    setup,
+    weight,
+)
 
 REFERENCE = "mv-all"
 """Name of the reference row: majority vote over every recorded label of a task."""
@@ -57,100 +67,6 @@ class Estimate(StrEnum):
     """Gold answers only, fixed before the first task."""
     EM = "em"
     """Semi-supervised EM over the labels bought so far plus gold, refit every N labels."""
-
-
-Params = dict[str, FloatArray]
-"""Parameter name -> value per worker index (``accuracy``; or ``sensitivity``, ``specificity``)."""
-
-
-@dataclass(frozen=True)
-class Setup:
-    """One trial's stream: the gold answers, and the streamed tasks' label queues in order.
-
-    Task indices: the dataset's tasks (sorted), then the assessment set's; worker indices: the
-    sorted workers of both.
-    """
-
-    workers: tuple[str, ...]
-    n_tasks: int
-    gold_task: IntArray
-    gold_worker: IntArray
-    gold_label: FloatArray
-    gold: dict[int, int]
-    """Task index -> truth of every gold task (EM clamps them)."""
-    tasks: tuple[str, ...]
-    """Streamed tasks in arrival order."""
-    task_index: IntArray
-    scored: np.ndarray
-    truth: FloatArray
-    """Per streamed task: its truth, nan for a task without one."""
-    order: list[list[str]]
-    labels: FloatArray
-    worker: IntArray
-    mask: np.ndarray
-
-
-def arrival_order(tasks: Sequence[str], seed: int, trial: int) -> list[str]:
-    """The order tasks arrive in, in trial t: a permutation of the sorted ids by (seed + t)."""
-    ordered = sorted(tasks)
-    rng = np.random.default_rng([seed + trial, stable_hash("task arrival")])
-    return [ordered[i] for i in rng.permutation(len(ordered))]
-
-
-def setup(
-    dataset: Dataset, gold_tasks: Sequence[str], scored: Sequence[str], seed: int, trial: int
-) -> Setup:
-    """The trial's stream: ``scored`` tasks and the truthless ones, gold answers beside them."""
-    main = sorted(set(dataset.answers) | set(dataset.truth))
-    extra = sorted(dataset.assessment.truth) if dataset.assessment is not None else []
-    index = {t: i for i, t in enumerate(main)}
-    extra_index = {t: len(main) + i for i, t in enumerate(extra)}  # ids may repeat main ones
-    people = set(dataset.workers)
-    if dataset.assessment is not None:
-        people |= set(dataset.assessment.workers)
-    workers = tuple(sorted(people))
-    who = {w: j for j, w in enumerate(workers)}
-
-    gold_rows: list[tuple[int, int, int]] = []
-    gold: dict[int, int] = {}
-    if dataset.assessment is not None:
-        for t, y in dataset.assessment.truth.items():
-            i = extra_index[t]
-            gold[i] = y
-            gold_rows += [(i, who[w], v) for w, v in dataset.assessment.answers.get(t, {}).items()]
-    for t in gold_tasks:
-        gold[index[t]] = dataset.truth[t]
-        gold_rows += [(index[t], who[w], v) for w, v in dataset.answers.get(t, {}).items()]
-    g = np.array(gold_rows, dtype=np.int64).reshape(-1, 3)
-
-    tasks = arrival_order([*scored, *dataset.truthless], seed, trial)
-    order = [labeler_order(seed + trial, t, list(dataset.answers.get(t, {}))) for t in tasks]
-    width = max(1, max((len(o) for o in order), default=1))
-    labels = np.zeros((len(tasks), width))
-    worker = np.zeros((len(tasks), width), dtype=np.int64)
-    mask = np.zeros((len(tasks), width), dtype=bool)
-    for i, (t, ws) in enumerate(zip(tasks, order, strict=True)):
-        recorded = dataset.answers.get(t, {})
-        labels[i, : len(ws)] = [recorded[w] for w in ws]
-        worker[i, : len(ws)] = [who[w] for w in ws]
-        mask[i, : len(ws)] = True
-    truth = np.array([dataset.truth.get(t, np.nan) for t in tasks], dtype=np.float64)
-    return Setup(
-        workers=workers,
-        n_tasks=len(main) + len(extra),
-        gold_task=g[:, 0],
-        gold_worker=g[:, 1],
-        gold_label=g[:, 2].astype(np.float64),
-        gold=gold,
-        tasks=tuple(tasks),
-        task_index=np.array([index[t] for t in tasks], dtype=np.int64),
-        scored=~np.isnan(truth),
-        truth=truth,
-        order=order,
-        labels=labels,
-        worker=worker,
-        mask=mask,
-    )
 
 
 def two_coin_stop(
@@ -200,6 +116,9 @@ class Outcome:
     decision: IntArray
     p1: FloatArray
     label: IntArray
+    worker: IntArray
+    """Per streamed task: the worker indices of its queue in the order they were asked (the
+    first ``n_labels`` were); :attr:`Setup.worker` reordered under ``Order.BEST``."""
     fits: int = 0
     snapshots: list[tuple[int, Params]] = field(default_factory=list)
     """(labels bought when fitted, the parameters it gave), the initial ones first."""
@@ -231,17 +150,14 @@ def _fit(
 
 
 def _decide(
-    method: Method, model: ModelName, params: Params, s: Setup, rows: slice, tau: float, kappa: int
+    method: Method, model: ModelName, params: Params, q: Queue, tau: float, kappa: int
 ) -> Stop:
-    labels, mask, w = s.labels[rows], s.mask[rows], s.worker[rows]
+    labels, w, mask = q
     if model is ModelName.TWO_COIN and method is Method.GTX:
         sens, spec = params["sensitivity"][w], params["specificity"][w]
         return two_coin_stop(labels, sens, spec, mask, tau, kappa)
-    if model is ModelName.TWO_COIN:  # SV and WMV weigh by one number: the balanced accuracy
-        weight = (params["sensitivity"] + params["specificity"]) / 2.0
-    else:
-        weight = params["accuracy"]
-    return threshold_stop(method, labels, weight[w], tau, kappa, mask)
+    # SV and WMV weigh by one number (a two-coin worker's balanced accuracy)
+    return threshold_stop(method, labels, weight(params)[w], tau, kappa, mask)
 
 
 def stream(
@@ -254,8 +170,9 @@ def stream(
     tau: float,
     kappa: int,
     every: int = DEFAULT_EVERY,
+    order: Order = Order.RANDOM,
 ) -> Outcome:
-    """Replay one method over the trial's stream (module docstring)."""
+    """Replay one method over the trial's stream (module docstring), asking in ``order``."""
     if every < 1:
         raise ValueError(f"the EM cadence must be at least 1 label, got {every}")
     n = len(s.tasks)
@@ -264,8 +181,10 @@ def stream(
         decision=np.zeros(n, dtype=np.int64),
         p1=np.zeros(n),
         label=np.zeros(n, dtype=np.int64),
+        worker=s.worker.copy(),
     )
-    refit = estimate is Estimate.EM and method is not Method.MV  # MV reads no parameter
+    order = Order(order)  # MV reads no parameter, unless the order does:
+    refit = estimate is Estimate.EM and (method is not Method.MV or order is Order.BEST)
     params, p1 = initial, None
     bought: list[np.ndarray] = []
     total = since = 0
@@ -275,7 +194,8 @@ def stream(
     i = 0
     while i < n:
         hi = min(n, i + every) if refit else n
-        stop = _decide(method, model, params, s, slice(i, hi), tau, kappa)
+        q = queues(s, slice(i, hi), params, order)
+        stop = _decide(method, model, params, q, tau, kappa)
         used = stop.n_labels
         take = len(used)
         if refit:
@@ -286,9 +206,10 @@ def stream(
         out.decision[rows] = stop.decision[:take]
         out.p1[rows] = stop.posterior.p1[:take]
         out.label[rows] = stop.posterior.label[:take]
-        for r in rows:  # only the labels asked for: the first n_labels of each queue
-            k = out.n_labels[r]
-            bought += [np.full(k, s.task_index[r]), s.worker[r, :k], s.labels[r, :k]]
+        out.worker[rows] = q[1][:take]
+        for r in range(take):  # only the labels asked for: the first n_labels of each queue
+            k = used[r]
+            bought += [np.full(k, s.task_index[i + r]), q[1][r, :k], q[0][r, :k]]
         spent = int(used[:take].sum())
         total, since = total + spent, since + spent
         if refit and since >= every:
@@ -350,6 +271,7 @@ def trial(
     seed: int,
     trial: int,
     estimator: Estimator | str,
+    order: Order = Order.RANDOM,
 ) -> tuple[dict[str, dict[str, float]], int]:
     """One trial of a two-coin or EM replay: the figures of each row, and GTX's EM fits."""
     s = setup(dataset, gold_tasks, scored_tasks, seed, trial)
@@ -358,7 +280,8 @@ def trial(
     truth = s.truth[sc]
     results, fits = {}, 0
     for method in METHODS:
-        o = stream(method, s, model, estimate, initial, tau=tau, kappa=kappa, every=every)
+        o = stream(method, s, model, estimate, initial, tau=tau, kappa=kappa, every=every,
+                   order=order)  # fmt: skip
         fits = o.fits if method is Method.GTX else fits
         exhausted = int(np.sum(o.decision[sc] == Decision.EXHAUSTED.value))
         results[method.value] = figures(truth, o.label[sc], o.p1[sc], o.n_labels[sc], exhausted)

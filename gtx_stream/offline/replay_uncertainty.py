@@ -92,10 +92,12 @@ def uncertainty_sample(
 STRATEGIES = ("threshold", "uncertainty")
 
 
-def check(strategy: str, budget: int | None, one_coin_gold: bool) -> None:
+def check(strategy: str, budget: int | None, one_coin_gold: bool, order: str = "random") -> None:
     """A one-line :class:`ValueError` for a replay strategy that cannot run as asked."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy != "threshold" and order != "random":
+        raise ValueError(f"order {order} is for strategy threshold (uncertainty asks at random)")
     if strategy == "threshold":
         if budget is not None:
             raise ValueError("a budget is for strategy uncertainty (threshold spends per task)")

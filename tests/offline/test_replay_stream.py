@@ -13,11 +13,11 @@ from gtx_stream.core.datasets import Dataset, load_dataset
 from gtx_stream.core.decision import threshold_stop
 from gtx_stream.core.models import Method, ModelName
 from gtx_stream.offline.replay import assess, replay, replay_tasks
+from gtx_stream.offline.replay_queues import Order, arrival_order
 from gtx_stream.offline.replay_stream import (
     Estimate,
     Outcome,
     Setup,
-    arrival_order,
     gold_params,
     setup,
     stream,
@@ -47,27 +47,36 @@ def _crowd(tmp_path: Path, name: str = "crowd", truthless: int = 0) -> Path:
 
 
 def _run(
-    ds: Dataset, method: Method, model: ModelName, estimate: Estimate, every: int = 20
+    ds: Dataset,
+    method: Method,
+    model: ModelName,
+    estimate: Estimate,
+    every: int = 20,
+    order: Order = Order.RANDOM,
 ) -> tuple[Outcome, Setup]:
     a = assess(ds, seed=3, trial=1, assess_fraction=0.2)
     s = setup(ds, a.gold_tasks, a.scored_tasks, 3, 1)
     initial = gold_params(ds, s, model, "beta", a.accuracies)
-    return stream(method, s, model, estimate, initial, tau=0.95, kappa=4, every=every), s
+    o = stream(method, s, model, estimate, initial, tau=0.95, kappa=4, every=every, order=order)
+    return o, s
 
 
 def _bought(o: Outcome, s: Setup) -> set[tuple[str, str]]:
     return {
-        (task, worker)
-        for task, order, n in zip(s.tasks, s.order, o.n_labels, strict=True)
-        for worker in order[:n]
+        (task, s.workers[j])
+        for task, asked, n in zip(s.tasks, o.worker, o.n_labels, strict=True)
+        for j in asked[:n]
     }
 
 
+@pytest.mark.parametrize("order", list(Order), ids=str)
 @pytest.mark.parametrize("model", [ModelName.ONE_COIN, ModelName.TWO_COIN], ids=str)
-def test_em_never_reads_a_label_it_did_not_request(tmp_path: Path, model: ModelName) -> None:
+def test_em_never_reads_a_label_it_did_not_request(
+    tmp_path: Path, model: ModelName, order: Order
+) -> None:
     clean = _crowd(tmp_path)
     ds = load_dataset(clean)
-    o, s = _run(ds, Method.GTX, model, Estimate.EM)
+    o, s = _run(ds, Method.GTX, model, Estimate.EM, order=order)
     bought = _bought(o, s)
     assert o.fits >= 5 and len(bought) < ds.n_labels - 100  # refits, and many labels unbought
     # poison every label of a streamed task that was not bought: flip it
@@ -84,7 +93,7 @@ def test_em_never_reads_a_label_it_did_not_request(tmp_path: Path, model: ModelN
     poisoned_dir.joinpath("answers.csv").write_text("\n".join(out) + "\n")
     poisoned_dir.joinpath("truth.csv").write_text(clean.joinpath("truth.csv").read_text())
     poisoned = load_dataset(poisoned_dir)
-    p, _ = _run(poisoned, Method.GTX, model, Estimate.EM)
+    p, _ = _run(poisoned, Method.GTX, model, Estimate.EM, order=order)
     assert _bought(p, s) == bought
     np.testing.assert_array_equal(p.p1, o.p1)
     assert [n for n, _ in p.snapshots] == [n for n, _ in o.snapshots]
@@ -92,10 +101,8 @@ def test_em_never_reads_a_label_it_did_not_request(tmp_path: Path, model: ModelN
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
     # the poison is strong enough to show: DS-all, which reads every label, moves
-    assert (
-        replay(poisoned, trials=1, model=model, estimate="em").rows[-1]
-        != (replay(ds, trials=1, model=model, estimate="em").rows[-1])
-    )
+    em = {"trials": 1, "model": model, "estimate": "em", "order": order}
+    assert replay(poisoned, **em).rows[-1] != replay(ds, **em).rows[-1]  # type: ignore[arg-type]
 
 
 def test_em_refits_after_every_n_labels_bought(tmp_path: Path) -> None:

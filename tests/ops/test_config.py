@@ -350,7 +350,8 @@ MEANING = {
     "aggregator.max_open_frames": "backpressure: no frame is opened while this many are open",
     "aggregator.max_inflight": "outstanding label requests per frame",
     "aggregator.lease_seconds": "time a labeler has to answer before another one is asked",
-    "aggregator.dispatch": "`random` or `least_loaded` choice among eligible labelers",
+    "aggregator.dispatch": "`random`, `least_loaded` or `best` (highest current estimated "
+    "accuracy first) choice among eligible labelers",
     "aggregator.batch_size": "labels and opened frames read per XREADGROUP",
     "aggregator.block_ms": "milliseconds XREADGROUP blocks when nothing arrives",
     "aggregator.claim_idle_seconds": "reclaim a dead aggregator's pending entries after this",

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from gtx_stream.core.draws import labeler_order
+from gtx_stream.core.datasets import load_dataset
+from gtx_stream.core.draws import best_first, labeler_order
+from gtx_stream.core.models import LabelerParams, OneCoin, TwoCoin
 from gtx_stream.core.records import RequestState
+from gtx_stream.offline.replay import assess
+from gtx_stream.offline.replay_queues import Order, queues, setup
+from gtx_stream.offline.replay_stream import gold_params
 from gtx_stream.pipeline.dispatch import (
+    BestDispatcher,
     LabelerPool,
     LeastLoadedDispatcher,
     RandomDispatcher,
@@ -65,8 +74,63 @@ def test_nothing_to_pick_when_no_allowed_labeler_is_available() -> None:
     assert plan(RandomDispatcher(seed=0), slots, LabelerPool({"c"})) == []
 
 
+def test_best_first_sorts_by_skill_and_keeps_positions_on_ties() -> None:
+    assert best_first([0.6, 0.9, 0.6, 0.7]).tolist() == [[1, 3, 0, 2]]
+    # masked-out positions go last, in order, whatever their value
+    rows = best_first([[0.6, 0.9, 0.99], [0.5, 0.5, 0.8]], [[True, True, False], [True] * 3])
+    assert rows.tolist() == [[1, 0, 2], [2, 0, 1]]
+
+
+def test_best_ranks_by_the_current_estimate_ties_in_the_seeded_order() -> None:
+    frame = _frame("src-3", {"lab1": "done:1-0"})
+    skill = [0.7, 0.99, 0.9, 0.7, 0.9, 0.7, 0.6, 0.9]  # lab1 is best but was asked
+    params = {lab: OneCoin(s) for lab, s in zip(LABELERS, skill, strict=True)}
+    del params["lab7"]  # no parameters: ranks as 0.5, last
+    pool = LabelerPool(available=set(LABELERS) - {"lab4"}, params=params)
+    ranked = BestDispatcher(seed=7).rank(frame, LABELERS, pool)
+    order = [lab for lab in labeler_order(7, "src-3", LABELERS) if lab not in {"lab1", "lab4"}]
+    by = {lab: params[lab].weight() if lab in params else 0.5 for lab in order}
+    assert ranked == sorted(order, key=lambda lab: -by[lab])  # stable: ties in seeded order
+    assert ranked[0] == "lab2" and ranked[-1] == "lab7"  # lab4 (0.9) is not available
+    assert ranked[1:4] == [lab for lab in order if by[lab] == 0.7]  # a tie, in seeded order
+    # a refit moves the ranking: the pool carries the parameters decisions are made with now
+    pool.params = {**params, "lab6": OneCoin(0.95)}
+    assert BestDispatcher(seed=7).rank(frame, LABELERS, pool)[0] == "lab6"
+
+
+def test_best_ranks_two_coin_labelers_by_balanced_accuracy() -> None:
+    params: dict[str, LabelerParams] = {
+        "a": TwoCoin(0.99, 0.55),
+        "b": TwoCoin(0.8, 0.85),
+        "c": OneCoin(0.8),
+    }
+    pool = LabelerPool(available={"a", "b", "c"}, params=params)
+    assert BestDispatcher(seed=0).rank(_frame("f"), ["a", "b", "c"], pool) == ["b", "c", "a"]
+
+
+def test_best_dispatch_asks_as_the_replay_best_order_does(tmp_path: Path) -> None:
+    """The same rule once: the dispatcher on a replayed task, and the replay's queues."""
+    rng = np.random.default_rng(3)
+    workers = [f"w{j}" for j in range(9)]
+    folder = tmp_path / "crowd"
+    folder.mkdir()
+    answers = [f"t{i},{w},{rng.integers(2)}" for i in range(30) for w in workers]
+    (folder / "answers.csv").write_text("task,worker,label\n" + "\n".join(answers) + "\n")
+    (folder / "truth.csv").write_text("task,truth\n" + "".join(f"t{i},1\n" for i in range(30)))
+    ds = load_dataset(folder)
+    a = assess(ds, seed=5, assess_fraction=0.3)  # few gold items: many tied estimates
+    s = setup(ds, a.gold_tasks, a.scored_tasks, 5, 0)
+    params = gold_params(ds, s, "one_coin", "beta", a.accuracies)  # type: ignore[arg-type]
+    _, asked, _ = queues(s, slice(0, len(s.tasks)), params, Order.BEST)
+    pool = LabelerPool(set(workers), params={w: OneCoin(a.accuracies[w]) for w in workers})
+    for i, task in enumerate(s.tasks):
+        ranked = BestDispatcher(seed=5).rank(_frame(f"cam-{i}", task=task), workers, pool)
+        assert ranked == [s.workers[j] for j in asked[i]]
+
+
 def test_make_dispatcher_by_name() -> None:
     assert isinstance(make_dispatcher("random", 1), RandomDispatcher)
     assert isinstance(make_dispatcher("least_loaded", 1), LeastLoadedDispatcher)
+    assert isinstance(make_dispatcher("best", 1), BestDispatcher)
     with pytest.raises(ValueError, match="unknown dispatch"):
         make_dispatcher("cheapest", 1)

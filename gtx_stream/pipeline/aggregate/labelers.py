@@ -49,7 +49,8 @@ class LabelerBook:
 
     def pool(self, with_load: bool) -> LabelerPool:
         """Live labelers not backed off nor paused (and, ``with_load``, everyone's outstanding
-        requests), in one round trip. A paused person (``store.gold``) stays out even when a
+        requests), in one round trip, with the parameters decisions are made with (for ``best``
+        dispatch). A paused person (``store.gold``) stays out even when a
         heartbeat stamps them live."""
         now = time.time()
         pipe = self.r.pipeline(transaction=False)
@@ -61,7 +62,7 @@ class LabelerBook:
         live, backoff, paused, *load = pipe.execute()
         backed_off = {text(k) for k, until in backoff.items() if float(until) > now}
         left_out = backed_off | {text(x) for x in paused}
-        pool = LabelerPool(available={text(x) for x in live} - left_out)
+        pool = LabelerPool(available={text(x) for x in live} - left_out, params=self.params())
         if load:
             pool.load = {text(k): int(v) for k, v in load[0].items()}
         return pool

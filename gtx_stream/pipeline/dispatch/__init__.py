@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from gtx_stream.pipeline.dispatch.base import Dispatcher, LabelerPool, Slot, plan
+from gtx_stream.pipeline.dispatch.best import BestDispatcher
 from gtx_stream.pipeline.dispatch.least_loaded import LeastLoadedDispatcher
 from gtx_stream.pipeline.dispatch.random_order import RandomDispatcher
 
 __all__ = [
+    "BestDispatcher",
     "Dispatcher",
     "LabelerPool",
     "LeastLoadedDispatcher",
@@ -18,9 +20,11 @@ __all__ = [
 
 
 def make_dispatcher(name: str, seed: int) -> Dispatcher:
-    """The dispatcher of ``aggregator.dispatch`` (``random`` or ``least_loaded``)."""
+    """The dispatcher of ``aggregator.dispatch`` (``random``, ``least_loaded`` or ``best``)."""
     if name == "random":
         return RandomDispatcher(seed)
     if name == "least_loaded":
         return LeastLoadedDispatcher(seed)
-    raise ValueError(f"unknown dispatch {name!r}: use random or least_loaded")
+    if name == "best":
+        return BestDispatcher(seed)
+    raise ValueError(f"unknown dispatch {name!r}: use random, least_loaded or best")

@@ -9,10 +9,11 @@ batch sees it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gtx_stream.core.models import LabelerParams
 from gtx_stream.store.frames import FrameState
 
 
@@ -24,6 +25,8 @@ class LabelerPool:
     """Live (a worker beat recently) and not backed off."""
     load: dict[str, int] = field(default_factory=dict)
     """Outstanding requests per labeler (read only by dispatchers that need it)."""
+    params: Mapping[str, LabelerParams] = field(default_factory=dict)
+    """The parameters decisions are made with now, per labeler (read by ``best`` dispatch)."""
 
 
 @dataclass(frozen=True)
