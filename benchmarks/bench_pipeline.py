@@ -20,11 +20,19 @@ so none waits for another; RQ's own ``started_at - enqueued_at``, median and p99
 The figure that matters is labels/s through the pipeline / RQ trivial jobs/s: near 1 means
 the pipeline is bound by RQ, not by its own code. Afterwards it counts ``rq:job:*`` keys: a
 finished job must leave none behind.
+
+Cost per label, over the pipeline run (from once every labeler is live, the counters reset
+then, to the last frame final): Redis commands per label (``INFO commandstats``, all commands,
+those Lua scripts run included; the benchmark's own INFO, CONFIG RESETSTAT and polls taken
+out), and CPU per label of each process (user + system, ``/proc/<pid>/stat``: the
+aggregator, the ingester, each labeler process) and of Redis (``INFO cpu``), with
+``bench_batch.py``'s helpers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,6 +53,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gtx_stream.ops.demo import labeler_accuracies, write_config  # noqa: E402
 from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
@@ -72,8 +82,21 @@ def run_pipeline(
         [{"id": lab, "backend": "simulated", "accuracy": a, "seed": 0}
          for lab, a in accuracies.items()],
     )  # fmt: skip
+    # bench_batch imports this module at its top: its helpers are imported here, not there
+    from bench_batch import _cpu_seconds, _redis_cpu
+
     sup = Supervisor(config=config, log_dir=workdir / "logs")
     ids = list(accuracies)
+    polls = {"xlen": 0}
+    seen = {"ingester": 0.0}
+
+    def done() -> bool:
+        # the ingester exits at the end of its input: its CPU is the last value read
+        with contextlib.suppress(OSError, IndexError):
+            seen["ingester"] = _cpu_seconds(ingest_pid)
+        polls["xlen"] += 1
+        return bool(r.xlen(keys.final) >= n_frames)
+
     try:
         sup.start("aggregator", "--log-level", "WARNING", "aggregator")
         share = -(-len(ids) // processes)
@@ -83,12 +106,35 @@ def run_pipeline(
                 sup.start(f"labeler-{j}", "--log-level", "WARNING", "labeler",
                           *(x for lab in mine for x in ("--id", lab)))  # fmt: skip
         _wait(sup, lambda: set(ids) <= set(r.zrange(keys.live, 0, -1)), 60, "labelers live")
-        sup.start("ingester", "ingest", str(video), "--truth", str(workdir / "truth.csv"))
-        _wait(sup, lambda: r.xlen(keys.final) >= n_frames, 600, f"{n_frames} frames final")
+        time.sleep(0.5)  # warm-up: RQ workers registered and blocking on their queues
+        pids = {name: svc.process.pid for name, svc in sup.services.items() if svc.process}
+        cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        r.config_resetstat()
+        redis0 = _redis_cpu(r)
+        ingester = sup.start("ingester", "ingest", str(video), "--truth",
+                             str(workdir / "truth.csv"))  # fmt: skip
+        assert ingester.process is not None
+        ingest_pid = ingester.process.pid
+        _wait(sup, done, 600, f"{n_frames} frames final")
+        stats = r.info("commandstats")
+        redis_cpu = _redis_cpu(r) - redis0
+        cpu = {name: _cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu["ingester"] = seen["ingester"]
     finally:
         codes = sup.stop_all()
     records, span, n_labels = finished_run(r, keys, codes)
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    for own in ("config|resetstat", "info"):
+        calls.pop(own, None)
+    calls["xlen"] = calls.get("xlen", 0) - polls["xlen"]
+    per_process = {name: 1e3 * c / n_labels for name, c in sorted(cpu.items())}
+    per_process["redis"] = 1e3 * redis_cpu / n_labels
     return {
+        "commands_per_label": sum(calls.values()) / n_labels,
+        "top_commands_per_label": {
+            k: round(v / n_labels, 2) for k, v in Counter(calls).most_common(10)
+        },
+        "cpu_ms_per_label": per_process,
         "frames": len(records),
         "labels": n_labels,
         "seconds": span,
@@ -283,6 +329,11 @@ def main() -> None:
         f"({args.labelers} labelers, {pipe['labeler_processes']} labeler processes)",
         f"  frames finalised/s                  {pipe['frames_per_s']:8.1f}",
         f"  labels/s (one RQ job each)          {pipe['labels_per_s']:8.1f}",
+        f"  Redis commands per label            {pipe['commands_per_label']:8.1f}  (top: "
+        f"{pipe['top_commands_per_label']})",
+        "  CPU ms per label: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in pipe["cpu_ms_per_label"].items())
+        + f" (total {sum(pipe['cpu_ms_per_label'].values()):.2f})",
         f"RQ trivial jobs/s, 1 SimpleWorker     {simple:8.1f}  (before "
         f"{out['rq_simple_jobs_per_s_before']:.1f}, after {out['rq_simple_jobs_per_s_after']:.1f})",
         f"RQ trivial jobs/s, 1 forking Worker   {out['rq_fork_jobs_per_s']:8.1f}",
