@@ -1,7 +1,9 @@
 """One aggregator sweep at 1,000 / 10,000 / 50,000 open frames: the old walk against the new
-time-ordered sets, in the same run, on the same Redis.
+time-ordered sets, in the same run, on the same Redis; then, with stalled frames, sweeps once a
+second over ``--over`` seconds, stalled frames decided again every sweep against pushed back.
 
 Run:  .venv/bin/python benchmarks/bench_sweep.py [--sizes 1000 10000 50000] [--stalled 0 0.01]
+      [--over 120]
 
 Each size and stalled share gets a fresh prefix: N frames opened with ``open_frame.lua``; all
 but the stalled share of them asked of one live labeler (``ask.lua``, lease an hour away), the
@@ -12,7 +14,14 @@ Nothing a sweep does changes the state, so each sweep is timed again on the same
 - old: what ``Aggregator.step`` did every ``sweep_seconds``: every open frame
   (``Sweeper.walk_open_frames``) read and decided again (``read_frames`` and the ``Decider``);
 - new: ``Sweeper.expire_leases`` and ``Sweeper.open_frames`` (the due frames of ``waiting``,
-  at most ``MAX_DUE``), and the same decision of what they return.
+  at most ``MAX_DUE``), and the same decision of what they return, each frame taken due again
+  at the next sweep (no stall delay: what every sweep did before the delay).
+
+Over time (stalled share above 0): ``--over`` sweeps, a clock moved on one second a sweep, of
+the sweep without a stall delay (each stalled frame decided every sweep) and then of the
+aggregator's own sweeper (stalled frames pushed back from ``sweep_seconds`` to
+``stall_max_seconds``, waking on changes it watches, those reads included); then one sweep after
+new parameters are written (the wake: every stalled frame decided again at once).
 
 Both run the aggregator's own ``_decide``, so the decision costs the same per frame; the median
 of ``--repeats`` sweeps (the old walk at most 3 times at 50,000). The one-time seeding walk
@@ -28,6 +37,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -37,6 +47,7 @@ from gtx_stream.config import AggregatorSettings  # noqa: E402
 from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
 from gtx_stream.pipeline.aggregate.aggregator import Aggregator  # noqa: E402
 from gtx_stream.pipeline.aggregate.report import BatchReport  # noqa: E402
+from gtx_stream.pipeline.aggregate.sweeper import Sweeper  # noqa: E402
 from gtx_stream.store import frame_scripts  # noqa: E402
 from gtx_stream.store.keys import Keys  # noqa: E402
 from gtx_stream.store.scripts import ScriptRunner  # noqa: E402
@@ -97,13 +108,53 @@ def timed(fn, agg: Aggregator, repeats: int) -> tuple[float, int]:  # type: igno
     return statistics.median(times), n
 
 
-def bench_size(url: str, n: int, stalled: float, repeats: int) -> dict[str, float]:
+class Clock:
+    """Unix seconds, moved on by hand: a sweep a second without waiting a second."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def over_time(agg: Aggregator, sweeper: Sweeper, clock: Clock, sweeps: int) -> list[float]:
+    """Seconds of each of ``sweeps`` sweeps, one a second on ``clock``."""
+    agg.sweeper, sweeper.clock = sweeper, clock
+    times = []
+    for _ in range(sweeps):
+        t0 = time.perf_counter()
+        new_sweep(agg)
+        times.append(time.perf_counter() - t0)
+        clock.now += agg.s.sweep_seconds
+    return times
+
+
+def _summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"median": statistics.median(times), "p99": ordered[int(0.99 * (len(times) - 1))],
+            "max": ordered[-1], "mean": statistics.fmean(times)}  # fmt: skip
+
+
+def bench_over_time(r: redis.Redis, keys: Keys, agg: Aggregator, sweeps: int) -> dict[str, Any]:
+    runner, clock = ScriptRunner(r), Clock()
+    every = over_time(agg, Sweeper(r, keys, runner, clock=clock), clock, sweeps)
+    backed = over_time(agg, Sweeper.for_aggregator(r, keys, runner, agg.s, agg.labelers), clock,
+                       sweeps)  # fmt: skip
+    r.hset(keys.labelers, GONE, json.dumps({"accuracy": 0.91}))  # as the estimator would
+    time.sleep(1.05)  # the labelers' parameters are re-read once a second
+    wake = over_time(agg, agg.sweeper, clock, 1)[0]
+    return {"every": _summary(every), "backed": _summary(backed), "wake_s": wake}
+
+
+def bench_size(url: str, n: int, stalled: float, repeats: int, sweeps: int = 0) -> dict[str, Any]:
     r = redis.Redis.from_url(url)
     keys = Keys(f"bench-sweep-{n}")
     n_stalled = int(n * stalled)
     prepare(r, keys, n, n_stalled)
     agg = Aggregator(r, keys, AggregatorSettings(), consumer="bench", enqueue=_no_enqueue)
     agg.setup()
+    agg.sweeper = Sweeper(r, keys, agg.runner)  # without a stall delay: same state each sweep
     r.delete(keys.waiting_seeded)  # time the one-time walk of an upgraded aggregator
     t0 = time.perf_counter()
     walked = agg.sweeper.seed_waiting()
@@ -116,13 +167,15 @@ def bench_size(url: str, n: int, stalled: float, repeats: int) -> dict[str, floa
     new_s, new_n = timed(new_sweep, agg, repeats)
     old_s, old_n = timed(old_sweep, agg, min(repeats, 3 if n >= 50_000 else repeats))
     assert (new_n, old_n) == (n_stalled, n), (new_n, old_n)
+    timeline = bench_over_time(r, keys, agg, sweeps) if n_stalled and sweeps else None
     assert (
         r.zcard(keys.open_frames) == n
         and r.hget(keys.stats, "requests") == str(n - n_stalled).encode()
     )  # nothing was asked nor finalised: every sweep saw the same state
     for key in r.scan_iter(f"{keys.prefix}:*", count=10_000):
         r.delete(key)
-    return {"n": n, "stalled": n_stalled, "old_s": old_s, "new_s": new_s, "seed_s": seed_s}
+    return {"n": n, "stalled": n_stalled, "old_s": old_s, "new_s": new_s, "seed_s": seed_s,
+            "timeline": timeline}  # fmt: skip
 
 
 def main() -> None:
@@ -132,20 +185,35 @@ def main() -> None:
     ap.add_argument("--stalled", type=float, nargs="+", default=[0.0, 0.01],
                     help="shares of open frames waiting on a labeler that is not live")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--over", type=int, default=120,
+                    help="sweeps, a simulated second apart, with stalled frames")  # fmt: skip
     ap.add_argument("--redis-url", default=None, help="default: an embedded redis-server")
     args = ap.parse_args()
     runs = [(n, share) for share in args.stalled for n in args.sizes]
     if args.redis_url:
-        rows = [bench_size(args.redis_url, n, share, args.repeats) for n, share in runs]
+        rows = [bench_size(args.redis_url, n, share, args.repeats, args.over) for n, share in runs]
     else:
         with EmbeddedRedis() as server:
-            rows = [bench_size(server.url, n, share, args.repeats) for n, share in runs]
+            rows = [bench_size(server.url, n, share, args.repeats, args.over) for n, share in runs]
     print(f"{'open frames':>12} {'stalled':>8} {'old walk':>11} {'new sweep':>11} {'old/new':>9} "
           f"{'one-time seed':>14}")  # fmt: skip
     for row in rows:
         print(f"{row['n']:>12,} {row['stalled']:>8,} {row['old_s'] * 1e3:>8.1f} ms "
               f"{row['new_s'] * 1e3:>8.2f} ms {row['old_s'] / row['new_s']:>8.0f}x "
               f"{row['seed_s'] * 1e3:>11.1f} ms")  # fmt: skip
+    timed_rows = [row for row in rows if row["timeline"]]
+    if not timed_rows:
+        return
+    print(f"\nsweeps once a second over {args.over} s, ms per sweep (median / p99 / max / mean)")
+    print(f"{'open frames':>12} {'stalled':>8} {'every sweep':>28} {'pushed back':>28} "
+          f"{'mean ratio':>10} {'wake':>9}")  # fmt: skip
+    for row in timed_rows:
+        t = row["timeline"]
+        cells = [" / ".join(f"{t[k][q] * 1e3:.2f}" for q in ("median", "p99", "max", "mean"))
+                 for k in ("every", "backed")]  # fmt: skip
+        ratio = t["every"]["mean"] / t["backed"]["mean"]
+        print(f"{row['n']:>12,} {row['stalled']:>8,} {cells[0]:>28} {cells[1]:>28} "
+              f"{ratio:>9.1f}x {t['wake_s'] * 1e3:>6.2f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

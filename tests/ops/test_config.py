@@ -356,6 +356,8 @@ MEANING = {
     "aggregator.block_ms": "milliseconds XREADGROUP blocks when nothing arrives",
     "aggregator.claim_idle_seconds": "reclaim a dead aggregator's pending entries after this",
     "aggregator.sweep_seconds": "re-check open frames (expired leases, stalls) this often",
+    "aggregator.stall_max_seconds": "longest delay before a stalled frame (nobody can be asked) "
+    "is decided again; a change of the labelers or the budget wakes it at once",
     "aggregator.live_seconds": "a labeler is live if a worker serving it beat within this",
     "aggregator.stall_seconds": "`status --check` fails when frames are open and nothing "
     "progressed for this long",

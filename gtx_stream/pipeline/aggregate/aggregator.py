@@ -92,7 +92,7 @@ class Aggregator:
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
         )  # fmt: skip
-        self.sweeper = Sweeper(client, keys, runner)
+        self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)
                         if settings.strategy == "uncertainty" else None)  # fmt: skip
         self._last_sweep = 0.0

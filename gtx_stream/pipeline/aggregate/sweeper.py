@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import redis
 
+from gtx_stream.config import AggregatorSettings
 from gtx_stream.core.models import LabelerParams
 from gtx_stream.core.records import text
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
@@ -105,6 +106,20 @@ class Sweeper:
         self._watched: Watched | None = None
         self._woke_at = 0.0  # the last wake: stalled ages count from it
         self._wake_after: str | None = None  # a wake under way: go on after this due time
+
+    @classmethod
+    def for_aggregator(
+        cls,
+        client: redis.Redis,
+        keys: Keys,
+        runner: ScriptRunner,
+        settings: AggregatorSettings,
+        book: LabelerBook,
+    ) -> Sweeper:
+        """The aggregator's sweeper: stalled frames pushed back from ``sweep_seconds`` up to
+        ``stall_max_seconds``, woken by changes of ``book``'s labelers and of the budget."""
+        delay = StallDelay(settings.sweep_seconds, settings.stall_max_seconds)
+        return cls(client, keys, runner, book=book, delay=delay)
 
     def expire_leases(self) -> set[str]:
         """Frames whose outstanding request's lease ran out (now late): ask someone else."""
