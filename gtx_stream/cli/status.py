@@ -93,6 +93,9 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"images           {st['images_exported']} exported, {st['images_missing']} "
                      f"missing, {st['images_filtered']} filtered; group {ex['group']}: {lag} "
                      f"to read, {ex['pending']} pending")  # fmt: skip
+    if st.get("shard_owners"):  # several shards: who owns each
+        owned = "  ".join(f"s{k} {o or '(none)'}" for k, o in enumerate(st["shard_owners"]))
+        lines.append(f"shards           {st['shards']}: {owned}")
     lines += [f"warning          {w}" for w in st.get("warnings", [])]
     lines += _gold_lines(st)
     if len(st.get("sources") or []) > 1:  # one line per source once there are several

@@ -31,6 +31,7 @@ from gtx_stream.pipeline.ingest.ingester import (
 from gtx_stream.store import frame_scripts
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.shards import configured_keys
 
 PIPELINE_FIELDS = frozenset(
     {"state", "source", "source_id", "frame_index", "opened_at", "n_labels", "final_id",
@@ -111,6 +112,8 @@ def submit(
             raise ValueError(f"truth must be 0 or 1, got {truth!r}")
         fields["truth"] = str(truth)
     jpeg = as_jpeg(image, settings.ingest.jpeg_quality)
+    # the opened stream of the frame's shard; the first submit refuses another shard count
+    keys = configured_keys(client, keys, settings.aggregator.shards)
     runner = ScriptRunner(client)
     index = runner.run_one(frame_scripts.reserve_index(keys, source))
     deadline = None if timeout is None else time.monotonic() + timeout

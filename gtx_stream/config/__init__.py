@@ -97,6 +97,8 @@ class AggregatorSettings(_Section):
         default=1.0, gt=0, description="first backoff; each further failure doubles it"
     )
     backoff_max_seconds: float = Field(default=60.0, gt=0, description="longest backoff")
+    shards: int = Field(default=1, ge=1, le=1024)  # fixed for a pipeline's life (README)
+    shard_lease_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _model_needs_gtx(self) -> AggregatorSettings:

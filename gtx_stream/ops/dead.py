@@ -24,6 +24,7 @@ from gtx_stream.store.dead_letters import StoredLetter, requeue_dead
 from gtx_stream.store.frames import FrameState, read_frames
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.shards import stored_keys
 
 REQUEUABLE = frozenset({DEAD_REASONS["unknown_labeler"], DEAD_REASONS["unknown_frame"]})
 """Reasons that can stop being true: every other refusal would be made again."""
@@ -132,6 +133,7 @@ def requeue(client: redis.Redis, keys: Keys, letters: Sequence[StoredLetter]) ->
             todo.append((stored, entry))
         else:
             outcomes[stored.dead_id] = Outcome(stored, entry, why=why)
+    keys = stored_keys(client, keys)  # each entry goes back to its frame's shard
     calls = [requeue_dead(keys, stored.dead_id, entry) for stored, entry in todo]
     for (stored, entry), new_id in zip(todo, ScriptRunner(client).run(calls), strict=True):
         outcomes[stored.dead_id] = (

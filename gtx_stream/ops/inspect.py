@@ -23,6 +23,7 @@ from gtx_stream.core.records import FinalRecord, LabelEntry, RecordError, decode
 from gtx_stream.store.dead_letters import SCAN_LIMIT, StoredLetter, newest_entries, read_dead
 from gtx_stream.store.frames import FrameState, read_frames
 from gtx_stream.store.keys import Keys, lease_member
+from gtx_stream.store.shards import stored_keys
 
 RECORD_ONLY = frozenset(f.name for f in dataclasses.fields(FinalRecord)) - {
     "frame_id", "source", "frame_index", "opened_at", "file_name", "n_labels",
@@ -121,14 +122,15 @@ def inspect_frame(
     state = read_frames(client, keys, [frame_id])[frame_id]
     reqs = sorted((state.requests if state else {}).items())
     final_id = state.meta.get("final_id", "") if state else ""
+    shard = stored_keys(client, keys).of_frame(frame_id)  # its leases and labels stream
     pipe = client.pipeline(transaction=False)
     pipe.strlen(keys.image(frame_id))
     pipe.pttl(keys.image(frame_id))
     for lab, _ in reqs:
-        pipe.zscore(keys.leases, lease_member(frame_id, lab))
+        pipe.zscore(shard.leases, lease_member(frame_id, lab))
     done = [(lab, req.ref) for lab, req in reqs if req.state == "done"]
     for _, entry_id in done:
-        pipe.xrange(keys.labels, entry_id, entry_id)
+        pipe.xrange(shard.labels, entry_id, entry_id)
     if final_id:
         pipe.xrange(keys.final, final_id, final_id)
     raw = pipe.execute()

@@ -11,6 +11,7 @@ import redis
 from gtx_stream.core.records import text
 from gtx_stream.ops.metrics import sources as metrics_sources
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import stored_keys
 
 
 def pipeline_status(
@@ -24,7 +25,9 @@ def pipeline_status(
     (failed requests, failures in a row, seconds of backoff left), the exporter (images
     exported and missing, how far its group is behind on the final stream), and gold: items
     loaded, answers (assessment, apart from the budget), each person's gold record (qualified
-    once they have ``qualification`` answers) and who is paused and why."""
+    once they have ``qualification`` answers) and who is paused and why. With several shards,
+    each shard's owner (None: unowned) and the sharded aggregators alive."""
+    keys = stored_keys(client, keys)
     pipe = client.pipeline(transaction=False)
     pipe.zcard(keys.open_frames)
     pipe.zrange(keys.open_frames, 0, 0, withscores=True)
@@ -37,11 +40,18 @@ def pipeline_status(
     pipe.hgetall(keys.backoff)
     pipe.xlen(keys.final)
     pipe.xlen(keys.dead)
-    pipe.xlen(keys.labels)
     pipe.hgetall(keys.gold_scores)
     pipe.hgetall(keys.paused)
+    for shard in keys.every_shard():
+        pipe.xlen(shard.labels)
+    if keys.shards > 1:
+        pipe.mget([keys.shard_owner(k) for k in range(keys.shards)])
+        pipe.zrange(keys.aggregators, 0, -1, withscores=True)
     (n_open, oldest, stats, budget, labelers, live, load, failures, backoff, n_final, n_dead,
-     n_labels, scores, paused) = pipe.execute()  # fmt: skip
+     scores, paused, *rest) = pipe.execute()  # fmt: skip
+    n_labels = sum(rest[: keys.shards])
+    owners = [None if o is None else text(o) for o in rest[keys.shards]] if keys.shards > 1 else []
+    beats = {text(k): float(v) for k, v in rest[keys.shards + 1]} if keys.shards > 1 else {}
     last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
     stats = {text(k): int(v) for k, v in stats.items()}
     labelers = {text(k): json.loads(v) for k, v in labelers.items()}
@@ -100,6 +110,9 @@ def pipeline_status(
         "images_filtered": stats.get("images_filtered", 0),
         "exporter": exporter_status(client, keys, export_group),
         "labelers": per_labeler,
+        "shards": keys.shards,
+        "shard_owners": owners,
+        "aggregators": {name: round(now - at, 1) for name, at in sorted(beats.items())},
         "sources": metrics_sources(client, keys),
         **gold_status(stats, scores, paused, qualification),
     }

@@ -60,10 +60,11 @@ def open_frame(
     need not lie above the source's high-water mark (submitters of one source race).
     """
     extra = [x for pair in (fields or {}).items() for x in pair]
+    shard = keys.of_frame(frame_id)  # the opened stream and waiting set of the frame's shard
     return ScriptCall(
         "open_frame",
         (keys.frame(frame_id), keys.image(frame_id), keys.open_frames, keys.source(source_id),
-         keys.budget, keys.stats, keys.opened, keys.waiting, keys.source_open(source_id)),
+         keys.budget, keys.stats, shard.opened, shard.waiting, keys.source_open(source_id)),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
          reserve_per_frame, "reserved" if reserved else "ordered", max_open_per_source,
          *extra),

@@ -2,16 +2,71 @@
 
 Global keys are ``<prefix>:<name>``; per-frame keys carry a hash tag, ``<prefix>:{f:<id>}:...``,
 so all keys of one frame live in one cluster slot.
+
+With ``aggregator.shards`` above 1 the frames are split into shards (:func:`shard_of`), and the
+keys an aggregator sweeps and consumes are one set per shard, under one hash tag per shard:
+``<prefix>:{s<k>}:labels``, ``opened``, ``leases``, ``waiting`` (and ``waiting:seeded``). A
+:class:`Keys` names them for one shard (:meth:`Keys.for_shard`, :meth:`Keys.of_frame`); with one
+shard every name is the unsharded one of before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
+
+
+def shard_of(frame_id: str, shards: int) -> int:
+    """The shard of a frame: CRC-32 of its id modulo the shard count (stable across processes
+    and Python versions, unlike ``hash``)."""
+    return zlib.crc32(frame_id.encode()) % shards if shards > 1 else 0
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "gtx"
+    shards: int = 1
+    """``aggregator.shards``: how many shards the frames are split into."""
+    shard: int | None = None
+    """The shard whose per-shard keys these are (None: none chosen; with ``shards`` 1, 0)."""
+
+    def for_shard(self, shard: int) -> Keys:
+        """The keys of one shard (its streams, leases and waiting set)."""
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} out of range: {self.shards} shards")
+        return replace(self, shard=shard)
+
+    def of_frame(self, frame_id: str) -> Keys:
+        """The keys of the shard ``frame_id`` belongs to."""
+        return self if self.shards == 1 else self.for_shard(shard_of(frame_id, self.shards))
+
+    def every_shard(self) -> list[Keys]:
+        """One :class:`Keys` per shard, in shard order."""
+        return [self.for_shard(k) for k in range(self.shards)]
+
+    def _per_shard(self, name: str) -> str:
+        if self.shards == 1:
+            return f"{self.prefix}:{name}"
+        if self.shard is None:
+            raise ValueError(f"{self.prefix}:{name} is per shard ({self.shards} shards): "
+                             "name the shard (Keys.for_shard or Keys.of_frame)")  # fmt: skip
+        return f"{self.prefix}:{{s{self.shard}}}:{name}"
+
+    # sharding (pipeline/aggregate/shards.py)
+    @property
+    def shard_count(self) -> str:
+        """STRING: the pipeline's shard count, written by the first service that starts; a
+        service configured with another count refuses to start."""
+        return f"{self.prefix}:shards"
+
+    def shard_owner(self, shard: int) -> str:
+        """STRING with a TTL: the consumer name of the aggregator that owns ``shard``."""
+        return f"{self.prefix}:shard:{shard}:owner"
+
+    @property
+    def aggregators(self) -> str:
+        """ZSET consumer name -> last heartbeat (unix seconds) of each sharded aggregator."""
+        return f"{self.prefix}:aggregators"
 
     # streams
     @property
@@ -26,13 +81,13 @@ class Keys:
 
     @property
     def labels(self) -> str:
-        """Labels coming back from labeler workers."""
-        return f"{self.prefix}:labels"
+        """Labels coming back from labeler workers (per shard)."""
+        return self._per_shard("labels")
 
     @property
     def opened(self) -> str:
-        """One entry per frame opened by an ingester: wakes the aggregator up."""
-        return f"{self.prefix}:opened"
+        """One entry per frame opened by an ingester: wakes the aggregator up (per shard)."""
+        return self._per_shard("opened")
 
     # global state
     @property
@@ -44,14 +99,16 @@ class Keys:
     def waiting(self) -> str:
         """ZSET frame_id -> unix seconds from which the sweep looks at it again: every open
         frame with no outstanding request (the others are found through :attr:`leases`).
-        Written by the script that leaves a frame so, removed by the one that asks or ends it."""
-        return f"{self.prefix}:waiting"
+        Written by the script that leaves a frame so, removed by the one that asks or ends it.
+        Per shard."""
+        return self._per_shard("waiting")
 
     @property
     def waiting_seeded(self) -> str:
         """STRING: set once every open frame was put in :attr:`waiting` (the one-time walk of
-        the open set an aggregator makes when it finds a Redis from before :attr:`waiting`)."""
-        return f"{self.prefix}:waiting:seeded"
+        the open set an aggregator makes when it finds a Redis from before :attr:`waiting`).
+        Per shard."""
+        return self._per_shard("waiting:seeded")
 
     @property
     def budget(self) -> str:
@@ -94,8 +151,8 @@ class Keys:
 
     @property
     def leases(self) -> str:
-        """ZSET :func:`lease_member` -> lease deadline (unix seconds)."""
-        return f"{self.prefix}:leases"
+        """ZSET :func:`lease_member` -> lease deadline (unix seconds). Per shard."""
+        return self._per_shard("leases")
 
     @property
     def failures(self) -> str:

@@ -29,6 +29,7 @@ import redis
 from gtx_stream.core.records import LabelEntry, text
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
+from gtx_stream.store.shards import stored_keys
 
 DAY_COUNTER_TTL = 2 * 86400
 """Seconds a person's answered-today counter is kept (it is read for today only)."""
@@ -201,9 +202,11 @@ def answer_request(
     fields = entry.to_fields() if entry is not None else {}
     counted = "1" if entry is None or not entry.failed else "0"
     flat = [x for pair in fields.items() for x in pair]
+    # the labels stream of the frame's shard (a gold answer adds nothing: any shard's name does)
+    labels = keys.of_frame(entry.frame_id if entry is not None else "").labels
     return ScriptCall(
         "answer_request",
-        (pk.hand(labeler_id), keys.labels, pk.answered(labeler_id, today(now))),
+        (pk.hand(labeler_id), labels, pk.answered(labeler_id, today(now))),
         (token, held, counted, DAY_COUNTER_TTL, *flat),
         _answer_reply,
     )
@@ -217,6 +220,7 @@ def send_answer(
     held: str,
     entry: LabelEntry | None,
 ) -> AnswerResult:
+    keys = stored_keys(client, keys)  # the pipeline's shard count, whatever this one's config
     return ScriptRunner(client).run_one(answer_request(keys, labeler_id, token, held, entry))
 
 

@@ -366,6 +366,10 @@ MEANING = {
     "not asked for a while (backed off)",
     "aggregator.backoff_first_seconds": "first backoff; each further failure in a row doubles it",
     "aggregator.backoff_max_seconds": "longest backoff",
+    "aggregator.shards": "shards the frames are split into, each owned by one aggregator at a "
+    "time (more aggregators scale out); fixed for the life of a pipeline",
+    "aggregator.shard_lease_seconds": "an aggregator renews the shards it owns within this, "
+    "else another one takes them over",
     "ingest.fps": "target sampling rate (frames per second); 0: every frame",
     "ingest.every": "keep every n-th frame",
     "ingest.max_frames": "stop after this many sampled frames; 0: no limit",

@@ -50,6 +50,7 @@ from gtx_stream.store import frame_scripts as scripts
 from gtx_stream.store.frames import FrameState, read_frames
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.shards import check_shard_count
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ class Aggregator:
         self.grace_seconds = self.retainer.grace_seconds
 
     def setup(self, budget: int | None = None) -> None:
-        """Create the consumer group on both streams and set the budget limit."""
+        """Check the pipeline's shard count (stored by the first service that starts; another
+        is refused: :class:`~gtx_stream.store.shards.ShardCountError`), create the consumer
+        group on both streams and set the budget limit."""
+        check_shard_count(self.r, Keys(self.keys.prefix, shards=self.keys.shards))
         self.group.create_group()
         limit = self.s.budget if budget is None else budget
         if limit > 0:

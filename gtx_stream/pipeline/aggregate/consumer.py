@@ -51,6 +51,7 @@ class GroupConsumer:
         self.streams = tuple(streams) if streams is not None else (keys.labels, keys.opened)
         self._last_claim = 0.0
         self._claim_cursor = dict.fromkeys(self.streams, "0-0")
+        self._taking_over: set[str] = set()
 
     def create_group(self) -> None:
         for stream in self.streams:
@@ -61,10 +62,13 @@ class GroupConsumer:
                     raise
 
     def read(self, block_ms: int) -> list[StreamEntry]:
-        """The next batch (with, now and then, entries claimed from dead consumers first)."""
+        """The next batch (with, now and then, entries claimed from dead consumers first);
+        ``block_ms`` 0: do not block."""
         entries: list[StreamEntry] = []
         now = time.time()
-        if now - self._last_claim >= self.claim_idle_seconds / 2:
+        if self._taking_over:
+            entries += self._claim(0, sorted(self._taking_over))
+        elif now - self._last_claim >= self.claim_idle_seconds / 2:
             entries += self._claim()
             self._last_claim = now
         resp = self.r.xreadgroup(
@@ -72,7 +76,7 @@ class GroupConsumer:
             self.consumer,
             dict.fromkeys(self.streams, ">"),
             count=self.batch_size,
-            block=block_ms,
+            block=block_ms if block_ms > 0 else None,
         )
         for stream, items in cast(list[Any], resp or []):
             name = text(stream)
@@ -80,16 +84,27 @@ class GroupConsumer:
                         for entry_id, fields in items]  # fmt: skip
         return entries
 
-    def _claim(self) -> list[StreamEntry]:
+    def take_over(self) -> None:
+        """Claim every entry pending in the group, however briefly idle, from the next reads
+        on (a batch per read, until each stream's pending list was walked once): a sharded
+        aggregator that takes a shard over takes what its last owner had read at once."""
+        self._taking_over = set(self.streams)
+        self._claim_cursor = dict.fromkeys(self.streams, "0-0")
+
+    def _claim(self, idle_ms: int | None = None,
+               streams: Sequence[str] | None = None) -> list[StreamEntry]:  # fmt: skip
         """Take over entries that a dead consumer read but never acknowledged."""
         out = []
-        idle_ms = int(self.claim_idle_seconds * 1000)
-        for stream in self.streams:
+        if idle_ms is None:
+            idle_ms = int(self.claim_idle_seconds * 1000)
+        for stream in self.streams if streams is None else streams:
             cursor, items, *_ = self.r.xautoclaim(
                 stream, self.group, self.consumer, idle_ms, self._claim_cursor[stream],
                 count=self.batch_size,
             )  # fmt: skip
             self._claim_cursor[stream] = text(cursor)
+            if text(cursor) == "0-0":
+                self._taking_over.discard(stream)
             for entry_id, fields in items:
                 if fields is None:  # deleted from the stream meanwhile
                     continue

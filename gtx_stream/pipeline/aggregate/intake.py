@@ -15,7 +15,7 @@ from gtx_stream.pipeline.aggregate.consumer import StreamEntry
 from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.store import frame_scripts as scripts
 from gtx_stream.store.frames import FrameState
-from gtx_stream.store.keys import Keys
+from gtx_stream.store.keys import Keys, shard_of
 from gtx_stream.store.scripts import ScriptRunner
 
 log = logging.getLogger(__name__)
@@ -67,18 +67,32 @@ class LabelIntake:
         dead: list[DeadLetter] = []
         opened = self.keys.opened
         parse = LabelEntry.from_fields
+        sharded = self.keys.shards > 1
+        astray: list[tuple[str, StreamEntry]] = []
         for e in entries:
             if e.stream == opened:
                 try:
-                    out.touched.add(FrameOpened.from_fields(e.fields).frame_id)
+                    fid = FrameOpened.from_fields(e.fields).frame_id
                 except RecordError as err:
                     log.warning("opened entry %s ignored: %s", e.entry_id, err)
+                    continue
+                if sharded and self._astray(fid):
+                    astray.append((self.keys.of_frame(fid).opened, e))
+                else:
+                    out.touched.add(fid)
                 continue
             try:
-                labels.append((e.entry_id, parse(e.fields)))
-                raw.append(e)
+                entry = parse(e.fields)
             except RecordError as err:
                 dead.append(DeadLetter.of("label", str(err), e.fields, e.entry_id))
+                continue
+            if sharded and self._astray(entry.frame_id):
+                astray.append((self.keys.of_frame(entry.frame_id).labels, e))
+                continue
+            labels.append((e.entry_id, entry))
+            raw.append(e)
+        if astray:
+            self._forward(astray)
         report.labels_read += len(labels) + len(dead)
         if labels:
             applied = self.runner.run_one(
@@ -106,6 +120,19 @@ class LabelIntake:
             self._dead_letter(dead)
             report.dead += len(dead)
         return out
+
+    def _astray(self, frame_id: str) -> bool:
+        return shard_of(frame_id, self.keys.shards) != self.keys.shard
+
+    def _forward(self, astray: Sequence[tuple[str, StreamEntry]]) -> None:
+        """Entries of another shard's frames (only a hand-written XADD, or a producer that
+        ignored the stored shard count, puts one here) go to their own shard's stream: applied
+        here they would settle the wrong shard's leases and waiting set."""
+        pipe = self.r.pipeline(transaction=False)
+        for stream, e in astray:
+            pipe.xadd(stream, dict(e.fields))  # type: ignore[arg-type]
+        pipe.execute()
+        log.warning("%d entries of other shards' frames forwarded to their shards", len(astray))
 
     def _dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         pipe = self.r.pipeline(transaction=False)

@@ -32,6 +32,7 @@ from gtx_stream.pipeline.ingest.sources import (
 from gtx_stream.store import frame_scripts
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.shards import configured_keys
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,11 @@ def run_ingest(
         src.source_id = source_id
     truths = read_truth_csv(truth_csv) if truth_csv is not None else {}
     src.open()
+    try:  # once the source opened (an unreadable one writes nothing)
+        keys = configured_keys(client, keys, settings.aggregator.shards)  # or refuses
+    except BaseException:
+        src.close()
+        raise
     report = IngestReport(source=src.uri, source_id=src.source_id)
     try:
         _ingest(client, keys, settings, src, truths, stop, report)

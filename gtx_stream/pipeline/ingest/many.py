@@ -23,6 +23,7 @@ from gtx_stream.config import Settings
 from gtx_stream.pipeline.ingest.ingester import IngestReport, run_ingest
 from gtx_stream.pipeline.ingest.sources import SourceError
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import configured_keys
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def run_many(
 ) -> list[SourceOutcome]:
     """Ingest every source at once until each ends; one outcome per source, in order."""
     check_unique(specs)
+    keys = configured_keys(client, keys, settings.aggregator.shards)  # once, before any thread
     outcomes = [SourceOutcome(spec) for spec in specs]
 
     def one(out: SourceOutcome) -> None:

@@ -44,6 +44,7 @@ from gtx_stream.pipeline.label.backends import (
 from gtx_stream.pipeline.label.batch import take_requests
 from gtx_stream.pipeline.label.requests import LABEL_FRAME
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import stored_keys
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +194,12 @@ def _send(ctx: WorkerContext, keys: Keys, entries: Sequence[LabelEntry]) -> None
     fields: list[dict[Any, Any]] = [entry.to_fields() for entry in entries]
 
     def xadd_all() -> None:
+        # each to the labels stream of its frame's shard, from the pipeline's stored count
+        # (read once per process): the aggregators' own, whatever this worker's config says
+        sharded = stored_keys(ctx.client, keys)
         with ctx.client.pipeline(transaction=False) as pipe:
-            for f in fields:
-                pipe.xadd(keys.labels, f)
+            for entry, f in zip(entries, fields, strict=True):
+                pipe.xadd(sharded.of_frame(entry.frame_id).labels, f)
             pipe.execute()
 
     while True:

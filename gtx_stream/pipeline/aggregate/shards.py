@@ -1,0 +1,199 @@
+"""Aggregators that scale out by shard: each shard is owned by one aggregator at a time.
+
+With ``aggregator.shards`` above 1 every frame belongs to one shard (``shard_of``: a CRC-32 of
+its id), and the keys an aggregator consumes and sweeps (the ``labels`` and ``opened`` streams,
+``leases``, ``waiting``) are one set per shard. A :class:`ShardedAggregator` holds one plain
+:class:`~gtx_stream.pipeline.aggregate.aggregator.Aggregator` per shard it owns, built around
+that shard's keys, and steps each in turn; so N aggregators split the frames instead of all
+reading one group and sweeping the same sets.
+
+Ownership, once per ``min(1 s, shard_lease_seconds / 3)``:
+
+- every aggregator beats in ``<prefix>:aggregators`` (score: the time); one silent for
+  ``shard_lease_seconds`` is not counted live;
+- its share is ``ceil(shards / live aggregators)``: it renews the owner keys of the shards it
+  keeps (``shard_owner.lua``: only by their owner), gives up those above its share, and takes
+  unowned ones (``SET NX PX``) up to it, so a second aggregator started later gets half;
+- an aggregator killed outright stops renewing: its owner keys expire after
+  ``shard_lease_seconds`` and the others take its shards. The new owner claims the shard's
+  pending entries at once (XAUTOCLAIM, however briefly idle); its first step sweeps the
+  shard's leases and waiting set. Applying is idempotent (a label counts once, a stale ask
+  or finalise is refused), so an old owner still finishing a batch is safe.
+
+An aggregator that stops (SIGTERM) gives its shards up, so the others take them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Mapping
+
+import redis
+
+from gtx_stream.config import AggregatorSettings, ConfigError, RetentionSettings
+from gtx_stream.pipeline.aggregate.aggregator import RECONNECT_FIRST, RECONNECT_MAX, Aggregator
+from gtx_stream.pipeline.aggregate.consumer import GroupConsumer
+from gtx_stream.pipeline.aggregate.report import BatchReport
+from gtx_stream.pipeline.aggregate.requester import Enqueue
+from gtx_stream.store.keys import Keys
+from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.shards import check_shard_count, shard_owner
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT = 0.2
+"""Seconds an aggregator that owns no shard waits before it looks again."""
+
+
+class ShardedAggregator:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: AggregatorSettings,
+        consumer: str | None = None,
+        lease_seconds: float | None = None,
+        enqueue: Enqueue | None = None,
+        retention: RetentionSettings | None = None,
+        labeler_leases: Mapping[str, float] | None = None,
+    ) -> None:
+        """The arguments of :class:`Aggregator`; ``keys`` get ``settings.shards``."""
+        if settings.strategy == "uncertainty" and settings.shards > 1:
+            raise ConfigError(f"aggregator.strategy uncertainty ranks every open frame at once: "
+                              f"it needs aggregator.shards = 1, not {settings.shards}")
+        self.r = client
+        self.keys = Keys(keys.prefix, shards=settings.shards)
+        self.s = settings
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.runner = ScriptRunner(client)
+        self.lease_ms = int(settings.shard_lease_seconds * 1000)
+        self.balance_every = min(1.0, settings.shard_lease_seconds / 3)
+        self._build = lambda shard_keys: Aggregator(
+            client, shard_keys, settings, consumer=self.consumer, lease_seconds=lease_seconds,
+            enqueue=enqueue, retention=retention, labeler_leases=labeler_leases,
+        )  # fmt: skip
+        self.owned: dict[int, Aggregator] = {}
+        self._last_balance = 0.0
+        self._busy = True  # the last round read something: the next one does not block
+
+    # --- setup and ownership -------------------------------------------------------------------
+
+    def setup(self, budget: int | None = None) -> None:
+        """Check (or store) the shard count, create each shard's consumer group, mark each
+        shard's waiting set seeded (no shard predates it) and set the budget limit."""
+        check_shard_count(self.r, self.keys)
+        for shard in self.keys.every_shard():
+            GroupConsumer(self.r, shard, self.consumer, 1, 1.0).create_group()
+            if self.keys.shards > 1:
+                self.r.set(shard.waiting_seeded, repr(time.time()), nx=True)
+        limit = self.s.budget if budget is None else budget
+        if limit > 0:
+            self.r.hset(self.keys.budget, "limit", limit)
+        else:
+            self.r.hdel(self.keys.budget, "limit")
+
+    def share(self, live: int) -> int:
+        """Shards one of ``live`` aggregators owns at most."""
+        return math.ceil(self.keys.shards / max(1, live))
+
+    def balance(self) -> None:
+        """Beat, renew the shards kept, give up those above the share, take unowned ones."""
+        keys, now = self.keys, time.time()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(keys.aggregators, {self.consumer: now})
+        pipe.zremrangebyscore(keys.aggregators, "-inf", now - self.s.shard_lease_seconds)
+        pipe.zcard(keys.aggregators)
+        pipe.mget([keys.shard_owner(k) for k in range(keys.shards)])
+        _, _, live, raw = pipe.execute()
+        owners = [None if o is None else o.decode() if isinstance(o, bytes) else o for o in raw]
+        share = self.share(int(live))
+        mine = [k for k, o in enumerate(owners) if o == self.consumer]
+        keep, extra = mine[:share], mine[share:]
+        calls = [shard_owner(keys, k, self.consumer, self.lease_ms) for k in keep]
+        calls += [shard_owner(keys, k, self.consumer, 0) for k in extra]
+        renewed = self.runner.run(calls)
+        kept = {k for k, ok in zip(keep, renewed, strict=False) if ok}
+        for k in extra:
+            log.info("shard %d given up: over this aggregator's share of %d", k, share)
+        for k in sorted(set(self.owned) - kept):
+            self._drop(k)
+        free = [k for k, o in enumerate(owners) if o is None]
+        want = share - len(kept)
+        if want > 0 and free:
+            # start at a place of its own: aggregators starting together take different shards
+            start = zlib.crc32(self.consumer.encode()) % keys.shards
+            free.sort(key=lambda k: (k - start) % keys.shards)
+            pipe = self.r.pipeline(transaction=False)
+            for k in free[:want]:
+                pipe.set(keys.shard_owner(k), self.consumer, nx=True, px=self.lease_ms)
+            for k, got in zip(free[:want], pipe.execute(), strict=True):
+                if got:
+                    self._take(k)
+        self._last_balance = time.time()
+
+    def _take(self, shard: int) -> None:
+        agg = self._build(self.keys.for_shard(shard))
+        agg.group.take_over()  # what the last owner read and never acknowledged, at once
+        self.owned[shard] = agg
+        self._busy = True
+        log.info("shard %d taken by %s (%d owned)", shard, self.consumer, len(self.owned))
+
+    def _drop(self, shard: int) -> None:
+        if self.owned.pop(shard, None) is not None:
+            log.info("shard %d no longer owned by %s", shard, self.consumer)
+
+    def release(self) -> None:
+        """Give every owned shard up and leave the live set (on a clean stop)."""
+        calls = [shard_owner(self.keys, k, self.consumer, 0) for k in sorted(self.owned)]
+        self.runner.run(calls)
+        self.r.zrem(self.keys.aggregators, self.consumer)
+        self.owned.clear()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def step(self) -> BatchReport:
+        """Balance when due, then one step of each owned shard; the steps block (splitting
+        ``block_ms`` between the shards) only when the last round read nothing."""
+        if time.time() - self._last_balance >= self.balance_every:
+            self.balance()
+        total = BatchReport()
+        if not self.owned:
+            return total
+        block = 0 if self._busy else max(1, self.s.block_ms // len(self.owned))
+        for agg in list(self.owned.values()):
+            report = agg.step(block_ms=block)
+            for name in ("labels_read", "applied", "failed", "dead", "finalised", "asked"):
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+            for status, n in report.counts.items():
+                total.counts[status] = total.counts.get(status, 0) + n
+        self._busy = bool(total.labels_read or total.progress)
+        return total
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Step until ``stop`` is set, then give the shards up."""
+        stop = stop or threading.Event()
+        wait = RECONNECT_FIRST
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except (redis.ConnectionError, redis.TimeoutError) as err:
+                    log.warning("redis unavailable (%s): retrying in %.1f s", err, wait)
+                    stop.wait(wait)
+                    wait = min(wait * 2, RECONNECT_MAX)
+                    continue
+                wait = RECONNECT_FIRST
+                if not self.owned:
+                    stop.wait(IDLE_WAIT)
+        finally:
+            try:
+                self.release()
+            except redis.RedisError as err:  # the owner keys expire by themselves
+                log.warning("shards not given up (%s): they expire in %.1f s", err,
+                            self.s.shard_lease_seconds)  # fmt: skip
