@@ -18,9 +18,9 @@ from gtx_stream.store.scripts import ScriptCall
 @dataclass(frozen=True)
 class StallDelay:
     """How long a frame the sweep took, and left waiting, waits before it is taken again: its
-    stalled age (from its opening or the last wake) times a spread in [0.5, 1] fixed by its id,
-    at least ``shortest``, at most ``longest`` seconds. ``longest`` 0: none (taken again next
-    sweep)."""
+    stalled age (from its opening or the last wake; at least ``shortest``) times 1 + spread,
+    spread in [0, 1) fixed by its id; at most ``longest`` times (1 + spread) / 2 seconds.
+    ``longest`` 0: none (taken again next sweep)."""
 
     shortest: float = 0.0
     longest: float = 0.0

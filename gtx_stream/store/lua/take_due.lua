@@ -4,10 +4,11 @@
 -- (stalled: nobody could be asked, nothing ends it yet) is not decided again every sweep.
 -- The delay grows with how long the frame has stalled, counted from its opening or from the
 -- last wake (ARGV[3]: the sweeper saw something a stalled frame waits on change, and made them
--- all due, wake_waiting.lua), whichever is later: age * spread, at least ARGV[4], at most
--- ARGV[5], where spread, in [0.5, 1], is fixed per frame by its id, so that frames that stalled
--- together come due apart. A frame taken at age a is due again at a * (1 + spread): each delay
--- 1.5 to 2 times the one before, up to the cap.
+-- all due, wake_waiting.lua), whichever is later: a frame stalled for a seconds is due again
+-- after max(a, ARGV[4]) * (1 + spread), at most ARGV[5] * (1 + spread) / 2, where spread, in
+-- [0, 1), is fixed per frame by its id, so that frames that stalled together come due apart
+-- (and, at the cap, drift apart: half to all of ARGV[5]). Each delay is so 2 to 3 times the one
+-- before, up to the cap.
 -- KEYS[1] = waiting zset (<prefix>:waiting; frame id -> unix seconds from which it is due)
 -- KEYS[2] = open zset    (<prefix>:open; frame id -> opened_at)
 -- ARGV[1] = now (unix seconds)
@@ -22,7 +23,7 @@ local now = tonumber(ARGV[1])
 local since = tonumber(ARGV[3] or '0')
 local shortest, longest = tonumber(ARGV[4] or '0'), tonumber(ARGV[5] or '0')
 local function spread(fid)  -- from the first 32 bits of the id's SHA-1: uniform, fixed per id
-  return 0.5 + 0.5 * tonumber(string.sub(redis.sha1hex(fid), 1, 8), 16) / 4294967296
+  return tonumber(string.sub(redis.sha1hex(fid), 1, 8), 16) / 4294967296
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local taken = {}
@@ -32,7 +33,8 @@ for _, fid in ipairs(due) do
     local delay = 0
     if longest > 0 then
       local age = now - math.max(tonumber(opened), since)
-      delay = math.min(longest, math.max(shortest, age * spread(fid)))
+      local s = spread(fid)
+      delay = math.min(longest * (1 + s) / 2, math.max(shortest, age) * (1 + s))
     end
     redis.call('ZADD', KEYS[1], 'XX', now + delay, fid)
     taken[#taken + 1] = fid
