@@ -20,7 +20,7 @@ from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.aggregate.sweeper import Sweeper
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
-from gtx_stream.store.waiting_scripts import StallDelay, take_due, wake_waiting
+from gtx_stream.store.waiting_scripts import NO_DELAY, StallDelay, take_due, wake_waiting
 from tests.aggregator_harness import (
     Capture,
     answer,
@@ -312,3 +312,44 @@ def test_a_stalled_frame_ends_as_exhausted_when_its_labeler_is_unregistered(
         time.sleep(0.06)
     (rec,) = final_records(r, keys)
     assert rec["frame_id"] == stalled and rec["reason"] == "exhausted"
+
+
+def _held_takes(r: redis.Redis, keys: Keys, push_back: bool) -> tuple[int, int]:
+    """Strategy uncertainty: six frames get their first labels, then the sampler's one pick
+    stays unanswered for 25 steps while the five others wait for it (held, not stalled on a
+    labeler). How many of them the sweeps took, and how many sweeps ran."""
+    acc = dict.fromkeys(["a", "b", "c"], 0.8)
+    register(r, keys, acc)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, strategy="uncertainty", budget=12, tau=0.99, kappa=3)
+    if not push_back:
+        agg.sweeper.delay = NO_DELAY
+    for i in range(6):
+        open_frame(r, keys, i, i % 2)
+    agg.step(block_ms=1)
+    answer(r, keys, cap, acc)
+    agg.step(block_ms=1)  # the first labels in, and the first pick out
+    (pick,) = cap.pending
+    taken, sweeps, take = [], 0, agg.sweeper.open_frames
+
+    def counted() -> set[str]:
+        nonlocal sweeps
+        sweeps += 1
+        due = take()
+        taken.extend(due - {pick.frame_id})
+        return due
+
+    agg.sweeper.open_frames = counted  # type: ignore[method-assign]
+    for _ in range(25):
+        time.sleep(0.06)
+        agg.step(block_ms=1)
+    assert cap.pending == [pick] and final_records(r, keys) == []
+    return len(taken), sweeps
+
+
+def test_frames_the_sampler_holds_are_pushed_back_too(r: redis.Redis) -> None:
+    held, sweeps = _held_takes(r, Keys("held-pushed"), push_back=True)
+    every, every_sweeps = _held_takes(r, Keys("held-every"), push_back=False)
+    assert sweeps >= 20 and every_sweeps >= 20
+    assert every >= 5 * (every_sweeps - 1)  # without the delay: the five, every sweep
+    assert held < every / 3
