@@ -112,6 +112,8 @@ def requeue_dead(keys: Keys, dead_id: str, entry: LabelEntry) -> ScriptCall[str 
         return None if answer == "gone" else answer
 
     return ScriptCall(
-        "requeue_dead", (keys.dead, keys.of_frame(entry.frame_id).labels, keys.stats),
-        (dead_id, *flat), decode,
+        "requeue_dead",
+        (keys.dead, keys.of_frame(entry.frame_id).labels, keys.stats),
+        (dead_id, *flat),
+        decode,
     )

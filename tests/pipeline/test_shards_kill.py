@@ -83,8 +83,10 @@ def test_killing_one_of_two_sharded_aggregators_hands_its_shards_over(
                   for s in keys.every_shard() for _, f in r.xrange(s.labels)]  # fmt: skip
         spent = int(r.hget(keys.budget, "spent") or 0)
         dead = r.xlen(keys.dead)
-    print(f"shards taken over {taken:.2f} s after the kill; {len(records)} frames final, "
-          f"{spent} labels spent of {BUDGET}")
+    print(
+        f"shards taken over {taken:.2f} s after the kill; {len(records)} frames final, "
+        f"{spent} labels spent of {BUDGET}"
+    )
     assert taken < 10, f"shards taken over after {taken:.1f} s"
     assert len(opened) == len(set(opened)) > 40
     finals = sorted(f["frame_id"] for f in records)

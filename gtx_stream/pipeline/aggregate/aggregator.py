@@ -134,12 +134,14 @@ class Aggregator:
     def step(self, block_ms: int | None = None) -> BatchReport:
         report = BatchReport()
         entries = self.group.read(self.s.block_ms if block_ms is None else block_ms)
-        intake = self.intake.take(entries, report)
-        touched = intake.touched
+        swept: set[str] = set()
         if time.time() - self._last_sweep >= self.s.sweep_seconds:
-            touched |= self.sweeper.expire_leases()
-            touched |= self.sweeper.open_frames()
+            # before the batch is applied: a frame its labels leave waiting is decided in this
+            # step anyway, and the sweep would take it (and stamp it) for nothing
+            swept = self.sweeper.expire_leases() | self.sweeper.open_frames()
             self._last_sweep = time.time()
+        intake = self.intake.take(entries, report)
+        touched = intake.touched | swept
         over, budget = False, None
         if self.sampler is not None or touched:
             budget = intake.budget_left if intake.budget_read else self.budget_left()

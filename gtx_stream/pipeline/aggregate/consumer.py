@@ -52,6 +52,8 @@ class GroupConsumer:
         self._last_claim = 0.0
         self._claim_cursor = dict.fromkeys(self.streams, "0-0")
         self._taking_over: set[str] = set()
+        self.read_seconds = 0.0
+        """How long the last XREADGROUP took (its block included)."""
 
     def create_group(self) -> None:
         for stream in self.streams:
@@ -71,6 +73,7 @@ class GroupConsumer:
         elif now - self._last_claim >= self.claim_idle_seconds / 2:
             entries += self._claim()
             self._last_claim = now
+        began = time.perf_counter()
         resp = self.r.xreadgroup(
             self.group,
             self.consumer,
@@ -78,6 +81,7 @@ class GroupConsumer:
             count=self.batch_size,
             block=block_ms if block_ms > 0 else None,
         )
+        self.read_seconds = time.perf_counter() - began
         for stream, items in cast(list[Any], resp or []):
             name = text(stream)
             entries += [StreamEntry(name, text(entry_id), decode_fields(fields))

@@ -47,6 +47,15 @@ from gtx_stream.store.shards import check_shard_count, shard_owner
 
 log = logging.getLogger(__name__)
 
+LINGER = 2.0
+"""After a step that read less than a full batch, wait this many times as long as the step
+took (its read's blocking left out; at most ``block_ms``) before the next read. A labeler's
+batch of answers splits over the shards, so each of N aggregators sees 1/N of the arrivals:
+stepping at once, it would make about N times as many steps, each with its fixed cost (a
+script call's counters, the decision's numpy, one RQ enqueue per labeler) spread over 1/N of
+the labels. Measured with benchmarks/bench_shards.py (BENCHMARKS.md): aggregator CPU per label
+with 2 aggregators 1.21 to 1.40 times one aggregator's without the wait; latency grows by at
+most twice a step (milliseconds)."""
 IDLE_WAIT = 0.2
 """Seconds an aggregator that owns no shard waits before it looks again."""
 
@@ -65,8 +74,10 @@ class ShardedAggregator:
     ) -> None:
         """The arguments of :class:`Aggregator`; ``keys`` get ``settings.shards``."""
         if settings.strategy == "uncertainty" and settings.shards > 1:
-            raise ConfigError(f"aggregator.strategy uncertainty ranks every open frame at once: "
-                              f"it needs aggregator.shards = 1, not {settings.shards}")
+            raise ConfigError(
+                f"aggregator.strategy uncertainty ranks every open frame at once: "
+                f"it needs aggregator.shards = 1, not {settings.shards}"
+            )
         self.r = client
         self.keys = Keys(keys.prefix, shards=settings.shards)
         self.s = settings
@@ -81,6 +92,8 @@ class ShardedAggregator:
         self.owned: dict[int, Aggregator] = {}
         self._last_balance = 0.0
         self._busy = True  # the last round read something: the next one does not block
+        self.work_seconds = 0.0
+        """How long the last round's steps took, their reads' blocking left out."""
 
     # --- setup and ownership -------------------------------------------------------------------
 
@@ -158,21 +171,29 @@ class ShardedAggregator:
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self) -> BatchReport:
-        """Balance when due, then one step of each owned shard; the steps block (splitting
+        """Balance when due, then one step of each owned shard. One shard: its read blocks up
+        to ``block_ms``, as a plain aggregator's; several: the reads block (splitting
         ``block_ms`` between the shards) only when the last round read nothing."""
         if time.time() - self._last_balance >= self.balance_every:
             self.balance()
         total = BatchReport()
         if not self.owned:
             return total
-        block = 0 if self._busy else max(1, self.s.block_ms // len(self.owned))
+        if len(self.owned) == 1:  # as a plain aggregator: a blocking read returns on arrival
+            block = self.s.block_ms
+        else:  # no shard's block may hold up another's entries
+            block = 0 if self._busy else max(1, self.s.block_ms // len(self.owned))
+        work = 0.0
         for agg in list(self.owned.values()):
+            began = time.perf_counter()
             report = agg.step(block_ms=block)
+            work += time.perf_counter() - began - agg.group.read_seconds
             for name in ("labels_read", "applied", "failed", "dead", "finalised", "asked"):
                 setattr(total, name, getattr(total, name) + getattr(report, name))
             for status, n in report.counts.items():
                 total.counts[status] = total.counts.get(status, 0) + n
         self._busy = bool(total.labels_read or total.progress)
+        self.work_seconds = work
         return total
 
     def run(self, stop: threading.Event | None = None) -> None:
@@ -182,7 +203,7 @@ class ShardedAggregator:
         try:
             while not stop.is_set():
                 try:
-                    self.step()
+                    report = self.step()
                 except (redis.ConnectionError, redis.TimeoutError) as err:
                     log.warning("redis unavailable (%s): retrying in %.1f s", err, wait)
                     stop.wait(wait)
@@ -191,6 +212,8 @@ class ShardedAggregator:
                 wait = RECONNECT_FIRST
                 if not self.owned:
                     stop.wait(IDLE_WAIT)
+                elif 0 < report.labels_read < self.s.batch_size:
+                    stop.wait(min(self.work_seconds * LINGER, self.s.block_ms / 1000))
         finally:
             try:
                 self.release()
