@@ -112,12 +112,15 @@ def feed(r: redis.Redis, keys: Keys, labels: list) -> None:
     pipe.execute()
 
 
-def throughput(url: str, n_frames: int, batch: int) -> tuple[float, float]:
+def fresh(url: str, prefix: str, **settings: Any) -> tuple[redis.Redis, Keys, AggregatorSettings]:
+    """An emptied database, the keys of ``prefix``, and tau 0.99, kappa 5, no sweeps."""
     r = redis.Redis.from_url(url, decode_responses=True)
     r.flushdb()
-    keys = Keys("bench")
-    settings = AggregatorSettings(tau=0.99, kappa=5, max_inflight=5, batch_size=batch,
-                                  sweep_seconds=3600, block_ms=1)  # fmt: skip
+    return r, Keys(prefix), AggregatorSettings(tau=0.99, kappa=5, sweep_seconds=3600, **settings)
+
+
+def throughput(url: str, n_frames: int, batch: int) -> tuple[float, float]:
+    r, keys, settings = fresh(url, "bench", max_inflight=5, batch_size=batch, block_ms=1)
     agg = Aggregator(r, keys, settings, consumer="bench", enqueue=_no_enqueue)
     agg.setup()
     labels, _ = prepare(r, keys, n_frames)
@@ -167,11 +170,7 @@ def answer(r: redis.Redis, keys: Keys, truths: dict[str, int], seed: int) -> int
 
 def ask_loop(url: str, n_frames: int, batch: int) -> dict[str, float]:
     """The aggregator with an ask per label and the real RQ enqueue (see the module's doc)."""
-    r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    keys = Keys("loop")
-    settings = AggregatorSettings(tau=0.99, kappa=5, max_inflight=1, batch_size=batch,
-                                  sweep_seconds=3600, block_ms=1)  # fmt: skip
+    r, keys, settings = fresh(url, "loop", max_inflight=1, batch_size=batch, block_ms=1)
     spent = {"ask": 0.0, "enqueue": 0.0, "jobs": 0.0}
 
     def enqueue(client: redis.Redis, k: Keys, requests: list, lease: float) -> None:
@@ -225,11 +224,7 @@ def ask_loop(url: str, n_frames: int, batch: int) -> dict[str, float]:
 
 
 def latency(url: str, n_frames: int, rate: float) -> tuple[float, float, int]:
-    r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    keys = Keys("lat")
-    settings = AggregatorSettings(tau=0.99, kappa=5, max_inflight=5, sweep_seconds=3600,
-                                  block_ms=5)  # fmt: skip
+    r, keys, settings = fresh(url, "lat", max_inflight=5, block_ms=5)
     agg = Aggregator(r, keys, settings, consumer="lat", enqueue=_no_enqueue)
     agg.setup()
     labels, _ = prepare(r, keys, n_frames, seed=1)
