@@ -1,6 +1,6 @@
 """One aggregator sweep at 1,000 / 10,000 / 50,000 open frames: the old walk against the new
-time-ordered sets, in the same run, on the same Redis; then, with stalled frames, sweeps once a
-second over ``--over`` seconds, stalled frames decided again every sweep against pushed back.
+time-ordered sets, in the same run, on the same Redis; then sweeps once a second over
+``--over`` seconds, stalled frames decided again every sweep against pushed back.
 
 Run:  .venv/bin/python benchmarks/bench_sweep.py [--sizes 1000 10000 50000] [--stalled 0 0.01]
       [--over 120]
@@ -17,11 +17,12 @@ Nothing a sweep does changes the state, so each sweep is timed again on the same
   at most ``MAX_DUE``), and the same decision of what they return, each frame taken due again
   at the next sweep (no stall delay: what every sweep did before the delay).
 
-Over time (stalled share above 0): ``--over`` sweeps, a clock moved on one second a sweep, of
-the sweep without a stall delay (each stalled frame decided every sweep) and then of the
-aggregator's own sweeper (stalled frames pushed back from ``sweep_seconds`` to
-``stall_max_seconds``, waking on changes it watches, those reads included); then one sweep after
-new parameters are written (the wake: every stalled frame decided again at once).
+Over time (every size and share; with none stalled, the baseline): ``--over`` sweeps, a clock
+moved on one second a sweep, of the sweep without a stall delay (each stalled frame decided
+every sweep) and then of the aggregator's own sweeper (stalled frames pushed back from
+``sweep_seconds`` to ``stall_max_seconds``, waking on changes it watches, those reads
+included); then one sweep after new parameters are written (the wake: every stalled frame
+decided again at once).
 
 Both run the aggregator's own ``_decide``, so the decision costs the same per frame; the median
 of ``--repeats`` sweeps (the old walk at most 3 times at 50,000). The one-time seeding walk
@@ -172,7 +173,7 @@ def bench_size(url: str, n: int, stalled: float, repeats: int, sweeps: int = 0) 
     new_s, new_n = timed(new_sweep, agg, repeats)
     old_s, old_n = timed(old_sweep, agg, min(repeats, 3 if n >= 50_000 else repeats))
     assert (new_n, old_n) == (n_stalled, n), (new_n, old_n)
-    timeline = bench_over_time(r, keys, agg, sweeps) if n_stalled and sweeps else None
+    timeline = bench_over_time(r, keys, agg, sweeps) if sweeps else None
     assert (
         r.zcard(keys.open_frames) == n
         and r.hget(keys.stats, "requests") == str(n - n_stalled).encode()

@@ -19,7 +19,7 @@ from gtx_stream.store.scripts import ScriptCall
 class StallDelay:
     """How long a frame the sweep took, and left waiting, waits before it is taken again: its
     stalled age (from its opening or the last wake; at least ``shortest``) times 1 + spread,
-    spread in [0, 1) fixed by its id; at most ``longest`` times (1 + spread) / 2 seconds.
+    spread in [0, 1) fixed by its id; at most ``longest`` times (3 + spread) / 4 seconds.
     ``longest`` 0: none (taken again next sweep)."""
 
     shortest: float = 0.0

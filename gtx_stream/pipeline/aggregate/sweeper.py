@@ -15,8 +15,8 @@ live, those left are backed off or paused, the budget refused the request; while
 uncertainty holds it for the sampler to pick; or when a crash cut the step short between
 applying a label and asking again. Each sweep takes at most ``max_due`` due frames, oldest due
 first, and pushes each back by a delay that grows with how long it has stalled (``take_due.lua``:
-from ``aggregator.sweep_seconds``, 2 to 3 times longer each time, up to half to all of
-``aggregator.stall_max_seconds``, spread by frame), so a sweep costs what is due, not what is
+from ``aggregator.sweep_seconds``, 2 to 3 times longer each time, up to three quarters to all
+of ``aggregator.stall_max_seconds``, spread by frame), so a sweep costs what is due, not what is
 open, nor every stalled frame every second.
 
 What could end a stall is what the sweeper watches, once a sweep: the registered labelers and

@@ -5,10 +5,10 @@
 -- The delay grows with how long the frame has stalled, counted from its opening or from the
 -- last wake (ARGV[3]: the sweeper saw something a stalled frame waits on change, and made them
 -- all due, wake_waiting.lua), whichever is later: a frame stalled for a seconds is due again
--- after max(a, ARGV[4]) * (1 + spread), at most ARGV[5] * (1 + spread) / 2, where spread, in
+-- after max(a, ARGV[4]) * (1 + spread), at most ARGV[5] * (3 + spread) / 4, where spread, in
 -- [0, 1), is fixed per frame by its id, so that frames that stalled together come due apart
--- (and, at the cap, drift apart: half to all of ARGV[5]). Each delay is so 2 to 3 times the one
--- before, up to the cap.
+-- (and, at the cap, drift apart: three quarters to all of ARGV[5]). Each delay is so 2 to 3
+-- times the one before, up to the cap.
 -- KEYS[1] = waiting zset (<prefix>:waiting; frame id -> unix seconds from which it is due)
 -- KEYS[2] = open zset    (<prefix>:open; frame id -> opened_at)
 -- ARGV[1] = now (unix seconds)
@@ -34,7 +34,7 @@ for _, fid in ipairs(due) do
     if longest > 0 then
       local age = now - math.max(tonumber(opened), since)
       local s = spread(fid)
-      delay = math.min(longest * (1 + s) / 2, math.max(shortest, age) * (1 + s))
+      delay = math.min(longest * (3 + s) / 4, math.max(shortest, age) * (1 + s))
     end
     redis.call('ZADD', KEYS[1], 'XX', now + delay, fid)
     taken[#taken + 1] = fid
