@@ -87,7 +87,8 @@ def camera(r: redis.Redis, keys: Keys, sid: str, times: list[float], t0: float,
             dropped[sid] = dropped.get(sid, 0) + 1
 
 
-def run(r: redis.Redis, name: str, seconds: float, burst: bool, per_source: int) -> dict:
+def run(r: redis.Redis, name: str, seconds: float, burst: bool, per_source: int,
+        slots: int = 0) -> dict:  # fmt: skip
     keys = Keys(f"bench-sources-{name.replace(' ', '-').replace(',', '')}")
     for k in r.scan_iter(f"{keys.prefix}:*"):
         r.delete(k)
@@ -96,7 +97,8 @@ def run(r: redis.Redis, name: str, seconds: float, burst: bool, per_source: int)
     for lid in labs.queues:
         r.hset(keys.labelers, lid, f'{{"accuracy": {ACCURACY}, "source": "config"}}')
         r.zadd(keys.live, {lid: time.time() + 3600})
-    settings = AggregatorSettings(tau=0.99, kappa=5, max_open_frames=64, block_ms=5)
+    settings = AggregatorSettings(tau=0.99, kappa=5, max_open_frames=64, block_ms=5,
+                                  labeler_slots=slots)  # fmt: skip
     agg = Aggregator(r, keys, settings, consumer="bench", enqueue=labs.enqueue)  # type: ignore[arg-type]
     agg.setup()
     threads = [threading.Thread(target=agg.run, args=(stop,), daemon=True), *labs.threads]
@@ -146,25 +148,28 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--bound", type=int, default=8, help="max_open_per_source of the third run")
+    ap.add_argument("--slots", type=int, default=1, help="labeler_slots of the last two runs")
     ap.add_argument("--repeat", type=int, default=3, help="alternating repeats of the runs")
     args = ap.parse_args()
     r = redis.Redis.from_url(args.redis)
     bounded = f"burst, bound {args.bound} per source"
-    configs = [("no burst", False, 0), ("burst, shared bound", True, 0),
-               (bounded, True, args.bound)]  # fmt: skip
-    results: dict[str, list[dict]] = {name: [] for name, _, _ in configs}
+    fair = f"{bounded}, {args.slots} slot(s)"
+    configs = [("no burst", False, 0, 0), ("burst, shared bound", True, 0, 0),
+               (bounded, True, args.bound, 0), (f"no burst, {args.slots} slot(s)", False, 0,
+               args.slots), (fair, True, args.bound, args.slots)]  # fmt: skip
+    results: dict[str, list[dict]] = {name: [] for name, *_ in configs}
     for rep in range(args.repeat):
-        for name, burst, bound in configs:
-            results[name].append(run(r, name, args.seconds, burst, bound))
+        for name, burst, bound, slots in configs:
+            results[name].append(run(r, name, args.seconds, burst, bound, slots))
             print(f"repeat {rep + 1}/{args.repeat}: {name} done", file=sys.stderr)
     med = {name: {k: float(np.median([o[k] for o in outs])) for k in outs[0] if k != "name"}
            for name, outs in results.items()}  # fmt: skip
     base = med["no burst"]
-    print(f"{'run (medians of ' + str(args.repeat) + ')':<28}{'steady p50 ms':>14}{'p95 ms':>9}"
+    print(f"{'run (medians of ' + str(args.repeat) + ')':<40}{'steady p50 ms':>14}{'p95 ms':>9}"
           f"{'x base p50':>11}{'x base p95':>11}{'steady final':>13}{'dropped':>8}"
           f"{'burst final':>12}{'dropped':>8}")  # fmt: skip
     for name, o in med.items():
-        print(f"{name:<28}{o['p50']:>14.1f}{o['p95']:>9.1f}{o['p50'] / base['p50']:>11.2f}"
+        print(f"{name:<40}{o['p50']:>14.1f}{o['p95']:>9.1f}{o['p50'] / base['p50']:>11.2f}"
               f"{o['p95'] / base['p95']:>11.2f}{o['steady_final']:>13.0f}"
               f"{o['steady_dropped']:>8.0f}{o['burst_final']:>12.0f}"
               f"{o['burst_dropped']:>8.0f}")  # fmt: skip

@@ -1,4 +1,4 @@
-"""`gtx-stream estimator`: re-learn labeler parameters by EM from every final label, until stopped."""
+"""`gtx-stream estimator`: re-learn labeler parameters by EM from every final label."""
 
 from __future__ import annotations
 

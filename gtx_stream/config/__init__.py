@@ -13,14 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -76,6 +69,7 @@ class AggregatorSettings(_Section):
     max_inflight: int = Field(default=1, ge=1, description="outstanding requests per frame")
     lease_seconds: float = Field(default=30.0, gt=0)
     dispatch: Literal["random", "least_loaded", "best"] = "random"
+    labeler_slots: int = Field(default=0, ge=0, description="requests a labeler holds; 0: any")
     batch_size: int = Field(default=256, ge=1)
     block_ms: int = Field(default=200, ge=1)
     claim_idle_seconds: float = Field(

@@ -352,6 +352,9 @@ MEANING = {
     "aggregator.lease_seconds": "time a labeler has to answer before another one is asked",
     "aggregator.dispatch": "`random`, `least_loaded` or `best` (highest current estimated "
     "accuracy first) choice among eligible labelers",
+    "aggregator.labeler_slots": "requests one labeler holds at once (at least its `batch`); "
+    "when set, requests wait in Redis, not in the labelers' queues, and each active source gets "
+    "an equal share of the slots, so a bursting source cannot delay the others; 0: no cap",
     "aggregator.batch_size": "labels and opened frames read per XREADGROUP",
     "aggregator.block_ms": "milliseconds XREADGROUP blocks when nothing arrives",
     "aggregator.claim_idle_seconds": "reclaim a dead aggregator's pending entries after this",

@@ -38,6 +38,7 @@ from gtx_stream.config import AggregatorSettings, RetentionSettings
 from gtx_stream.core.records import LabelRequest
 from gtx_stream.pipeline.aggregate.consumer import GROUP, GroupConsumer
 from gtx_stream.pipeline.aggregate.decider import Decider
+from gtx_stream.pipeline.aggregate.fairness import FairShare
 from gtx_stream.pipeline.aggregate.intake import LabelIntake
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.aggregate.report import BatchReport
@@ -89,9 +90,12 @@ class Aggregator:
                                         settings.backoff_max_seconds)  # fmt: skip
         self.intake = LabelIntake(client, keys, runner, backoff)
         self.decider = Decider(settings, keys)
+        slots = settings.labeler_slots
+        self.fair = FairShare(client, keys, slots) if slots else None
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
+            self.fair,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)
@@ -142,6 +146,8 @@ class Aggregator:
             self._last_sweep = time.time()
         intake = self.intake.take(entries, report)
         touched = intake.touched | swept
+        if self.fair is not None:  # frames that waited for a labeler's slot last step
+            touched |= self.fair.take_deferred()
         over, budget = False, None
         if self.sampler is not None or touched:
             budget = intake.budget_left if intake.budget_read else self.budget_left()

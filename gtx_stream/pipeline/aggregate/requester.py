@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import redis
 
 from gtx_stream.core.records import LabelRequest
+from gtx_stream.pipeline.aggregate.fairness import FairShare
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.dispatch import Dispatcher, Slot, plan
 from gtx_stream.store import frame_scripts as scripts
@@ -43,7 +44,9 @@ class Requester:
         max_inflight: int,
         lease_seconds: float,
         labeler_leases: Mapping[str, float] | None = None,
+        fair: FairShare | None = None,
     ) -> None:
+        """``fair``: labelers shared between sources (``aggregator.labeler_slots``)."""
         self.r = client
         self.keys = keys
         self.runner = runner
@@ -53,6 +56,7 @@ class Requester:
         self.max_inflight = max_inflight
         self.lease_seconds = lease_seconds
         self.labeler_leases = dict(labeler_leases or {})
+        self.fair = fair
 
     def lease(self, labeler_id: str) -> float:
         """Seconds ``labeler_id`` has to answer a request."""
@@ -62,8 +66,14 @@ class Requester:
         """Ask one more labeler (up to each slot's room) about each frame; how many were."""
         if not slots:
             return 0
-        pool = self.book.pool(with_load=self.dispatcher.needs_load)
-        picks = plan(self.dispatcher, slots, pool)
+        fair = self.fair
+        pool = self.book.pool(with_load=self.dispatcher.needs_load or fair is not None)
+        if fair is not None:
+            wanted = slots
+            slots = fair.select(wanted, fair.free(pool))
+        picks = plan(self.dispatcher, slots, pool, cap=fair.slots if fair else 0)
+        if fair is not None:  # chosen, but no free labeler may take it: next step
+            fair.deferred |= {s.frame.frame_id for s in slots} - {fid for fid, _ in picks}
         if not picks:
             return 0  # eligible labelers exist but none is running (or all are backed off)
         n_labels = {slot.frame.frame_id: slot.frame.n_labels for slot in slots}

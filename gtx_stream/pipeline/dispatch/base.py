@@ -49,8 +49,11 @@ class Dispatcher(Protocol):
         ...
 
 
-def plan(dispatcher: Dispatcher, slots: Sequence[Slot], pool: LabelerPool) -> list[tuple[str, str]]:
-    """``(frame id, labeler)`` of every request to make, at most ``room`` per frame."""
+def plan(
+    dispatcher: Dispatcher, slots: Sequence[Slot], pool: LabelerPool, cap: int = 0
+) -> list[tuple[str, str]]:
+    """``(frame id, labeler)`` of every request to make, at most ``room`` per frame; with
+    ``cap``, a labeler whose load reaches it leaves the pool's available ones."""
     picks: list[tuple[str, str]] = []
     for slot in slots:
         if slot.room <= 0:
@@ -58,4 +61,6 @@ def plan(dispatcher: Dispatcher, slots: Sequence[Slot], pool: LabelerPool) -> li
         for labeler in dispatcher.rank(slot.frame, slot.allowed, pool)[: slot.room]:
             pool.load[labeler] = pool.load.get(labeler, 0) + 1
             picks.append((slot.frame.frame_id, labeler))
+            if cap and pool.load[labeler] >= cap:
+                pool.available.discard(labeler)
     return picks

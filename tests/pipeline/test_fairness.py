@@ -1,0 +1,111 @@
+"""Labelers shared fairly between sources (``aggregator.labeler_slots``), against a real Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import redis
+
+from gtx_stream.pipeline.aggregate.fairness import source_of
+from gtx_stream.store.keys import Keys, split_lease_member
+from tests.aggregator_harness import (
+    Capture,
+    answer,
+    final_records,
+    make_aggregator,
+    open_frame,
+    register,
+    run_until_idle,
+)
+
+ACCURACIES = {f"lab{i}": 0.9 for i in range(4)}
+
+
+def test_source_of_frame_ids() -> None:
+    assert source_of("cam-1-17") == "cam-1"
+    assert source_of("s-0") == "s"
+    assert source_of("odd") == "odd"
+    assert source_of("cam-x") == "cam-x"
+
+
+def _outstanding(r: redis.Redis, keys: Keys) -> tuple[Counter[str], Counter[str]]:
+    members = [split_lease_member(m) for m in r.zrange(keys.leases, 0, -1)]
+    return Counter(source_of(f) for f, _ in members), Counter(lab for _, lab in members)
+
+
+pytestmark = pytest.mark.redis
+
+
+def test_a_burst_gets_its_share_and_the_other_source_is_asked_at_once(
+    r: redis.Redis, keys: Keys
+) -> None:
+    register(r, keys, ACCURACIES)
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, labeler_slots=1, tau=0.99, kappa=3)
+    for i in range(40):  # a burst: 40 frames of one source
+        open_frame(r, keys, i, truth=i % 2, source_id="burst")
+    agg.step(block_ms=1)
+    by_source, by_labeler = _outstanding(r, keys)
+    assert by_source == {"burst": 4}, "alone, the burst gets every slot"
+    assert max(by_labeler.values()) == 1, "no labeler holds more than its slot"
+
+    open_frame(r, keys, 0, truth=1, source_id="steady")
+    answer(r, keys, capture, ACCURACIES)  # 4 slots free again
+    agg.step(block_ms=1)
+    by_source, by_labeler = _outstanding(r, keys)
+    assert by_source["steady"] == 1, "the steady source's frame is asked in the same step"
+    assert by_source["burst"] <= 2, "two active sources: the burst holds at most half"
+    assert max(by_labeler.values()) == 1
+
+    run_until_idle(agg, r, keys, capture, ACCURACIES)
+    finals = final_records(r, keys)
+    ids = [f["frame_id"] for f in finals]
+    assert len(ids) == len(set(ids)) == 41, "every frame finalised once"
+
+
+def test_without_slots_every_frame_is_asked_at_once(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, ACCURACIES)
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, tau=0.99, kappa=3)
+    for i in range(40):
+        open_frame(r, keys, i, truth=i % 2, source_id="burst")
+    agg.step(block_ms=1)
+    assert _outstanding(r, keys)[0] == {"burst": 40}
+
+
+def test_a_frame_left_out_is_asked_when_a_slot_frees(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, {"lab0": 0.9})
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, labeler_slots=1, tau=0.99, kappa=1,
+                          sweep_seconds=3600)  # fmt: skip
+    a = open_frame(r, keys, 0, truth=1, source_id="a")
+    b = open_frame(r, keys, 0, truth=0, source_id="b")
+    agg.step(block_ms=1)
+    assert len(capture.pending) == 1, "one labeler, one slot"
+    first = capture.pending[0].frame_id
+    answer(r, keys, capture, {"lab0": 0.9})
+    agg.step(block_ms=1)  # the label frees the slot; the other frame was left out: asked now
+    assert [req.frame_id for req in capture.pending] == [b if first == a else a]
+    answer(r, keys, capture, {"lab0": 0.9})
+    agg.step(block_ms=1)
+    assert sorted(f["frame_id"] for f in final_records(r, keys)) == sorted([a, b])
+
+
+def test_a_source_active_a_moment_ago_keeps_its_share_free(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, ACCURACIES)
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, labeler_slots=1, tau=0.99, kappa=1)
+    open_frame(r, keys, 0, truth=1, source_id="steady")
+    agg.step(block_ms=1)
+    answer(r, keys, capture, ACCURACIES)
+    agg.step(block_ms=1)  # kappa 1: the steady frame is final, nothing of it outstanding
+    assert len(final_records(r, keys)) == 1
+    for i in range(40):
+        open_frame(r, keys, i, truth=i % 2, source_id="burst")
+    agg.step(block_ms=1)
+    by_source, _ = _outstanding(r, keys)
+    assert by_source == {"burst": 2}, "the steady camera's share stays free for its next frame"
+    open_frame(r, keys, 1, truth=0, source_id="steady")
+    agg.step(block_ms=1)
+    assert _outstanding(r, keys)[0] == {"burst": 2, "steady": 1}, "asked at once"
