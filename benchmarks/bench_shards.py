@@ -3,6 +3,7 @@ aggregators on two shards against one aggregator on one shard, in the same run.
 
 Run:  .venv/bin/python benchmarks/bench_shards.py [--frames 2000] [--labelers 6]
           [--batch 16] [--pairs 2] [--max-open-frames 512] [--contended] [--json]
+      .venv/bin/python benchmarks/bench_shards.py --in-process [--frames 2000] [--pairs 2]
 
 Each run is the whole pipeline of ``bench_batch.py`` (a synthetic video, the ingester, one
 labeler worker process per instant ``simulated`` labeler, ``batch`` frames per request) on a
@@ -18,7 +19,9 @@ owns one shard once both are up; the ingester starts after that). The runs alter
   included), as ``bench_batch.py``;
 - labels/s: labels / (last ``finalised_at`` - first ``opened_at``).
 
-Ratios are 2-vs-1 of each pair, and their median.
+Ratios are 2-vs-1 of each pair, and their median. ``--in-process`` measures only the
+aggregators' steps, in this one process (:func:`in_process`): the CPU per label without the
+other processes' scheduling (still subject to the machine's load).
 """
 
 from __future__ import annotations
@@ -119,9 +122,76 @@ def run_pipeline(
         "redis_cpu_ms_per_label": 1e3 * redis_cpu / n_labels,
         "commands_per_label": sum(calls.values()) / n_labels,
         "top_commands_per_label": {
-            k: round(v / n_labels, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+            k: round(v / n_labels, 4) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
         },
     }
+
+
+def in_process(url: str, n_frames: int, n_labelers: int, shards: int) -> float:
+    """Aggregator CPU per label (ms) of the steps alone, in this process (``time.process_time``
+    around each step: no other process, no scheduler noise): one plain aggregator on one shard,
+    or two sharded ones on ``shards`` shards owning half each, stepped in turn. Requests are
+    answered between rounds by seeded simulated labels, one pipeline of XADDs per round."""
+    from gtx_stream.config import AggregatorSettings
+    from gtx_stream.core.draws import simulated_label
+    from gtx_stream.core.records import LabelEntry, LabelRequest
+    from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+    from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
+    from gtx_stream.store import frame_scripts
+    from gtx_stream.store.scripts import ScriptRunner
+
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    keys = Keys("bench", shards=shards)
+    acc = labeler_accuracies(n_labelers, (0.8, 1.0), seed=0)
+    for lab, a in acc.items():
+        r.hset(keys.labelers, lab, json.dumps({"accuracy": a, "source": "bench"}))
+        r.zadd(keys.live, {lab: time.time() + 3600})
+    pending: list[LabelRequest] = []
+    s = AggregatorSettings(shards=shards, tau=0.99, kappa=5, max_open_frames=10**6)
+    steps: list[Any]
+    if shards == 1:
+        one = Aggregator(
+            r, keys, s, consumer="a0", enqueue=lambda c, k, reqs, ls: pending.extend(reqs)
+        )
+        one.setup()
+        steps = [lambda: one.step(block_ms=0)]
+    else:
+        two = [ShardedAggregator(r, keys, s, consumer=f"a{i}",
+                                 enqueue=lambda c, k, reqs, ls: pending.extend(reqs))
+               for i in range(2)]  # fmt: skip
+        for agg in two:
+            agg.setup()
+        for _ in range(3):  # the second one's share: the first gives half up
+            for agg in two:
+                agg.balance()
+        steps = [agg.step for agg in two]
+    runner = ScriptRunner(r)
+    runner.run([
+        frame_scripts.open_frame(
+            keys, frame_id=f"s-{i}", frame_index=i, source="bench", source_id="s",
+            opened_at=time.time(), ttl=3600, max_open_frames=10**6, reserve_per_frame=0,
+            jpeg=b"jpeg", fields={"truth": str(i % 2)},
+        )
+        for i in range(n_frames)
+    ])  # fmt: skip
+    cpu, labels = 0.0, 0
+    while r.zcard(keys.open_frames):
+        for step in steps:
+            began = time.process_time()
+            step()
+            cpu += time.process_time() - began
+        pipe = r.pipeline(transaction=False)
+        for req in pending:
+            label = simulated_label(0, req.frame_id, req.labeler_id, int(req.frame_id[2:]) % 2,
+                                    acc[req.labeler_id])  # fmt: skip
+            entry = LabelEntry(req.frame_id, req.labeler_id, req.request_id, label)
+            pipe.xadd(keys.of_frame(req.frame_id).labels, entry.to_fields())  # type: ignore[arg-type]
+        labels += len(pending)
+        pending.clear()
+        pipe.execute()
+    r.flushdb()
+    return 1e3 * cpu / labels
 
 
 FIGURES = ("aggregator_cpu_ms_per_label", "commands_per_label", "labels_per_s")
@@ -144,7 +214,20 @@ def main() -> None:
         help="also two aggregators on one shard (the shared group of before)",
     )
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="only the in-process CPU per label of the steps (no processes)",
+    )
     args = ap.parse_args()
+    if args.in_process:
+        with EmbeddedRedis() as server:
+            for pair in range(args.pairs):
+                one = in_process(server.url, args.frames, args.labelers, 1)
+                two = in_process(server.url, args.frames, args.labelers, 2)
+                print(f"in process, pair {pair + 1}: aggregator CPU per label 1x1 {one:.3f} ms, "
+                      f"2x2 {two:.3f} ms, ratio {two / one:.2f}", flush=True)  # fmt: skip
+        return
     kinds = [(1, 1), (2, 2)] + ([(2, 1)] if args.contended else [])
     runs: dict[str, list[dict[str, Any]]] = {f"{a}x{s}": [] for a, s in kinds}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis() as server:
@@ -169,16 +252,14 @@ def main() -> None:
         return
     print(f"{args.frames} frames, {args.labelers} instant labelers (batch {args.batch}), "
           f"{args.pairs} alternating pairs")  # fmt: skip
-    print(f"{'aggregators x shards':<22}" + "".join(f"{k:>30}" for k in FIGURES))
-    for name, outs in runs.items():
-        cells = "".join(f"{' / '.join(f'{o[k]:.3f}' for o in outs):>30}" for k in FIGURES)
-        print(f"{name:<22}{cells}")
-    for name, per in ratios.items():
-        cells = "".join(
-            f"{' / '.join(f'{x:.2f}' for x in xs) + f' (med {statistics.median(xs):.2f})':>30}"
-            for xs in per.values()
-        )  # fmt: skip
-        print(f"{name + ' / 1x1':<22}{cells}")
+    for k in FIGURES:  # one block per figure: a row per kind, one value per pair
+        print(f"{k}:")
+        for name, outs in runs.items():
+            print(f"  {name:<10}" + " / ".join(f"{o[k]:.3f}" for o in outs))
+        for name, per in ratios.items():
+            xs = per[k]
+            ratio = " / ".join(f"{x:.2f}" for x in xs)
+            print(f"  {name + ' / 1x1':<10}{ratio}  (median {statistics.median(xs):.2f})")
 
 
 if __name__ == "__main__":
