@@ -170,3 +170,31 @@ def test_a_silent_aggregators_shards_are_taken_with_their_pending_entries(
     assert sorted(a.owned) == [0, 1]  # within the lease (1 s) and a balance
     assert sorted(f["frame_id"] for f in final_records(r, keys)) == sorted(fids)
     assert r.xpending(keys.for_shard(lost).opened, "aggregator")["pending"] == 0
+
+
+# --- producers write to the frame's shard -------------------------------------------------
+
+
+def test_producers_name_the_frames_shard() -> None:
+    from gtx_stream.cli.status import format_status
+    from gtx_stream.store import frame_scripts
+    from gtx_stream.store.dead_letters import requeue_dead
+    from gtx_stream.store.people import answer_request
+
+    keys = Keys("gtx", shards=4)
+    fid = "cam-17"
+    own = keys.of_frame(fid)
+    opened = frame_scripts.open_frame(
+        keys, frame_id=fid, frame_index=17, source="cam", source_id="cam", opened_at=0.0,
+        ttl=60, max_open_frames=8, reserve_per_frame=0, jpeg=b"j",
+    )  # fmt: skip
+    assert own.opened in opened.keys and own.waiting in opened.keys
+    entry = LabelEntry(fid, "ann", "rid", 1)
+    assert own.labels in answer_request(keys, "ann", "tok", "held", entry).keys
+    assert own.labels in requeue_dead(keys, "1-0", entry).keys
+    assert own.labels == f"gtx:{{s{shard_of(fid, 4)}}}:labels"
+    st = {"redis": "r", "prefix": "gtx", "frames_open": 0, "oldest_open_age_s": None,
+          "frames_finalised": 0, "dead_letters": 0, "labels_applied": 0, "budget_spent": 0,
+          "budget_limit": None, "budget_left": None, "labelers": {}, "shards": 2,
+          "shard_owners": ["agg-a", None]}  # fmt: skip
+    assert "shards           2: s0 agg-a  s1 (none)" in format_status(st)
