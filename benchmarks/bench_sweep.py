@@ -121,24 +121,26 @@ class Clock:
 
 def over_time(
     agg: Aggregator, sweeper: Sweeper, clock: Clock, sweeps: int
-) -> list[tuple[float, int]]:
-    """Seconds and frames decided of each of ``sweeps`` sweeps, one a second on ``clock``."""
+) -> list[tuple[float, float, int]]:
+    """Seconds, this process's CPU seconds and frames decided of each of ``sweeps`` sweeps, one
+    a second on ``clock``."""
     agg.sweeper, sweeper.clock = sweeper, clock
     out = []
     for _ in range(sweeps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = new_sweep(agg)
-        out.append((time.perf_counter() - t0, n))
+        out.append((time.perf_counter() - t0, time.process_time() - c0, n))
         clock.now += agg.s.sweep_seconds
     return out
 
 
-def _summary(sweeps: list[tuple[float, int]]) -> dict[str, float]:
-    times = [t for t, _ in sweeps]
+def _summary(sweeps: list[tuple[float, float, int]]) -> dict[str, float]:
+    times = [t for t, _, _ in sweeps]
     ordered, later = sorted(times), times[len(times) // 2 :]
     return {"median": statistics.median(times), "p99": ordered[int(0.99 * (len(times) - 1))],
             "max": ordered[-1], "mean": statistics.fmean(times), "later": statistics.fmean(later),
-            "frames": statistics.fmean(n for _, n in sweeps)}  # fmt: skip
+            "cpu": statistics.fmean(c for _, c, _ in sweeps),
+            "frames": statistics.fmean(n for _, _, n in sweeps)}  # fmt: skip
 
 
 def bench_over_time(r: redis.Redis, keys: Keys, agg: Aggregator, sweeps: int) -> dict[str, Any]:
@@ -210,12 +212,15 @@ def main() -> None:
     timed_rows = [row for row in rows if row["timeline"]]
     if timed_rows:
         print(f"\nsweeps a simulated second apart, {args.over} of each sweeper; ms per sweep, "
-              "frames decided per sweep; later: the mean of the second half")  # fmt: skip
+              "frames decided per sweep; later: the mean of the second half; cpu: the mean of this "
+              "process's CPU time (Redis's not counted)")  # fmt: skip
         print(f"{'open frames':>12} {'stalled':>8} {'sweeper':>22} {'median':>8} {'p99':>8} "
-              f"{'max':>8} {'mean':>8} {'later':>8} {'frames':>7}")  # fmt: skip
+              f"{'max':>8} {'mean':>8} {'later':>8} {'cpu':>8} {'frames':>7}")  # fmt: skip
     for row in timed_rows:
         for name, t in row["timeline"].items():
-            ms = " ".join(f"{t[q] * 1e3:>8.2f}" for q in ("median", "p99", "max", "mean", "later"))
+            ms = " ".join(
+                f"{t[q] * 1e3:>8.2f}" for q in ("median", "p99", "max", "mean", "later", "cpu")
+            )
             print(f"{row['n']:>12,} {row['stalled']:>8,} {name:>22} {ms} {t['frames']:>7.1f}")
 
 
