@@ -130,13 +130,14 @@ def submit(
             max_open_frames=settings.aggregator.max_open_frames,
             fields=fields,
             reserve_per_frame=settings.aggregator.reserve_per_frame,
-                max_open_per_source=settings.ingest.max_open_per_source,
+            max_open_per_source=settings.ingest.max_open_per_source,
+            source_share=settings.aggregator.budget_per_source,
             reserved=True,
         )
         if code == "opened":
             return frame_id_of(source, index)
         if code == "budget":
-            raise BudgetSpent("the label budget is spent: no frame is opened any more")
+            raise BudgetSpent("the label budget is spent (or this source's share of it)")
         if code == "duplicate":
             # an ingester opened this index under the same source id: take the next one
             index = runner.run_one(frame_scripts.reserve_index(keys, source))

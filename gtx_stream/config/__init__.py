@@ -65,6 +65,7 @@ class AggregatorSettings(_Section):
     kappa: int = Field(default=5, ge=1)
     prior: float = Field(default=0.5, gt=0.0, lt=1.0, description="class prior P(y=1)")
     budget: int = Field(default=0, ge=0, description="labels that may be bought; 0: unlimited")
+    budget_per_source: int = Field(default=0, ge=0, description="labels one source may buy")
     max_open_frames: int = Field(default=64, ge=1)
     max_inflight: int = Field(default=1, ge=1, description="outstanding requests per frame")
     lease_seconds: float = Field(default=30.0, gt=0)

@@ -21,7 +21,7 @@ from gtx_stream.store.keys import Keys, lease_member
 from gtx_stream.store.scripts import ScriptCall
 
 OpenResult = Literal["opened", "duplicate", "budget", "full"]
-AskResult = Literal["ok", "not_open", "stale", "asked", "inflight", "budget"]
+AskResult = Literal["ok", "not_open", "stale", "asked", "inflight", "budget", "source_budget"]
 ApplyStatus = Literal[
     "applied", "failed", "redelivered", "duplicate", "unknown_frame", "unknown_labeler",
     "finalised", "unsolicited", "mismatch", "after_failure",
@@ -50,11 +50,13 @@ def open_frame(
     fields: Mapping[str, str] | None = None,
     reserved: bool = False,
     max_open_per_source: int = 0,
+    source_share: int = 0,
 ) -> ScriptCall[OpenResult]:
     """Open one frame; ``reserve_per_frame`` labels of budget are kept for each open frame.
 
     ``max_open_per_source``: at most this many frames of ``source_id`` open at once (0: only
-    ``max_open_frames`` in all bounds it).
+    ``max_open_frames`` in all bounds it). ``source_share``: "budget" once ``source_id`` has
+    spent this many labels (``aggregator.budget_per_source``; 0: no share of its own).
 
     ``reserved``: the index came from :func:`reserve_index`, so it is this caller's alone and
     need not lie above the source's high-water mark (submitters of one source race).
@@ -67,7 +69,7 @@ def open_frame(
          keys.budget, keys.stats, shard.opened, shard.waiting, keys.source_open(source_id)),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
          reserve_per_frame, "reserved" if reserved else "ordered", max_open_per_source,
-         *extra),
+         source_share, *extra),
         _str,
     )  # fmt: skip
 
@@ -167,13 +169,16 @@ class Ask:
     """Unix seconds the request's lease runs out."""
 
 
-def ask_many(keys: Keys, asks: Sequence[Ask], max_inflight: int) -> ScriptCall[list[AskResult]]:
+def ask_many(
+    keys: Keys, asks: Sequence[Ask], max_inflight: int, source_share: int = 0
+) -> ScriptCall[list[AskResult]]:
     """Record each request (``out:<request_id>``) and take one label of budget for each, in
-    order, in one call; one answer per ask. At most :data:`MAX_ASKS_PER_CALL` asks."""
+    order, in one call; one answer per ask. At most :data:`MAX_ASKS_PER_CALL` asks.
+    ``source_share``: labels one source may spend at most (0: no share of its own)."""
     if len(asks) > MAX_ASKS_PER_CALL:
         raise ValueError(f"{len(asks)} asks in one ask call, at most {MAX_ASKS_PER_CALL}")
     call_keys: list[str] = [keys.budget, keys.leases, keys.load, keys.stats, keys.waiting]
-    args: list[Any] = [max_inflight]
+    args: list[Any] = [max_inflight, source_share]
     for a in asks:
         call_keys += [keys.frame(a.frame_id), keys.frame_requests(a.frame_id)]
         args += [a.labeler, a.n_labels, repr(a.deadline), lease_member(a.frame_id, a.labeler),
@@ -185,11 +190,11 @@ def ask_many(keys: Keys, asks: Sequence[Ask], max_inflight: int) -> ScriptCall[l
 
 
 def ask_calls(
-    keys: Keys, asks: Sequence[Ask], max_inflight: int
+    keys: Keys, asks: Sequence[Ask], max_inflight: int, source_share: int = 0
 ) -> list[ScriptCall[list[AskResult]]]:
     """The :func:`ask_many` calls for any number of asks, in order."""
     step = MAX_ASKS_PER_CALL
-    return [ask_many(keys, asks[i : i + step], max_inflight)
+    return [ask_many(keys, asks[i : i + step], max_inflight, source_share)
             for i in range(0, len(asks), step)]  # fmt: skip
 
 

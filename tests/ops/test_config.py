@@ -352,6 +352,9 @@ MEANING = {
     "aggregator.lease_seconds": "time a labeler has to answer before another one is asked",
     "aggregator.dispatch": "`random`, `least_loaded` or `best` (highest current estimated "
     "accuracy first) choice among eligible labelers",
+    "aggregator.budget_per_source": "labels one source may buy at most, so that one camera "
+    "cannot spend the others' share of `budget`; a source that has spent it stops being read "
+    "and its open frames end as `budget`; 0: no share of its own",
     "aggregator.labeler_slots": "requests one labeler holds at once (at least its `batch`); "
     "when set, requests wait in Redis, not in the labelers' queues, and each active source gets "
     "an equal share of the slots, so a bursting source cannot delay the others; 0: no cap",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -109,3 +110,55 @@ def test_a_source_active_a_moment_ago_keeps_its_share_free(r: redis.Redis, keys:
     open_frame(r, keys, 1, truth=0, source_id="steady")
     agg.step(block_ms=1)
     assert _outstanding(r, keys)[0] == {"burst": 2, "steady": 1}, "asked at once"
+
+
+# --- aggregator.budget_per_source: each source's share of the budget ----------------------
+
+
+def test_a_source_never_spends_more_than_its_share_and_its_frames_end_as_budget(
+    r: redis.Redis, keys: Keys
+) -> None:
+    register(r, keys, ACCURACIES)
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, budget_per_source=10, tau=0.999, kappa=4)
+    for i in range(20):
+        open_frame(r, keys, i, truth=i % 2, source_id="burst")
+    for i in range(2):  # at most 2 x kappa = 8 labels: within its share
+        open_frame(r, keys, i, truth=1, source_id="steady")
+    run_until_idle(agg, r, keys, capture, ACCURACIES)
+    spent = r.hgetall(keys.budget)
+    assert int(spent["spent:burst"]) == 10, "the burst spends its share, not more"
+    finals = final_records(r, keys)
+    assert len(finals) == 22 and len({f["frame_id"] for f in finals}) == 22
+    burst = [f for f in finals if source_of(f["frame_id"]) == "burst"]
+    steady = [f for f in finals if source_of(f["frame_id"]) == "steady"]
+    assert sum(int(f["n_labels"]) for f in burst) == 10
+    assert any(f["reason"] == "budget" for f in burst)
+    assert all(f["reason"] != "budget" for f in steady), "the other source is not charged"
+    assert int(spent["spent:steady"]) == sum(int(f["n_labels"]) for f in steady)
+
+
+def test_a_failed_request_gives_the_source_its_label_back(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, {"bad": 0.9, "good": 0.9})
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, budget_per_source=2, tau=0.99, kappa=2,
+                          backoff_after_failures=100)  # fmt: skip
+    open_frame(r, keys, 0, truth=1, source_id="cam")
+    for _ in range(20):
+        agg.step(block_ms=1)
+        answer(r, keys, capture, {"bad": 0.9, "good": 0.9}, failing=frozenset({"bad"}))
+        if final_records(r, keys):
+            break
+    (final,) = final_records(r, keys)
+    assert json.loads(final["labelers"]) == ["good"]
+    assert int(r.hget(keys.budget, "spent:cam")) == int(final["n_labels"]) == 1
+
+
+def test_an_ingester_stops_a_source_whose_share_is_spent(r: redis.Redis, keys: Keys) -> None:
+    from gtx_stream.pipeline.ingest.ingester import open_frame as ingest_open
+
+    r.hset(keys.budget, "spent:cam", 5)
+    kwargs = dict(source="cam://0", frame_index=0, jpeg=b"j", ttl=60, max_open_frames=10)
+    assert ingest_open(r, keys, source_id="cam", source_share=5, **kwargs) == "budget"
+    assert ingest_open(r, keys, source_id="cam", source_share=6, **kwargs) == "opened"
+    assert ingest_open(r, keys, source_id="other", source_share=5, **kwargs) == "opened"

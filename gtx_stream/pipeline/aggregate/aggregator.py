@@ -95,7 +95,7 @@ class Aggregator:
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
-            self.fair,
+            self.fair, settings.budget_per_source,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)
@@ -186,7 +186,8 @@ class Aggregator:
                 self.sampler.record(Ranking(), out)
         if not frames:
             return
-        decisions = self.decider.decide(frames, self.labelers.params(), budget_left, budget_over)
+        decisions = self.decider.decide(frames, self.labelers.params(), budget_left, budget_over,
+                                        self._source_budget_left(frames))  # fmt: skip
         # one finalise.lua call for the step's finals (up to 256 frames each)
         calls = scripts.finalise_calls(self.keys, decisions.finals, self.grace_seconds)
         for entry_ids in self.runner.run(calls):
@@ -194,6 +195,15 @@ class Aggregator:
         if self.sampler is not None and decisions.ranking is not None:
             self.sampler.record(decisions.ranking)
         report.asked += self.requester.ask(decisions.slots)
+
+    def _source_budget_left(self, frames: Sequence[FrameState]) -> dict[str, int] | None:
+        """Labels each source of ``frames`` may still spend (``aggregator.budget_per_source``)."""
+        share = self.s.budget_per_source
+        if not share:
+            return None
+        sources = sorted({f.meta.get("source_id", "") for f in frames})
+        spent = self.r.hmget(self.keys.budget, [f"spent:{src}" for src in sources])
+        return {src: share - int(x or 0) for src, x in zip(sources, spent, strict=True)}
 
     def _allowed(self, frame: FrameState) -> list[str]:
         everyone = sorted(self.labelers.params())

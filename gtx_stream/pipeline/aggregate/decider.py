@@ -63,8 +63,11 @@ class Decider:
         params: Mapping[str, LabelerParams],
         budget_left: int | None,
         budget_over: bool = False,
+        source_left: Mapping[str, int] | None = None,
     ) -> Decisions:
-        """``budget_over`` (strategy uncertainty): spent, and nothing outstanding anywhere."""
+        """``budget_over`` (strategy uncertainty): spent, and nothing outstanding anywhere.
+        ``source_left``: source id -> labels its frames may still buy (its share of the
+        budget, ``aggregator.budget_per_source``), where sources have shares."""
         out = Decisions()
         if not frames:
             return out
@@ -81,7 +84,10 @@ class Decider:
         n_labels = np.array([f.n_labels for f in frames])
         # Labels still on their way count as possible: wait for them, do not finalise early
         # as exhausted or out of budget.
-        left = np.inf if budget_left is None else budget_left
+        left: float | np.ndarray = np.inf if budget_left is None else budget_left
+        if source_left is not None:
+            own = [source_left.get(f.meta.get("source_id", ""), np.inf) for f in frames]
+            left = np.minimum(left, np.array(own, dtype=float))
         if self.uncertain:
             codes, running = uncertainty_codes(s, post.confidence, n_labels, np.array(eligible),
                                                outstanding, budget_over)  # fmt: skip

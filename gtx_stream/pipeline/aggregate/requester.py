@@ -45,8 +45,10 @@ class Requester:
         lease_seconds: float,
         labeler_leases: Mapping[str, float] | None = None,
         fair: FairShare | None = None,
+        source_share: int = 0,
     ) -> None:
-        """``fair``: labelers shared between sources (``aggregator.labeler_slots``)."""
+        """``fair``: labelers shared between sources (``aggregator.labeler_slots``);
+        ``source_share``: labels one source may spend (``aggregator.budget_per_source``)."""
         self.r = client
         self.keys = keys
         self.runner = runner
@@ -57,6 +59,7 @@ class Requester:
         self.lease_seconds = lease_seconds
         self.labeler_leases = dict(labeler_leases or {})
         self.fair = fair
+        self.source_share = source_share
 
     def lease(self, labeler_id: str) -> float:
         """Seconds ``labeler_id`` has to answer a request."""
@@ -86,7 +89,8 @@ class Requester:
                 for req in requests]  # fmt: skip
         # one ask.lua call for the step's asks (up to 256 each)
         results = [answer for answers in
-                   self.runner.run(scripts.ask_calls(self.keys, asks, self.max_inflight))
+                   self.runner.run(scripts.ask_calls(self.keys, asks, self.max_inflight,
+                                                     self.source_share))
                    for answer in answers]  # fmt: skip
         granted = [req for req, res in zip(requests, results, strict=True) if res == "ok"]
         by_lease: dict[float, list[LabelRequest]] = {}

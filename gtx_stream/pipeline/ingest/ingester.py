@@ -126,6 +126,7 @@ def open_frame(
     reserve_per_frame: int = 1,
     reserved: bool = False,
     max_open_per_source: int = 0,
+    source_share: int = 0,
 ) -> str:
     """Run ``open_frame.lua`` once: "opened", "duplicate", "budget" or "full".
 
@@ -148,6 +149,7 @@ def open_frame(
             fields=fields,
             reserved=reserved,
             max_open_per_source=max_open_per_source,
+            source_share=source_share,
         )
     )
 
@@ -282,7 +284,7 @@ def _ingest(
             elif code == "full":
                 report.dropped += 1
             elif code == "budget":
-                log.info("label budget spent: stopping")
+                log.info("label budget (or this source's share of it) spent: stopping %s", src.uri)
                 report.stopped = "budget"
                 return
             elif code == "stop":
@@ -353,6 +355,7 @@ def _open_with_backpressure(
                 fields=fields,
                 reserve_per_frame=settings.aggregator.reserve_per_frame,
                 max_open_per_source=settings.ingest.max_open_per_source,
+                source_share=settings.aggregator.budget_per_source,
             )
         except (redis.ConnectionError, redis.TimeoutError) as err:
             # Redis restarting: keep this frame and try again, for up to redis_outage_seconds

@@ -106,13 +106,17 @@ local function release(labeler, member, kind)
   released[#released + 1] = member
 end
 
-local function apply_failure(rh, rkey, labeler, member, kind, rid, skipped)
+local function apply_failure(rh, rkey, labeler, member, kind, rid, skipped, source_id)
   release(labeler, member, kind)
   redis.call('HSET', rkey, labeler, 'failed:' .. rid)
   set(rh, labeler, 'failed:' .. rid)
-  -- the budget counts labels obtained or outstanding, never failures
+  -- the budget counts labels obtained or outstanding, never failures; so does the frame's
+  -- source's share of it (ask.lua's spent:<source id>, kept under aggregator.budget_per_source)
   if tonumber(redis.call('HGET', KEYS[5], 'spent') or '0') > 0 then
     redis.call('HINCRBY', KEYS[5], 'spent', -1)
+  end
+  if source_id and tonumber(redis.call('HGET', KEYS[5], 'spent:' .. source_id) or '0') > 0 then
+    redis.call('HINCRBY', KEYS[5], 'spent:' .. source_id, -1)
   end
   if skipped then
     redis.call('HINCRBY', KEYS[4], 'requests_skipped', 1)
@@ -213,7 +217,7 @@ for i = 1, n do
       status = 'unknown_labeler'
     elseif failure and pending then
       -- settled whether or not the frame is still open: the budget is given back either way
-      apply_failure(rh, rkey, labeler, member, kind, rid, skipped)
+      apply_failure(rh, rkey, labeler, member, kind, rid, skipped, get(fh, 'source_id'))
       status = 'failed'
     elseif state ~= 'open' then
       status = 'finalised'

@@ -11,7 +11,10 @@
 -- KEYS[5 + 2i - 1] = frame hash          (<prefix>:{f:<id>}:frame)
 -- KEYS[5 + 2i]     = frame requests hash (<prefix>:{f:<id>}:requests)
 -- ARGV[1] = max outstanding requests per frame
--- then six per ask i (j = 1 + 6(i - 1)):
+-- ARGV[2] = labels one source may spend at most (aggregator.budget_per_source; 0: no share of
+--           its own): counted in the budget hash's field spent:<source id> (the frame hash's
+--           source_id), given back with a failure by apply_labels.lua
+-- then six per ask i (j = 2 + 6(i - 1)):
 -- ARGV[j + 1] = labeler id
 -- ARGV[j + 2] = n_labels the decision to ask was made on
 -- ARGV[j + 3] = lease deadline (unix seconds)
@@ -20,11 +23,14 @@
 -- ARGV[j + 6] = frame id
 -- The request is stored as "out:<request id>" (core.records.RequestState). The requests hash
 -- gets the frame's TTL with its first request.
--- Returns one answer per ask: ok, or why not: not_open, stale, asked, inflight, budget.
+-- Returns one answer per ask: ok, or why not: not_open, stale, asked, inflight, budget,
+-- source_budget (its source spent its share).
 -- Redis calls: three per ask (HMGET, HGETALL, HSET; TTL and EXPIRE with a frame's first
 -- request), and per call one HMGET and HINCRBY of the budget, one ZADD of the leases, one
 -- ZREM of the waiting set, one HINCRBY of the stats and one HINCRBY of the load per labeler.
 local max_out = tonumber(ARGV[1])
+local share = tonumber(ARGV[2])
+local by_source, source_granted = {}, {}  -- source id -> spent, and granted in this call
 local n = (#KEYS - 5) / 2
 local budget = redis.call('HMGET', KEYS[1], 'limit', 'spent')
 local limit = budget[1] and tonumber(budget[1])
@@ -34,9 +40,13 @@ local leases, waiting, load = {}, {}, {}
 local answers = {}
 for i = 1, n do
   local fkey, rkey = KEYS[5 + 2 * i - 1], KEYS[5 + 2 * i]
-  local j = 1 + 6 * (i - 1)
+  local j = 2 + 6 * (i - 1)
   local labeler = ARGV[j + 1]
-  local head = redis.call('HMGET', fkey, 'state', 'n_labels')
+  local head = redis.call('HMGET', fkey, 'state', 'n_labels', 'source_id')
+  local src = head[3] or ''
+  if share > 0 and by_source[src] == nil then
+    by_source[src] = tonumber(redis.call('HGET', KEYS[1], 'spent:' .. src) or '0')
+  end
   local answer
   if head[1] ~= 'open' then
     answer = 'not_open'
@@ -55,8 +65,14 @@ for i = 1, n do
       answer = 'inflight'
     elseif limit and spent >= limit then
       answer = 'budget'
+    elseif share > 0 and by_source[src] >= share then
+      answer = 'source_budget'
     else
       spent = spent + 1
+      if share > 0 then
+        by_source[src] = by_source[src] + 1
+        source_granted[src] = (source_granted[src] or 0) + 1
+      end
       granted = granted + 1
       redis.call('HSET', rkey, labeler, 'out:' .. ARGV[j + 5])
       if #requests == 0 then
@@ -74,6 +90,9 @@ for i = 1, n do
 end
 if granted > 0 then
   redis.call('HINCRBY', KEYS[1], 'spent', granted)
+  for src, count in pairs(source_granted) do
+    redis.call('HINCRBY', KEYS[1], 'spent:' .. src, count)
+  end
   redis.call('ZADD', KEYS[2], unpack(leases))
   for labeler, count in pairs(load) do redis.call('HINCRBY', KEYS[3], labeler, count) end
   redis.call('HINCRBY', KEYS[4], 'requests', granted)

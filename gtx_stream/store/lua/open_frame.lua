@@ -24,12 +24,15 @@
 --            "reserved" (client.submit: the index came from reserve_index.lua, so frames of
 --            one source may open out of order; the high-water mark only ever rises)
 -- ARGV[11] = max open frames of this source (0: no bound of its own)
--- ARGV[12..] = extra frame fields as name, value pairs (truth, task, eligible, file_name,
+-- ARGV[12] = labels this source may spend at most (aggregator.budget_per_source; 0: no share
+--            of its own): once its spent:<source_id> in KEYS[5] reaches it, "budget"
+-- ARGV[13..] = extra frame fields as name, value pairs (truth, task, eligible, file_name,
 --              a client's metadata)
 -- Returns "opened"; or, with nothing written:
 --   "duplicate": the frame exists already, or ("ordered") frame_index <= the source's
 --                high-water mark
---   "budget":    the label budget is spent (the ingester stops)
+--   "budget":    the label budget, or this source's share of it, is spent (the ingester
+--                stops reading this source)
 --   "full":      max open frames are open (in all, or of this source), or the budget left
 --                could not give every open
 --                frame, this one included, ARGV[9] more labels: the end of the budget goes
@@ -48,6 +51,10 @@ if not (ordered and last) and redis.call('EXISTS', KEYS[1]) == 1 then
     return 'duplicate'
 end
 
+local share = tonumber(ARGV[12])
+if share > 0 and tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
+    return 'budget'
+end
 local n_open = redis.call('ZCARD', KEYS[3])
 local budget = redis.call('HMGET', KEYS[5], 'limit', 'spent')
 if budget[1] then
@@ -86,7 +93,7 @@ local fields = {
     'opened_at', ARGV[5],
     'n_labels', '0',
 }
-for i = 12, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
 end
