@@ -99,9 +99,9 @@ def format_status(st: dict[str, Any]) -> str:
     lines += [f"warning          {w}" for w in st.get("warnings", [])]
     lines += _gold_lines(st)
     if len(st.get("sources") or []) > 1:  # one line per source once there are several
-        lines.append(f"{'source':<24}{'open':>6}{'opened':>9}{'finalised':>11}")
+        lines.append(f"{'source':<24}{'open':>6}{'opened':>9}{'finalised':>11}{'spent':>8}")
         lines += [f"{r['source']:<24}{r['open']:>6}{r['opened']:>9}{r['finalised']:>11}"
-                  for r in st["sources"]]  # fmt: skip
+                  f"{r.get('spent', '-'):>8}" for r in st["sources"]]  # fmt: skip
     if not st["labelers"]:
         lines.append(f"labelers         none registered under {st['prefix']}")
         return "\n".join(lines)

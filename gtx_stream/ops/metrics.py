@@ -27,7 +27,7 @@ import redis
 
 from gtx_stream.core.records import FinalRecord, RecordError, text
 from gtx_stream.store import params
-from gtx_stream.store.keys import Keys
+from gtx_stream.store.keys import Keys, source_of
 
 SAMPLE_SECONDS = 5.0
 KEEP_SECONDS = 24 * 3600.0
@@ -324,28 +324,26 @@ def frames(client: redis.Redis, keys: Keys) -> dict[str, int]:
             "dead_letters": int(n_dead)}  # fmt: skip
 
 
-def source_of(frame_id: str) -> str:
-    """The source id in a frame id (``<source id>-<frame index>``)."""
-    head, _, tail = frame_id.rpartition("-")
-    return head if head and tail.isdigit() else frame_id
-
-
 def sources(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Per source: frames open now, opened and finalised since the start (sorted by id)."""
+    """Per source: frames open now, opened and finalised since the start, and labels spent
+    where sources have shares of the budget (``aggregator.budget_per_source``; sorted by id)."""
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.stats)
     pipe.zrange(keys.open_frames, 0, -1)
-    stats, open_ids = pipe.execute()
+    pipe.hgetall(keys.budget)
+    stats, open_ids, budget_fields = pipe.execute()
     rows: dict[str, dict[str, Any]] = {}
 
     def row(sid: str) -> dict[str, Any]:
         return rows.setdefault(sid, {"source": sid, "open": 0, "opened": 0, "finalised": 0})
 
-    for k, v in stats.items():
-        name = text(k)
-        for field, what in (("frames_opened:", "opened"), ("frames_finalised:", "finalised")):
-            if name.startswith(field):
-                row(name[len(field) :])[what] = _int(v)
+    counters = [(stats, "frames_opened:", "opened"), (stats, "frames_finalised:", "finalised"),
+                (budget_fields, "spent:", "spent")]  # fmt: skip
+    for fields, prefix, what in counters:
+        for k, v in fields.items():
+            name = text(k)
+            if name.startswith(prefix):
+                row(name[len(prefix) :])[what] = _int(v)
     for fid in open_ids:
         row(source_of(text(fid)))["open"] += 1
     return [rows[sid] for sid in sorted(rows)]

@@ -109,16 +109,19 @@ def thumbnails(items: Sequence[Mapping[str, Any]]) -> str:
 
 
 def sources(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Frames open, opened and finalised per source (camera, file, submitter)."""
+    """Frames open, opened and finalised per source (camera, file, submitter), and labels
+    spent where sources have shares of the budget."""
     if not rows:
         return '<p class="note">No frame opened yet.</p>'
     body = "".join(
         f'<tr data-source="{escape(r["source"])}"><td>{escape(r["source"])}</td>'
-        f"<td>{r['open']}</td><td>{r['opened']}</td><td>{r['finalised']}</td></tr>"
+        f"<td>{r['open']}</td><td>{r['opened']}</td><td>{r['finalised']}</td>"
+        f"<td>{r.get('spent', '-')}</td></tr>"
         for r in rows
     )
     return ('<table id="sources-table"><thead><tr><th>source</th><th>open</th><th>opened</th>'
-            f"<th>finalised</th></tr></thead><tbody>{body}</tbody></table>")  # fmt: skip
+            "<th>finalised</th><th>labels spent</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")  # fmt: skip
 
 
 def fragments(figures: Mapping[str, Any]) -> dict[str, str]:

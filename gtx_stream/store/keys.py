@@ -249,6 +249,13 @@ class Keys:
         return f"{self.prefix}:{{f:{frame_id}}}:requests"
 
 
+def source_of(frame_id: str) -> str:
+    """The source id in a frame id ``<source id>-<frame index>`` (the ingester's and the
+    client's ids); an id of another form is its own source."""
+    head, _, tail = frame_id.rpartition("-")
+    return head if head and tail.isdigit() else frame_id
+
+
 def lease_member(frame_id: str, labeler_id: str) -> str:
     """The member of :attr:`Keys.leases` for one request (one per frame and labeler)."""
     return f"{frame_id}|{labeler_id}"

@@ -8,8 +8,7 @@ from collections import Counter
 import pytest
 import redis
 
-from gtx_stream.pipeline.aggregate.fairness import source_of
-from gtx_stream.store.keys import Keys, split_lease_member
+from gtx_stream.store.keys import Keys, source_of, split_lease_member
 from tests.aggregator_harness import (
     Capture,
     answer,

@@ -10,8 +10,14 @@ from gtx_stream.ops.metrics import dashboard, sources
 from gtx_stream.ops.status import pipeline_status
 from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.server.admin_view import fragments
-from gtx_stream.store.keys import Keys
-from tests.aggregator_harness import Capture, make_aggregator, register, run_until_idle
+from gtx_stream.store.keys import Keys, source_of
+from tests.aggregator_harness import (
+    Capture,
+    final_records,
+    make_aggregator,
+    register,
+    run_until_idle,
+)
 
 
 def _open(r: redis.Redis, keys: Keys, source: str, index: int, per_source: int,
@@ -62,15 +68,20 @@ def test_status_and_dashboard_show_figures_per_source(r: redis.Redis, keys: Keys
     for i in range(2):
         _open(r, keys, "line-2", i, per_source=0)
     cap = Capture()
-    agg = make_aggregator(r, keys, cap, tau=0.9, kappa=3)
+    agg = make_aggregator(r, keys, cap, tau=0.9, kappa=3, budget_per_source=100)
     run_until_idle(agg, r, keys, cap, acc)
     _open(r, keys, "line1", 4, per_source=0)  # one left open
+    spent = {"line1": 0, "line-2": 0}  # with shares of the budget, each source's spend
+    for f in final_records(r, keys):
+        spent[source_of(f["frame_id"])] += int(f["n_labels"])
+    assert spent["line1"] > 0 and spent["line-2"] > 0
     want = [
-        {"source": "line-2", "open": 0, "opened": 2, "finalised": 2},
-        {"source": "line1", "open": 1, "opened": 5, "finalised": 4},
+        {"source": "line-2", "open": 0, "opened": 2, "finalised": 2, "spent": spent["line-2"]},
+        {"source": "line1", "open": 1, "opened": 5, "finalised": 4, "spent": spent["line1"]},
     ]
     assert sources(r, keys) == want
     assert pipeline_status(r, keys)["sources"] == want
     # the dashboard's Sources table
     html = fragments(dashboard(r, keys))["sources"]
-    assert '<tr data-source="line1"><td>line1</td><td>1</td><td>5</td><td>4</td></tr>' in html
+    row = f"<td>line1</td><td>1</td><td>5</td><td>4</td><td>{spent['line1']}</td></tr>"
+    assert row in html

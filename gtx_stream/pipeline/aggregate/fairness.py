@@ -26,17 +26,10 @@ import redis
 
 from gtx_stream.core.records import text
 from gtx_stream.pipeline.dispatch import LabelerPool, Slot
-from gtx_stream.store.keys import Keys, split_lease_member
+from gtx_stream.store.keys import Keys, source_of, split_lease_member
 
 ACTIVE_SECONDS = 5.0
 """A source whose frames wanted a request this recently still counts for the shares."""
-
-
-def source_of(frame_id: str) -> str:
-    """The source id of a frame id ``<source id>-<frame index>`` (the ingester's and the
-    client's ids); an id of another form is its own source."""
-    head, sep, tail = frame_id.rpartition("-")
-    return head if sep and tail.isdigit() else frame_id
 
 
 class FairShare:
