@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from gtx_stream.core.datasets import load_dataset
 from gtx_stream.core.draws import best_first, labeler_order
@@ -24,6 +25,15 @@ from gtx_stream.pipeline.dispatch import (
     plan,
 )
 from gtx_stream.store.frames import FrameState
+from gtx_stream.store.keys import Keys
+from tests.aggregator_harness import (
+    Capture,
+    final_records,
+    make_aggregator,
+    open_frame,
+    register,
+    run_until_idle,
+)
 
 LABELERS = [f"lab{j}" for j in range(8)]
 
@@ -134,3 +144,26 @@ def test_make_dispatcher_by_name() -> None:
     assert isinstance(make_dispatcher("best", 1), BestDispatcher)
     with pytest.raises(ValueError, match="unknown dispatch"):
         make_dispatcher("cheapest", 1)
+
+
+@pytest.mark.redis
+def test_the_aggregator_with_dispatch_best_asks_the_best_registered_labeler_first(
+    r: redis.Redis, keys: Keys
+) -> None:
+    accuracies = {"lab0": 0.7, "lab1": 0.9, "lab2": 0.6, "lab3": 0.9, "lab4": 0.8}
+    register(r, keys, accuracies)
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, dispatch="best", seed=7, tau=0.999, kappa=5)
+    frames = [open_frame(r, keys, i, truth=i % 2) for i in range(12)]
+    run_until_idle(agg, r, keys, cap, accuracies)
+    asked: dict[str, list[str]] = {}
+    for req in cap.all:
+        asked.setdefault(req.frame_id, []).append(req.labeler_id)
+    assert len(final_records(r, keys)) == len(frames)
+    firsts = set()
+    for fid in frames:
+        seeded = labeler_order(7, fid, sorted(accuracies))
+        expected = sorted(seeded, key=lambda lab: -accuracies[lab])  # ties in seeded order
+        assert asked[fid] == expected[: len(asked[fid])]
+        firsts.add(asked[fid][0])
+    assert firsts == {"lab1", "lab3"}  # the two best, tied: each goes first on some frames
