@@ -165,6 +165,24 @@ def test_a_change_of_what_stalled_frames_wait_on_makes_them_due_at_once(
     assert s.open_frames() == {fid}
 
 
+def test_a_source_that_spends_its_share_wakes_its_stalled_frames(
+    r: redis.Redis, keys: Keys
+) -> None:
+    """With ``aggregator.budget_per_source`` the decider ends a source's open frames as budget
+    once the source has spent its share: the sweep must decide them again then."""
+    register(r, keys, {"a": 0.9}, live=False)
+    r.hset(keys.budget, mapping={"spent": 4, "spent:src": 4})
+    fid = open_frame(r, keys, 0, 1)
+    clock = Clock()
+    s = Sweeper(r, keys, ScriptRunner(r), book=FreshBook(r, keys, 5.0), delay=DELAY,
+                clock=clock, source_share=5)  # fmt: skip
+    assert len(_taken_at(s, clock, fid, 40)) < 10
+    r.zadd(keys.waiting, {fid: clock.now + 3600}, xx=True)
+    assert s.open_frames() == set()
+    r.hincrby(keys.budget, "spent:src", 1)  # src's fifth label: its share is spent
+    assert s.open_frames() == {fid}
+
+
 def test_what_stalled_frames_do_not_wait_on_wakes_nothing(r: redis.Redis, keys: Keys) -> None:
     register(r, keys, {"a": 0.9}, live=False)
     fid = open_frame(r, keys, 0, 1)

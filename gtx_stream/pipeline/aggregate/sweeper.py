@@ -22,11 +22,12 @@ open, nor every stalled frame every second.
 What could end a stall is what the sweeper watches, once a sweep: the registered labelers and
 their parameters (a registration, new accuracies, an unregistered person), who can be asked
 now (a labeler live again, a backoff or a pause over), the budget's limit and whether it ran
-out. When any of it changes, every waiting frame pushed back is made due again
-(``wake_waiting.lua``, at most ``WAKE_CHUNK`` a sweep, the rest the next sweeps), and their
-delays start again from the shortest. So nothing waits on its delay for a change the sweeper
-sees; the delay bounds how late a frame is decided for anything it does not see. A new
-sweeper (an aggregator starting) wakes them once: it cannot know what changed before it ran.
+out, and (with ``aggregator.budget_per_source``) which sources have spent their share. When
+any of it changes, every waiting frame pushed back is made due again (``wake_waiting.lua``, at
+most ``WAKE_CHUNK`` a sweep, the rest the next sweeps), and their delays start again from the
+shortest. So nothing waits on its delay for a change the sweeper sees; the delay bounds how late
+a frame is decided for anything it does not see. A new sweeper (an aggregator starting) wakes
+them once: it cannot know what changed before it ran.
 
 A Redis from before ``waiting`` has open frames that are in neither set: the first sweep that
 finds no ``waiting:seeded`` mark puts every open frame in ``waiting`` (due now) and sets the mark.
@@ -78,6 +79,8 @@ class Watched:
     """The budget's limit (None: unlimited)."""
     spent_out: bool
     """Whether the budget has no label left."""
+    sources_out: frozenset[str]
+    """Sources that have spent their share of the budget (``aggregator.budget_per_source``)."""
 
 
 class Sweeper:
@@ -91,10 +94,12 @@ class Sweeper:
         book: LabelerBook | None = None,
         delay: StallDelay = NO_DELAY,
         clock: Callable[[], float] = time.time,
+        source_share: int = 0,
     ) -> None:
         """``book``: the aggregator's labelers, watched for changes that wake stalled frames
         (None: nothing watched, no wakes); ``delay``: how a frame left waiting is pushed back
-        (the default: not at all, due again next sweep); ``clock``: unix seconds."""
+        (the default: not at all, due again next sweep); ``clock``: unix seconds;
+        ``source_share``: ``aggregator.budget_per_source`` (0: none)."""
         self.r = client
         self.keys = keys
         self.runner = runner
@@ -102,6 +107,7 @@ class Sweeper:
         self.book = book
         self.delay = delay
         self.clock = clock
+        self.source_share = source_share
         self._seeded = False
         self._watched: Watched | None = None
         self._woke_at = 0.0  # the last wake: stalled ages count from it
@@ -119,7 +125,8 @@ class Sweeper:
         """The aggregator's sweeper: stalled frames pushed back from ``sweep_seconds`` up to
         ``stall_max_seconds``, woken by changes of ``book``'s labelers and of the budget."""
         delay = StallDelay(settings.sweep_seconds, settings.stall_max_seconds)
-        return cls(client, keys, runner, book=book, delay=delay)
+        return cls(client, keys, runner, book=book, delay=delay,
+                   source_share=settings.budget_per_source)  # fmt: skip
 
     def expire_leases(self) -> set[str]:
         """Frames whose outstanding request's lease ran out (now late): ask someone else."""
@@ -157,10 +164,14 @@ class Sweeper:
         if self.book is None:
             return None
         available = frozenset(self.book.pool(with_load=False).available)
-        limit, spent = self.r.hmget(self.keys.budget, ["limit", "spent"])
-        left = scripts.budget_left(limit, spent)
-        return Watched(dict(self.book.params()), available, None if limit is None else text(limit),
-                       left is not None and left <= 0)  # fmt: skip
+        budget = {text(k): text(v) for k, v in self.r.hgetall(self.keys.budget).items()}
+        limit = budget.get("limit")
+        left = scripts.budget_left(limit, budget.get("spent"))
+        share = self.source_share
+        out = frozenset(k.removeprefix("spent:") for k, v in budget.items()
+                        if share and k.startswith("spent:") and int(v) >= share)  # fmt: skip
+        return Watched(dict(self.book.params()), available, limit, left is not None and left <= 0,
+                       out)  # fmt: skip
 
     def wake_if_changed(self) -> int:
         """Make the pushed-back waiting frames due now when what they wait on changed since the
