@@ -2,7 +2,7 @@
 aggregators on two shards against one aggregator on one shard, in the same run.
 
 Run:  .venv/bin/python benchmarks/bench_shards.py [--frames 2000] [--labelers 6]
-          [--batch 16] [--pairs 2] [--max-open-frames 512] [--contended] [--json]
+          [--batch 16] [--pairs 2] [--max-open-frames 512] [--contended] [--also AxS] [--json]
       .venv/bin/python benchmarks/bench_shards.py --in-process [--frames 2000] [--pairs 2]
 
 Each run is the whole pipeline of ``bench_batch.py`` (a synthetic video, the ingester, one
@@ -213,6 +213,13 @@ def main() -> None:
         action="store_true",
         help="also two aggregators on one shard (the shared group of before)",
     )
+    ap.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="AxS",
+        help="one more kind per pair: A aggregators on S shards (e.g. 1x2)",
+    )
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ap.add_argument(
         "--in-process",
@@ -229,6 +236,7 @@ def main() -> None:
                       f"2x2 {two:.3f} ms, ratio {two / one:.2f}", flush=True)  # fmt: skip
         return
     kinds = [(1, 1), (2, 2)] + ([(2, 1)] if args.contended else [])
+    kinds += [(int(a), int(s)) for a, s in (kind.split("x") for kind in args.also)]
     runs: dict[str, list[dict[str, Any]]] = {f"{a}x{s}": [] for a, s in kinds}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis() as server:
         for pair in range(args.pairs):
