@@ -138,14 +138,10 @@ class Aggregator:
     def step(self, block_ms: int | None = None) -> BatchReport:
         report = BatchReport()
         entries = self.group.read(self.s.block_ms if block_ms is None else block_ms)
-        swept: set[str] = set()
-        if time.time() - self._last_sweep >= self.s.sweep_seconds:
-            # before the batch is applied: a frame its labels leave waiting is decided in this
-            # step anyway, and the sweep would take it (and stamp it) for nothing
-            swept = self.sweeper.expire_leases() | self.sweeper.open_frames()
-            self._last_sweep = time.time()
         intake = self.intake.take(entries, report)
-        touched = intake.touched | swept
+        touched = intake.touched
+        if self.sampler is not None and self._sweep_due():  # strategy 2: the sweep first
+            touched |= self._sweep()
         if self.fair is not None:  # frames that waited for a labeler's slot last step
             touched |= self.fair.take_deferred()
         over, budget = False, None
@@ -156,11 +152,26 @@ class Aggregator:
             touched |= self.sampler.open_frames()
         if touched:
             self._decide(sorted(touched), intake.known, budget, report, over)
+        if self.sampler is None and self._sweep_due():
+            # after the batch's decisions: the frames it opened or answered are asked or final
+            # by now, so the sweep takes (and stamps) only frames that are really waiting
+            swept = self._sweep() - touched
+            if swept:
+                self._decide(sorted(swept), {}, self.budget_left(), report)
         if self.sampler is not None:
             report.asked += self.sampler.pick(self.requester.ask, self._allowed)
         self.group.ack(entries, progress=report.progress)
         self.retainer.apply_if_due()
         return report
+
+    def _sweep_due(self) -> bool:
+        return time.time() - self._last_sweep >= self.s.sweep_seconds
+
+    def _sweep(self) -> set[str]:
+        """Frames whose lease ran out, and frames due in ``waiting``."""
+        swept = self.sweeper.expire_leases() | self.sweeper.open_frames()
+        self._last_sweep = time.time()
+        return swept
 
     def budget_left(self) -> int | None:
         return scripts.budget_left(*self.r.hmget(self.keys.budget, ["limit", "spent"]))
