@@ -198,3 +198,24 @@ def test_producers_name_the_frames_shard() -> None:
           "budget_limit": None, "budget_left": None, "labelers": {}, "shards": 2,
           "shard_owners": ["agg-a", None]}  # fmt: skip
     assert "shards           2: s0 agg-a  s1 (none)" in format_status(st)
+
+
+@pytest.mark.redis
+def test_an_aggregator_restarted_under_its_name_serves_the_shards_it_still_owns(
+    r: redis.Redis,
+) -> None:
+    keys = Keys("gtx", shards=2)
+    register(r, keys, ACC)
+    cap = Capture()
+    first = _sharded(r, "agg-a", cap, 2)
+    first.step()
+    assert sorted(first.owned) == [0, 1]
+    # killed and started again at once with the same --consumer: the owner keys still name it
+    again = _sharded(r, "agg-a", cap, 2)
+    fids = [open_frame(r, keys, i, 1) for i in range(10)]
+    deadline = time.monotonic() + 10
+    while r.zcard(keys.open_frames) and time.monotonic() < deadline:
+        again.step()
+        _answer(r, keys, cap)
+    assert sorted(again.owned) == [0, 1]
+    assert sorted(f["frame_id"] for f in final_records(r, keys)) == sorted(fids)

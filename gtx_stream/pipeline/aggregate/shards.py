@@ -136,6 +136,8 @@ class ShardedAggregator:
             log.info("shard %d given up: over this aggregator's share of %d", k, share)
         for k in sorted(set(self.owned) - kept):
             self._drop(k)
+        for k in sorted(kept - set(self.owned)):  # owned under this name by a process before
+            self._take(k)  # it (restarted within the lease): its pending entries are claimed
         free = [k for k, o in enumerate(owners) if o is None]
         want = share - len(kept)
         if want > 0 and free:
