@@ -161,3 +161,16 @@ def test_an_ingester_stops_a_source_whose_share_is_spent(r: redis.Redis, keys: K
     assert ingest_open(r, keys, source_id="cam", source_share=5, **kwargs) == "budget"
     assert ingest_open(r, keys, source_id="cam", source_share=6, **kwargs) == "opened"
     assert ingest_open(r, keys, source_id="other", source_share=5, **kwargs) == "opened"
+
+
+@pytest.mark.parametrize(("slots", "asked"), [(1, ["low", "mid", "top"]), (0, ["top"] * 3)])
+def test_best_dispatch_with_slots_asks_the_next_best_once_the_best_is_full(
+    r: redis.Redis, keys: Keys, slots: int, asked: list[str]
+) -> None:
+    register(r, keys, {"top": 0.95, "mid": 0.85, "low": 0.7})
+    capture = Capture()
+    agg = make_aggregator(r, keys, capture, dispatch="best", labeler_slots=slots, kappa=3)
+    for i in range(3):
+        open_frame(r, keys, i, truth=1, source_id="cam")
+    agg.step(block_ms=1)
+    assert sorted(req.labeler_id for req in capture.pending) == asked
