@@ -43,18 +43,18 @@ def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import load_settings
     from gtx_stream.pipeline.aggregate.aggregator import Aggregator
     from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
-    from gtx_stream.store.connection import connect
+    from gtx_stream.store.connection import connect_both
     from gtx_stream.store.keys import Keys
     from gtx_stream.store.params import register_configured
 
     settings = load_settings(args.config)
-    client = connect(settings)
+    client, queue = connect_both(settings)  # the same client unless redis.queue_url is set
     keys = Keys(settings.redis.prefix, shards=settings.aggregator.shards)
     # several shards: own some of them (with other aggregators) and hand them over on death
     agg: Aggregator | ShardedAggregator = (
         ShardedAggregator if settings.aggregator.shards > 1 else Aggregator
     )(client, keys, settings.aggregator, consumer=args.consumer, retention=settings.retention,
-      labeler_leases=settings.labeler_leases())  # fmt: skip
+      labeler_leases=settings.labeler_leases(), queue_client=queue)  # fmt: skip
     agg.setup()  # refuses a shard count other than the pipeline's (one line, exit 2)
     # configured accuracies fill in; ones loaded from a file or an assessment are kept
     register_configured(client, keys, settings, overwrite=False)

@@ -31,12 +31,12 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import ConfigError, load_settings
     from gtx_stream.ops.status import exporter_warning, health_problem, pipeline_status
-    from gtx_stream.store.connection import connect, redacted
+    from gtx_stream.store.connection import connect_both, redacted
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
     try:
-        client = connect(settings)
+        client, queue = connect_both(settings)  # one client unless redis.queue_url is set
     except ConfigError as err:
         if args.check:
             print(f"unhealthy: {err}", file=sys.stderr)
@@ -47,12 +47,14 @@ def _run(args: argparse.Namespace) -> int:
     prefix = settings.redis.prefix
     try:
         st = pipeline_status(client, Keys(prefix), settings.aggregator.live_seconds,
-                             settings.export.group, settings.gold.qualification)  # fmt: skip
+                             settings.export.group, settings.gold.qualification,
+                             queue)  # fmt: skip
     except redis.RedisError as err:  # e.g. an ACL user without the reads status needs
         print(f"{'unhealthy: ' if args.check else ''}redis error: {err}", file=sys.stderr)
         return 1
     finally:
         client.close()
+        queue.close()
     st["redis"] = redacted(settings.redis.url.get_secret_value())
     st["prefix"] = prefix
     # a lagging exporter is a warning, not unhealthy: the pipeline itself works

@@ -43,6 +43,8 @@ class RedisSettings(_Section):
         default=SecretStr(""),
         description="redis:// or rediss:// URL, user and password included; empty: embedded server",
     )
+    queue_url: SecretStr = Field(default=SecretStr(""), description="standalone Redis of "
+                                 "label requests (RQ queues, jobs); empty: redis.url")  # fmt: skip
     prefix: str = Field(default="gtx", pattern=r"^[A-Za-z0-9_.-]+$")
     socket_timeout: float = Field(default=10.0, gt=0)
 
@@ -325,7 +327,7 @@ def _describe(err: ValidationError) -> str:
     if (
         first["type"] not in ("extra_forbidden", "missing")
         and isinstance(given, str | int | float | bool)
-        and tuple(first["loc"]) not in (("redis",), ("redis", "url"))
+        and tuple(first["loc"]) not in (("redis",), ("redis", "url"), ("redis", "queue_url"))
     ):
         tail = f" (got {given!r})"
     env = _env_variable(first["loc"])

@@ -20,13 +20,15 @@ def pipeline_status(
     live_seconds: float = 5.0,
     export_group: str = "exporter",
     qualification: int = 10,
+    queue: redis.Redis | None = None,
 ) -> dict[str, Any]:
     """Frames open and finalised, labels spent and budget left, queues, per-labeler figures
     (failed requests, failures in a row, seconds of backoff left), the exporter (images
     exported and missing, how far its group is behind on the final stream), and gold: items
     loaded, answers (assessment, apart from the budget), each person's gold record (qualified
     once they have ``qualification`` answers) and who is paused and why. With several shards,
-    each shard's owner (None: unowned) and the sharded aggregators alive."""
+    each shard's owner (None: unowned) and the sharded aggregators alive. Queue lengths are
+    read from ``queue`` (``redis.queue_url``'s Redis; default ``client``)."""
     keys = stored_keys(client, keys)
     pipe = client.pipeline(transaction=False)
     pipe.zcard(keys.open_frames)
@@ -61,7 +63,7 @@ def pipeline_status(
     budget = {text(k): int(v) for k, v in budget.items()}
     now = time.time()
     live_at = {text(k): float(v) for k, v in live}
-    pipe = client.pipeline(transaction=False)
+    pipe = (queue if queue is not None else client).pipeline(transaction=False)
     ids = sorted(labelers)
     for lab in ids:
         pipe.llen(f"rq:queue:{keys.queue(lab)}")

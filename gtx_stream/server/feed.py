@@ -61,6 +61,8 @@ class Feed:
     def __init__(self, state: ServerState, gold: GoldFeed | None = None) -> None:
         self.state = state
         self.r = state.client
+        # the person's RQ queue and jobs: on redis.queue_url's Redis when there is one
+        self.q = state.queue if state.queue is not None else state.client
         self.keys = state.keys
         self.size = 1 + state.settings.label_server.prefetch
         self.gold = gold
@@ -122,11 +124,11 @@ class Feed:
         """Up to ``room`` requests still wanted, popped from the person's queue."""
         out: list[HandItem] = []
         while len(out) < room:
-            popped = self.r.lpop(self.queue_key(person), room - len(out))
+            popped = self.q.lpop(self.queue_key(person), room - len(out))
             if not popped:
                 break
             job_ids = [text(j) for j in popped]
-            with self.r.pipeline(transaction=False) as pipe:
+            with self.q.pipeline(transaction=False) as pipe:
                 for jid in job_ids:
                     pipe.hgetall(RQ_JOB + jid)
                 for jid in job_ids:
@@ -141,7 +143,7 @@ class Feed:
     def _request(self, person: str, job_id: str, raw: dict[Any, Any]) -> LabelRequest | None:
         if not raw:
             return None  # the job expired or was deleted
-        job = Job(job_id, connection=self.r, serializer=JSONSerializer)
+        job = Job(job_id, connection=self.q, serializer=JSONSerializer)
         try:
             job.restore(raw)
             if job.func_name != LABEL_FRAME:
@@ -173,7 +175,7 @@ class Feed:
 
     def waiting(self, person: str) -> int:
         """Requests waiting on the person's queue (not held yet)."""
-        return int(self.r.llen(self.queue_key(person)))
+        return int(self.q.llen(self.queue_key(person)))
 
     def image(self, item: HandItem) -> bytes | None:
         if item.kind == "gold":

@@ -21,3 +21,5 @@ class ServerState:
     client: redis.Redis
     keys: Keys
     settings: Settings
+    queue: redis.Redis | None = None
+    """The label requests' Redis (``redis.queue_url``: people's RQ queues); None: ``client``."""

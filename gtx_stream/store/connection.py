@@ -36,13 +36,15 @@ def connect(
     check: bool = True,
     *,
     decode_responses: bool = False,
+    field: str = "redis.url",
 ) -> redis.Redis:
     """The one builder of Redis clients: for ``url`` (default: settings.redis.url).
 
     Raises :class:`ConfigError` with a one-line message when the URL is empty or unusable
     (``http://...``, a bad port) and, with ``check``, when the server does not answer a PING
     (unreachable, or the credentials are refused). Services that must ride out a Redis that
-    is not up yet pass ``check=False``: a bad URL is still refused at once.
+    is not up yet pass ``check=False``: a bad URL is still refused at once. ``field`` names
+    the setting in those messages.
     """
     url = url if url is not None else settings.redis.url.get_secret_value()
     if not url:
@@ -60,12 +62,45 @@ def connect(
         )
     except ValueError as err:
         # redis-py's messages name the part of the URL that is wrong, never its password
-        raise ConfigError(f"config error: redis.url: {err}") from None
+        raise ConfigError(f"config error: {field}: {err}") from None
     if check:
+        what = "redis" if field == "redis.url" else f"{field} redis"
         try:
             client.ping()
         except redis.AuthenticationError as err:
-            raise ConfigError(f"redis at {redacted(url)}: authentication failed: {err}") from None
+            raise ConfigError(f"{what} at {redacted(url)}: authentication failed: {err}") from None
         except redis.RedisError as err:
-            raise ConfigError(f"redis at {redacted(url)} is unreachable: {err}") from None
+            raise ConfigError(f"{what} at {redacted(url)} is unreachable: {err}") from None
     return client
+
+
+def has_queue_redis(settings: Settings) -> bool:
+    """Whether label requests (RQ queues and jobs) live on a Redis of their own
+    (``redis.queue_url``); else on ``redis.url`` with the state."""
+    return bool(settings.redis.queue_url.get_secret_value())
+
+
+def connect_queue(settings: Settings, check: bool = True) -> redis.Redis:
+    """A client for the label requests' Redis: ``redis.queue_url``, else ``redis.url``.
+
+    RQ runs on a standalone Redis only (no Redis Cluster): everything RQ (enqueueing, the
+    labeler workers' queues, batch draining, a person's feed, queue lengths) goes through
+    this client, everything else through :func:`connect`'s.
+    """
+    if not has_queue_redis(settings):
+        return connect(settings, check=check)
+    url = settings.redis.queue_url.get_secret_value()
+    return connect(settings, url, check=check, field="redis.queue_url")
+
+
+def connect_both(settings: Settings, check: bool = True) -> tuple[redis.Redis, redis.Redis]:
+    """(state, queue): the state client and the label requests' one; the same client when
+    ``redis.queue_url`` is empty (the queues live with the state, one connection pool)."""
+    state = connect(settings, check=check)
+    if not has_queue_redis(settings):
+        return state, state
+    try:
+        return state, connect_queue(settings, check=check)
+    except BaseException:
+        state.close()
+        raise

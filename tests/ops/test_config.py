@@ -325,6 +325,8 @@ def test_status_with_unreachable_redis_as_a_process(tmp_path: Path) -> None:
 MEANING = {
     "redis.url": "redis:// or rediss:// (TLS) URL with ACL user and password; empty: the demo "
     "starts an embedded Redis, the services need a URL",
+    "redis.queue_url": "standalone Redis of the label requests (RQ queues and jobs; RQ does "
+    "not run on Redis Cluster); empty: they live on redis.url",
     "redis.prefix": "prefix of every key and stream; one per pipeline",
     "redis.socket_timeout": "seconds to wait for Redis to connect or answer",
     "aggregator.method": "`gtx`, or the baselines `mv`, `wmv`, `sv`",

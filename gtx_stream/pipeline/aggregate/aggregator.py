@@ -72,9 +72,11 @@ class Aggregator:
         enqueue: Enqueue | None = None,
         retention: RetentionSettings | None = None,
         labeler_leases: Mapping[str, float] | None = None,
+        queue_client: redis.Redis | None = None,
     ) -> None:
         """``labeler_leases``: labeler id -> its lease (``Settings.labeler_leases()``); the
-        others get ``lease_seconds`` (default: ``settings.lease_seconds``)."""
+        others get ``lease_seconds`` (default: ``settings.lease_seconds``). ``queue_client``:
+        where requests are enqueued (``redis.queue_url``); default ``client``."""
         self.r = client
         self.keys = keys
         self.s = settings
@@ -95,7 +97,7 @@ class Aggregator:
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
-            self.fair, settings.budget_per_source,
+            self.fair, settings.budget_per_source, queue_client,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)

@@ -24,7 +24,8 @@ from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
 
 Enqueue = Callable[[redis.Redis, Keys, Sequence[LabelRequest], float], None]
-"""Sends granted requests to the labelers (RQ jobs; tests capture them instead)."""
+"""Sends granted requests to the labelers (RQ jobs; tests capture them instead), given the
+queue Redis's client."""
 
 
 def new_request_id() -> str:
@@ -46,10 +47,14 @@ class Requester:
         labeler_leases: Mapping[str, float] | None = None,
         fair: FairShare | None = None,
         source_share: int = 0,
+        queue_client: redis.Redis | None = None,
     ) -> None:
         """``fair``: labelers shared between sources (``aggregator.labeler_slots``);
-        ``source_share``: labels one source may spend (``aggregator.budget_per_source``)."""
+        ``source_share``: labels one source may spend (``aggregator.budget_per_source``);
+        ``queue_client``: the label requests' Redis (``redis.queue_url``; default ``client``),
+        the one ``enqueue`` is given."""
         self.r = client
+        self.queue = queue_client if queue_client is not None else client
         self.keys = keys
         self.runner = runner
         self.book = book
@@ -97,5 +102,5 @@ class Requester:
         for req in granted:
             by_lease.setdefault(self.lease(req.labeler_id), []).append(req)
         for lease, reqs in by_lease.items():
-            self.enqueue(self.r, self.keys, reqs, lease)
+            self.enqueue(self.queue, self.keys, reqs, lease)
         return len(granted)

@@ -71,6 +71,7 @@ class ShardedAggregator:
         enqueue: Enqueue | None = None,
         retention: RetentionSettings | None = None,
         labeler_leases: Mapping[str, float] | None = None,
+        queue_client: redis.Redis | None = None,
     ) -> None:
         """The arguments of :class:`Aggregator`; ``keys`` get ``settings.shards``."""
         if settings.strategy == "uncertainty" and settings.shards > 1:
@@ -88,6 +89,7 @@ class ShardedAggregator:
         self._build = lambda shard_keys: Aggregator(
             client, shard_keys, settings, consumer=self.consumer, lease_seconds=lease_seconds,
             enqueue=enqueue, retention=retention, labeler_leases=labeler_leases,
+            queue_client=queue_client,
         )  # fmt: skip
         self.owned: dict[int, Aggregator] = {}
         self._last_balance = 0.0

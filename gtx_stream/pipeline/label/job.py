@@ -64,10 +64,18 @@ class WorkerContext:
     """What the job function needs, set once when the worker process starts."""
 
     client: redis.Redis
+    """The state: frames, images, the labels stream."""
     backends: dict[str, Backend] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     build: Callable[[str], Backend] | None = None
     """Builds a backend not in ``backends`` (a plain ``rq worker``); None: refuse it."""
+    queue: redis.Redis | None = None
+    """The label requests' Redis (``redis.queue_url``), where a batch is taken; None:
+    ``client``."""
+
+    @property
+    def queue_client(self) -> redis.Redis:
+        return self.queue if self.queue is not None else self.client
 
     def backend(self, labeler_id: str) -> Backend:
         found = self.backends.get(labeler_id)
@@ -108,11 +116,15 @@ def _runtime() -> WorkerContext:
         if job is None:
             raise LabelError("label_frame runs inside a labeler worker (no worker context, no job)")
         from gtx_stream.config import load_settings
+        from gtx_stream.store.connection import connect, has_queue_redis
 
         settings = load_settings()
+        # the job's connection is RQ's, the queue Redis; the state is redis.url's
+        state = connect(settings) if has_queue_redis(settings) else job.connection
         _fallback = WorkerContext(
-            job.connection, build=lambda lid: build_backend(labeler_settings(settings, lid))
-        )
+            state, build=lambda lid: build_backend(labeler_settings(settings, lid)),
+            queue=job.connection,
+        )  # fmt: skip
     return _fallback
 
 
@@ -229,7 +241,7 @@ def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) ->
         backend = None  # reported below, as the request's failure
     if backend is not None and backend.batch > 1:
         requests += ride_out(
-            lambda: take_requests(ctx.client, keys, labeler_id, backend.batch - 1),
+            lambda: take_requests(ctx.queue_client, keys, labeler_id, backend.batch - 1),
             f"taking a batch for labeler {labeler_id}",
             ctx.stop,
         )

@@ -40,7 +40,7 @@ from rq.timeouts import TimerDeathPenalty
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.pipeline.label.backends import Backend, build_backend
 from gtx_stream.pipeline.label.job import LabelJob, WorkerContext, labeler_settings, set_context
-from gtx_stream.store.connection import connect
+from gtx_stream.store.connection import connect, connect_queue, has_queue_redis
 from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -343,13 +343,17 @@ def run_labeler_worker(
         for lab in chosen:
             backends[lab.id] = build_backend(lab)
         # three clients: RQ raises its socket timeout above its blocking dequeue; the job's
-        # reads and labels keep the configured one; the heartbeat never waits behind either
+        # reads and labels keep the configured one; the heartbeat never waits behind either.
+        # With redis.queue_url, RQ's and the job's batch takes are on the queue Redis.
         jobs = connect(settings)
         clients.append(jobs)
         register_configured(jobs, keys, settings, labeler_ids=ids, overwrite=False)
-        rq_client = connect(settings, check=False)
+        own_queue = has_queue_redis(settings)
+        rq_client = connect_queue(settings, check=own_queue)  # one line if it is unreachable
+        clients.append(rq_client)
+        takes = connect_queue(settings, check=False) if own_queue else None
         beats = connect(settings, check=False)
-        clients += [rq_client, beats]
+        clients += [beats] + ([takes] if takes is not None else [])
 
         for name in ("rq.worker", "rq.job"):  # once here, not racing in each thread
             setup_loghandlers(_rq_level(), name=name)
@@ -358,7 +362,7 @@ def run_labeler_worker(
             beats, keys, ids, served=lambda: [t.labeler_id for t in threads if t.is_alive()]
         )
         with _stop_on_signals(stop):
-            set_context(WorkerContext(jobs, backends, stop))
+            set_context(WorkerContext(jobs, backends, stop, queue=takes))
             try:
                 for thread in threads:
                     thread.start()
