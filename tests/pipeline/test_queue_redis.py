@@ -8,6 +8,7 @@ pipeline still finalises every frame once. With ``queue_url`` empty nothing chan
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,60 @@ def test_the_pipeline_finalises_every_frame_once_with_the_queues_apart(
 def _with_queue_url(p: Pipeline, queue_url: str) -> None:
     """Point the pipeline's services at ``queue_url`` for their label requests."""
     p.sup.env["GTX_REDIS__QUEUE_URL"] = queue_url
+
+
+# --- the label server ----------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_the_label_server_hands_people_their_requests_from_the_queue_redis(
+    redis_url: str, queue_url: str
+) -> None:
+    """The aggregator's real RQ enqueue puts people's requests on the queue Redis; the label
+    server's feed pops them from there (next), and the answers reach the state (answer)."""
+    from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+    from gtx_stream.server.app import build_app
+    from gtx_stream.server.state import ServerState
+    from tests.aggregator_harness import register
+    from tests.server.conftest import PEOPLE, Pipeline, SplitEnqueue, make_settings, open_frames
+
+    state = redis.Redis.from_url(redis_url)
+    queue = redis.Redis.from_url(queue_url)
+    settings = make_settings()
+    keys = Keys(settings.redis.prefix)
+    agg = Aggregator(state, keys, settings.aggregator, consumer="a1",
+                     labeler_leases=settings.labeler_leases(), queue_client=queue)  # fmt: skip
+    agg.setup()
+    register(state, keys, {p: 0.9 for p in PEOPLE}, live=False)
+    app = build_app(ServerState(state, keys, settings, queue=queue))
+    p = Pipeline(state, keys, settings, agg, SplitEnqueue(PEOPLE), app)
+    people = {name: p.person(name) for name in PEOPLE}
+    try:
+        for person in people.values():
+            person.login()
+            person.beat()
+        frames = open_frames(p, 4)
+        p.step(2, machines=False)
+        waiting = {n: queue.llen(queue_key(keys, n)) for n in PEOPLE}
+        assert sum(waiting.values()) >= 4 and not state.exists(queue_key(keys, "alice"))
+        assert people["alice"].http.get("/api/progress").json()["waiting"] == waiting["alice"]
+        labels = {"alice": 1, "bob": 0}
+        for _ in range(200):
+            p.step(machines=False)
+            for name, person in people.items():
+                person.beat()
+                found = person.next()
+                if found is not None:
+                    assert person.answer(found["token"], labels[name]).status_code == 200
+            if not state.zcard(keys.open_frames):
+                break
+        final = p.final()
+    finally:
+        for client in p.clients:
+            client.close()
+    assert set(final) == set(frames)
+    for rec in final.values():
+        assert set(json.loads(rec["labelers"])) <= set(PEOPLE)
+    assert_split(redis_url, queue_url)
+    state.close()
+    queue.close()
