@@ -9,6 +9,7 @@ pipeline still finalises every frame once. With ``queue_url`` empty nothing chan
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,99 @@ def test_the_label_server_hands_people_their_requests_from_the_queue_redis(
     assert_split(redis_url, queue_url)
     state.close()
     queue.close()
+
+
+# --- the ACL users of the queue Redis (docs/access.md) ---------------------------------------
+
+ACCESS = Path(__file__).resolve().parents[2] / "docs" / "access.md"
+
+
+def queue_acl() -> str:
+    """The queue Redis's ACL file shown in docs/access.md."""
+    section = ACCESS.read_text().split("## A queue Redis of its own", 1)[1]
+    found = re.search(r"```text\n(user default .*?)```", section, re.S)
+    assert found, "docs/access.md has no ACL block for the queue Redis"
+    return found.group(1)
+
+
+@pytest.mark.redis
+def test_the_queue_redis_users_of_docs_access_do_their_work(tmp_path: Path, redis_url: str) -> None:
+    """The aggregator, a labeler worker with a batch, the label server and status, each with
+    its user of docs/access.md on the queue Redis: every frame is finalised and nothing is
+    refused (the state Redis has no ACL users here: test_access.py covers it)."""
+    from starlette.testclient import TestClient
+
+    from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+    from gtx_stream.server.app import build_app
+    from gtx_stream.server.state import ServerState
+    from gtx_stream.store.people import create_invite
+    from tests.aggregator_harness import open_frame, register
+    from tests.server.conftest import PersonClient
+
+    acl = queue_acl()
+    (tmp_path / "queue.acl").write_text(acl)
+    passwords = dict(re.findall(r"^user (\S+) on >(\S+) ", acl, re.M))
+    server = EmbeddedRedis(data_dir=tmp_path, extra_args=["--aclfile", str(tmp_path / "queue.acl")])
+    server.start()
+
+    def url(user: str) -> str:
+        return f"redis://{user}:{passwords[user]}@127.0.0.1:{server.port}/0"
+
+    machines = {"s1": 0.9, "s2": 0.85, "s3": 0.8}
+    labelers: list[dict[str, Any]] = [
+        {
+            "id": lab,
+            "backend": "simulated",
+            "accuracy": a,
+            "seed": 4,
+            "batch": 4 if lab == "s1" else 1,
+        }
+        for lab, a in machines.items()
+    ]
+    labelers.append({"id": "alice", "backend": "human", "accuracy": 0.95})
+    agg_settings = both(redis_url, url("gtx-aggregator"), labelers=labelers,
+                        aggregator={"tau": 0.95, "kappa": 3, "sweep_seconds": 0.05})  # fmt: skip
+    worker_settings = both(redis_url, url("gtx-labeler"), labelers=labelers)
+    keys = Keys("gtx")
+    admin = redis.Redis(port=server.port, password=passwords["default"])
+    state, queue = connect_both(agg_settings)
+    http = None
+    try:
+        admin.acl_log_reset()
+        leases = agg_settings.labeler_leases()
+        agg = Aggregator(
+            state, keys, agg_settings.aggregator, "a1", labeler_leases=leases, queue_client=queue
+        )
+        agg.setup()
+        frames = [open_frame(state, keys, i, truth=i % 2) for i in range(6)]
+        pages = redis.Redis.from_url(url("gtx-label-server"))
+        app = build_app(ServerState(state, keys, agg_settings, queue=pages))
+        http = TestClient(app, base_url="http://testserver")
+        alice = PersonClient(http, "alice", create_invite(state, keys, "alice", 3600))
+        alice.login()
+        answered = 0
+        for _ in range(100):
+            register(state, keys, {**machines, "alice": 0.95})  # a burst worker leaves live
+            alice.beat()
+            agg.step(block_ms=1)
+            found = alice.next()
+            if found is not None:
+                assert alice.answer(found["token"], 1).status_code == 200
+                answered += 1
+            assert run_labeler_worker(worker_settings, list(machines), burst=True) == 0
+            if not state.zcard(keys.open_frames):
+                break
+        reader = redis.Redis.from_url(url("gtx-reader"))
+        status = pipeline_status(state, keys, queue=reader)
+        refused = admin.acl_log()
+    finally:
+        if http is not None:
+            http.close()
+        state.close()
+        queue.close()
+        admin.close()
+        server.stop()
+    assert [(e["username"], e["object"]) for e in refused] == []
+    assert answered >= 1
+    assert set(status["labelers"]) == {*machines, "alice"}
+    assert status["frames_finalised"] == len(frames) and status["frames_open"] == 0
