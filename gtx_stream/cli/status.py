@@ -56,6 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         client.close()
         queue.close()
     st["redis"] = redacted(settings.redis.url.get_secret_value())
+    if settings.redis.queue_url.get_secret_value():  # label requests on a Redis of their own
+        st["queue_redis"] = redacted(settings.redis.queue_url.get_secret_value())
     st["prefix"] = prefix
     # a lagging exporter is a warning, not unhealthy: the pipeline itself works
     warning = exporter_warning(st, settings.aggregator.stall_seconds)
@@ -84,6 +86,7 @@ def format_status(st: dict[str, Any]) -> str:
     open_line = f"{st['frames_open']}" + ("" if oldest is None else f"  (oldest {oldest} s)")
     lines = [
         f"redis            {st['redis']}",
+        *([f"queue redis      {st['queue_redis']}"] if st.get("queue_redis") else []),
         f"prefix           {st['prefix']}",
         f"frames open      {open_line}",
         f"frames final     {st['frames_finalised']}  dead letters {st['dead_letters']}",

@@ -107,6 +107,10 @@ def test_an_unreachable_queue_redis_is_one_line_and_no_password(
     assert "unreachable" in message and "s3cret" not in message and "\n" not in message
     with pytest.raises(ConfigError, match="redis.queue_url redis at .* is unreachable"):
         run_labeler_worker(settings, ["s1"], burst=True)
+    from gtx_stream.server.app import app_from_settings
+
+    with pytest.raises(ConfigError, match="redis.queue_url redis at .* is unreachable"):
+        app_from_settings(settings)  # the label server
     config = tmp_path / "c.toml"
     write_config(config, {"redis": {"url": redis_url, "queue_url": queue,
                                     "socket_timeout": 2.0}}, [])  # fmt: skip
@@ -157,7 +161,11 @@ TAU, KAPPA = 0.95, 3
 
 @pytest.mark.redis
 def test_the_pipeline_finalises_every_frame_once_with_the_queues_apart(
-    tmp_path: Path, redis_url: str, queue_url: str
+    tmp_path: Path,
+    redis_url: str,
+    queue_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     video = tmp_path / "line.avi"
     write_truth_csv(tmp_path / "truth.csv", write_synthetic_video(video, N_FRAMES, seed=5))
@@ -182,6 +190,9 @@ def test_the_pipeline_finalises_every_frame_once_with_the_queues_apart(
         status = pipeline_status(p.client, p.keys, queue=queue)
         rq_queues = sorted(q.decode() for q in queue.smembers("rq:queues"))
         queue.close()
+        monkeypatch.setenv("GTX_REDIS__QUEUE_URL", queue_url)
+        assert main(["status", "--config", str(p.config)]) == 0
+        shown = capsys.readouterr().out
     assert sorted(int(f["frame_index"]) for f in records) == list(range(N_FRAMES))
     assert dead == 0
     check_final_records(records, TAU, KAPPA)
@@ -190,6 +201,7 @@ def test_the_pipeline_finalises_every_frame_once_with_the_queues_apart(
     # RQ named the queues it enqueued on there (empty now: every request was taken)
     assert rq_queues == [queue_key(p.keys, lab) for lab in ("s1", "s2", "s3")]
     assert all(v["queue"] == 0 for v in status["labelers"].values())
+    assert f"queue redis      {queue_url}" in shown.splitlines()
     assert_split(redis_url, queue_url)
 
 
