@@ -153,6 +153,37 @@ def test_a_worker_takes_its_batches_from_the_queue_redis_and_labels_on_the_state
     queue.close()
 
 
+@pytest.mark.redis
+def test_a_plain_rq_worker_reaches_the_state_through_redis_url(
+    tmp_path: Path, redis_url: str, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run by a plain ``rq worker``, the job's own connection is the queue Redis's: the state
+    (frames, labels stream) is reached through ``redis.url`` instead."""
+    from types import SimpleNamespace
+
+    import gtx_stream.pipeline.label.job as job
+
+    queue = redis.Redis.from_url(queue_url)
+    config = tmp_path / "c.toml"
+    write_config(config, {"redis": {"url": redis_url, "queue_url": queue_url}}, [])
+    monkeypatch.setenv("GTX_CONFIG", str(config))
+    monkeypatch.setattr(job, "_context", None)
+    monkeypatch.setattr(job, "_fallback", None)
+    monkeypatch.setattr(job, "get_current_job", lambda: SimpleNamespace(connection=queue))
+    ctx = job._runtime()
+    try:
+        assert ctx.queue_client is queue
+        state_port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+        assert ctx.client.connection_pool.connection_kwargs["port"] == state_port
+        assert ctx.client.ping()
+    finally:
+        ctx.client.close()
+        queue.close()
+    monkeypatch.setattr(job, "_fallback", None)
+    write_config(config, {"redis": {"url": redis_url}}, [])  # no queue_url: one connection
+    assert job._runtime().client is queue
+
+
 # --- the whole pipeline, as processes ---------------------------------------------------------
 
 N_FRAMES = 10
