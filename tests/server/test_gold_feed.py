@@ -38,10 +38,14 @@ def test_gold_frames_look_like_requests_go_to_the_gold_book_and_qualify_a_person
     assert p.r.xlen(p.keys.labels) == 0 and not p.r.hget(p.keys.budget, "spent")
     assert p.r.hexists(p.keys.labelers, "alice")  # qualified: registered with her gold score
     assert alice.http.get("/api/progress").json()["answered_today"] == 3
+    deadline = time.time() + 3  # the aggregator re-reads the labelers at most a second later
+    while "alice" not in p.agg.labelers.params() and time.time() < deadline:
+        time.sleep(0.05)  # (a frame opened before it sees her would find nobody to ask)
+    assert "alice" in p.agg.labelers.params()
     open_frames(p, 3)
-    deadline = time.time() + 5  # now her real requests come (the aggregator re-reads
-    extra_gold = 0  # the labelers at most a second later); gold prefetched before she
-    while time.time() < deadline:  # qualified is still shown first
+    deadline = time.time() + 5  # now her real requests come; gold prefetched before she
+    extra_gold = 0  # qualified is still shown first
+    while time.time() < deadline:
         alice.beat()
         p.step(machines=False)
         found = alice.next()
