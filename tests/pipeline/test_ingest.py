@@ -727,6 +727,7 @@ def test_a_live_stream_drops_frames_while_full_instead_of_waiting(
         runner = Runner(raw, keys, make_settings(max_open_frames=3), camera.url)
         wait_until(lambda: r.zcard(keys.open_frames) == 3)
         wait_until(lambda: camera.sent >= 20)
+        sent = camera.sent  # frames sent when the slots free up
         r.zrem(keys.open_frames, *r.zrange(keys.open_frames, 0, -1))  # three slots free up
         wait_until(lambda: r.zcard(keys.open_frames) == 3)
         camera.done.wait(10)
@@ -736,7 +737,9 @@ def test_a_live_stream_drops_frames_while_full_instead_of_waiting(
     assert report.opened == len(ids) == 6
     assert report.dropped >= 10
     levels = [frame_of_level(float(decode(raw.get(keys.image(i)), 0).mean())) for i in ids[3:]]
-    assert min(levels) >= 20  # fresh frames after the slots freed, not frames 3, 4, 5
+    # fresh frames after the slots freed, not frames 3, 4, 5 from a buffer: at most the three
+    # frames in flight (sent, not yet read and decoded) are older than the camera's count
+    assert min(levels) >= max(sent - 3, 6), (sent, levels)
 
 
 def test_source_id_can_be_given(r: redis.Redis, keys: Keys, video: tuple[Path, list[int]]) -> None:
