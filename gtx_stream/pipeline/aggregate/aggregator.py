@@ -112,9 +112,12 @@ class Aggregator:
     def setup(self, budget: int | None = None) -> None:
         """Check the pipeline's shard count (stored by the first service that starts; another
         is refused: :class:`~gtx_stream.store.shards.ShardCountError`), create the consumer
-        group on both streams and set the budget limit."""
+        group on both streams, seed ``waiting`` on a Redis from before it (once, before this
+        aggregator asks anything: a frame seeded after its ask would wait there with a request
+        out) and set the budget limit."""
         check_shard_count(self.r, Keys(self.keys.prefix, shards=self.keys.shards))
         self.group.create_group()
+        self.sweeper.seed_waiting()
         limit = self.s.budget if budget is None else budget
         if limit > 0:
             self.r.hset(self.keys.budget, "limit", limit)
