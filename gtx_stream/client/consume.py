@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import redis
@@ -23,6 +23,7 @@ import redis
 from gtx_stream.core.records import FinalRecord, RecordError, decode_fields, text
 from gtx_stream.pipeline.aggregate.consumer import GroupConsumer, StreamEntry
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import stored_keys
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,16 @@ def final_labels(
     for ever, or ends after ``idle_seconds`` without a new record. A malformed entry is
     logged, acknowledged and skipped.
     """
+    keys = stored_keys(client, keys)  # on a Redis Cluster: one final stream per shard
     reader = GroupConsumer(
         client, keys, consumer, batch_size, claim_idle_seconds, group=group,
-        streams=(keys.final,),
+        streams=[shard.final for shard in keys.state_shards()],
     )  # fmt: skip
     reader.create_group()
     block_ms = int(1000 * max(0.001, min(BLOCK_MAX_SECONDS, socket_timeout / 2)))
     done: list[StreamEntry] = []
     try:
-        for entry in _own_pending(client, keys, group, consumer, batch_size):
+        for entry in _own_pending(client, reader.streams, group, consumer, batch_size):
             record = _record(entry)
             if record is not None:
                 yield record
@@ -88,19 +90,21 @@ def final_labels(
 
 
 def _own_pending(
-    client: redis.Redis, keys: Keys, group: str, consumer: str, batch_size: int
+    client: redis.Redis, streams: Sequence[str], group: str, consumer: str, batch_size: int
 ) -> Iterator[StreamEntry]:
-    """What this consumer read before and never acknowledged (it was restarted), in order."""
-    after = "0"
-    while True:
-        reply = client.xreadgroup(group, consumer, {keys.final: after}, count=batch_size)
-        items = cast(list[Any], reply)[0][1] if reply else []
-        if not items:
-            return
-        for entry_id, fields in items:
-            after = text(entry_id)
-            # an entry trimmed from the stream meanwhile comes with no fields: acknowledged
-            yield StreamEntry(keys.final, after, decode_fields(fields or {}))
+    """What this consumer read before and never acknowledged (it was restarted), in order of
+    each stream."""
+    for stream in streams:
+        after = "0"
+        while True:
+            reply = client.xreadgroup(group, consumer, {stream: after}, count=batch_size)
+            items = cast(list[Any], reply)[0][1] if reply else []
+            if not items:
+                break
+            for entry_id, fields in items:
+                after = text(entry_id)
+                # an entry trimmed from the stream meanwhile comes with no fields: acknowledged
+                yield StreamEntry(stream, after, decode_fields(fields or {}))
 
 
 def _record(entry: StreamEntry) -> FinalRecord | None:

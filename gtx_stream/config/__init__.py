@@ -45,6 +45,8 @@ class RedisSettings(_Section):
     )
     queue_url: SecretStr = Field(default=SecretStr(""), description="standalone Redis of "
                                  "label requests (RQ queues, jobs); empty: redis.url")  # fmt: skip
+    cluster: bool = Field(default=False, description="state and streams on a Redis Cluster")
+    wait_replicas: int = Field(default=1, ge=0, description="cluster: replicas a write waits for")
     prefix: str = Field(default="gtx", pattern=r"^[A-Za-z0-9_.-]+$")
     socket_timeout: float = Field(default=10.0, gt=0)
 

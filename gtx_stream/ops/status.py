@@ -12,6 +12,7 @@ from gtx_stream.core.records import text
 from gtx_stream.ops.metrics import sources as metrics_sources
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.shards import stored_keys
+from gtx_stream.store.state import state_totals
 
 
 def pipeline_status(
@@ -31,36 +32,26 @@ def pipeline_status(
     read from ``queue`` (``redis.queue_url``'s Redis; default ``client``)."""
     keys = stored_keys(client, keys)
     pipe = client.pipeline(transaction=False)
-    pipe.zcard(keys.open_frames)
-    pipe.zrange(keys.open_frames, 0, 0, withscores=True)
-    pipe.hgetall(keys.stats)
-    pipe.hgetall(keys.budget)
     pipe.hgetall(keys.labelers)
     pipe.zrange(keys.live, 0, -1, withscores=True)
-    pipe.hgetall(keys.load)
-    pipe.hgetall(keys.failures)
-    pipe.hgetall(keys.backoff)
-    pipe.xlen(keys.final)
-    pipe.xlen(keys.dead)
     pipe.hgetall(keys.gold_scores)
     pipe.hgetall(keys.paused)
     for shard in keys.every_shard():
         pipe.xlen(shard.labels)
     if keys.shards > 1:
-        pipe.mget([keys.shard_owner(k) for k in range(keys.shards)])
+        for k in range(keys.shards):  # one GET each: on a Redis Cluster their slots differ
+            pipe.get(keys.shard_owner(k))
         pipe.zrange(keys.aggregators, 0, -1, withscores=True)
-    (n_open, oldest, stats, budget, labelers, live, load, failures, backoff, n_final, n_dead,
-     scores, paused, *rest) = pipe.execute()  # fmt: skip
+    labelers, live, scores, paused, *rest = pipe.execute()
     n_labels = sum(rest[: keys.shards])
-    owners = [None if o is None else text(o) for o in rest[keys.shards]] if keys.shards > 1 else []
-    beats = {text(k): float(v) for k, v in rest[keys.shards + 1]} if keys.shards > 1 else {}
-    last_progress = float(stats.pop(b"last_progress_at", stats.pop("last_progress_at", 0)) or 0)
-    stats = {text(k): int(v) for k, v in stats.items()}
+    n = keys.shards
+    owners = [None if o is None else text(o) for o in rest[n : 2 * n]] if n > 1 else []
+    beats = {text(k): float(v) for k, v in rest[2 * n]} if n > 1 else {}
+    state = state_totals(client, keys)
+    n_open, oldest, last_progress = state.n_open, state.oldest, state.last_progress
+    stats, budget, load, failures = state.stats, state.budget, state.load, state.failures
+    backoff, n_final, n_dead = state.backoff, state.n_final, state.n_dead
     labelers = {text(k): json.loads(v) for k, v in labelers.items()}
-    load = {text(k): int(v) for k, v in load.items()}
-    failures = {text(k): int(v) for k, v in failures.items()}
-    backoff = {text(k): float(v) for k, v in backoff.items()}
-    budget = {text(k): int(v) for k, v in budget.items()}
     now = time.time()
     live_at = {text(k): float(v) for k, v in live}
     pipe = (queue if queue is not None else client).pipeline(transaction=False)
@@ -93,7 +84,7 @@ def pipeline_status(
     spent = budget.get("spent", 0)
     return {
         "frames_open": n_open,
-        "oldest_open_age_s": round(now - oldest[0][1], 3) if oldest else None,
+        "oldest_open_age_s": round(now - oldest, 3) if oldest is not None else None,
         "frames_opened": stats.get("frames_opened", 0),
         "frames_finalised": stats.get("frames_finalised", 0),
         "final_stream_length": n_final,
@@ -110,12 +101,12 @@ def pipeline_status(
         "images_exported": stats.get("images_exported", 0),
         "images_missing": stats.get("images_missing", 0),
         "images_filtered": stats.get("images_filtered", 0),
-        "exporter": exporter_status(client, keys, export_group),
+        "exporter": None if keys.cluster else exporter_status(client, keys, export_group),
         "labelers": per_labeler,
         "shards": keys.shards,
         "shard_owners": owners,
         "aggregators": {name: round(now - at, 1) for name, at in sorted(beats.items())},
-        "sources": metrics_sources(client, keys),
+        "sources": [] if keys.cluster else metrics_sources(client, keys),
         **gold_status(stats, scores, paused, qualification),
     }
 

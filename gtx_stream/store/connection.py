@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from gtx_stream.config import ConfigError, Settings
+from gtx_stream.store.cluster import cluster_client
 
 _SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:ssl_)?password=)[^&]*")
 
@@ -52,14 +53,25 @@ def connect(
             "config error: redis.url is empty (no Redis URL): "
             "set GTX_REDIS__URL or [redis] url in the config file"
         )
+    on_cluster = settings.redis.cluster and field == "redis.url"
     try:
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=settings.redis.socket_timeout,
-            socket_connect_timeout=settings.redis.socket_timeout,
-            health_check_interval=30,
-            decode_responses=decode_responses,
-        )
+        if on_cluster:
+            client: redis.Redis = cluster_client(  # type: ignore[assignment]
+                url, settings.redis.wait_replicas,
+                socket_timeout=settings.redis.socket_timeout,
+                socket_connect_timeout=min(2.0, settings.redis.socket_timeout),
+                decode_responses=decode_responses,
+            )  # fmt: skip
+        else:
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=settings.redis.socket_timeout,
+                socket_connect_timeout=settings.redis.socket_timeout,
+                health_check_interval=30,
+                decode_responses=decode_responses,
+            )
+    except redis.RedisError as err:
+        raise ConfigError(f"redis cluster at {redacted(url)} is unreachable: {err}") from None
     except ValueError as err:
         # redis-py's messages name the part of the URL that is wrong, never its password
         raise ConfigError(f"config error: {field}: {err}") from None
@@ -88,6 +100,7 @@ def connect_queue(settings: Settings, check: bool = True) -> redis.Redis:
     this client, everything else through :func:`connect`'s.
     """
     if not has_queue_redis(settings):
+        _queue_off_cluster(settings)
         return connect(settings, check=check)
     url = settings.redis.queue_url.get_secret_value()
     return connect(settings, url, check=check, field="redis.queue_url")
@@ -96,11 +109,22 @@ def connect_queue(settings: Settings, check: bool = True) -> redis.Redis:
 def connect_both(settings: Settings, check: bool = True) -> tuple[redis.Redis, redis.Redis]:
     """(state, queue): the state client and the label requests' one; the same client when
     ``redis.queue_url`` is empty (the queues live with the state, one connection pool)."""
-    state = connect(settings, check=check)
     if not has_queue_redis(settings):
+        _queue_off_cluster(settings)
+        state = connect(settings, check=check)
         return state, state
+    state = connect(settings, check=check)
     try:
         return state, connect_queue(settings, check=check)
     except BaseException:
         state.close()
         raise
+
+
+def _queue_off_cluster(settings: Settings) -> None:
+    if settings.redis.cluster:
+        raise ConfigError(
+            "config error: redis.cluster is set but redis.queue_url is empty: RQ does not run "
+            "on a Redis Cluster, so the label requests need a standalone Redis "
+            "(set GTX_REDIS__QUEUE_URL)"
+        )

@@ -63,10 +63,12 @@ def open_frame(
     """
     extra = [x for pair in (fields or {}).items() for x in pair]
     shard = keys.of_frame(frame_id)  # the opened stream and waiting set of the frame's shard
+    if keys.cluster:  # every shard bounds its own open set (its keys are all in one slot)
+        max_open_frames = -(-max_open_frames // keys.shards)
     return ScriptCall(
         "open_frame",
-        (keys.frame(frame_id), keys.image(frame_id), keys.open_frames, keys.source(source_id),
-         keys.budget, keys.stats, shard.opened, shard.waiting, keys.source_open(source_id)),
+        (keys.frame(frame_id), keys.image(frame_id), shard.open_frames, shard.source(source_id),
+         shard.budget, shard.stats, shard.opened, shard.waiting, shard.source_open(source_id)),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
          reserve_per_frame, "reserved" if reserved else "ordered", max_open_per_source,
          source_share, *extra),
@@ -79,7 +81,7 @@ def open_frame(
 
 def reserve_index(keys: Keys, source_id: str) -> ScriptCall[int]:
     """The next frame index of ``source_id``, handed out once, above its high-water mark."""
-    return ScriptCall("reserve_index", (keys.source(source_id),), (), int)
+    return ScriptCall("reserve_index", (keys.source_index(source_id),), (), int)
 
 
 # --- apply_labels.lua ----------------------------------------------------------------------
@@ -117,7 +119,7 @@ def apply_labels(
     now: float,
 ) -> ScriptCall[Applied]:
     """Apply ``(labels-stream entry id, entry)`` pairs, in order, in one script call."""
-    call_keys: list[str] = [keys.labelers, keys.leases, keys.load, keys.stats, keys.budget,
+    call_keys: list[str] = [keys.script_labelers, keys.leases, keys.load, keys.stats, keys.budget,
                             keys.failures, keys.backoff]  # fmt: skip
     args: list[Any] = [repr(now), backoff.after_failures, repr(backoff.first_seconds),
                        repr(backoff.max_seconds)]  # fmt: skip
@@ -291,10 +293,11 @@ def _final_entry_ids(reply: Any) -> list[str | None]:
 def drop_frame(keys: Keys, frame_id: str, reason: str) -> ScriptCall[bool]:
     """Take a frame whose state expired out of the open set, once, with a dead letter."""
     letter = DeadLetter.of("frame", reason, {"frame_id": frame_id})
+    shard = keys.of_frame(frame_id)
     flat = [x for pair in letter.to_fields().items() for x in pair]
     return ScriptCall(
         "drop_frame",
-        (keys.frame(frame_id), keys.open_frames, keys.dead, keys.stats, keys.waiting),
+        (keys.frame(frame_id), shard.open_frames, shard.dead, shard.stats, shard.waiting),
         (frame_id, *flat),
         lambda reply: int(reply) == 1,
     )

@@ -8,6 +8,14 @@ keys an aggregator sweeps and consumes are one set per shard, under one hash tag
 ``<prefix>:{s<k>}:labels``, ``opened``, ``leases``, ``waiting`` (and ``waiting:seeded``). A
 :class:`Keys` names them for one shard (:meth:`Keys.for_shard`, :meth:`Keys.of_frame`); with one
 shard every name is the unsharded one of before.
+
+On a Redis Cluster (``redis.cluster``; :attr:`Keys.cluster`) every key a script touches is per
+shard, so that every script call touches one slot: the frames' own keys
+(``<prefix>:{s<k>}:f:<id>:frame``), and the state the scripts keep, one copy per shard (open set,
+final and dead streams, budget, stats, load, failures, backoff, a source's high-water mark, a
+mirror of the labelers hash). What stays global is read and written outside scripts (labelers,
+who is live, shard owners) or by one-key scripts (the budget pool, ``<prefix>:budget``, that
+shards lease chunks of: :mod:`gtx_stream.store.budget_lease`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ class Keys:
     """``aggregator.shards``: how many shards the frames are split into."""
     shard: int | None = None
     """The shard whose per-shard keys these are (None: none chosen; with ``shards`` 1, 0)."""
+    cluster: bool = False
+    """Redis Cluster layout: every key a script touches carries its shard's hash tag."""
 
     def for_shard(self, shard: int) -> Keys:
         """The keys of one shard (its streams, leases and waiting set)."""
@@ -45,12 +55,35 @@ class Keys:
         return [self.for_shard(k) for k in range(self.shards)]
 
     def _per_shard(self, name: str) -> str:
-        if self.shards == 1:
+        if self.shards == 1 and not self.cluster:
             return f"{self.prefix}:{name}"
-        if self.shard is None:
+        shard = 0 if self.shard is None and self.shards == 1 else self.shard
+        if shard is None:
             raise ValueError(f"{self.prefix}:{name} is per shard ({self.shards} shards): "
                              "name the shard (Keys.for_shard or Keys.of_frame)")  # fmt: skip
-        return f"{self.prefix}:{{s{self.shard}}}:{name}"
+        return f"{self.prefix}:{{s{shard}}}:{name}"
+
+    def _state(self, name: str) -> str:
+        """A key of the state the scripts keep: global, or per shard on a Redis Cluster."""
+        return self._per_shard(name) if self.cluster else f"{self.prefix}:{name}"
+
+    def _of_frame(self, frame_id: str, name: str) -> str:
+        if self.cluster:
+            return f"{self.prefix}:{{s{shard_of(frame_id, self.shards)}}}:f:{frame_id}:{name}"
+        return f"{self.prefix}:{{f:{frame_id}}}:{name}"
+
+    def state_shards(self) -> list[Keys]:
+        """The copies of the scripts' state: one per shard on a Redis Cluster (each shard's
+        final stream, stats, open set...), else one, these keys."""
+        return self.every_shard() if self.cluster else [self]
+
+    def shard_of_stream(self, stream: str) -> Keys:
+        """The shard whose ``final`` or ``dead`` stream ``stream`` is (these keys when the
+        streams are global)."""
+        for shard in self.state_shards():
+            if stream in (shard.final, shard.dead):
+                return shard
+        raise ValueError(f"{stream} is no final or dead stream of pipeline {self.prefix!r}")
 
     # sharding (pipeline/aggregate/shards.py)
     @property
@@ -72,12 +105,12 @@ class Keys:
     @property
     def final(self) -> str:
         """Finalised labels, one entry per frame."""
-        return f"{self.prefix}:final"
+        return self._state("final")
 
     @property
     def dead(self) -> str:
         """Dead letters: anything that could not be applied, with a reason."""
-        return f"{self.prefix}:dead"
+        return self._state("dead")
 
     @property
     def labels(self) -> str:
@@ -93,7 +126,7 @@ class Keys:
     @property
     def open_frames(self) -> str:
         """ZSET frame_id -> opened_at: frames not finalised yet (backpressure, sweeps)."""
-        return f"{self.prefix}:open"
+        return self._state("open")
 
     @property
     def waiting(self) -> str:
@@ -114,30 +147,48 @@ class Keys:
     def budget(self) -> str:
         """HASH limit, spent: the label budget. ``spent`` counts labels obtained or outstanding:
         ``ask.lua`` takes one per request, a request reported failed gives it back."""
-        return f"{self.prefix}:budget"
+        return self._state("budget")
 
     # strategy 2, uncertainty sampling (pipeline/aggregate/uncertainty.py); unused otherwise
     @property
     def uncertain(self) -> str:
         """ZSET frame_id -> uncertainty (equation 5) of the open frames that may be asked next:
         labeled, nothing outstanding, under kappa, a labeler left; ties in frame-id order."""
-        return f"{self.prefix}:uncertain"
+        return self._state("uncertain")
 
     @property
     def unlabeled(self) -> str:
         """ZSET frame_id -> 0: open frames still without a label (no pick while any is)."""
-        return f"{self.prefix}:unlabeled"
+        return self._state("unlabeled")
 
     @property
     def uncertainty(self) -> str:
         """HASH ``picks``: requests made by uncertainty sampling after the first labels (the
         index of the next tie-break draw)."""
-        return f"{self.prefix}:uncertainty"
+        return self._state("uncertainty")
 
     @property
     def labelers(self) -> str:
         """HASH labeler_id -> JSON {accuracy, lower, upper, source}: registered labelers."""
         return f"{self.prefix}:labelers"
+
+    @property
+    def script_labelers(self) -> str:
+        """The labelers hash ``apply_labels.lua`` checks a label's labeler in: :attr:`labelers`,
+        or on a Redis Cluster the shard's copy of it (written with it, ``store/params.py``)."""
+        return self._per_shard("labelers") if self.cluster else self.labelers
+
+    @property
+    def budget_pool(self) -> str:
+        """HASH limit, spent, leased:<shard>: on a Redis Cluster the global budget, which shards
+        lease chunks of into their own :attr:`budget` (``spent`` counts labels leased out);
+        else :attr:`budget` itself."""
+        return f"{self.prefix}:budget"
+
+    def source_index(self, source_id: str) -> str:
+        """The hash ``reserve_index.lua`` hands a source's indices out of: :meth:`source`, or
+        on a Redis Cluster a global one (a source's high-water marks are per shard there)."""
+        return f"{self.prefix}:source:{source_id}" if self.cluster else self.source(source_id)
 
     @property
     def live(self) -> str:
@@ -147,7 +198,7 @@ class Keys:
     @property
     def load(self) -> str:
         """HASH labeler_id -> outstanding requests (for least-loaded dispatch)."""
-        return f"{self.prefix}:load"
+        return self._state("load")
 
     @property
     def leases(self) -> str:
@@ -157,17 +208,17 @@ class Keys:
     @property
     def failures(self) -> str:
         """HASH labeler_id -> requests it failed in a row (a good label resets it)."""
-        return f"{self.prefix}:failures"
+        return self._state("failures")
 
     @property
     def backoff(self) -> str:
         """HASH labeler_id -> unix seconds until which it is not dispatched to (backed off)."""
-        return f"{self.prefix}:backoff"
+        return self._state("backoff")
 
     @property
     def stats(self) -> str:
         """HASH counters: frames_opened, frames_finalised, labels_applied, ..."""
-        return f"{self.prefix}:stats"
+        return self._state("stats")
 
     @property
     def dashboard_samples(self) -> str:
@@ -218,12 +269,12 @@ class Keys:
     def source(self, source_id: str) -> str:
         """HASH of one ingest source: uri, last_index (high-water mark of opened frames),
         next_index (the next index ``reserve_index.lua`` hands to ``client.submit``)."""
-        return f"{self.prefix}:source:{source_id}"
+        return self._state(f"source:{source_id}")
 
     def source_open(self, source_id: str) -> str:
         """ZSET frame_id -> opened_at: one source's frames opened under
         ``ingest.max_open_per_source`` and not yet seen final (``open_frame.lua`` prunes it)."""
-        return f"{self.prefix}:source:{source_id}:open"
+        return self._state(f"source:{source_id}:open")
 
     def queue(self, labeler_id: str) -> str:
         """RQ queue name (not a key) of one labeler."""
@@ -232,21 +283,21 @@ class Keys:
     # per frame
     def frame(self, frame_id: str) -> str:
         """HASH of one frame: state, source, frame_index, opened_at, n_labels, truth, ..."""
-        return f"{self.prefix}:{{f:{frame_id}}}:frame"
+        return self._of_frame(frame_id, "frame")
 
     def image(self, frame_id: str) -> str:
         """STRING: the frame's JPEG bytes (with the frame TTL)."""
-        return f"{self.prefix}:{{f:{frame_id}}}:jpeg"
+        return self._of_frame(frame_id, "jpeg")
 
     def frame_labels(self, frame_id: str) -> str:
         """LIST of JSON [labeler, label] in arrival order."""
-        return f"{self.prefix}:{{f:{frame_id}}}:labels"
+        return self._of_frame(frame_id, "labels")
 
     def frame_requests(self, frame_id: str) -> str:
         """HASH labeler_id -> request state (:class:`gtx_stream.core.records.RequestState`):
         ``out:<request id>``, ``late:<request id>``, ``failed:<request id>`` or
         ``done:<labels-stream entry id>``."""
-        return f"{self.prefix}:{{f:{frame_id}}}:requests"
+        return self._of_frame(frame_id, "requests")
 
 
 def source_of(frame_id: str) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,7 +32,9 @@ import redis
 from gtx_stream.config import Settings
 from gtx_stream.core import accuracy
 from gtx_stream.core.models import OneCoin, TwoCoin
+from gtx_stream.store.cluster import is_cluster
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import stored_keys
 
 SOURCES = ("config", "file", "assessment", "gold", "em")
 
@@ -209,7 +211,28 @@ def store(client: redis.Redis, keys: Keys, records: Mapping[str, LabelerAccuracy
     checked: dict[Any, Any] = {lid: rec.check(lid).to_json() for lid, rec in records.items()}
     if checked:
         client.hset(keys.labelers, mapping=checked)
+        if is_cluster(client):
+            mirror_labelers(client, keys, list(checked))
     return len(checked)
+
+
+def mirror_labelers(
+    client: redis.Redis, keys: Keys, labeler_ids: Sequence[str] | None = None
+) -> None:
+    """On a Redis Cluster: add ``labeler_ids`` (default: every registered one) to each shard's
+    copy of the labelers hash (:attr:`Keys.script_labelers`), which ``apply_labels.lua`` checks
+    a label's labeler in (only ids count there: the records stay in :attr:`Keys.labelers`)."""
+    ids = (
+        list(labeler_ids)
+        if labeler_ids is not None
+        else [k.decode() if isinstance(k, bytes) else str(k) for k in client.hkeys(keys.labelers)]
+    )
+    if not ids:
+        return
+    pipe = client.pipeline(transaction=False)
+    for shard in stored_keys(client, keys).every_shard():
+        pipe.hset(shard.script_labelers, mapping=dict.fromkeys(ids, "1"))
+    pipe.execute()
 
 
 def get_labelers(client: redis.Redis, keys: Keys) -> dict[str, LabelerAccuracy]:

@@ -18,10 +18,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 from redis.commands.core import Script
+
+from gtx_stream.store.cluster import is_cluster, send_by_node, wait_replicas_of, with_retry
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 
@@ -75,8 +77,14 @@ class ScriptRunner:
     calls costs about one round trip, not N.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, retry_seconds: float = 30.0) -> None:
+        """On a Redis Cluster (:mod:`gtx_stream.store.cluster`): each node's calls end with a
+        ``WAIT`` for the client's ``redis.wait_replicas`` replicas, and a batch cut off by a
+        failover is sent again for up to ``retry_seconds``."""
         self.client = client
+        self.cluster = is_cluster(client)
+        self.wait_replicas = wait_replicas_of(client)
+        self.retry_seconds = retry_seconds
 
     def run(self, calls: Sequence[ScriptCall[T]]) -> list[T]:
         """Each call's decoded reply, in order.
@@ -88,14 +96,26 @@ class ScriptRunner:
         """
         if not calls:
             return []
+        if self.cluster:
+            return cast(list[T], with_retry(self.client, self.retry_seconds,  # type: ignore[arg-type]
+                                            lambda: self._run(calls)))  # fmt: skip
+        return self._run(calls)
+
+    def _send(self, calls: Sequence[ScriptCall[Any]]) -> list[Any]:
+        if self.cluster:
+            commands = [(c.keys[0], ("EVALSHA", script_sha(c.script), len(c.keys), *c.keys,
+                                     *c.args)) for c in calls]  # fmt: skip
+            return send_by_node(self.client, commands, self.wait_replicas)  # type: ignore[arg-type]
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(script_sha(call.script), len(call.keys), *call.keys, *call.args)
+        return pipe.execute(raise_on_error=False)
+
+    def _run(self, calls: Sequence[ScriptCall[T]]) -> list[T]:
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for i in todo:
-                call = calls[i]
-                pipe.evalsha(script_sha(call.script), len(call.keys), *call.keys, *call.args)
-            answers = pipe.execute(raise_on_error=False)
+            answers = self._send([calls[i] for i in todo])
             missing: list[int] = []
             for i, answer in zip(todo, answers, strict=True):
                 if isinstance(answer, redis.exceptions.NoScriptError) and not attempt:

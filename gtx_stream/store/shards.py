@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import threading
 import weakref
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from gtx_stream.config import ConfigError
 from gtx_stream.core.records import text
+from gtx_stream.store.cluster import is_cluster
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptCall
 
@@ -74,10 +76,19 @@ def stored_shards(client: redis.Redis, prefix: str) -> int:
     return count
 
 
+def layout(client: redis.Redis, keys: Keys) -> Keys:
+    """``keys`` in the layout ``client``'s Redis needs: on a Redis Cluster every key a script
+    touches carries its shard's hash tag (:attr:`Keys.cluster`)."""
+    cluster = is_cluster(client)
+    return keys if keys.cluster == cluster else replace(keys, cluster=cluster)
+
+
 def stored_keys(client: redis.Redis, keys: Keys) -> Keys:
-    """``keys`` with the pipeline's stored shard count (for the services that follow it)."""
+    """``keys`` with the pipeline's stored shard count (for the services that follow it), in
+    ``client``'s layout."""
     count = stored_shards(client, keys.prefix)
-    return keys if count == keys.shards else Keys(keys.prefix, shards=count)
+    keys = layout(client, keys)
+    return keys if count == keys.shards else Keys(keys.prefix, shards=count, cluster=keys.cluster)
 
 
 def shard_owner(keys: Keys, shard: int, consumer: str, ttl_ms: int) -> ScriptCall[bool]:
@@ -99,7 +110,9 @@ def owners(client: redis.Redis, keys: Keys) -> list[str | None]:
 def configured_keys(client: redis.Redis, keys: Keys, shards: int) -> Keys:
     """The keys of a pipeline of ``shards`` shards (``aggregator.shards``), after checking that
     count against the stored one (:func:`check_shard_count`; once per client and prefix)."""
-    configured = keys if keys.shards == shards else Keys(keys.prefix, shards=shards)
+    keys = layout(client, keys)
+    configured = keys if keys.shards == shards else Keys(keys.prefix, shards=shards,
+                                                           cluster=keys.cluster)  # fmt: skip
     if _cached(client, keys.prefix) != shards:  # checked once per client and prefix
         check_shard_count(client, configured)
     return configured

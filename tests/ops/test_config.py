@@ -327,6 +327,10 @@ MEANING = {
     "starts an embedded Redis, the services need a URL",
     "redis.queue_url": "standalone Redis of the label requests (RQ queues and jobs; RQ does "
     "not run on Redis Cluster); empty: they live on redis.url",
+    "redis.cluster": "the state and streams on a Redis Cluster (redis.url names a node; "
+    "label requests need redis.queue_url)",
+    "redis.wait_replicas": "on a Redis Cluster, replicas each script round trip waits for "
+    "(WAIT); 0: none",
     "redis.prefix": "prefix of every key and stream; one per pipeline",
     "redis.socket_timeout": "seconds to wait for Redis to connect or answer",
     "aggregator.method": "`gtx`, or the baselines `mv`, `wmv`, `sv`",

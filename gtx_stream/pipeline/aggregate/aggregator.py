@@ -48,6 +48,7 @@ from gtx_stream.pipeline.aggregate.sweeper import Sweeper
 from gtx_stream.pipeline.aggregate.uncertainty import Ranking, UncertaintySampler
 from gtx_stream.pipeline.dispatch import make_dispatcher
 from gtx_stream.store import frame_scripts as scripts
+from gtx_stream.store.budget_lease import CHUNK_FRAMES, ShardBudget, set_limit
 from gtx_stream.store.frames import FrameState, read_frames
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
@@ -94,10 +95,12 @@ class Aggregator:
         self.decider = Decider(settings, keys)
         slots = settings.labeler_slots
         self.fair = FairShare(client, keys, slots) if slots else None
+        self.budget = (ShardBudget(client, keys, runner, CHUNK_FRAMES * settings.kappa)
+                       if keys.cluster else None)  # fmt: skip
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
-            self.fair, settings.budget_per_source, queue_client,
+            self.fair, settings.budget_per_source, queue_client, self.budget,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)
@@ -118,11 +121,7 @@ class Aggregator:
         check_shard_count(self.r, Keys(self.keys.prefix, shards=self.keys.shards))
         self.group.create_group()
         self.sweeper.seed_waiting()
-        limit = self.s.budget if budget is None else budget
-        if limit > 0:
-            self.r.hset(self.keys.budget, "limit", limit)
-        else:
-            self.r.hdel(self.keys.budget, "limit")
+        set_limit(self.r, self.keys, self.s.budget if budget is None else budget)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Process batches until ``stop`` is set (finishing the batch in hand)."""
@@ -152,6 +151,8 @@ class Aggregator:
         over, budget = False, None
         if self.sampler is not None or touched:
             budget = intake.budget_left if intake.budget_read else self.budget_left()
+            if intake.budget_read and self.budget is not None:
+                budget = self.budget.combined(budget)  # the shard's lease, and the pool
         if self.sampler is not None and self.sampler.budget_over(budget):
             over = True  # the end of strategy 2: every open frame is finalised now
             touched |= self.sampler.open_frames()
@@ -179,7 +180,8 @@ class Aggregator:
         return swept
 
     def budget_left(self) -> int | None:
-        return scripts.budget_left(*self.r.hmget(self.keys.budget, ["limit", "spent"]))
+        left = scripts.budget_left(*self.r.hmget(self.keys.budget, ["limit", "spent"]))
+        return left if self.budget is None else self.budget.combined(left)
 
     def _decide(
         self,

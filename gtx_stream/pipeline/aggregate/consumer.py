@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 import redis
+from redis.cluster import key_slot
 
 from gtx_stream.core.records import Fields, decode_fields, text
+from gtx_stream.store.cluster import is_cluster
 from gtx_stream.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
 GROUP = "aggregator"
+POLL_SECONDS = 0.05
+"""On a Redis Cluster, how often a reader of streams in several slots looks again while all are
+empty (the exporter's and ``final_labels``' reads of the final streams of every shard)."""
 
 
 class StreamEntry(NamedTuple):
@@ -52,6 +57,9 @@ class GroupConsumer:
         self._last_claim = 0.0
         self._claim_cursor = dict.fromkeys(self.streams, "0-0")
         self._taking_over: set[str] = set()
+        self.one_by_one = (
+            is_cluster(client) and len({key_slot(st.encode()) for st in self.streams}) > 1
+        )
         self.read_seconds = 0.0
         """How long the last XREADGROUP took (its block included)."""
 
@@ -74,19 +82,37 @@ class GroupConsumer:
             entries += self._claim()
             self._last_claim = now
         began = time.perf_counter()
-        resp = self.r.xreadgroup(
-            self.group,
-            self.consumer,
-            dict.fromkeys(self.streams, ">"),
-            count=self.batch_size,
-            block=block_ms if block_ms > 0 else None,
-        )
+        if self.one_by_one:
+            resp = self._read_each(block_ms)
+        else:
+            resp = self.r.xreadgroup(
+                self.group,
+                self.consumer,
+                dict.fromkeys(self.streams, ">"),
+                count=self.batch_size,
+                block=block_ms if block_ms > 0 else None,
+            )
         self.read_seconds = time.perf_counter() - began
         for stream, items in cast(list[Any], resp or []):
             name = text(stream)
             entries += [StreamEntry(name, text(entry_id), decode_fields(fields))
                         for entry_id, fields in items]  # fmt: skip
         return entries
+
+    def _read_each(self, block_ms: int) -> list[Any]:
+        """On a Redis Cluster, streams of several slots: one XREADGROUP per stream, in one
+        pipeline (a node each); while all are empty, again every :data:`POLL_SECONDS`, until
+        ``block_ms`` have passed (one command cannot block on keys of several slots)."""
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            pipe = self.r.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=self.batch_size)
+            found = [item for reply in pipe.execute() for item in cast(list[Any], reply or [])]
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            time.sleep(min(POLL_SECONDS, left))
 
     def take_over(self) -> None:
         """Claim every entry pending in the group, however briefly idle, from the next reads

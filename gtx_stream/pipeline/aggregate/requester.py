@@ -20,6 +20,7 @@ from gtx_stream.pipeline.aggregate.fairness import FairShare
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.dispatch import Dispatcher, Slot, plan
 from gtx_stream.store import frame_scripts as scripts
+from gtx_stream.store.budget_lease import ShardBudget
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
 
@@ -48,11 +49,13 @@ class Requester:
         fair: FairShare | None = None,
         source_share: int = 0,
         queue_client: redis.Redis | None = None,
+        budget: ShardBudget | None = None,
     ) -> None:
         """``fair``: labelers shared between sources (``aggregator.labeler_slots``);
         ``source_share``: labels one source may spend (``aggregator.budget_per_source``);
         ``queue_client``: the label requests' Redis (``redis.queue_url``; default ``client``),
-        the one ``enqueue`` is given."""
+        the one ``enqueue`` is given; ``budget``: on a Redis Cluster, the shard's lease of
+        the budget, topped up before the asks."""
         self.r = client
         self.queue = queue_client if queue_client is not None else client
         self.keys = keys
@@ -65,6 +68,7 @@ class Requester:
         self.labeler_leases = dict(labeler_leases or {})
         self.fair = fair
         self.source_share = source_share
+        self.budget = budget
 
     def lease(self, labeler_id: str) -> float:
         """Seconds ``labeler_id`` has to answer a request."""
@@ -92,6 +96,8 @@ class Requester:
         asks = [scripts.Ask(req.frame_id, req.labeler_id, req.request_id,
                             n_labels[req.frame_id], now + self.lease(req.labeler_id))
                 for req in requests]  # fmt: skip
+        if self.budget is not None:
+            self.budget.cover(len(asks))
         # one ask.lua call for the step's asks (up to 256 each)
         results = [answer for answers in
                    self.runner.run(scripts.ask_calls(self.keys, asks, self.max_inflight,

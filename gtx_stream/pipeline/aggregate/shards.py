@@ -41,7 +41,10 @@ from gtx_stream.pipeline.aggregate.aggregator import RECONNECT_FIRST, RECONNECT_
 from gtx_stream.pipeline.aggregate.consumer import GroupConsumer
 from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.pipeline.aggregate.requester import Enqueue
+from gtx_stream.store.budget_lease import set_limit
+from gtx_stream.store.cluster import is_cluster
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.params import mirror_labelers
 from gtx_stream.store.scripts import ScriptRunner
 from gtx_stream.store.shards import check_shard_count, shard_owner
 
@@ -80,7 +83,7 @@ class ShardedAggregator:
                 f"it needs aggregator.shards = 1, not {settings.shards}"
             )
         self.r = client
-        self.keys = Keys(keys.prefix, shards=settings.shards)
+        self.keys = Keys(keys.prefix, shards=settings.shards, cluster=is_cluster(client))
         self.s = settings
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.runner = ScriptRunner(client)
@@ -107,11 +110,9 @@ class ShardedAggregator:
             GroupConsumer(self.r, shard, self.consumer, 1, 1.0).create_group()
             if self.keys.shards > 1:
                 self.r.set(shard.waiting_seeded, repr(time.time()), nx=True)
-        limit = self.s.budget if budget is None else budget
-        if limit > 0:
-            self.r.hset(self.keys.budget, "limit", limit)
-        else:
-            self.r.hdel(self.keys.budget, "limit")
+        set_limit(self.r, self.keys, self.s.budget if budget is None else budget)
+        if self.keys.cluster:  # each shard's copy of the labelers hash, for apply_labels.lua
+            mirror_labelers(self.r, self.keys)
 
     def share(self, live: int) -> int:
         """Shards one of ``live`` aggregators owns at most."""
@@ -124,8 +125,9 @@ class ShardedAggregator:
         pipe.zadd(keys.aggregators, {self.consumer: now})
         pipe.zremrangebyscore(keys.aggregators, "-inf", now - self.s.shard_lease_seconds)
         pipe.zcard(keys.aggregators)
-        pipe.mget([keys.shard_owner(k) for k in range(keys.shards)])
-        _, _, live, raw = pipe.execute()
+        for k in range(keys.shards):  # one GET each: on a cluster the owner keys' slots differ
+            pipe.get(keys.shard_owner(k))
+        _, _, live, *raw = pipe.execute()
         owners = [None if o is None else o.decode() if isinstance(o, bytes) else o for o in raw]
         share = self.share(int(live))
         mine = [k for k, o in enumerate(owners) if o == self.consumer]

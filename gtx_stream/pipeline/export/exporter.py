@@ -51,6 +51,7 @@ from gtx_stream.pipeline.export.manifest import (
 )
 from gtx_stream.pipeline.export.parquet import ParquetSink
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import stored_keys
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,15 @@ class Exporter:
         if fmt not in FORMATS:
             raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         self.r = client
-        self.keys = keys
+        self.keys = keys = stored_keys(client, keys)  # on a Redis Cluster: a final stream per shard
         self.settings = settings
         self.out = out
         self.fmt = fmt
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        finals = [shard.final for shard in keys.state_shards()]
         self.group = GroupConsumer(client, keys, self.consumer, settings.batch_size,
                                    _ANY_IDLE_SECONDS, group=settings.group,
-                                   streams=(keys.final,))  # fmt: skip
+                                   streams=finals)  # fmt: skip
         self.manifest = Manifest(out)
         self.parquet = ParquetSink(out) if fmt == "parquet" else None
         self.report = ExportReport(out)
@@ -183,8 +185,11 @@ class Exporter:
 
     def run(self, stop: threading.Event, follow: bool, block_ms: int = 1000) -> ExportReport:
         """Export until ``stop`` (``follow``) or until the stream as it is now is exported."""
-        last = cast(list[Any], self.r.xrevrange(self.keys.final, count=1))
-        end = text(last[0][0]) if last else "0-0"
+        ends = {}  # each final stream's last entry now: not following, the export ends there
+        for stream in self.group.streams:
+            last = cast(list[Any], self.r.xrevrange(stream, count=1))
+            ends[stream] = text(last[0][0]) if last else "0-0"
+        reached = {stream for stream, end in ends.items() if end == "0-0"}
         wait = RECONNECT_FIRST
         while not stop.is_set():
             try:
@@ -203,8 +208,10 @@ class Exporter:
             wait = RECONNECT_FIRST
             if not entries and not follow:
                 break
-            if not follow and any(_id_at_least(e.entry_id, end) for e in entries):
-                break
+            if not follow:
+                reached |= {e.stream for e in entries if _id_at_least(e.entry_id, ends[e.stream])}
+                if len(reached) == len(ends):
+                    break
         return self.report
 
     def export_batch(self, entries: list[StreamEntry]) -> None:
@@ -268,18 +275,39 @@ class Exporter:
     ) -> None:
         """One MULTI: the JPEGs go, the entries are acknowledged and counted, or none of it
         happens (then they are redelivered, and counted then: exactly once in ``stats``)."""
+        if len(self.group.streams) == 1:
+            self._settle_stream(self.keys, entries, records, bad)
+            return
+        # a Redis Cluster: one MULTI per shard, in the shard's slot (its final stream, stats,
+        # dead stream, and the images of its frames)
+        by_stream: dict[str, list[StreamEntry]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream, []).append(e)
+        for stream, mine in by_stream.items():
+            ids = {e.entry_id for e in mine}
+            shard = self.keys.shard_of_stream(stream)
+            self._settle_stream(shard, mine, [r for r in records if r.entry_id in ids],
+                                [b for b in bad if b.entry_id in ids])  # fmt: skip
+
+    def _settle_stream(
+        self,
+        keys: Keys,
+        entries: list[StreamEntry],
+        records: list[FinalRecord],
+        bad: list[DeadLetter],
+    ) -> None:
         counts: dict[str, int] = {}
         for rec in records:
             status = self.manifest.rows[rec.frame_id]["image_status"]
             counts[STAT_OF[status]] = counts.get(STAT_OF[status], 0) + 1
         pipe = self.r.pipeline(transaction=True)
         for rec in records:
-            pipe.delete(rec.image_key or self.keys.image(rec.frame_id))
+            pipe.delete(rec.image_key or keys.image(rec.frame_id))
         for letter in bad:
-            pipe.xadd(self.keys.dead, letter.to_fields())  # type: ignore[arg-type]
+            pipe.xadd(keys.dead, letter.to_fields())  # type: ignore[arg-type]
         for name, n in counts.items():
-            pipe.hincrby(self.keys.stats, name, n)
-        pipe.xack(self.keys.final, self.settings.group, *[e.entry_id for e in entries])
+            pipe.hincrby(keys.stats, name, n)
+        pipe.xack(keys.final, self.settings.group, *[e.entry_id for e in entries])
         pipe.execute()
 
 

@@ -247,7 +247,13 @@ def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) ->
         )
     with_image = backend is None or backend.needs_image
     frames = ride_out(
-        lambda: read_frames(ctx.client, keys, [req.frame_id for req in requests], with_image),
+        # the frames' keys name their shard on a Redis Cluster (the pipeline's stored count)
+        lambda: read_frames(
+            ctx.client,
+            stored_keys(ctx.client, keys),
+            [req.frame_id for req in requests],
+            with_image,
+        ),
         f"reading frame {frame_id}" if len(requests) == 1 else f"reading {len(requests)} frames",
         ctx.stop,
     )
