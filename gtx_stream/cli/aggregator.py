@@ -51,10 +51,11 @@ def _run(args: argparse.Namespace) -> int:
     client, queue = connect_both(settings)  # the same client unless redis.queue_url is set
     keys = Keys(settings.redis.prefix, shards=settings.aggregator.shards)
     # several shards: own some of them (with other aggregators) and hand them over on death
-    agg: Aggregator | ShardedAggregator = (
-        ShardedAggregator if settings.aggregator.shards > 1 else Aggregator
-    )(client, keys, settings.aggregator, consumer=args.consumer, retention=settings.retention,
-      labeler_leases=settings.labeler_leases(), queue_client=queue)  # fmt: skip
+    sharded = settings.aggregator.shards > 1 or settings.redis.cluster  # a cluster: by shard
+    agg: Aggregator | ShardedAggregator = (ShardedAggregator if sharded else Aggregator)(
+        client, keys, settings.aggregator, consumer=args.consumer, retention=settings.retention,
+        labeler_leases=settings.labeler_leases(), queue_client=queue,
+    )  # fmt: skip
     agg.setup()  # refuses a shard count other than the pipeline's (one line, exit 2)
     # configured accuracies fill in; ones loaded from a file or an assessment are kept
     register_configured(client, keys, settings, overwrite=False)

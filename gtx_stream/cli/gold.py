@@ -87,13 +87,14 @@ def _load(args: argparse.Namespace) -> int:
     import redis
 
     from gtx_stream.config import load_settings
-    from gtx_stream.store.connection import connect
+    from gtx_stream.store.connection import connect, not_on_cluster
     from gtx_stream.store.gold import GoldError, load
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
     try:
         images = read_gold_folder(args.dir, args.truth, settings.ingest.jpeg_quality)
+        not_on_cluster(settings, "gtx-stream gold")
         client = connect(settings)
         keys = Keys(settings.redis.prefix)
         report = load(client, keys, images)
@@ -116,12 +117,13 @@ def _reset(args: argparse.Namespace) -> int:
     import redis
 
     from gtx_stream.config import load_settings
-    from gtx_stream.store.connection import connect
+    from gtx_stream.store.connection import connect, not_on_cluster
     from gtx_stream.store.gold import GoldBook
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
     try:
+        not_on_cluster(settings, "gtx-stream gold")
         book = GoldBook(connect(settings), Keys(settings.redis.prefix), settings.gold)
         found = book.reset(args.person)
     except redis.RedisError as err:

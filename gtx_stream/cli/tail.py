@@ -38,10 +38,11 @@ def _run(args: argparse.Namespace) -> int:
     import redis
 
     from gtx_stream.config import load_settings
-    from gtx_stream.store.connection import connect
+    from gtx_stream.store.connection import connect, not_on_cluster
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
+    not_on_cluster(settings, "gtx-stream tail")
     client = connect(settings)
     stream = Keys(settings.redis.prefix).final
     last, shown = args.start, 0

@@ -12,6 +12,7 @@ from gtx_stream.config import Settings, load_settings
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.store.connection import connect
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import layout
 
 
 class Client:
@@ -25,8 +26,10 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, url: str | None = None) -> None:
         self.settings = settings if settings is not None else load_settings()
-        self.keys = Keys(self.settings.redis.prefix)
         self.redis = connect(self.settings, url)
+        # in the layout of the pipeline's Redis (a cluster's: each shard's final stream...)
+        shards = self.settings.aggregator.shards
+        self.keys = layout(self.redis, Keys(self.settings.redis.prefix, shards=shards))
 
     def submit(
         self,

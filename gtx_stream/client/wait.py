@@ -34,6 +34,7 @@ def wait(
     before it was finalised, :class:`UnknownFrame` when Redis holds no such frame (never
     opened, or finalised so long ago that its state expired: read it from the final stream).
     """
+    keys = keys.of_frame(frame_id)  # on a Redis Cluster: its shard's final stream, open set
     deadline = time.monotonic() + timeout
     # XREAD BLOCK must answer before the client's socket timeout ends the call
     block = max(0.001, min(BLOCK_MAX_SECONDS, socket_timeout / 2))

@@ -11,6 +11,7 @@ import redis
 from gtx_stream.core.records import text
 from gtx_stream.ops.metrics import sources as metrics_sources
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import owners as shard_owners
 from gtx_stream.store.shards import stored_keys
 from gtx_stream.store.state import state_totals
 
@@ -39,14 +40,11 @@ def pipeline_status(
     for shard in keys.every_shard():
         pipe.xlen(shard.labels)
     if keys.shards > 1:
-        for k in range(keys.shards):  # one GET each: on a Redis Cluster their slots differ
-            pipe.get(keys.shard_owner(k))
         pipe.zrange(keys.aggregators, 0, -1, withscores=True)
     labelers, live, scores, paused, *rest = pipe.execute()
     n_labels = sum(rest[: keys.shards])
-    n = keys.shards
-    owners = [None if o is None else text(o) for o in rest[n : 2 * n]] if n > 1 else []
-    beats = {text(k): float(v) for k, v in rest[2 * n]} if n > 1 else {}
+    owners = [None if o is None else text(o) for o in shard_owners(client, keys)]
+    beats = {text(k): float(v) for k, v in rest[keys.shards]} if keys.shards > 1 else {}
     state = state_totals(client, keys)
     n_open, oldest, last_progress = state.n_open, state.oldest, state.last_progress
     stats, budget, load, failures = state.stats, state.budget, state.load, state.failures

@@ -107,3 +107,21 @@ class ShardBudget:
         left = budget_left(*self.r.hmget(self.keys.budget, ["limit", "spent"]))
         if left is not None and left < needed:
             self.lease(needed - left)
+
+
+def lease_for_open(client: redis.Redis, shard: Keys, runner: ScriptRunner, reserve: int) -> int:
+    """Labels leased to ``shard`` so that a frame that ``open_frame.lua`` refused ("budget",
+    "full") may open: what keeps ``reserve`` labels for each of its open frames, this one
+    included (0: none; the pool is spent, or the shard's budget was not what refused it)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(shard.budget, ["limit", "spent"])
+    pipe.zcard(shard.open_frames)
+    (limit, spent), n_open = pipe.execute()
+    left = budget_left(limit, spent)
+    if left is None:
+        return 0
+    needed = max(1, (n_open + 1) * reserve) - left
+    if needed <= 0:
+        return 0  # full for another reason (max_open_frames): leasing would not help
+    chunk = ShardBudget(client, shard, runner, CHUNK_FRAMES * reserve)
+    return max(0, chunk.lease(needed))

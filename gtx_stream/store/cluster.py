@@ -30,7 +30,13 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, ConnectionError, MovedError, TimeoutError
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    SlotNotCoveredError,
+    TimeoutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ RETRY_MAX = 1.0
 WAIT_TIMEOUT_MS = 1000
 """How long one ``WAIT`` waits for the replicas (a replica that lags longer is logged)."""
 
-RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, MovedError)
+RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, MovedError, SlotNotCoveredError)
 
 
 def is_cluster(client: Any) -> bool:

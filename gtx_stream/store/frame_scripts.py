@@ -63,8 +63,9 @@ def open_frame(
     """
     extra = [x for pair in (fields or {}).items() for x in pair]
     shard = keys.of_frame(frame_id)  # the opened stream and waiting set of the frame's shard
-    if keys.cluster:  # every shard bounds its own open set (its keys are all in one slot)
+    if keys.cluster:  # every shard bounds its own open sets (its keys are all in one slot)
         max_open_frames = -(-max_open_frames // keys.shards)
+        max_open_per_source = -(-max_open_per_source // keys.shards)
     return ScriptCall(
         "open_frame",
         (keys.frame(frame_id), keys.image(frame_id), shard.open_frames, shard.source(source_id),

@@ -226,3 +226,16 @@ def _request(raw: Any) -> RequestState:
         return RequestState.decode(text(raw))
     except RecordError:
         return SETTLED
+
+
+def high_water_mark(client: redis.Redis, keys: Keys, source_id: str) -> int:
+    """The highest frame index of ``source_id`` opened so far (-1: none)."""
+    if keys.cluster:  # one mark per shard: resume after the lowest (a frame above it may be
+        # missing from its shard; those opened already are refused as duplicates)
+        pipe = client.pipeline(transaction=False)
+        for shard in keys.every_shard():
+            pipe.hget(shard.source(source_id), "last_index")
+        marks = [int(m) for m in pipe.execute() if m is not None]
+        return min(marks) if marks else -1
+    last = client.hget(keys.source(source_id), "last_index")
+    return int(last) if last is not None else -1

@@ -102,8 +102,12 @@ def shard_owner(keys: Keys, shard: int, consumer: str, ttl_ms: int) -> ScriptCal
 
 
 def owners(client: redis.Redis, keys: Keys) -> list[str | None]:
-    """The owner of each shard (None: unowned), in shard order."""
-    raw = client.mget([keys.shard_owner(k) for k in range(keys.shards)])
+    """The owner of each shard (None: unowned), in shard order (none with one shard)."""
+    if keys.shards == 1:
+        return []
+    names = [keys.shard_owner(k) for k in range(keys.shards)]
+    # on a Redis Cluster the owner keys' slots differ: one GET each
+    raw = client.mget_nonatomic(names) if is_cluster(client) else client.mget(names)  # type: ignore[attr-defined]
     return [None if v is None else text(v) for v in raw]
 
 

@@ -99,7 +99,7 @@ class Aggregator:
                        if keys.cluster else None)  # fmt: skip
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
-            enqueue or _enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
+            enqueue or enqueue_rq_jobs, settings.max_inflight, self.lease_seconds, labeler_leases,
             self.fair, settings.budget_per_source, queue_client, self.budget,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
@@ -228,7 +228,7 @@ class Aggregator:
         return frame.allowed(everyone) if frame.restricted else everyone
 
 
-def _enqueue_rq_jobs(
+def enqueue_rq_jobs(
     client: redis.Redis, keys: Keys, requests: Sequence[LabelRequest], lease_seconds: float
 ) -> None:
     from gtx_stream.pipeline.label.requests import enqueue_requests

@@ -30,7 +30,8 @@ from gtx_stream.pipeline.ingest.sources import (
     read_truth_csv,
 )
 from gtx_stream.store import frame_scripts
-from gtx_stream.store.budget_lease import CHUNK_FRAMES, ShardBudget
+from gtx_stream.store.budget_lease import lease_for_open
+from gtx_stream.store.frames import high_water_mark
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
 from gtx_stream.store.shards import configured_keys
@@ -157,38 +158,9 @@ def open_frame(
     if keys.cluster and code in ("budget", "full"):
         # the shard's lease of the budget may be what is short: lease more, and try again
         shard = keys.of_frame(frame_id)
-        if _lease_for_open(client, shard, runner, reserve_per_frame) > 0:
+        if lease_for_open(client, shard, runner, reserve_per_frame) > 0:
             code = runner.run_one(call)
     return code
-
-
-def _lease_for_open(client: redis.Redis, shard: Keys, runner: ScriptRunner, reserve: int) -> int:
-    """Labels leased to ``shard`` so that a frame refused for its budget may open (0: none,
-    the pool is spent or the shard's budget was not what refused it)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hmget(shard.budget, ["limit", "spent"])
-    pipe.zcard(shard.open_frames)
-    (limit, spent), n_open = pipe.execute()
-    left = frame_scripts.budget_left(limit, spent)
-    if left is None:
-        return 0
-    needed = max(1, (n_open + 1) * reserve) - left
-    if needed <= 0:
-        return 0  # full for another reason (max_open_frames): leasing would not help
-    chunk = ShardBudget(client, shard, runner, CHUNK_FRAMES * reserve)
-    return max(0, chunk.lease(needed))
-
-
-def _high_water_mark(client: redis.Redis, keys: Keys, source_id: str) -> int:
-    if keys.cluster:  # one mark per shard: resume after the lowest (a frame above it may be
-        # missing from its shard; those opened already are refused as duplicates)
-        pipe = client.pipeline(transaction=False)
-        for shard in keys.every_shard():
-            pipe.hget(shard.source(source_id), "last_index")
-        marks = [int(m) for m in pipe.execute() if m is not None]
-        return min(marks) if marks else -1
-    last = client.hget(keys.source(source_id), "last_index")
-    return int(last) if last is not None else -1
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -275,7 +247,7 @@ def _ingest(
         log.warning("%s has no frame rate; --fps ignored", src.uri)
         fps = 0.0
     sampler = Sampler(cfg.every, fps)
-    high_water = _high_water_mark(client, keys, src.source_id)
+    high_water = high_water_mark(client, keys, src.source_id)
     if src.live:
         src.start_index = high_water + 1
     log.info("ingesting %s as source %s", src.uri, src.source_id)
@@ -368,7 +340,7 @@ def _open_with_backpressure(
         try:
             if outage is not None:
                 # back from an outage: did Redis keep what this process opened?
-                mark = _high_water_mark(client, keys, src.source_id)
+                mark = high_water_mark(client, keys, src.source_id)
                 if mark < last_opened:
                     raise RedisLostWrites(
                         f"Redis came back without frames {mark + 1}..{last_opened} of "
