@@ -361,6 +361,8 @@ def on_master_of(
 def local_cluster() -> Iterator[LocalCluster]:
     reason = cluster_unavailable()
     if reason is not None:
+        if os.environ.get("GTX_REQUIRE_CLUSTER"):  # CI installs redis-server and redis-cli
+            pytest.fail(f"GTX_REQUIRE_CLUSTER is set but no local cluster can start: {reason}")
         pytest.skip(reason)
     with LocalCluster() as cluster:
         yield cluster
