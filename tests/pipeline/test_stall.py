@@ -50,9 +50,12 @@ class FreshBook(LabelerBook):
         return super().params(max_age=0.0)
 
 
-def _sweeper(r: redis.Redis, keys: Keys, clock: Clock, watch: bool = True) -> Sweeper:
+def _sweeper(
+    r: redis.Redis, keys: Keys, clock: Clock, watch: bool = True, max_due: int = 1000
+) -> Sweeper:
+    """(``max_due`` above the frames here: a sweep takes every due one, and the spread shows.)"""
     book = FreshBook(r, keys, live_seconds=5.0) if watch else None
-    s = Sweeper(r, keys, ScriptRunner(r), book=book, delay=DELAY, clock=clock)
+    s = Sweeper(r, keys, ScriptRunner(r), max_due, book=book, delay=DELAY, clock=clock)
     s.seed_waiting()
     return s
 

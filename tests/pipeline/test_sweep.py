@@ -16,12 +16,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from gtx_stream.config import AggregatorSettings
 from gtx_stream.core.records import FinalRecord, LabelEntry
 from gtx_stream.pipeline.aggregate.aggregator import Aggregator
 from gtx_stream.pipeline.aggregate.sweeper import GONE_REASON, Sweeper
 from gtx_stream.store import frame_scripts as fs
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
+from gtx_stream.store.waiting_scripts import StallDelay
 from tests.aggregator_harness import (
     Capture,
     answer,
@@ -166,8 +168,33 @@ def test_expired_leases_are_taken_at_most_max_due_a_sweep(
         assert _ask(run, keys, fid, "a", f"r{i}", deadline=time.time() - 10 + i) == "ok"
     s = Sweeper(r, keys, run, max_due=3)
     assert s.expire_leases() == set(frames[:3])
+    assert s.backlog  # a full take: more may be due
     assert s.expire_leases() == set(frames[3:])
+    assert not s.backlog
     assert s.expire_leases() == set()
+
+
+def test_the_aggregator_sweeps_again_at_its_next_step_while_a_sweep_left_due_frames(
+    r: redis.Redis, keys: Keys
+) -> None:
+    """A sweep takes at most ``max_due``; the rest are not left for ``sweep_seconds``: each
+    step sweeps again until none is due, so a crowd due at once is decided within a few steps,
+    a bounded sweep each."""
+    register(r, keys, {"a": 0.9}, live=False)  # nobody to ask: every frame stays waiting
+    frames = [open_frame(r, keys, i, 1) for i in range(7)]
+    agg = Aggregator(r, keys, AggregatorSettings(sweep_seconds=3600.0), consumer="t",
+                     enqueue=lambda *a: None)  # fmt: skip
+    agg.setup()
+    agg.sweeper.max_due = 3
+    agg.sweeper.delay = StallDelay(3600.0, 3600.0)  # a frame taken is not due again here
+    agg.group.read = lambda block_ms: []  # type: ignore[method-assign]  # no stream entries
+    taken: list[set[str]] = []
+    sweep = agg._sweep
+    agg._sweep = lambda: taken.append(sweep()) or taken[-1]  # type: ignore[method-assign]
+    for _ in range(5):
+        agg.step(block_ms=1)
+    assert [len(t) for t in taken] == [3, 3, 1]  # then none due: no sweep for an hour
+    assert set().union(*taken) == set(frames)
 
 
 # --- healing: what only the sweep can still find ----------------------------------------------

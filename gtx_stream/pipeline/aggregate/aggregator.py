@@ -171,7 +171,8 @@ class Aggregator:
         return report
 
     def _sweep_due(self) -> bool:
-        return time.time() - self._last_sweep >= self.s.sweep_seconds
+        """Every ``sweep_seconds``, and at once while the last sweep left due work."""
+        return self.sweeper.backlog or time.time() - self._last_sweep >= self.s.sweep_seconds
 
     def _sweep(self) -> set[str]:
         """Frames whose lease ran out, and frames due in ``waiting``."""
