@@ -16,8 +16,9 @@ What a kill -9 of a master does to a redis-py 8.1 ``RedisCluster`` client, measu
   re-reads the slot map and retries 10 times itself, but back to back, and the survivors go on
   naming the dead master until the replica is promoted. No TimeoutError, ClusterDownError,
   MovedError or TryAgainError came. Calls succeed again from within 0.15 s of the failover
-  (as ``wait_failover`` times it), with or without socket timeouts (a refused connect is instant on loopback; a host
-  that vanishes would need ``socket_connect_timeout``/``socket_timeout``, not measured).
+  (as ``wait_failover`` times it), with or without socket timeouts (a refused connect is
+  instant on loopback; a host that vanishes would need ``socket_connect_timeout`` and
+  ``socket_timeout``, not measured).
 - After the failover EVALSHA raises ``NoScriptError`` on every call: the promoted replica
   never got the ``SCRIPT LOAD`` (Redis 7 does not replicate its script cache).
   ``client.script_load`` (all masters) or ``register_script``'s Script object fix it.

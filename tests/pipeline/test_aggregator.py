@@ -482,3 +482,18 @@ def test_budget_counts_labels_obtained_or_outstanding_never_failures(
     assert all(json.loads(rec["labelers"]) == ["good"] for rec in records)
     assert int(r.hget(keys.budget, "spent")) == 20
     assert int(r.hget(keys.stats, "requests_failed")) > 20
+
+
+def test_a_frame_opened_just_after_its_labeler_registered_is_asked_not_exhausted(
+    r: redis.Redis, keys: Keys
+) -> None:
+    """The labelers' parameters are cached for a second; a frame whose only labeler registered
+    within that second must not end ``exhausted`` with no label."""
+    cap = Capture()
+    agg = make_aggregator(r, keys, cap, tau=0.9, kappa=1)
+    agg.labelers.params()  # cached now: nobody registered
+    register(r, keys, {"ann": 0.9})
+    fid = open_frame(r, keys, 0, 1)
+    agg.step(block_ms=1)
+    assert r.xlen(keys.final) == 0  # not finalised on the stale parameters
+    assert [req.frame_id for req in cap.pending] == [fid]  # asked of ann instead

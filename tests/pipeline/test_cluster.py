@@ -30,7 +30,10 @@ from gtx_stream.ops.demo import write_config
 from gtx_stream.ops.supervisor import Supervisor
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from gtx_stream.store.keys import Keys, split_lease_member
-from tests.cluster_fixtures import RETRYABLE, LocalCluster, local_cluster  # noqa: F401
+from tests import cluster_fixtures
+from tests.cluster_fixtures import RETRYABLE, LocalCluster
+
+local_cluster = cluster_fixtures.local_cluster  # the fixture
 
 N_FRAMES = 150
 SHARDS = 4
@@ -70,7 +73,7 @@ def _inflight_per_frame(r: RedisCluster, keys: Keys) -> int:
 def test_pipeline_on_a_cluster_survives_the_kill_of_a_master(
     tmp_path: Path,
     local_cluster: LocalCluster,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     video = tmp_path / "line.avi"
     truths = write_synthetic_video(video, N_FRAMES, seed=5)
@@ -175,7 +178,7 @@ def test_pipeline_on_a_cluster_survives_the_kill_of_a_master(
 def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_cluster(
     tmp_path: Path,
     local_cluster: LocalCluster,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     from gtx_stream.client import Client
     from gtx_stream.config import load_settings

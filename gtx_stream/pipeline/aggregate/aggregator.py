@@ -205,8 +205,15 @@ class Aggregator:
                 self.sampler.record(Ranking(), out)
         if not frames:
             return
-        decisions = self.decider.decide(frames, self.labelers.params(), budget_left, budget_over,
-                                        self._source_budget_left(frames))  # fmt: skip
+        params, shares = self.labelers.params(), self._source_budget_left(frames)
+        decisions = self.decider.decide(frames, params, budget_left, budget_over, shares)
+        if any(rec.reason == "exhausted" for rec in decisions.finals):
+            # "nobody left to ask" on parameters up to a second old: a labeler registered since
+            # would have been asked (a frame opened just after its only labeler registered
+            # ended with no label). Read them again, and decide again if they changed.
+            fresh = self.labelers.params(max_age=0.0)
+            if fresh != params:
+                decisions = self.decider.decide(frames, fresh, budget_left, budget_over, shares)
         # one finalise.lua call for the step's finals (up to 256 frames each)
         calls = scripts.finalise_calls(self.keys, decisions.finals, self.grace_seconds)
         for entry_ids in self.runner.run(calls):
