@@ -127,6 +127,7 @@ def pipeline(
     aggregator: dict[str, Any] | None = None,
     ingest: dict[str, Any] | None = None,
     labelers: Sequence[dict[str, Any]] = (),
+    retention: dict[str, Any] | None = None,
 ) -> Iterator[Pipeline]:
     """Write ``pipeline.toml`` for the test's Redis; stop every service started, on exit."""
     config = tmp_path / "pipeline.toml"
@@ -135,6 +136,8 @@ def pipeline(
         sections["aggregator"] = aggregator
     if ingest:
         sections["ingest"] = ingest
+    if retention:
+        sections["retention"] = retention
     write_config(config, sections, list(labelers))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     sup = Supervisor(config=config, log_dir=tmp_path / "logs")
