@@ -58,12 +58,11 @@ def _run(args: argparse.Namespace) -> int:
 
     from gtx_stream.config import load_settings
     from gtx_stream.ops.dead import by_reason, requeue, with_reason
-    from gtx_stream.store.connection import connect, not_on_cluster
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.dead_letters import read_dead
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
-    not_on_cluster(settings, "gtx-stream dead")
     client = connect(settings)
     keys = Keys(settings.redis.prefix)
     try:

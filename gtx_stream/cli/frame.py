@@ -39,11 +39,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from gtx_stream.config import load_settings
     from gtx_stream.ops.inspect import inspect_frame
-    from gtx_stream.store.connection import connect, not_on_cluster
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
-    not_on_cluster(settings, "gtx-stream frame")
     client = connect(settings)
     prefix = settings.redis.prefix
     try:

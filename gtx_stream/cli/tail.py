@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, cast
 
 from gtx_stream.cli.options import add_config_option, non_negative_int
@@ -38,28 +39,34 @@ def _run(args: argparse.Namespace) -> int:
     import redis
 
     from gtx_stream.config import load_settings
-    from gtx_stream.store.connection import connect, not_on_cluster
+    from gtx_stream.store.cluster import is_cluster
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
+    from gtx_stream.store.shards import stored_keys
 
     settings = load_settings(args.config)
-    not_on_cluster(settings, "gtx-stream tail")
     client = connect(settings)
-    stream = Keys(settings.redis.prefix).final
-    last, shown = args.start, 0
+    shown = 0
     try:
+        # on a Redis Cluster one final stream per shard, each read on its own (elsewhere one:
+        # no need to read the shard count, which a consumer's ACL user may not)
+        keys = Keys(settings.redis.prefix)
+        keys = stored_keys(client, keys) if is_cluster(client) else keys
+        streams = [s.final for s in keys.state_shards()]
+        last = dict.fromkeys(streams, args.start)
         while True:
-            resp = client.xread({stream: last}, count=500, block=1000 if args.follow else None)
-            if not resp:
+            entries = _read(client, last, args.follow)
+            if not entries:
                 if args.follow:
                     continue
                 return 0
-            for entry_id, fields in cast(list[Any], resp)[0][1]:
-                last = text(entry_id)
+            for stream, entry_id, fields in entries:
+                last[stream] = entry_id
                 try:
-                    rec = FinalRecord.from_fields(decode_fields(fields), entry_id=last)
+                    rec = FinalRecord.from_fields(decode_fields(fields), entry_id=entry_id)
                 except RecordError as err:
                     # only finalise.lua writes this stream; say so and go on rather than stop
-                    print(f"gtx-stream tail: entry {last} skipped: {err}", file=sys.stderr)
+                    print(f"gtx-stream tail: entry {entry_id} skipped: {err}", file=sys.stderr)
                     continue
                 print(json.dumps(rec.to_json()) if args.json else _line(rec), flush=True)
                 shown += 1
@@ -73,3 +80,26 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     finally:
         client.close()
+
+
+POLL_SECONDS = 0.2
+"""Following the final streams of several shards: how often they are read while all are
+quiet (one command cannot block on streams of several cluster slots)."""
+
+
+def _read(client: Any, last: dict[str, str], follow: bool) -> list[tuple[str, str, Any]]:
+    """The next entries after ``last`` of each stream, oldest first by id: one blocking XREAD
+    for one stream; for several, one XREAD each (one pipeline), and with ``follow`` again
+    after :data:`POLL_SECONDS` while none came."""
+    if len(last) == 1:
+        ((stream, after),) = last.items()
+        resp = client.xread({stream: after}, count=500, block=1000 if follow else None)
+        return [(stream, text(i), f) for i, f in cast(list[Any], resp)[0][1]] if resp else []
+    pipe = client.pipeline(transaction=False)
+    for stream, after in last.items():
+        pipe.xread({stream: after}, count=500)
+    found = [(text(stream), text(i), f) for resp in pipe.execute()
+             for stream, items in cast(list[Any], resp or []) for i, f in items]  # fmt: skip
+    if not found and follow:
+        time.sleep(POLL_SECONDS)
+    return sorted(found, key=lambda e: tuple(int(x) for x in e[1].split("-")))

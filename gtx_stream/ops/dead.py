@@ -110,20 +110,23 @@ class Outcome:
 def requeue(client: redis.Redis, keys: Keys, letters: Sequence[StoredLetter]) -> list[Outcome]:
     """Re-queue, oldest first, each of ``letters`` that the aggregator would apply now; the
     others come back with why not. Three round trips, whatever the number of letters."""
-    outcomes: dict[str, Outcome] = {}
+    keys = stored_keys(client, keys)
+    outcomes: dict[tuple[str, str], Outcome] = {}  # by dead stream and id
     candidates: list[tuple[StoredLetter, LabelEntry]] = []
     for stored in letters:
         if stored.letter.kind == "frame":
-            outcomes[stored.dead_id] = Outcome(
+            outcomes[stored.stream, stored.dead_id] = Outcome(
                 stored, None, why="a dropped frame: nothing to apply"
             )
         elif stored.letter.reason not in REQUEUABLE:
-            outcomes[stored.dead_id] = Outcome(stored, None, why=FOR_GOOD)
+            outcomes[stored.stream, stored.dead_id] = Outcome(stored, None, why=FOR_GOOD)
         else:
             try:
                 candidates.append((stored, stored.label_entry()))
             except RecordError as err:
-                outcomes[stored.dead_id] = Outcome(stored, None, why=f"not a label entry: {err}")
+                outcomes[stored.stream, stored.dead_id] = Outcome(
+                    stored, None, why=f"not a label entry: {err}"
+                )
     frames = read_frames(client, keys, sorted({e.frame_id for _, e in candidates}))
     registered = _registered(client, keys, sorted({e.labeler for _, e in candidates}))
     todo: list[tuple[StoredLetter, LabelEntry]] = []
@@ -132,16 +135,18 @@ def requeue(client: redis.Redis, keys: Keys, letters: Sequence[StoredLetter]) ->
         if why is None:
             todo.append((stored, entry))
         else:
-            outcomes[stored.dead_id] = Outcome(stored, entry, why=why)
-    keys = stored_keys(client, keys)  # each entry goes back to its frame's shard
-    calls = [requeue_dead(keys, stored.dead_id, entry) for stored, entry in todo]
+            outcomes[stored.stream, stored.dead_id] = Outcome(stored, entry, why=why)
+    # each entry goes back to its frame's shard (on a Redis Cluster: the shard of the dead
+    # stream it sits on, its frame's; the script touches that shard's keys only)
+    calls = [requeue_dead(keys.shard_of_stream(stored.stream) if keys.cluster else keys,
+                          stored.dead_id, entry) for stored, entry in todo]  # fmt: skip
     for (stored, entry), new_id in zip(todo, ScriptRunner(client).run(calls), strict=True):
-        outcomes[stored.dead_id] = (
+        outcomes[stored.stream, stored.dead_id] = (
             Outcome(stored, entry, new_id=new_id)
             if new_id
             else Outcome(stored, entry, why="re-queued by another run meanwhile")
         )
-    return [outcomes[s.dead_id] for s in letters]
+    return [outcomes[s.stream, s.dead_id] for s in letters]
 
 
 def _registered(client: redis.Redis, keys: Keys, labelers: Sequence[str]) -> set[str]:

@@ -119,10 +119,12 @@ def inspect_frame(
 ) -> FrameReport:
     """Everything about ``frame_id``: four round trips, plus stream scans when its keys are
     gone."""
+    # its shard: its leases and labels stream; on a Redis Cluster also its keys, final and
+    # dead streams
+    keys = shard = stored_keys(client, keys).of_frame(frame_id)
     state = read_frames(client, keys, [frame_id])[frame_id]
     reqs = sorted((state.requests if state else {}).items())
     final_id = state.meta.get("final_id", "") if state else ""
-    shard = stored_keys(client, keys).of_frame(frame_id)  # its leases and labels stream
     pipe = client.pipeline(transaction=False)
     pipe.strlen(keys.image(frame_id))
     pipe.pttl(keys.image(frame_id))

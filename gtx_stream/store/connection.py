@@ -136,5 +136,5 @@ def not_on_cluster(settings: Settings, service: str) -> None:
         raise ConfigError(
             f"config error: {service} does not run on a Redis Cluster yet (redis.cluster is "
             "set): on a cluster run the ingester, labeler workers (no human labelers), "
-            "aggregators, status and export (docs/scaling.md)"
+            "aggregators, the client, export, status, tail, frame and dead (README)"
         )

@@ -20,6 +20,7 @@ import redis
 from gtx_stream.core.records import DeadLetter, Fields, LabelEntry, RecordError, decode_fields, text
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptCall
+from gtx_stream.store.shards import stored_keys
 
 SCAN_LIMIT = 100_000
 """Entries of a stream read at most, newest first, when looking for something in it."""
@@ -50,6 +51,8 @@ class StoredLetter:
     dead_id: str
     """Its id on the dead stream (``letter.entry_id`` is the refused entry's own id)."""
     letter: DeadLetter
+    stream: str = ""
+    """The dead stream it sits on (on a Redis Cluster, one per shard)."""
 
     @functools.cached_property
     def fields(self) -> Fields | None:
@@ -90,16 +93,27 @@ class DeadScan:
 
 def read_dead(client: redis.Redis, keys: Keys, limit: int = SCAN_LIMIT) -> DeadScan:
     """The newest ``limit`` dead letters (a malformed one, which only a hand-written XADD can
-    leave, reads as a letter of kind ``?`` saying why)."""
+    leave, reads as a letter of kind ``?`` saying why). On a Redis Cluster those of every
+    shard's dead stream, newest first by id, or of the one shard ``keys`` names."""
+    keys = stored_keys(client, keys)
+    shards = keys.every_shard() if keys.cluster and keys.shard is None else [keys]
     letters = []
-    for dead_id, fields in newest_entries(client, keys.dead, limit + 1):
-        try:
-            letter = DeadLetter.from_fields(fields)
-        except RecordError as err:
-            letter = DeadLetter("?", f"malformed dead letter: {err}", json.dumps(fields))
-        letters.append(StoredLetter(dead_id, letter))
+    for stream in [shard.dead for shard in shards]:
+        for dead_id, fields in newest_entries(client, stream, limit + 1):
+            try:
+                letter = DeadLetter.from_fields(fields)
+            except RecordError as err:
+                letter = DeadLetter("?", f"malformed dead letter: {err}", json.dumps(fields))
+            letters.append(StoredLetter(dead_id, letter, stream))
+    if len(shards) > 1:
+        letters.sort(key=lambda s: _id_key(s.dead_id), reverse=True)
     complete = len(letters) <= limit
     return DeadScan(letters[:limit][::-1], complete)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def requeue_dead(keys: Keys, dead_id: str, entry: LabelEntry) -> ScriptCall[str | None]:

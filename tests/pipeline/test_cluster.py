@@ -26,6 +26,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from gtx_stream.core.records import LabelEntry
 from gtx_stream.ops.demo import write_config
 from gtx_stream.ops.supervisor import Supervisor
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
@@ -207,15 +208,36 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
             waited = [client.wait(fid, timeout=60) for fid in ids]
             assert [rec.frame_id for rec in waited] == ids
             read = [rec.frame_id for rec in client.final_labels("app", "c1", idle_seconds=2)]
-            status = subprocess.run(
-                [sys.executable, "-m", "gtx_stream", "status", "--json", "--config", str(config)],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+            # a label of a labeler nobody registered, for a frame of shard 5: a dead letter there
+            fid = next(f for f in ids if client.keys.of_frame(f).shard == 5)
+            entry = LabelEntry(frame_id=fid, labeler="zed", request_id="r", label=1)
+            client.redis.xadd(client.keys.for_shard(5).labels, entry.to_fields())
+            deadline = time.monotonic() + 30
+            while not client.redis.xlen(client.keys.for_shard(5).dead):
+                assert time.monotonic() < deadline, "no dead letter"
+                time.sleep(0.1)
+
+            def cli(*command: str) -> Any:
+                done = subprocess.run(
+                    [sys.executable, "-m", "gtx_stream", *command, "--config", str(config)],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                return done.stdout
+
+            status = json.loads(cli("status", "--json"))
+            tailed = [json.loads(line)["frame_id"] for line in cli("tail", "--json").splitlines()]
+            inspected = json.loads(cli("frame", fid, "--json"))
+            dead = json.loads(cli("dead", "--json"))
     finally:
         sup.stop_all(timeout=10)
+    # tail, frame and dead read every shard (or the frame's)
+    assert sorted(tailed) == sorted(ids)
+    assert inspected["final"]["frame_id"] == fid and len(inspected["dead"]) == 1
+    assert dead["dead_letters"] == 1
+    assert "not registered" in dead["reasons"][0]["reason"]
     assert sorted(read) == sorted(ids)  # every shard's final stream, each record once
-    assert status.returncode == 0, status.stderr
-    st = json.loads(status.stdout)
+    st = status
     assert st["frames_finalised"] == st["final_stream_length"] == 24
     assert st["frames_open"] == 0
     assert 24 <= st["budget_spent"] <= 200 == st["budget_limit"]
