@@ -229,6 +229,7 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
             tailed = [json.loads(line)["frame_id"] for line in cli("tail", "--json").splitlines()]
             inspected = json.loads(cli("frame", fid, "--json"))
             dead = json.loads(cli("dead", "--json"))
+            requeue = json.loads(cli("dead", "--requeue", "--json"))
     finally:
         sup.stop_all(timeout=10)
     # tail, frame and dead read every shard (or the frame's)
@@ -236,6 +237,10 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
     assert inspected["final"]["frame_id"] == fid and len(inspected["dead"]) == 1
     assert dead["dead_letters"] == 1
     assert "not registered" in dead["reasons"][0]["reason"]
+    assert requeue["requeued"] == []  # read on its shard, and left there: zed is still unknown
+    assert [(g["why"], g["count"]) for g in requeue["not_requeued"]] == [
+        ("labeler still not registered", 1)
+    ]
     assert sorted(read) == sorted(ids)  # every shard's final stream, each record once
     st = status
     assert st["frames_finalised"] == st["final_stream_length"] == 24
