@@ -9,8 +9,10 @@ add up to more than the pool's, and each shard never spends more than its limit 
 so the budget is never overspent. A crash between the two calls leaves the chunk leased but not
 credited: the shard's next credit raises it to the total, nothing is lost.
 
-What a shard leased and did not spend stays with it: at the budget's end up to one chunk per
-shard may be left unspent (:data:`CHUNK_FRAMES` frames' worth of kappa labels).
+What a shard leased and did not spend stays with it. A lease takes up to a chunk
+(:data:`CHUNK_FRAMES` frames' worth of kappa labels) but no more than a shard's share of what
+the pool has left, so leases shrink to what is needed as the pool runs low, and what stays
+stranded at the budget's end is what shards leased for frames that then needed fewer labels.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ def _pair(reply: Any) -> tuple[int, int]:
     return int(reply[0]), int(reply[1])
 
 
-def lease_call(keys: Keys, shard: int, wanted: int) -> ScriptCall[tuple[int, int]]:
-    """Lease up to ``wanted`` labels of the pool to ``shard``: (granted, shard's leased total),
-    granted -1 when the budget is unlimited."""
-    return ScriptCall("lease_budget", (keys.budget_pool,), (shard, int(wanted)), _pair)
+def lease_call(keys: Keys, shard: int, needed: int, chunk: int = 1) -> ScriptCall[tuple[int, int]]:
+    """Lease ``shard`` what it needs, or more: up to ``chunk``, but no more than a shard's
+    share of what the pool has left: (granted, shard's leased total), granted -1 when the
+    budget is unlimited (never more than is left)."""
+    args = (shard, int(needed), int(chunk), keys.shards)
+    return ScriptCall("lease_budget", (keys.budget_pool,), args, _pair)
 
 
 def credit_call(shard_keys: Keys, leased: int) -> ScriptCall[int]:
@@ -90,11 +94,12 @@ class ShardBudget:
         pool = pool_left(self.r, self.keys)
         return shard_left + max(0, pool or 0)
 
-    def lease(self, wanted: int) -> int:
-        """Lease at least ``wanted`` labels (a chunk at least) and credit them; the labels
-        granted (0: the pool is spent; -1: unlimited)."""
+    def lease(self, needed: int) -> int:
+        """Lease ``needed`` labels, or up to a chunk while the pool has plenty
+        (:func:`lease_call`), and credit them; the labels granted (0: the pool is spent; -1:
+        unlimited)."""
         granted, leased = self.runner.run_one(
-            lease_call(self.keys, self.shard, max(wanted, self.chunk)))  # fmt: skip
+            lease_call(self.keys, self.shard, needed, self.chunk))  # fmt: skip
         if granted >= 0:
             self.runner.run_one(credit_call(self.keys, leased))
         return granted

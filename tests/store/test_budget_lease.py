@@ -29,7 +29,7 @@ def test_concurrent_leases_never_add_up_to_more_than_the_limit(redis_url: str) -
     def lease_until_spent(shard: int) -> None:
         client = redis.Redis.from_url(redis_url)
         budget = ShardBudget(client, keys.for_shard(shard), ScriptRunner(client), chunk=7)
-        while (got := budget.lease(1 + shard)) > 0:
+        while (got := budget.lease(1 + shard)) > 0:  # the last leases shrink to what is left
             granted[shard] += got
         assert got == 0
         client.close()
@@ -66,9 +66,14 @@ def test_a_lost_credit_is_made_good_and_a_credit_never_lowers_a_limit(r: redis.R
     runner.run_one(lease_call(keys, 5, 20))
     set_limit(r, keys, 100)
     assert r.hget(keys.for_shard(5).budget, "limit") == "20"
-    # what is left in the pool is all a lease can get
-    assert ShardBudget(r, keys.for_shard(0), runner, chunk=500).lease(1) == 100 - 60
-    assert ShardBudget(r, keys.for_shard(0), runner, chunk=1).lease(1) == 0
+    # a lease takes up to a chunk, but no more than a shard's share of what is left (40 / 8)
+    big = ShardBudget(r, keys.for_shard(0), runner, chunk=500)
+    assert big.lease(1) == 5
+    # what is needed is granted however little is left, never more than is left
+    assert big.lease(34) == 34
+    assert big.lease(3) == 1
+    assert big.lease(1) == 0
+    assert int(r.hget(keys.budget_pool, "spent")) == 100
 
 
 def test_without_a_limit_leases_are_unlimited(r: redis.Redis) -> None:
