@@ -49,12 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_batch import _redis_cpu  # noqa: E402
+from bench_pipeline import _wait  # noqa: E402
 
 from gtx_stream.ops.demo import labeler_accuracies, write_config  # noqa: E402
 from gtx_stream.ops.embedded import EmbeddedRedis  # noqa: E402
 from gtx_stream.ops.supervisor import Supervisor  # noqa: E402
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv  # noqa: E402
 from gtx_stream.store.keys import Keys  # noqa: E402
+from gtx_stream.store.shards import owners  # noqa: E402
 from tests.cluster_fixtures import LocalCluster  # noqa: E402
 
 POLL_S = 0.1
@@ -67,17 +69,6 @@ def _calls(node: redis.Redis) -> Counter[str]:
     for own in OWN:
         calls.pop(own, None)
     return calls
-
-
-def _wait(sup: Supervisor, done: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        failed = sup.failed()
-        if failed:
-            raise SystemExit(f"{failed[0].name} failed:\n{failed[0].tail()}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(POLL_S)
 
 
 def run_pipeline(
@@ -133,10 +124,10 @@ def run_pipeline(
             sup.start(name, "--log-level", "WARNING", "aggregator", "--consumer", name)
         for j, lab in enumerate(ids):
             sup.start(f"labeler-{j}", "--log-level", "WARNING", "labeler", "--id", lab)
-        _wait(sup, lambda: set(ids) <= set(r.zrange(keys.live, 0, -1)), 90, "labelers live")
-        if shards > 1:  # every shard owned (mget_nonatomic: the owner keys span slots)
-            owner_keys = [keys.shard_owner(k) for k in range(shards)]
-            _wait(sup, lambda: None not in r.mget_nonatomic(owner_keys), 90, "shards owned")
+        _wait(sup, lambda: set(ids) <= set(r.zrange(keys.live, 0, -1)), 90, "labelers live",
+              POLL_S)  # fmt: skip
+        if shards > 1:  # every shard owned
+            _wait(sup, lambda: None not in owners(r, keys), 90, "shards owned", POLL_S)
         time.sleep(0.5)  # RQ workers registered and blocking on their queues
         cpu0 = {p: _redis_cpu(node[p]) for p in masters}
         for p in cluster.ports:
@@ -144,7 +135,7 @@ def run_pipeline(
         q.config_resetstat()
         ingester = sup.start("ingester", "ingest", str(video), "--truth",
                              str(workdir / "truth.csv"))  # fmt: skip
-        _wait(sup, lambda: final_count() >= n_frames, 600, f"{n_frames} final")
+        _wait(sup, lambda: final_count() >= n_frames, 600, f"{n_frames} final", POLL_S)
         calls = {p: _calls(node[p]) for p in cluster.ports}
         queue_calls = _calls(q)
         cpu = {p: _redis_cpu(node[p]) - cpu0[p] for p in masters}

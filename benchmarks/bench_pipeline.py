@@ -170,7 +170,7 @@ def finished_run(
     return records, span, sum(int(f["n_labels"]) for f in records)
 
 
-def _wait(sup: Supervisor, done: Any, timeout: float, what: str) -> None:
+def _wait(sup: Supervisor, done: Any, timeout: float, what: str, poll: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         failed = sup.failed()
@@ -178,7 +178,7 @@ def _wait(sup: Supervisor, done: Any, timeout: float, what: str) -> None:
             raise SystemExit(f"{failed[0].name} failed:\n{failed[0].tail()}")
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(poll)
 
 
 # --- RQ on its own ---------------------------------------------------------------------------
