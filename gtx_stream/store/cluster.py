@@ -36,6 +36,7 @@ from redis.exceptions import (
     MovedError,
     SlotNotCoveredError,
     TimeoutError,
+    TryAgainError,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ WAIT_TIMEOUT_MS = 1000
 """How long one ``WAIT`` waits for the replicas (a replica that lags longer is logged)."""
 
 RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, MovedError, SlotNotCoveredError)
+
+UNAVAILABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError)
+"""What a Redis that restarts, or a cluster while a master fails over ("CLUSTERDOWN", "TRYAGAIN"
+from a pipeline), raises: a service waits and tries again instead of exiting."""
 
 
 def is_cluster(client: Any) -> bool:

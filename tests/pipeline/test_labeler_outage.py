@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ import redis
 from rq.registry import StartedJobRegistry
 
 from gtx_stream.ops.embedded import EmbeddedRedis
+from gtx_stream.pipeline.label.job import ride_out
 from gtx_stream.pipeline.label.requests import enqueue_request
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.keys import Keys
 from tests.labeler_fixtures import SLEEP_VARIABLE
 from tests.pipeline.test_labeler import FIX, _cli, labels, put_frame
@@ -129,3 +132,27 @@ def test_sigterm_while_redis_is_down_exits_within_10_s(
     if busy:
         assert "left to its lease" in out, out
     print(f"exit 0 {took:.1f} s after SIGTERM")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis.exceptions.TryAgainError("TRYAGAIN Multiple keys request during rehashing"),
+        redis.ConnectionError("Connection refused"),
+    ],
+)
+def test_a_request_rides_out_a_cluster_failing_over(error: Exception) -> None:
+    """A pipeline on a Redis Cluster whose master fails over answers CLUSTERDOWN or TRYAGAIN
+    for a moment: the request waits and tries again, as through a restart."""
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise error
+        return "read"
+
+    assert ride_out(flaky, "reading a frame", threading.Event()) == "read"
+    assert len(calls) == 3
+    assert isinstance(error, UNAVAILABLE)

@@ -49,6 +49,7 @@ from gtx_stream.pipeline.aggregate.uncertainty import Ranking, UncertaintySample
 from gtx_stream.pipeline.dispatch import make_dispatcher
 from gtx_stream.store import frame_scripts as scripts
 from gtx_stream.store.budget_lease import CHUNK_FRAMES, ShardBudget, set_limit
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.frames import FrameState, read_frames
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
@@ -130,7 +131,7 @@ class Aggregator:
         while not stop.is_set():
             try:
                 self.step()
-            except (redis.ConnectionError, redis.TimeoutError) as err:
+            except UNAVAILABLE as err:
                 # Redis restarting or unreachable: the batch in hand was not acknowledged, so it
                 # stays pending and is claimed again once Redis is back (XAUTOCLAIM).
                 log.warning("redis unavailable (%s): retrying in %.1f s", err, wait)

@@ -48,7 +48,7 @@ from gtx_stream.pipeline.aggregate.consumer import GroupConsumer
 from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.pipeline.aggregate.requester import Enqueue
 from gtx_stream.store.budget_lease import set_limit
-from gtx_stream.store.cluster import is_cluster
+from gtx_stream.store.cluster import UNAVAILABLE, is_cluster
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import mirror_labelers
 from gtx_stream.store.scripts import ScriptRunner
@@ -238,7 +238,7 @@ class ShardedAggregator:
             while not stop.is_set():
                 try:
                     report = self.step()
-                except (redis.ConnectionError, redis.TimeoutError) as err:
+                except UNAVAILABLE as err:
                     log.warning("redis unavailable (%s): retrying in %.1f s", err, wait)
                     stop.wait(wait)
                     wait = min(wait * 2, RECONNECT_MAX)

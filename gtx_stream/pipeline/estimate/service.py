@@ -37,6 +37,7 @@ from gtx_stream.core.em import EMResult, EMSettings, dawid_skene
 from gtx_stream.core.models import ModelName
 from gtx_stream.pipeline.estimate.window import LabelWindow
 from gtx_stream.store import em_params
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.em_params import GoldCounts, Registered
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy, TwoCoinRecord
@@ -200,6 +201,6 @@ class Estimator:
                 self._new_labels += self.window.fill()
                 if self.due() and self.fit_once() is None:
                     self._last_fit = time.monotonic()  # too few labels: try again later
-            except (redis.ConnectionError, redis.TimeoutError) as err:
+            except UNAVAILABLE as err:
                 log.warning("redis unavailable (%s): retrying", err)
             stop.wait(min(POLL_SECONDS, self.s.every_seconds))

@@ -50,6 +50,7 @@ from gtx_stream.pipeline.export.manifest import (
     row_of,
 )
 from gtx_stream.pipeline.export.parquet import ParquetSink
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.shards import stored_keys
 
@@ -196,7 +197,7 @@ class Exporter:
                 entries = self.group.read(block_ms if follow else 1)
                 if entries:
                     self.export_batch(entries)
-            except (redis.ConnectionError, redis.TimeoutError) as err:
+            except UNAVAILABLE as err:
                 if not follow:
                     raise
                 # Redis restarting: what this batch wrote is on disk and in the manifest, its

@@ -31,6 +31,7 @@ from gtx_stream.pipeline.ingest.sources import (
 )
 from gtx_stream.store import frame_scripts
 from gtx_stream.store.budget_lease import lease_for_open
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.frames import high_water_mark
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
@@ -361,7 +362,7 @@ def _open_with_backpressure(
                 max_open_per_source=settings.ingest.max_open_per_source,
                 source_share=settings.aggregator.budget_per_source,
             )
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except UNAVAILABLE as err:
             # Redis restarting: keep this frame and try again, for up to redis_outage_seconds
             # (opening is idempotent: a frame that did get opened comes back "duplicate")
             now = time.monotonic()

@@ -40,6 +40,7 @@ from rq.timeouts import TimerDeathPenalty
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.pipeline.label.backends import Backend, build_backend
 from gtx_stream.pipeline.label.job import LabelJob, WorkerContext, labeler_settings, set_context
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.connection import connect, connect_queue, has_queue_redis
 from gtx_stream.store.keys import Keys
 
@@ -55,7 +56,7 @@ REDIS_WAIT_FIRST = 0.1
 """Seconds between pings while waiting for Redis to come back; doubles up to REDIS_WAIT_MAX."""
 REDIS_WAIT_MAX = 2.0
 
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+_REDIS_DOWN = UNAVAILABLE
 
 
 class RedisOutage(StopRequested):
