@@ -26,10 +26,18 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from gtx_stream.config import AggregatorSettings, ConfigError, Settings, load_settings
-from gtx_stream.core.records import LabelEntry, LabelRequest, RequestState, decode_fields
+from gtx_stream.core.records import (
+    DeadLetter,
+    LabelEntry,
+    LabelRequest,
+    RequestState,
+    decode_fields,
+)
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+from gtx_stream.pipeline.aggregate.intake import DEAD_REASONS
 from gtx_stream.pipeline.label.batch import queue_key, request_of, take_requests
+from gtx_stream.pipeline.label.job import SESSION_SECONDS, WorkerContext, _session_goes_on
 from gtx_stream.pipeline.label.requests import LABEL_FRAME, enqueue_requests, job_id
 from gtx_stream.pipeline.label.worker import run_labeler_worker
 from gtx_stream.store.keys import Keys
@@ -140,6 +148,61 @@ def test_a_batch_is_one_rq_job_and_each_request_gets_its_own_entry(
             assert (e.frame_id, e.labeler) == (req.frame_id, "m")
             assert e.label == int(req.frame_id.split("-")[1]) % 2
     assert list(r.scan_iter("rq:job:*")) == [] and r.llen(queue_key(keys, "m")) == 0
+
+
+def test_one_rq_job_goes_on_serving_the_requests_that_keep_coming(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    """A session: the job that took the first batch takes the next one, enqueued while it ran,
+    so RQ's own bookkeeping is paid once for both."""
+    first = ask(r, keys, 2)
+    later = [LabelRequest("m", f"cam-{i}", f"r{i}", keys.prefix) for i in range(2, 6)]
+    for req in later:
+        put_frame(r, keys, req.frame_id, int(req.frame_id.split("-")[1]))
+
+    def enqueue_later() -> None:
+        time.sleep(0.1)  # within SESSION_IDLE_SECONDS of the first batch's end
+        enqueue_requests(r, keys, later, lease_seconds=30)
+
+    r.config_resetstat()
+    feeder = threading.Thread(target=enqueue_later)
+    feeder.start()
+    assert serve(redis_url, model("parity_batch", batch=4)) == 0
+    feeder.join()
+    assert [len(b) for b in batches] == [2, 4]
+    assert sorted(e.request_id for e in entries(r, keys)) == sorted(
+        req.request_id for req in first + later
+    )
+    stats = r.info("commandstats")
+    rq_jobs = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("blmove", "lmove"))
+    assert rq_jobs == 2  # the one job RQ ran, and the empty dequeue that ended burst mode
+    assert list(r.scan_iter("rq:job:*")) == [] and r.llen(queue_key(keys, "m")) == 0
+
+
+def test_a_batch_with_a_failure_ends_its_session(
+    redis_url: str, r: redis.Redis, keys: Keys
+) -> None:
+    reqs = ask(r, keys, 8)
+    assert serve(redis_url, model("odd_fails")) == 0
+    assert [len(b) for b in batches] == [4, 4]
+    assert len(entries(r, keys)) == 8
+    # the first batch failed its job, so the second came in a job of its own (failed too)
+    failed = FailedJobRegistry(keys.queue("m"), connection=r, serializer=JSONSerializer)
+    assert sorted(failed.get_job_ids()) == sorted(
+        job_id(keys.prefix, reqs[i].request_id) for i in (0, 4)
+    )
+
+
+def test_a_session_ends_well_within_the_job_timeout() -> None:
+    ctx = WorkerContext(client=None)  # type: ignore[arg-type]
+    now = time.monotonic()
+    assert _session_goes_on(ctx, now, 0.0, None)
+    assert not _session_goes_on(ctx, now - SESSION_SECONDS, 0.0, None)
+    # a 1 s job timeout: the session ends by 0.5 s, and earlier after a slow batch
+    assert _session_goes_on(ctx, now - 0.3, 0.05, 1.0)
+    assert not _session_goes_on(ctx, now - 0.3, 0.1, 1.0)
+    ctx.stop.set()
+    assert not _session_goes_on(ctx, now, 0.0, None)
 
 
 def test_batch_one_keeps_one_request_per_job(redis_url: str, r: redis.Redis, keys: Keys) -> None:
@@ -336,14 +399,19 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path, redis_url: str)
         p.wait_until(lambda: p.finished(N_FRAMES), f"{N_FRAMES} frames final", 120)
         r, keys = p.client, p.keys
         records = final_records(r, keys)
-        dead = r.xlen(keys.dead)
+        dead = [DeadLetter.from_fields(decode_fields(f)) for _, f in r.xrange(keys.dead)]
         stats = r.hgetall(keys.stats)
         requests = {f: r.hgetall(keys.frame_requests(f)) for f in killed}
         arrived = [LabelEntry.from_fields(decode_fields(f)) for _, f in r.xrange(keys.labels)]
 
     assert 2 <= len(killed) <= 4
     assert sorted(int(f["frame_index"]) for f in records) == list(range(N_FRAMES))
-    assert dead == 0
+    # no label lost or refused for another cause: the one dead letter allowed is a late answer
+    # (of a request the restarted m found still queued from before the kill) to a frame that
+    # others had finalised meanwhile
+    for letter in dead:
+        assert letter.reason == DEAD_REASONS["finalised"], letter
+        assert json.loads(letter.payload)["labeler"] == "m", letter
     check_final_records(records, TAU, KAPPA)
     assert int(stats["leases_expired"]) >= len(killed)
     for fid in killed:  # never answered: its lease ran out, and others were asked instead

@@ -1,11 +1,14 @@
 """Batches: the requests that wait behind the one RQ handed a worker, taken with it.
 
-A labeler with ``batch > 1`` answers up to ``batch`` requests in one RQ job: RQ hands the
+A labeler with ``batch > 1`` answers up to ``batch`` requests in one backend call: RQ hands the
 worker one job (:func:`~gtx_stream.pipeline.label.job.label_frame`), which takes up to
 ``batch - 1`` more requests from the head of the same queue in one ``LPOP`` (as the label
 server takes a person's, :mod:`gtx_stream.server.feed`), reads their job hashes and deletes
 them: one command for the batch, one ``HGET`` per request, one ``DEL`` for the batch, instead
-of RQ's ~63 commands per job on the worker's side. The backend then gets one batch call.
+of RQ's ~58 commands per job on the worker's side. The backend then gets one batch call.
+The same RQ job then goes on with the next batch while requests keep coming (a *session*,
+:data:`~gtx_stream.pipeline.label.job.SESSION_SECONDS`), so RQ's bookkeeping is paid once
+per session rather than once per batch.
 
 Per-frame accounting stays as it is: each request keeps its own id and its own lease (set by
 ``ask.lua`` when it was asked), and its label or failure is its own entry on the labels
@@ -43,16 +46,23 @@ def queue_key(keys: Keys, labeler_id: str) -> str:
 
 
 def take_requests(
-    client: redis.Redis, keys: Keys, labeler_id: str, count: int
+    client: redis.Redis, keys: Keys, labeler_id: str, count: int, wait: float = 0.0
 ) -> list[LabelRequest]:
     """Up to ``count`` requests off the head of ``labeler_id``'s queue, their jobs deleted.
 
     Three round trips' worth of commands, whatever ``count``: ``LPOP key count``, then one
-    pipeline of an ``HGET`` per job and one ``DEL`` of them all.
+    pipeline of an ``HGET`` per job and one ``DEL`` of them all. With ``wait`` (seconds) and
+    an empty queue, a ``BLPOP`` waits that long for a first request (then an ``LPOP`` takes
+    those behind it).
     """
     if count < 1:
         return []
-    popped = client.lpop(queue_key(keys, labeler_id), count)
+    key = queue_key(keys, labeler_id)
+    popped = client.lpop(key, count)
+    if not popped and wait > 0:
+        first = client.blpop([key], timeout=wait)
+        if first:
+            popped = [first[1]] + ((client.lpop(key, count - 1) or []) if count > 1 else [])
     if not popped:
         return []
     job_ids = [text(j) for j in popped]

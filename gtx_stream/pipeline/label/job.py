@@ -43,6 +43,7 @@ from gtx_stream.pipeline.label.backends import (
 )
 from gtx_stream.pipeline.label.batch import take_requests
 from gtx_stream.pipeline.label.requests import LABEL_FRAME
+from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.shards import stored_keys
 
@@ -138,7 +139,7 @@ def ride_out(call: Callable[[], T], what: str, stop: threading.Event) -> T:
     while True:
         try:
             result = call()
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except UNAVAILABLE as err:
             if since is None:
                 since = time.monotonic()
                 log.warning("redis unreachable (%s): retrying %s until it is back", err, what)
@@ -228,9 +229,11 @@ def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) ->
     """Answer one request, and with ``batch > 1`` the requests that wait behind it
     (:mod:`~gtx_stream.pipeline.label.batch`): XADD each one's label or failure.
 
-    Returns this request's label; None when its frame is gone. A failed request fails the
-    job too (after every entry is sent): with its own error, or for a batch, one that counts
-    the failures.
+    With ``batch > 1`` the job then serves the labeler's further requests, a batch at a time,
+    while they keep coming (:func:`_session_goes_on`). Returns this request's label; None
+    when its frame is gone. A failed request fails the job too (after every entry of its
+    batch is sent, and no further batch is taken): with its own error, or for a batch, one
+    that counts the failures.
     """
     ctx = _runtime()
     keys = Keys(prefix)
@@ -239,22 +242,70 @@ def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) ->
         backend: Backend | None = ctx.backend(labeler_id)
     except LabelError:
         backend = None  # reported below, as the request's failure
-    if backend is not None and backend.batch > 1:
-        requests += ride_out(
-            lambda: take_requests(ctx.queue_client, keys, labeler_id, backend.batch - 1),
+    if backend is None or backend.batch == 1:
+        return _answer(ctx, keys, labeler_id, backend, requests)
+    batch = backend.batch
+
+    def take(count: int, wait: float) -> list[LabelRequest]:
+        return ride_out(
+            lambda: take_requests(ctx.queue_client, keys, labeler_id, count, wait),
             f"taking a batch for labeler {labeler_id}",
             ctx.stop,
         )
+
+    started = time.monotonic()
+    job = get_current_job()
+    timeout = float(job.timeout) if job is not None and job.timeout else None
+    own = _answer(ctx, keys, labeler_id, backend, requests + take(batch - 1, 0.0))
+    longest = time.monotonic() - started
+    while _session_goes_on(ctx, started, longest, timeout):
+        requests = take(batch, SESSION_IDLE_SECONDS)
+        if not requests:
+            break
+        began = time.monotonic()
+        _answer(ctx, keys, labeler_id, backend, requests, first_is_own=False)
+        longest = max(longest, time.monotonic() - began)
+    return own
+
+
+SESSION_SECONDS = 2.0
+"""How long one RQ job of a labeler with ``batch > 1`` goes on taking further batches: RQ's
+own bookkeeping (~58 commands a job on the worker's side) is paid once per session."""
+SESSION_IDLE_SECONDS = 0.25
+"""A session ends when no request comes for this long (one ``BLPOP`` waits for it)."""
+
+
+def _session_goes_on(
+    ctx: WorkerContext, started: float, longest: float, timeout: float | None
+) -> bool:
+    """Whether the job takes another batch: not asked to stop, and another batch as long as
+    the longest so far, twice over, still ends within :data:`SESSION_SECONDS` and half of
+    RQ's job timeout (so that the timeout never cuts a batch of the session short)."""
+    if ctx.stop.is_set():
+        return False
+    limit = SESSION_SECONDS if timeout is None else min(SESSION_SECONDS, timeout / 2)
+    return time.monotonic() - started + 2 * longest < limit
+
+
+def _answer(
+    ctx: WorkerContext,
+    keys: Keys,
+    labeler_id: str,
+    backend: Backend | None,
+    requests: Sequence[LabelRequest],
+    first_is_own: bool = True,
+) -> int | None:
+    """Read the frames of ``requests``, ask the backend once, XADD an entry for each.
+
+    Returns the first request's label (None when its frame is gone, or with
+    ``first_is_own=False``); raises after sending when any request failed.
+    """
     with_image = backend is None or backend.needs_image
+    ids = [req.frame_id for req in requests]
     frames = ride_out(
         # the frames' keys name their shard on a Redis Cluster (the pipeline's stored count)
-        lambda: read_frames(
-            ctx.client,
-            stored_keys(ctx.client, keys),
-            [req.frame_id for req in requests],
-            with_image,
-        ),
-        f"reading frame {frame_id}" if len(requests) == 1 else f"reading {len(requests)} frames",
+        lambda: read_frames(ctx.client, stored_keys(ctx.client, keys), ids, with_image),
+        f"reading {len(requests)} frame(s), {requests[0].frame_id} first",
         ctx.stop,
     )
     asked = []
@@ -288,7 +339,7 @@ def label_frame(frame_id: str, labeler_id: str, request_id: str, prefix: str) ->
         if len(asked) == 1:
             raise failed[0]
         raise LabelError(f"{len(failed)} of {len(asked)} requests of the batch failed: {failed[0]}")
-    own = entries[0] if asked[0][0] is requests[0] else None
+    own = entries[0] if first_is_own and asked[0][0] is requests[0] else None
     return own.label if own is not None else None
 
 
