@@ -107,6 +107,11 @@ def test_job_payload_is_json(redis_url: str, r: redis.Redis, keys: Keys) -> None
     assert result_ttl == "0"
     assert failure_ttl is not None and int(failure_ttl) > 0
     assert origin == keys.queue("alice")
+    # queued, as RQ reads it (its status written once, with the other fields) and in one HSET
+    assert Job.fetch(job.id, connection=redis.Redis.from_url(redis_url)).get_status() == "queued"
+    r.config_resetstat()
+    enqueue_request(r, keys, "alice", "cam-2", "cam-2.alice", lease_seconds=12.5)
+    assert r.info("commandstats")["cmdstat_hset"]["calls"] == 1
 
 
 def test_label_frame_constant_names_the_job_function() -> None:

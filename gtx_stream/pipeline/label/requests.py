@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from gtx_stream.core.records import LabelRequest
@@ -63,6 +63,18 @@ def job_timeout(lease_seconds: float) -> int:
     return max(1, math.ceil(lease_seconds))
 
 
+class _RequestJob(Job):
+    """The job class of the enqueue side. RQ's enqueue sets a job's status (one ``HSET``) and
+    then saves the job (one ``HSET`` of every field, the status among them): the first is
+    left out, one command fewer per request."""
+
+    def set_status(self, status: JobStatus, pipeline: Pipeline | None = None) -> None:
+        if status == JobStatus.QUEUED and pipeline is not None:
+            self._status = status  # written by the save() that follows in the same pipeline
+            return
+        super().set_status(status, pipeline)
+
+
 def enqueue_requests(
     client: redis.Redis,
     keys: Keys,
@@ -92,7 +104,12 @@ def enqueue_requests(
     pipe = pipeline if pipeline is not None else client.pipeline(transaction=False)
     jobs: list[Job] = []
     for labeler_id, datas in by_labeler.items():
-        queue = Queue(keys.queue(labeler_id), connection=client, serializer=JSONSerializer)
+        queue = Queue(
+            keys.queue(labeler_id),
+            connection=client,
+            serializer=JSONSerializer,
+            job_class=_RequestJob,
+        )
         jobs.extend(queue.enqueue_many(datas, pipeline=pipe))
     if pipeline is None:
         pipe.execute()
