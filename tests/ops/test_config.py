@@ -442,7 +442,7 @@ MEANING = {
     "labelers[].sensitivity": "two-coin P(label 1 given y = 1) in [0, 1], registered with the "
     "accuracy; give both or neither",
     "labelers[].specificity": "two-coin P(label 0 given y = 0) in [0, 1]",
-    "labelers[].batch": "frames a worker answers in one RQ job and one backend call (`python`: "
+    "labelers[].batch": "frames a worker answers in one backend call (`python`: "
     "lists, `http`: one JSON POST), 1 to 256; `human`: 1",
 }
 
