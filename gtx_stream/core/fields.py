@@ -37,8 +37,17 @@ def decode_fields(raw: Mapping[Any, Any]) -> Fields:
     # with ``decode_responses`` they are all str already, and a copy is all there is to do
     for k, v in raw.items():
         if type(k) is not str or type(v) is not str:
-            return {text(k): text(v) for k, v in raw.items()}
-    return dict(raw)
+            break
+    else:
+        return dict(raw)
+    # bytes decoded inline, as text() does: the aggregator decodes every field of every frame
+    # view it decides on, and a call of text() per field was most of that
+    return {
+        (k.decode(errors="replace") if type(k) is bytes else text(k)): (
+            v.decode(errors="replace") if type(v) is bytes else text(v)
+        )
+        for k, v in raw.items()
+    }
 
 
 def _no_default(value: Any) -> Any:

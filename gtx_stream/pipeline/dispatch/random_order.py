@@ -11,7 +11,7 @@ from gtx_stream.store.frames import FrameState
 
 ORDERS_KEPT = 1 << 16
 """Frames whose labeler order is kept (a frame is decided once per label it gets, and drawing
-its order again, a seeded numpy generator each time, was a tenth of the aggregator's CPU)."""
+its order again built a seeded numpy generator each time)."""
 
 
 @functools.lru_cache(maxsize=ORDERS_KEPT)
