@@ -46,11 +46,13 @@ RETRY_MAX = 1.0
 WAIT_TIMEOUT_MS = 1000
 """How long one ``WAIT`` waits for the replicas (a replica that lags longer is logged)."""
 
-RETRYABLE = (ConnectionError, TimeoutError, ClusterDownError, MovedError, SlotNotCoveredError)
-
 UNAVAILABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError)
 """What a Redis that restarts, or a cluster while a master fails over ("CLUSTERDOWN", "TRYAGAIN"
 from a pipeline), raises: a service waits and tries again instead of exiting."""
+
+RETRYABLE = (*UNAVAILABLE, MovedError, SlotNotCoveredError)
+"""What :func:`with_retry` tries again after reading the slot map again: the above, and a slot
+that moved or is not covered yet."""
 
 
 def is_cluster(client: Any) -> bool:

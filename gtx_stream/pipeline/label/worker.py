@@ -56,8 +56,6 @@ REDIS_WAIT_FIRST = 0.1
 """Seconds between pings while waiting for Redis to come back; doubles up to REDIS_WAIT_MAX."""
 REDIS_WAIT_MAX = 2.0
 
-_REDIS_DOWN = UNAVAILABLE
-
 
 class RedisOutage(StopRequested):
     """Redis went away under an RQ worker. A ``StopRequested``, so RQ's loop ends without a
@@ -105,7 +103,7 @@ class LabelerWorker(SimpleWorker):
     def _outage_ends_loop(self) -> Iterator[None]:
         try:
             yield
-        except _REDIS_DOWN as err:
+        except UNAVAILABLE as err:
             self.outage = err
             raise RedisOutage(str(err)) from err
 
@@ -132,7 +130,7 @@ class LabelerWorker(SimpleWorker):
             try:
                 super().teardown()  # deregisters from RQ
                 return
-            except _REDIS_DOWN as err:
+            except UNAVAILABLE as err:
                 self.outage = err
         # Redis is away: leave the registration to expire (or to forget()) and stop listening
         if self.pubsub_thread is not None:
@@ -154,7 +152,7 @@ def wait_for_redis(client: redis.Redis, stop: threading.Event, who: str) -> bool
     while not stop.is_set():
         try:
             client.ping()
-        except _REDIS_DOWN:
+        except UNAVAILABLE:
             stop.wait(wait)
             wait = min(2 * wait, REDIS_WAIT_MAX)
             continue
@@ -264,7 +262,7 @@ class _LabelerThread(threading.Thread):
                 )
                 worker.work(burst=self.burst, logging_level=_rq_level())
                 outage = worker.outage
-            except _REDIS_DOWN as err:  # starting: RQ names its connection, registers itself
+            except UNAVAILABLE as err:  # starting: RQ names its connection, registers itself
                 outage = err
             except Exception:
                 log.exception("labeler %s: the RQ worker failed", self.labeler_id)
