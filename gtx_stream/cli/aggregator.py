@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from gtx_stream.cli.options import add_config_option
+from gtx_stream.core.signals import set_from_signal
 
 log = logging.getLogger("gtx_stream.pipeline.aggregate.aggregator")
 
@@ -33,7 +34,7 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %d: finishing the current batch", signum)
-        stop.set()
+        set_from_signal(stop)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -13,6 +13,7 @@ from typing import Any
 
 from gtx_stream.cli.options import add_config_option
 from gtx_stream.config import ConfigError, load_settings
+from gtx_stream.core.signals import set_from_signal
 
 
 def register(sub: Any) -> None:
@@ -114,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        stop.set()
+        set_from_signal(stop)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

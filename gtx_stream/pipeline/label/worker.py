@@ -38,6 +38,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from gtx_stream.config import ConfigError, Settings
+from gtx_stream.core.signals import set_from_signal
 from gtx_stream.pipeline.label.backends import Backend, build_backend
 from gtx_stream.pipeline.label.job import LabelJob, WorkerContext, labeler_settings, set_context
 from gtx_stream.store.cluster import UNAVAILABLE
@@ -298,7 +299,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             log.warning("second %s: exiting now", signal.Signals(signum).name)
             raise SystemExit(1)
         log.info("%s: stopping after the requests in hand", signal.Signals(signum).name)
-        stop.set()
+        set_from_signal(stop)
 
     saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
