@@ -42,7 +42,7 @@ from gtx_stream.pipeline.aggregate.aggregator import (
     RECONNECT_FIRST,
     RECONNECT_MAX,
     Aggregator,
-    enqueue_rq_jobs,
+    rq_enqueue,
 )
 from gtx_stream.pipeline.aggregate.consumer import GroupConsumer
 from gtx_stream.pipeline.aggregate.report import BatchReport
@@ -100,7 +100,7 @@ class ShardedAggregator:
         self.runner = ScriptRunner(client)
         self.lease_ms = int(settings.shard_lease_seconds * 1000)
         self.balance_every = min(1.0, settings.shard_lease_seconds / 3)
-        self._enqueue = enqueue or enqueue_rq_jobs
+        self._enqueue = enqueue or rq_enqueue()
         self._held: dict[float, tuple[redis.Redis, list[LabelRequest]]] = {}
         self._build = lambda shard_keys: Aggregator(
             client, shard_keys, settings, consumer=self.consumer, lease_seconds=lease_seconds,
