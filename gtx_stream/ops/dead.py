@@ -128,10 +128,11 @@ def requeue(client: redis.Redis, keys: Keys, letters: Sequence[StoredLetter]) ->
                     stored, None, why=f"not a label entry: {err}"
                 )
     frames = read_frames(client, keys, sorted({e.frame_id for _, e in candidates}))
-    registered = _registered(client, keys, sorted({e.labeler for _, e in candidates}))
+    registered = _registered(client, keys, [e for _, e in candidates])
     todo: list[tuple[StoredLetter, LabelEntry]] = []
     for stored, entry in candidates:
-        why = why_not(entry, frames[entry.frame_id], entry.labeler in registered)
+        known = (keys.of_frame(entry.frame_id).script_labelers, entry.labeler) in registered
+        why = why_not(entry, frames[entry.frame_id], known)
         if why is None:
             todo.append((stored, entry))
         else:
@@ -149,12 +150,25 @@ def requeue(client: redis.Redis, keys: Keys, letters: Sequence[StoredLetter]) ->
     return [outcomes[s.stream, s.dead_id] for s in letters]
 
 
-def _registered(client: redis.Redis, keys: Keys, labelers: Sequence[str]) -> set[str]:
-    """Those of ``labelers`` in the labelers hash (what registered means to the aggregator)."""
-    if not labelers:
+def _registered(
+    client: redis.Redis, keys: Keys, entries: Sequence[LabelEntry]
+) -> set[tuple[str, str]]:
+    """(hash, labeler) for each entry's labeler found in the hash ``apply_labels.lua`` checks
+    for its frame (:attr:`Keys.script_labelers`: the labelers hash, or on a Redis Cluster the
+    frame's shard's copy of it, which lags the hash where a registration was cut short
+    between its two writes). One pipeline, one HMGET per hash."""
+    wanted: dict[str, set[str]] = {}
+    for e in entries:
+        wanted.setdefault(keys.of_frame(e.frame_id).script_labelers, set()).add(e.labeler)
+    if not wanted:
         return set()
-    found = client.hmget(keys.labelers, list(labelers))
-    return {lab for lab, value in zip(labelers, found, strict=True) if value is not None}
+    asked = {key: sorted(labs) for key, labs in wanted.items()}
+    pipe = client.pipeline(transaction=False)
+    for key, labs in asked.items():
+        pipe.hmget(key, labs)
+    return {(key, lab)
+            for (key, labs), found in zip(asked.items(), pipe.execute(), strict=True)
+            for lab, value in zip(labs, found, strict=True) if value is not None}  # fmt: skip
 
 
 def not_requeued(outcomes: Sequence[Outcome], limit: int) -> list[tuple[str, int, list[Outcome]]]:

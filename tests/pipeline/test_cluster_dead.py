@@ -1,16 +1,16 @@
-"""`gtx-stream dead --requeue` on a real Redis Cluster (3 masters, 3 replicas on loopback):
-a label refused because its labeler was not registered goes back to its frame's shard and
-is applied once.
+"""`gtx-stream dead --requeue` on a real Redis Cluster (3 masters, 3 replicas on loopback): a
+label refused because its labeler was not registered goes back to its frame's shard and is
+applied once.
 
 Eight shards; one frame, on shard 5, is opened and asked about by a real sharded aggregator
 stepping in-process (its requests captured, not enqueued to RQ). The labeler asked is
-unregistered (the labelers hash and every shard's copy of it) before its label arrives, so
-the label becomes a dead letter on shard 5's dead stream. While the labeler is unknown,
-``dead --requeue`` leaves the letter with why; once ``gtx-stream labelers load`` has
-registered it again (every shard's copy included), ``dead --requeue --json``, run as a
-process with the cluster's config, moves the letter back onto shard 5's labels stream, and
-the aggregator applies it for its request, exactly once (invariant 3), with no new dead
-letter.
+unregistered (the labelers hash and every shard's copy of it) before its label arrives, so the
+label becomes a dead letter on shard 5's dead stream. While the labeler is unknown, ``dead
+--requeue`` leaves the letter with why (also while the labeler is back in the labelers hash but
+not yet in the shard's copy, which ``apply_labels.lua`` checks); once ``gtx-stream labelers
+load`` has registered it again (every shard's copy included), ``dead --requeue --json``, run as
+a process with the cluster's config, moves the letter back onto shard 5's labels stream, and
+the aggregator applies it for its request, exactly once (invariant 3), with no new dead letter.
 """
 
 from __future__ import annotations
@@ -106,10 +106,12 @@ def test_a_label_refused_for_an_unregistered_labeler_is_requeued_on_its_shard_of
         lab = req.labeler_id
 
         # unregistered before its label arrives: a dead letter on the frame's shard
+        registration = r.hget(keys.labelers, lab)
         r.hdel(keys.labelers, lab)
         for each in keys.every_shard():
             r.hdel(each.script_labelers, lab)
         post_label(r, shard, req, ACC)
+        labels_sent = r.xlen(shard.labels)
         _steps_until(agg, lambda: r.xlen(shard.dead), "dead letter")
         dead = _dead(r, keys)
         assert list(dead) == [SHARD] and [d["reason"] for d in dead[SHARD]] == [UNKNOWN]
@@ -121,6 +123,14 @@ def test_a_label_refused_for_an_unregistered_labeler_is_requeued_on_its_shard_of
             ("labeler still not registered", 1)
         ]
         assert r.xlen(shard.dead) == 1
+
+        # back in the labelers hash but not in the shard's copy (a registration cut short
+        # between its two writes): apply_labels.lua would refuse it again, so it stays
+        r.hset(keys.labelers, lab, registration)
+        doc = json.loads(cli("dead", "--requeue", "--json"))
+        assert doc["requeued"] == []
+        assert [g["why"] for g in doc["not_requeued"]] == ["labeler still not registered"]
+        assert r.xlen(shard.dead) == 1 and r.xlen(shard.labels) == labels_sent
 
         # registered again as the product does it: every shard's copy sees the labeler
         accuracies = tmp_path / "again.csv"
