@@ -82,6 +82,7 @@ class GroupConsumer:
             entries += self._claim()
             self._last_claim = now
         began = time.perf_counter()
+        resp: Any
         if self.one_by_one:
             resp = self._read_each(block_ms)
         else:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq.job import Job
@@ -62,7 +62,8 @@ def take_requests(
     if not popped and wait > 0:
         first = client.blpop([key], timeout=wait)
         if first:
-            popped = [first[1]] + ((client.lpop(key, count - 1) or []) if count > 1 else [])
+            more = cast(list[bytes | str], client.lpop(key, count - 1) or []) if count > 1 else []
+            popped = [cast(bytes | str, first[1]), *more]
     if not popped:
         return []
     job_ids = [text(j) for j in popped]
