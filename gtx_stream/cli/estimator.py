@@ -34,11 +34,10 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import load_settings
     from gtx_stream.pipeline.estimate import Estimator
-    from gtx_stream.store.connection import connect, not_on_cluster
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
-    not_on_cluster(settings, "gtx-stream estimator")
     client = connect(settings)
     est = Estimator(client, Keys(settings.redis.prefix), settings.estimator, settings.aggregator)
     if args.once:

@@ -6,13 +6,19 @@ backwards from its newest entry until the window is full; every later one reads 
 added since. The estimator reads the stream without a consumer group (it needs no
 acknowledgement: a restarted estimator reads the window again), so retention is not held up by
 it. Frames that retention trimmed before the estimator read them are not in any fit.
+
+On a Redis Cluster each shard has a final stream of its own: the window is over all of them,
+merged by entry id (the time each node added the record, in milliseconds), newest first on the
+first fill and oldest first after it. A shard's stream that appears after the first fill (the
+shard count stored by an aggregator started later) is read from its start.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +28,7 @@ import redis
 from gtx_stream.core.models import IntArray
 from gtx_stream.core.records import text
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import stored_keys
 
 CHUNK = 1000  # stream entries per XRANGE / XREVRANGE
 
@@ -67,7 +74,12 @@ class LabelWindow:
         self.capacity = capacity
         self.frames: deque[FrameLabels] = deque()
         self.n_labels = 0
-        self.last_id: str | None = None  # newest entry read; None before the first fill
+        self.last_ids: dict[str, str] = {}
+        """Per final stream, the newest entry read; empty before the first fill."""
+
+    def streams(self) -> list[str]:
+        """The final streams: one, or one per shard on a Redis Cluster."""
+        return [shard.final for shard in stored_keys(self.r, self.keys).state_shards()]
 
     def _add(self, frames: Iterable[FrameLabels]) -> int:
         added = 0
@@ -80,40 +92,56 @@ class LabelWindow:
         return added
 
     def fill(self) -> int:
-        """Read what the final stream gained since the last call; returns the labels read (the
+        """Read what the final streams gained since the last call; returns the labels read (the
         first call: the labels of the newest whole frames that fit in the window)."""
-        if self.last_id is None:
-            return self._first_fill()
-        added = 0
-        while True:
-            entries = self.r.xrange(self.keys.final, f"({self.last_id}", "+", count=CHUNK)
-            if not entries:
-                return added
-            self.last_id = text(entries[-1][0])
-            added += self._add(_labels_of(entries))
-            if len(entries) < CHUNK:
-                return added
+        streams = self.streams()
+        if not self.last_ids:
+            return self._first_fill(streams)
+        for stream in streams:
+            self.last_ids.setdefault(stream, "0-0")  # a shard's stream new since: all of it
+        return self._add(
+            f for _, f in heapq.merge(*(self._since(s) for s in streams), key=lambda e: e[0])
+        )
 
-    def _first_fill(self) -> int:
-        newest: list[FrameLabels] = []  # newest first
-        n, top = 0, "+"
-        self.last_id = "0-0"
-        while n < self.capacity:
-            entries = self.r.xrevrange(self.keys.final, top, "-", count=CHUNK)
+    def _since(self, stream: str) -> Iterator[tuple[tuple[int, int], FrameLabels]]:
+        """(entry id, labels) of ``stream`` after its last entry read, oldest first."""
+        while True:
+            entries = self.r.xrange(stream, f"({self.last_ids[stream]}", "+", count=CHUNK)
             if not entries:
-                break
+                return
+            self.last_ids[stream] = text(entries[-1][0])
+            yield from _keyed(entries)
+            if len(entries) < CHUNK:
+                return
+
+    def _newest(self, stream: str) -> Iterator[tuple[tuple[int, int], FrameLabels]]:
+        """(negated entry id, labels) of ``stream``, newest first, one chunk at a time;
+        records the newest entry as read."""
+        top, self.last_ids[stream] = "+", "0-0"
+        while True:
+            entries = self.r.xrevrange(stream, top, "-", count=CHUNK)
+            if not entries:
+                return
             if top == "+":
-                self.last_id = text(entries[0][0])
-            for f in _labels_of(entries):
-                if n + len(f.labels) > self.capacity:
-                    break
-                newest.append(f)
-                n += len(f.labels)
-            else:
-                top = f"({text(entries[-1][0])}"
-                if len(entries) == CHUNK:
-                    continue
-            break
+                self.last_ids[stream] = text(entries[0][0])
+            for (ms, seq), f in _keyed(entries):
+                yield (-ms, -seq), f
+            if len(entries) < CHUNK:
+                return
+            top = f"({text(entries[-1][0])}"
+
+    def _first_fill(self, streams: Sequence[str]) -> int:
+        newest: list[FrameLabels] = []  # newest first
+        n = 0
+        for _, f in heapq.merge(*(self._newest(s) for s in streams), key=lambda e: e[0]):
+            if n + len(f.labels) > self.capacity:
+                break
+            newest.append(f)
+            n += len(f.labels)
+        for stream in streams:  # a stream the merge did not start: its newest entry, read now
+            if stream not in self.last_ids:
+                top = self.r.xrevrange(stream, "+", "-", count=1)
+                self.last_ids[stream] = text(top[0][0]) if top else "0-0"
         return self._add(reversed(newest))
 
     def arrays(self, index: Mapping[str, int]) -> LabelArrays:
@@ -131,6 +159,13 @@ class LabelWindow:
         return {lab for f in self.frames for lab in f.labelers}
 
 
-def _labels_of(entries: Sequence[Any]) -> list[FrameLabels]:
-    """The labels of XRANGE entries (id, fields), leaving out those without any."""
-    return [f for _, fields in entries if fields and (f := frame_labels(fields)) is not None]
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _keyed(entries: Sequence[Any]) -> Iterator[tuple[tuple[int, int], FrameLabels]]:
+    """(entry id as numbers, labels) of XRANGE entries, leaving out those without labels."""
+    for entry_id, fields in entries:
+        if fields and (f := frame_labels(fields)) is not None:
+            yield _order(text(entry_id)), f
