@@ -116,6 +116,7 @@ def test_two_aggregators_split_four_shards_and_finalise_each_frame_once(r: redis
     a = _sharded(r, "agg-a", cap, 4)
     a.step()
     assert sorted(a.owned) == [0, 1, 2, 3]  # alone: every shard
+    assert not a.splits_arrivals()  # it sees every label arriving: no lingering
     b = _sharded(r, "agg-b", cap, 4)
     fids = [open_frame(r, keys, i, i % 2) for i in range(200)]
     assert {shard_of(f, 4) for f in fids} == {0, 1, 2, 3}
@@ -128,6 +129,7 @@ def test_two_aggregators_split_four_shards_and_finalise_each_frame_once(r: redis
             break
     assert len(a.owned) == len(b.owned) == 2 and not set(a.owned) & set(b.owned)
     assert owners(r, keys) == ["agg-a" if k in a.owned else "agg-b" for k in range(4)]
+    assert a.splits_arrivals() and b.splits_arrivals()  # each sees half: they linger
     records = final_records(r, keys)
     assert sorted(f["frame_id"] for f in records) == sorted(fids)  # each once
     for f in records:
