@@ -45,6 +45,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,8 @@ import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
 from redis.exceptions import ClusterDownError, MovedError, NoScriptError, SlotNotCoveredError
+
+from gtx_stream.ops.demo import write_config
 
 T = TypeVar("T")
 SLOTS = 16384
@@ -356,6 +359,32 @@ def on_master_of(
                     raise r
             return results
     raise RuntimeError(f"no stable master for {key!r} after 5 tries")
+
+
+def cluster_config(
+    path: Path, url: str, queue_url: str, accuracies: dict[str, float], seed: int,
+    **sections: dict[str, Any],
+) -> Path:  # fmt: skip
+    """A pipeline config on the cluster at ``url`` (state and streams) with label requests on
+    the standalone Redis at ``queue_url``, one ``simulated`` labeler per accuracy, and
+    ``sections`` (``aggregator={...}``, ...)."""
+    write_config(
+        path,
+        {"redis": {"url": url, "cluster": True, "queue_url": queue_url}, **sections},
+        [{"id": lab, "backend": "simulated", "accuracy": a, "seed": seed}
+         for lab, a in accuracies.items()],
+    )  # fmt: skip
+    return path
+
+
+def run_cli(config: Path, *command: str) -> str:
+    """``gtx-stream COMMAND --config CONFIG`` as a process; its stdout (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gtx_stream", *command, "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 @pytest.fixture

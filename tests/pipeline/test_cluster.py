@@ -27,13 +27,12 @@ import redis
 from redis.cluster import RedisCluster
 
 from gtx_stream.core.records import DeadLetter, LabelEntry
-from gtx_stream.ops.demo import write_config
 from gtx_stream.ops.supervisor import Supervisor
 from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from gtx_stream.pipeline.aggregate.intake import DEAD_REASONS
 from gtx_stream.store.keys import Keys, split_lease_member
 from tests import cluster_fixtures
-from tests.cluster_fixtures import RETRYABLE, LocalCluster
+from tests.cluster_fixtures import RETRYABLE, LocalCluster, cluster_config, run_cli
 
 local_cluster = cluster_fixtures.local_cluster  # the fixture
 
@@ -85,14 +84,7 @@ def test_pipeline_on_a_cluster_survives_the_kill_of_a_master(
     nodes = "redis://" + ",".join(f"127.0.0.1:{port}" for port in local_cluster.ports)
     agg = {"shards": SHARDS, "budget": BUDGET, "kappa": KAPPA, "max_open_frames": 16,
            "sweep_seconds": 0.5, "lease_seconds": 4.0, "claim_idle_seconds": 2.0}  # fmt: skip
-    labelers = [{"id": lab, "backend": "simulated", "accuracy": a, "seed": 5}
-                for lab, a in ACC.items()]  # fmt: skip
-    write_config(
-        config,
-        {"redis": {"url": nodes, "cluster": True, "queue_url": redis_url},
-         "aggregator": agg},
-        labelers,
-    )  # fmt: skip
+    cluster_config(config, nodes, redis_url, ACC, 5, aggregator=agg)
     keys = Keys("gtx", shards=SHARDS, cluster=True)
     r = local_cluster.client(decode_responses=True)
     sup = Supervisor(config=config, log_dir=tmp_path / "logs")
@@ -190,13 +182,8 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
     from gtx_stream.client import Client
     from gtx_stream.config import load_settings
 
-    config = tmp_path / "pipeline.toml"
-    write_config(
-        config,
-        {"redis": {"url": local_cluster.url, "cluster": True, "queue_url": redis_url},
-         "aggregator": {"shards": 8, "budget": 200, "kappa": 3}},
-        [{"id": lab, "backend": "simulated", "accuracy": a, "seed": 1} for lab, a in ACC.items()],
-    )  # fmt: skip
+    config = cluster_config(tmp_path / "pipeline.toml", local_cluster.url, redis_url, ACC, 1,
+                            aggregator={"shards": 8, "budget": 200, "kappa": 3})  # fmt: skip
     sup = Supervisor(config=config, log_dir=tmp_path / "logs")
     settings = load_settings(config)
     image = np.full((32, 32, 3), 128, np.uint8)
@@ -224,12 +211,7 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
                 time.sleep(0.1)
 
             def cli(*command: str) -> Any:
-                done = subprocess.run(
-                    [sys.executable, "-m", "gtx_stream", *command, "--config", str(config)],
-                    capture_output=True, text=True, timeout=60,
-                )  # fmt: skip
-                assert done.returncode == 0, done.stderr
-                return done.stdout
+                return run_cli(config, *command)
 
             status = json.loads(cli("status", "--json"))
             tailed = [json.loads(line)["frame_id"] for line in cli("tail", "--json").splitlines()]

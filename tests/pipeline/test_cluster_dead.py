@@ -16,8 +16,6 @@ the aggregator applies it for its request, exactly once (invariant 3), with no n
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,13 @@ from redis.cluster import RedisCluster
 
 from gtx_stream.config import AggregatorSettings
 from gtx_stream.core.records import LabelEntry, RequestState
-from gtx_stream.ops.demo import write_config
 from gtx_stream.pipeline.aggregate.intake import DEAD_REASONS
 from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
 from gtx_stream.store.keys import Keys, shard_of
 from gtx_stream.store.params import LabelerAccuracy, store
 from tests import cluster_fixtures
 from tests.aggregator_harness import Capture, open_frame, post_label
-from tests.cluster_fixtures import LocalCluster
+from tests.cluster_fixtures import LocalCluster, cluster_config, run_cli
 
 local_cluster = cluster_fixtures.local_cluster  # the fixture
 
@@ -68,21 +65,11 @@ def test_a_label_refused_for_an_unregistered_labeler_is_requeued_on_its_shard_of
     local_cluster: LocalCluster,
     redis_url: str,
 ) -> None:
-    config = tmp_path / "pipeline.toml"
-    write_config(
-        config,
-        {"redis": {"url": local_cluster.url, "cluster": True, "queue_url": redis_url},
-         "aggregator": {"shards": SHARDS, "budget": 0, "kappa": 3}},
-        [{"id": lab, "backend": "simulated", "accuracy": a, "seed": 5} for lab, a in ACC.items()],
-    )  # fmt: skip
+    config = cluster_config(tmp_path / "pipeline.toml", local_cluster.url, redis_url, ACC, 5,
+                            aggregator={"shards": SHARDS, "budget": 0, "kappa": 3})  # fmt: skip
 
     def cli(*command: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "gtx_stream", *command, "--config", str(config)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+        return run_cli(config, *command)
 
     keys = Keys("gtx", shards=SHARDS, cluster=True)
     shard = keys.for_shard(SHARD)

@@ -2,18 +2,17 @@
 shard has a final stream of its own, and the estimator's window is over all of them.
 
 The final records are written straight onto the shards' final streams (as ``finalise.lua``
-leaves them), with explicit entry ids where the order across shards matters. The window
-keeps the newest whole frames across the shards, merged by entry id; later fills add what any
-shard gained, oldest first, including a shard whose stream was empty at the first fill. The
-service, run as a process with the cluster's config (``--once``), fits EM over the labels of
-every shard and writes ``em`` records into the labelers hash the aggregators read.
+leaves them), with explicit entry ids where the order across shards matters. The window keeps
+the newest whole frames across the shards, merged by entry id; later fills add what any shard
+gained, oldest first, including a shard whose stream was empty at the first fill, and never
+what a shard held before the first fill that did not fit in it. The service, run as a process
+with the cluster's config (``--once``), fits EM over the labels of every shard and writes
+``em`` records into the labelers hash the aggregators read.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,14 +21,13 @@ import pytest
 from redis.cluster import RedisCluster
 
 from gtx_stream.core.records import FinalRecord
-from gtx_stream.ops.demo import write_config
 from gtx_stream.pipeline.estimate.window import LabelWindow
 from gtx_stream.store import em_params
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy, get_labelers, store
 from gtx_stream.store.shards import check_shard_count
 from tests import cluster_fixtures
-from tests.cluster_fixtures import LocalCluster
+from tests.cluster_fixtures import LocalCluster, cluster_config, run_cli
 
 local_cluster = cluster_fixtures.local_cluster  # the fixture
 
@@ -86,6 +84,26 @@ def test_the_window_merges_every_shards_final_stream_by_entry_id(
 
 @pytest.mark.redis
 @pytest.mark.timeout(120)
+def test_a_shard_left_out_of_the_first_window_is_not_read_again(
+    local_cluster: LocalCluster,
+) -> None:
+    r = local_cluster.client()
+    try:
+        keys = _pipeline_keys(r)
+        _final(r, keys, 0, 0, {"a": 1, "b": 1}, entry_id="1000-0")  # the oldest, alone on shard 0
+        for i in range(1, 4):
+            _final(r, keys, 1, i, {"a": 0, "b": 1}, entry_id=f"{1000 + i}-0")
+        win = LabelWindow(r, Keys("gtx"), capacity=4)
+        assert win.fill() == 4 and [f.frame_id for f in win.frames] == ["f2", "f3"]
+        assert win.fill() == 0  # shard 0's frame is older than the window: not read now either
+        _final(r, keys, 0, 4, {"a": 1, "b": 0}, entry_id="2000-0")
+        assert win.fill() == 2 and [f.frame_id for f in win.frames] == ["f3", "f4"]
+    finally:
+        r.close()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
 def test_the_estimator_fits_over_every_shard_and_writes_em_records_on_a_cluster(
     tmp_path: Path, local_cluster: LocalCluster, redis_url: str
 ) -> None:
@@ -104,21 +122,12 @@ def test_the_estimator_fits_over_every_shard_and_writes_em_records_on_a_cluster(
             labels = {lab: y if rng.random() < acc else 1 - y for lab, acc in TRUE.items()}
             _final(r, keys, i % SHARDS, i, labels)
         assert all(r.xlen(shard.final) == n_frames // SHARDS for shard in keys.every_shard())
-        config = tmp_path / "pipeline.toml"
-        write_config(
-            config,
-            {"redis": {"url": local_cluster.url, "cluster": True, "queue_url": redis_url},
-             "aggregator": {"shards": SHARDS}, "estimator": {"min_labels": 10}},
-            [{"id": lab, "backend": "simulated", "accuracy": a, "seed": 1}
-             for lab, a in TRUE.items()],
-        )  # fmt: skip
-        done = subprocess.run(
-            [sys.executable, "-m", "gtx_stream", "estimator", "--once", "--config", str(config)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert f"EM over {3 * n_frames} labels of {n_frames} frames" in done.stdout
-        assert "wrote fair, good, new" in done.stdout
+        config = cluster_config(tmp_path / "pipeline.toml", local_cluster.url, redis_url, TRUE,
+                                1, aggregator={"shards": SHARDS},
+                                estimator={"min_labels": 10})  # fmt: skip
+        out = run_cli(config, "estimator", "--once")
+        assert f"EM over {3 * n_frames} labels of {n_frames} frames" in out
+        assert "wrote fair, good, new" in out
         fitted = get_labelers(r, keys)
         assert {lab: rec.source for lab, rec in fitted.items()} == dict.fromkeys(
             TRUE, em_params.EM_SOURCE

@@ -133,15 +133,13 @@ class LabelWindow:
     def _first_fill(self, streams: Sequence[str]) -> int:
         newest: list[FrameLabels] = []  # newest first
         n = 0
+        # the merge takes each stream's first item before the first it yields, so every
+        # stream's newest entry is recorded even where the window fills from the others
         for _, f in heapq.merge(*(self._newest(s) for s in streams), key=lambda e: e[0]):
             if n + len(f.labels) > self.capacity:
                 break
             newest.append(f)
             n += len(f.labels)
-        for stream in streams:  # a stream the merge did not start: its newest entry, read now
-            if stream not in self.last_ids:
-                top = self.r.xrevrange(stream, "+", "-", count=1)
-                self.last_ids[stream] = text(top[0][0]) if top else "0-0"
         return self._add(reversed(newest))
 
     def arrays(self, index: Mapping[str, int]) -> LabelArrays:
