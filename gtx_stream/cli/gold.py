@@ -87,16 +87,16 @@ def _load(args: argparse.Namespace) -> int:
     import redis
 
     from gtx_stream.config import load_settings
-    from gtx_stream.store.connection import connect, not_on_cluster
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.gold import GoldError, load
     from gtx_stream.store.keys import Keys
+    from gtx_stream.store.shards import layout
 
     settings = load_settings(args.config)
     try:
         images = read_gold_folder(args.dir, args.truth, settings.ingest.jpeg_quality)
-        not_on_cluster(settings, "gtx-stream gold")
         client = connect(settings)
-        keys = Keys(settings.redis.prefix)
+        keys = layout(client, Keys(settings.redis.prefix))  # the gold set's names on a cluster
         report = load(client, keys, images)
     except GoldError as err:
         print(f"gold error: {err}", file=sys.stderr)
@@ -117,13 +117,12 @@ def _reset(args: argparse.Namespace) -> int:
     import redis
 
     from gtx_stream.config import load_settings
-    from gtx_stream.store.connection import connect, not_on_cluster
+    from gtx_stream.store.connection import connect
     from gtx_stream.store.gold import GoldBook
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
     try:
-        not_on_cluster(settings, "gtx-stream gold")
         book = GoldBook(connect(settings), Keys(settings.redis.prefix), settings.gold)
         found = book.reset(args.person)
     except redis.RedisError as err:

@@ -79,9 +79,11 @@ def _client(args: argparse.Namespace) -> Any:
     from gtx_stream.config import load_settings
     from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
+    from gtx_stream.store.shards import layout
 
     settings = load_settings(args.config)
-    return connect(settings), Keys(settings.redis.prefix)
+    client = connect(settings)
+    return client, layout(client, Keys(settings.redis.prefix))  # the registry's name on a cluster
 
 
 def _table(records: Mapping[str, LabelerAccuracy]) -> str:

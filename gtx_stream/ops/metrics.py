@@ -12,6 +12,10 @@ last hour at each refresh, and retention trims ``opened`` down to the open frame
 Labels per frame come from the final records themselves (their ``n_labels``), the last
 :data:`RECENT_FINALS` of them; the thumbnails from the last few, with whether each JPEG is still
 in Redis (an exporter deletes it once it is on disk).
+
+On a Redis Cluster the counters are summed over the shards' copies
+(:func:`gtx_stream.store.state.state_totals`) and the final records merged from every shard's
+final stream, newest entry id first; the per-source rows are left out (as in ``status``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import redis
 from gtx_stream.core.records import FinalRecord, RecordError, text
 from gtx_stream.store import params
 from gtx_stream.store.keys import Keys, source_of
+from gtx_stream.store.state import state_totals
 
 SAMPLE_SECONDS = 5.0
 KEEP_SECONDS = 24 * 3600.0
@@ -65,12 +70,11 @@ def _int(value: Any) -> int:
 
 def take_sample(client: redis.Redis, keys: Keys, now: float | None = None) -> Sample:
     """The counters now (one round trip)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.stats, ["frames_opened", "frames_finalised", "labels_applied"])
-    pipe.hget(keys.budget, "spent")
-    (opened, finalised, applied), spent = pipe.execute()
     t = time.time() if now is None else now
-    return Sample(t, _int(opened), _int(finalised), _int(spent), _int(applied))
+    totals = state_totals(client, keys)
+    stats, spent = totals.stats, totals.budget.get("spent", 0)
+    return Sample(t, stats.get("frames_opened", 0), stats.get("frames_finalised", 0), spent,
+                  stats.get("labels_applied", 0))  # fmt: skip
 
 
 def record_sample(
@@ -179,9 +183,17 @@ class FinalEntry:
 
 def recent_finals(client: redis.Redis, keys: Keys, count: int = RECENT_FINALS) -> list[FinalEntry]:
     """The last ``count`` final entries, newest first, read lightly: only the label count and
-    the time are decoded (a full record costs about 50 us, 1000 of them each refresh add up)."""
+    the time are decoded (a full record costs about 50 us, 1000 of them each refresh add up).
+    On a Redis Cluster, the newest ``count`` over every shard's final stream."""
+    shards = keys.state_shards()
+    pipe = client.pipeline(transaction=False)
+    for shard in shards:
+        pipe.xrevrange(shard.final, "+", "-", count=count)
+    raw: list[Any] = [e for entries in pipe.execute() for e in entries]
+    if len(shards) > 1:
+        raw.sort(key=lambda e: tuple(int(x) for x in text(e[0]).split("-")), reverse=True)
     out = []
-    for raw_id, fields in cast(list[Any], client.xrevrange(keys.final, "+", "-", count=count)):
+    for raw_id, fields in raw[:count]:
         entry_id = text(raw_id)
         try:
             n_labels = int(_field(fields, "n_labels") or len(json.loads(_field(fields, "labels"))))
@@ -253,8 +265,7 @@ def labeler_rows(
     registered = params.get_labelers(client, keys)
     beats = cast(list[Any], client.zrange(keys.live, 0, -1, withscores=True))
     live = {text(k): float(v) for k, v in beats}
-    raw_stats = cast(dict[Any, Any], client.hgetall(keys.stats))
-    stats = {text(k): text(v) for k, v in raw_stats.items()}
+    stats = state_totals(client, keys).stats
     paused = paused_people(client, keys)
     ids = sorted(set(registered) | {i for i, b in backends.items() if b == "human"} | set(paused))
     rows = []
@@ -272,8 +283,8 @@ def labeler_rows(
             "upper": None if rec is None else rec.upper,
             "source": None if rec is None else rec.source,
             "n": None if rec is None else rec.n,
-            "labels": _int(stats.get(f"labels:{lid}")),
-            "failed": _int(stats.get(f"failed:{lid}")),
+            "labels": stats.get(f"labels:{lid}", 0),
+            "failed": stats.get(f"failed:{lid}", 0),
             "live": seen is not None and now - seen <= live_seconds,
             "last_seen_s": None if seen is None else round(max(0.0, now - seen), 1),
             "paused": paused.get(lid),
@@ -303,30 +314,26 @@ def thumbnails(
 def budget(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Labels spent (obtained or outstanding), the limit (None: unlimited), what is left, and
     labels applied to frames."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.budget, ["limit", "spent"])
-    pipe.hget(keys.stats, "labels_applied")
-    (limit, spent), applied = pipe.execute()
-    lim = None if limit is None else _int(limit)
-    used = _int(spent)
+    totals = state_totals(client, keys)
+    lim, used = totals.budget.get("limit"), totals.budget.get("spent", 0)
     return {"limit": lim, "spent": used, "left": None if lim is None else max(0, lim - used),
-            "labels_applied": _int(applied)}  # fmt: skip
+            "labels_applied": totals.stats.get("labels_applied", 0)}  # fmt: skip
 
 
 def frames(client: redis.Redis, keys: Keys) -> dict[str, int]:
     """Frames open now, opened and finalised since the start, dead letters."""
-    pipe = client.pipeline(transaction=False)
-    pipe.zcard(keys.open_frames)
-    pipe.hmget(keys.stats, ["frames_opened", "frames_finalised"])
-    pipe.xlen(keys.dead)
-    n_open, (opened, finalised), n_dead = pipe.execute()
-    return {"open": int(n_open), "opened": _int(opened), "finalised": _int(finalised),
-            "dead_letters": int(n_dead)}  # fmt: skip
+    totals = state_totals(client, keys)
+    return {"open": totals.n_open, "opened": totals.stats.get("frames_opened", 0),
+            "finalised": totals.stats.get("frames_finalised", 0),
+            "dead_letters": totals.n_dead}  # fmt: skip
 
 
 def sources(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     """Per source: frames open now, opened and finalised since the start, and labels spent
-    where sources have shares of the budget (``aggregator.budget_per_source``; sorted by id)."""
+    where sources have shares of the budget (``aggregator.budget_per_source``; sorted by id).
+    None on a Redis Cluster (as in ``status``)."""
+    if keys.cluster:
+        return []
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.stats)
     pipe.zrange(keys.open_frames, 0, -1)

@@ -39,6 +39,7 @@ from gtx_stream.core.records import FinalRecord, RecordError, text
 from gtx_stream.ops import metrics
 from gtx_stream.server.admin_view import fragments
 from gtx_stream.server.state import ServerState
+from gtx_stream.store.keys import Keys
 
 STATIC = Path(__file__).with_name("admin_static")
 TEMPLATES = Path(__file__).with_name("admin_templates")
@@ -69,9 +70,12 @@ class Admin:
     """The dashboard's endpoints over one :class:`ServerState` (sync: Starlette runs them in
     its thread pool, so the blocking Redis client never holds the event loop)."""
 
+    @property
+    def keys(self) -> Keys:
+        return self.state.keys  # the pipeline's stored shard count, once an aggregator stored it
+
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.keys = state.keys
         self.client = state.client
         server = getattr(state.settings, "label_server", None)
         secret: Any = getattr(server, "admin_password", None)
@@ -184,7 +188,11 @@ class Admin:
         entry_id = str(request.path_params["entry_id"])
         if not _ENTRY_ID.match(entry_id):
             return JSONResponse({"error": "not a final entry id"}, status_code=404)
-        entries = cast(list[Any], self.client.xrange(self.keys.final, entry_id, entry_id))
+        entries: list[Any] = []
+        for shard in self.keys.state_shards():  # on a Redis Cluster, one final stream per shard
+            entries = cast(list[Any], self.client.xrange(shard.final, entry_id, entry_id))
+            if entries:
+                break
         if not entries:
             return JSONResponse({"error": "no such final record"}, status_code=404)
         try:

@@ -83,9 +83,9 @@ def build_app(state: ServerState, gold: GoldFeed | None = None) -> Starlette:
 
 def app_from_settings(settings: Settings, client: redis.Redis | None = None) -> Starlette:
     """The app for ``settings``, connected to its Redis (bytes replies)."""
-    from gtx_stream.store.connection import connect, connect_queue, has_queue_redis, not_on_cluster
+    from gtx_stream.store.connection import connect, connect_queue, has_queue_redis
 
-    not_on_cluster(settings, "the label server")
     client = client if client is not None else connect(settings)
     queue = connect_queue(settings) if has_queue_redis(settings) else None
+    # ServerState.keys follows the pipeline's stored shard count and the client's layout
     return build_app(ServerState(client, Keys(settings.redis.prefix), settings, queue))

@@ -29,6 +29,7 @@ from gtx_stream.core.records import LabelRequest, RecordError, RequestState, tex
 from gtx_stream.pipeline.label.requests import LABEL_FRAME
 from gtx_stream.server.state import ServerState
 from gtx_stream.store import people
+from gtx_stream.store.keys import Keys
 from gtx_stream.store.people import HandItem
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,12 @@ class Feed:
         self.r = state.client
         # the person's RQ queue and jobs: on redis.queue_url's Redis when there is one
         self.q = state.queue if state.queue is not None else state.client
-        self.keys = state.keys
         self.size = 1 + state.settings.label_server.prefetch
         self.gold = gold
+
+    @property
+    def keys(self) -> Keys:
+        return self.state.keys
 
     def queue_key(self, person: str) -> str:
         return RQ_QUEUE + self.keys.queue(person)
@@ -77,11 +81,11 @@ class Feed:
         if self.gold is not None and self.gold.paused(person):
             # paused: their labels count no more; what they hold (prefetched gold included) goes
             if held:
-                people.drop(self.r, self.keys, person, [h.token for h in held])
+                people.drop(self.r, self.keys, person, [(h.token, h.item) for h in held])
             return []
         stale = self._stale(person, [h for h in held if h.item.kind == "request"])
         if stale:
-            people.drop(self.r, self.keys, person, [h.token for h in stale])
+            people.drop(self.r, self.keys, person, [(h.token, h.item) for h in stale])
             held = [h for h in held if h not in stale]
         room = self.size - len(held)
         if room > 0:

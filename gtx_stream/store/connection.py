@@ -128,13 +128,3 @@ def _queue_off_cluster(settings: Settings) -> None:
             "on a Redis Cluster, so the label requests need a standalone Redis "
             "(set GTX_REDIS__QUEUE_URL)"
         )
-
-
-def not_on_cluster(settings: Settings, service: str) -> None:
-    """Refuse, in one line, a service that does not run on a Redis Cluster yet."""
-    if settings.redis.cluster:
-        raise ConfigError(
-            f"config error: {service} does not run on a Redis Cluster yet (redis.cluster is "
-            "set): on a cluster run the ingester, labeler workers (no human labelers), "
-            "aggregators, the client, export, status, tail, frame and dead (README)"
-        )

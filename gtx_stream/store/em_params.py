@@ -29,6 +29,7 @@ from gtx_stream.core.records import text
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
+from gtx_stream.store.shards import layout
 
 EM_SOURCE = "em"
 
@@ -92,7 +93,7 @@ def gold_counts(rec: LabelerAccuracy) -> GoldCounts | None:
 
 def registered(client: redis.Redis, keys: Keys) -> dict[str, Registered]:
     """Every registered labeler, sorted by id, with the base a fit starts from."""
-    raw = client.hgetall(keys.labelers)
+    raw = client.hgetall(layout(client, keys).labelers)
     return {text(k): Registered(text(v), base_of(v)) for k, v in sorted(raw.items())}
 
 
@@ -122,6 +123,6 @@ def write_fitted(
     args: list[str] = []
     for lid, (old, new) in records.items():
         args += [lid, old, new]
-    call = ScriptCall("write_params", (keys.labelers,), tuple(args),
+    call = ScriptCall("write_params", (layout(client, keys).labelers,), tuple(args),
                       lambda reply: [text(x) for x in reply])  # fmt: skip
     return ScriptRunner(client).run_one(call)

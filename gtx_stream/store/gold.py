@@ -33,6 +33,14 @@ with its equal-tailed interval at ``gold.level``.
   early (a median of 11 answers: 3 right of 11, say), one at 0.85 with chance 0.1%.
 - **Cost.** Gold answers are assessment, not labels: counted in ``stats`` as ``gold_answers``
   and ``gold_answers:<person>``; they never touch ``keys.budget``.
+- **On a Redis Cluster** the gold set, the answers, the scores, the labelers registry, who is
+  live and who is paused share the hash tag ``{registry}`` (:meth:`Keys.gold_stats` holds the
+  counters there), so ``gold_answer.lua`` still records all of an answer in one step. The
+  shards' copies of the registry (:attr:`Keys.script_labelers`, which ``apply_labels.lua``
+  checks) are brought in line after it: the person added once registered, taken out once
+  paused or reset. A crash between the two leaves a person registered whose labels the shards
+  refuse until their next gold answer, or a paused person whom no one asks any more (the
+  aggregator leaves paused people out, and the label server hands them nothing).
 
 What a page may see is a :class:`GoldItem`: an id and its image, never the truth.
 """
@@ -54,8 +62,9 @@ from gtx_stream.core.accuracy import beta_accuracy
 from gtx_stream.core.records import text
 from gtx_stream.store.em_params import rests_on_gold
 from gtx_stream.store.keys import Keys
-from gtx_stream.store.params import LabelerAccuracy
+from gtx_stream.store.params import LabelerAccuracy, mirror_labelers, unmirror_labelers
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
+from gtx_stream.store.shards import layout
 
 AnswerStatus = Literal["recorded", "duplicate", "unknown"]
 # Answers of one person racing each other (two tabs of their page): each retry recomputes the
@@ -158,6 +167,7 @@ def load(client: redis.Redis, keys: Keys, images: Sequence[GoldImage]) -> LoadRe
                             f"{img.truth} and {first.truth}")  # fmt: skip
         given.setdefault(img.gold_id, img)
     ids = list(given)
+    keys = layout(client, keys)
     stored = client.hmget(keys.gold, ids) if ids else []
     for gid, old in zip(ids, stored, strict=True):
         if old is not None and int(text(old)) != given[gid].truth:
@@ -173,7 +183,7 @@ def load(client: redis.Redis, keys: Keys, images: Sequence[GoldImage]) -> LoadRe
     *_, total = pipe.execute()
     # status reads the count from stats: the gold hash holds the truths, which no service
     # user but the label server's may read
-    client.hset(keys.stats, "gold_items", int(total))
+    client.hset(keys.gold_stats, "gold_items", int(total))
     added = sum(old is None for old in stored)
     return LoadReport(added=added, kept=len(ids) - added, total=int(total))
 
@@ -185,7 +195,7 @@ def gold_answer(
     """The call of ``gold_answer.lua``: each ``if_*`` is (score JSON, labelers record JSON or
     '', paused record JSON or '') for that outcome, computed from ``total_before``."""
     keys_ = (keys.gold, keys.gold_answers(person), keys.gold_scores, keys.labelers,
-             keys.paused, keys.live, keys.stats)  # fmt: skip
+             keys.paused, keys.live, keys.gold_stats)  # fmt: skip
     argv = (person, gold_id, str(label), total_before,
             *(outcome[i] for i in range(3) for outcome in (if_right, if_wrong)))  # fmt: skip
     return ScriptCall(
@@ -199,7 +209,7 @@ class GoldBook:
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: GoldSettings) -> None:
         self.r = client
-        self.keys = keys
+        self.keys = layout(client, keys)
         self.s = settings
         self._runner = ScriptRunner(client)
 
@@ -290,6 +300,9 @@ class GoldBook:
             status, was_right, _ = self._runner.run_one(call)
             if status == "retry":
                 continue
+            paused = self.is_paused(person)
+            if status == "recorded":
+                self._mirror(person, paused)
             score = (right if was_right else wrong) if status == "recorded" else now
             if status == "duplicate":
                 score = self._score(person)
@@ -298,9 +311,17 @@ class GoldBook:
                 right=None if status == "unknown" else bool(was_right),
                 score=score,
                 qualified=score.total >= self.s.qualification,
-                paused=self.is_paused(person),
+                paused=paused,
             )
         raise GoldError(f"{person}: gold answer not recorded: {_RETRIES} concurrent answers")
+
+    def _mirror(self, person: str, paused: bool) -> None:
+        """On a Redis Cluster, the shards' copies of the registry after an answer: the person
+        in them while registered, out of them once paused (nothing off a cluster)."""
+        if paused:
+            unmirror_labelers(self.r, self.keys, [person])
+        elif self.keys.cluster and self.r.hexists(self.keys.labelers, person):
+            mirror_labelers(self.r, self.keys, [person])
 
     def is_paused(self, person: str) -> bool:
         return bool(self.r.hexists(self.keys.paused, person))
@@ -333,9 +354,12 @@ class GoldBook:
         pipe.hdel(self.keys.paused, person)
         if raw is not None and rests_on_gold(raw):
             pipe.hdel(self.keys.labelers, person)
-        return any(int(x) for x in pipe.execute())
+        forgot = any(int(x) for x in pipe.execute())
+        if raw is not None and rests_on_gold(raw):
+            unmirror_labelers(self.r, self.keys, [person])
+        return forgot
 
 
 def paused_people(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
     """person -> their paused record (reason, at, accuracy, lower, upper, floor, n)."""
-    return {text(k): json.loads(v) for k, v in client.hgetall(keys.paused).items()}
+    return {text(k): json.loads(v) for k, v in client.hgetall(layout(client, keys).paused).items()}

@@ -13,9 +13,13 @@ On a Redis Cluster (``redis.cluster``; :attr:`Keys.cluster`) every key a script 
 shard, so that every script call touches one slot: the frames' own keys
 (``<prefix>:{s<k>}:f:<id>:frame``), and the state the scripts keep, one copy per shard (open set,
 final and dead streams, budget, stats, load, failures, backoff, a source's high-water mark, a
-mirror of the labelers hash). What stays global is read and written outside scripts (labelers,
-who is live, shard owners) or by one-key scripts (the budget pool, ``<prefix>:budget``, that
-shards lease chunks of: :mod:`gtx_stream.store.budget_lease`).
+mirror of the labelers hash). What stays global is read and written outside scripts (shard
+owners), by one-key scripts (the budget pool, ``<prefix>:budget``, that shards lease chunks of:
+:mod:`gtx_stream.store.budget_lease`), or by the gold book's script: the labelers registry, who
+is live, who is paused and the gold set share the hash tag ``{registry}``
+(``<prefix>:{registry}:labelers``, ...; :meth:`Keys._registry`), so that ``gold_answer.lua``
+records an answer, a score, a registration and a pause in one slot. People's hands are per
+shard there (:mod:`gtx_stream.store.people`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ class Keys:
     def _state(self, name: str) -> str:
         """A key of the state the scripts keep: global, or per shard on a Redis Cluster."""
         return self._per_shard(name) if self.cluster else f"{self.prefix}:{name}"
+
+    def _registry(self, name: str) -> str:
+        """A key of the labelers registry and the gold book: global; on a Redis Cluster under
+        the one hash tag ``{registry}``, so that ``gold_answer.lua`` touches one slot."""
+        return f"{self.prefix}:{{registry}}:{name}" if self.cluster else f"{self.prefix}:{name}"
 
     def _of_frame(self, frame_id: str, name: str) -> str:
         if self.cluster:
@@ -170,7 +179,7 @@ class Keys:
     @property
     def labelers(self) -> str:
         """HASH labeler_id -> JSON {accuracy, lower, upper, source}: registered labelers."""
-        return f"{self.prefix}:labelers"
+        return self._registry("labelers")
 
     @property
     def script_labelers(self) -> str:
@@ -193,7 +202,7 @@ class Keys:
     @property
     def live(self) -> str:
         """ZSET labeler_id -> last heartbeat (unix seconds) of a worker serving it."""
-        return f"{self.prefix}:live"
+        return self._registry("live")
 
     @property
     def load(self) -> str:
@@ -240,31 +249,38 @@ class Keys:
     @property
     def gold(self) -> str:
         """HASH gold id -> truth (``0`` or ``1``): the loaded gold set."""
-        return f"{self.prefix}:gold"
+        return self._registry("gold")
 
     @property
     def gold_files(self) -> str:
         """HASH gold id -> the file name it was loaded from."""
-        return f"{self.prefix}:gold:files"
+        return self._registry("gold:files")
 
     def gold_image(self, gold_id: str) -> str:
         """STRING: a gold item's JPEG (no TTL: the gold set stays until it is cleared)."""
-        return f"{self.prefix}:gold:jpeg:{gold_id}"
+        return self._registry(f"gold:jpeg:{gold_id}")
 
     def gold_answers(self, person: str) -> str:
         """HASH gold id -> the label one person gave it: each gold item is counted once."""
-        return f"{self.prefix}:gold:answers:{person}"
+        return self._registry(f"gold:answers:{person}")
 
     @property
     def gold_scores(self) -> str:
         """HASH person -> JSON {correct, total, accuracy, lower, upper}: their gold record."""
-        return f"{self.prefix}:gold:scores"
+        return self._registry("gold:scores")
+
+    @property
+    def gold_stats(self) -> str:
+        """HASH of the gold book's counters (``gold_items``, ``gold_answers``,
+        ``gold_answers:<person>``): :attr:`stats`; on a Redis Cluster a hash of the registry's
+        slot, which ``gtx-stream status`` adds to the shards' counters."""
+        return self._registry("gold:stats") if self.cluster else self._state("stats")
 
     @property
     def paused(self) -> str:
         """HASH labeler_id -> JSON {reason, at, accuracy, lower, upper, floor}: people paused
         because their accuracy interval fell below ``gold.floor``; not dispatched to."""
-        return f"{self.prefix}:paused"
+        return self._registry("paused")
 
     def source(self, source_id: str) -> str:
         """HASH of one ingest source: uri, last_index (high-water mark of opened frames),

@@ -34,7 +34,7 @@ from gtx_stream.core import accuracy
 from gtx_stream.core.models import OneCoin, TwoCoin
 from gtx_stream.store.cluster import is_cluster
 from gtx_stream.store.keys import Keys
-from gtx_stream.store.shards import stored_keys
+from gtx_stream.store.shards import layout, stored_keys
 
 SOURCES = ("config", "file", "assessment", "gold", "em")
 
@@ -209,6 +209,7 @@ def _optional_int(value: Any) -> int | None:
 def store(client: redis.Redis, keys: Keys, records: Mapping[str, LabelerAccuracy]) -> int:
     """Validate every record, then store them all in one HSET; returns how many."""
     checked: dict[Any, Any] = {lid: rec.check(lid).to_json() for lid, rec in records.items()}
+    keys = layout(client, keys)  # the registry's name on a Redis Cluster
     if checked:
         client.hset(keys.labelers, mapping=checked)
         if is_cluster(client):
@@ -235,9 +236,21 @@ def mirror_labelers(
     pipe.execute()
 
 
+def unmirror_labelers(client: redis.Redis, keys: Keys, labeler_ids: Sequence[str]) -> None:
+    """On a Redis Cluster: take ``labeler_ids`` out of each shard's copy of the labelers hash
+    (a person the gold book paused or an operator reset), so that ``apply_labels.lua``
+    refuses their labels as it does off a cluster; nothing elsewhere."""
+    if not labeler_ids or not is_cluster(client):
+        return
+    pipe = client.pipeline(transaction=False)
+    for shard in stored_keys(client, keys).every_shard():
+        pipe.hdel(shard.script_labelers, *labeler_ids)
+    pipe.execute()
+
+
 def get_labelers(client: redis.Redis, keys: Keys) -> dict[str, LabelerAccuracy]:
     """Every registered labeler, sorted by id."""
-    raw = client.hgetall(keys.labelers)
+    raw = client.hgetall(layout(client, keys).labelers)
     out = {}
     for k, v in raw.items():
         lid = k.decode() if isinstance(k, bytes) else str(k)
@@ -282,7 +295,7 @@ def register_configured(
             LabelerAccuracy.given(alpha, "config"), two_coin=given
         )
     if not overwrite and records:
-        present = client.hmget(keys.labelers, list(records))
+        present = client.hmget(layout(client, keys).labelers, list(records))
         records = {
             lid: rec
             for (lid, rec), old in zip(records.items(), present, strict=True)

@@ -12,7 +12,11 @@
   never reaches the labels stream twice.
 
 Keys live here (:class:`PeopleKeys`) rather than in :mod:`gtx_stream.store.keys`: they belong
-to the label server alone.
+to the label server alone. On a Redis Cluster a person has one hand and one answered-today
+counter per shard, in the slot of that shard's labels stream
+(``<prefix>:{s<k>}:person:<id>:hand``): a request is held in the hand of its frame's shard, a
+gold frame in shard 0's, so that ``answer_request.lua`` still touches one slot; :func:`hand`
+reads them all.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Literal
 import redis
 
 from gtx_stream.core.records import LabelEntry, text
-from gtx_stream.store.keys import Keys
+from gtx_stream.store.keys import Keys, shard_of
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
 from gtx_stream.store.shards import stored_keys
 
@@ -53,13 +57,35 @@ class PeopleKeys:
         """HASH labeler, csrf, created_at, with the session's TTL; named by the id's SHA-256."""
         return f"{self.keys.prefix}:person:session:{_digest(session_id)}"
 
-    def hand(self, labeler_id: str) -> str:
-        """HASH token -> JSON :class:`HandItem`: the requests a person holds now."""
-        return f"{self.keys.prefix}:person:{labeler_id}:hand"
+    def _person(self, labeler_id: str, name: str, shard: int | None) -> str:
+        if not self.keys.cluster:
+            return f"{self.keys.prefix}:person:{labeler_id}:{name}"
+        if shard is None:
+            raise ValueError(f"a person's {name} is per shard on a Redis Cluster: name the shard")
+        return f"{self.keys.prefix}:{{s{shard}}}:person:{labeler_id}:{name}"
 
-    def answered(self, labeler_id: str, day: str) -> str:
-        """STRING counter of the answers a person gave on ``day`` (UTC, ``YYYY-MM-DD``)."""
-        return f"{self.keys.prefix}:person:{labeler_id}:answered:{day}"
+    def hand(self, labeler_id: str, shard: int | None = None) -> str:
+        """HASH token -> JSON :class:`HandItem`: the requests a person holds now (on a Redis
+        Cluster, those of one shard)."""
+        return self._person(labeler_id, "hand", shard)
+
+    def answered(self, labeler_id: str, day: str, shard: int | None = None) -> str:
+        """STRING counter of the answers a person gave on ``day`` (UTC, ``YYYY-MM-DD``; on a
+        Redis Cluster, those of one shard's hand)."""
+        return self._person(labeler_id, f"answered:{day}", shard)
+
+    def shards(self) -> list[int | None]:
+        """The shards a person's hand is split over: every shard on a Redis Cluster, else one
+        hand (None)."""
+        return list(range(self.keys.shards)) if self.keys.cluster else [None]
+
+    def shard_of(self, item: HandItem) -> int | None:
+        """The shard whose hand holds ``item`` on a Redis Cluster (None elsewhere): its
+        frame's; shard 0's for a gold frame (whatever the shard count, which a server that
+        starts before the first aggregator does not know yet)."""
+        if not self.keys.cluster:
+            return None
+        return shard_of(item.frame_id, self.keys.shards) if item.kind == "request" else 0
 
 
 def today(now: float | None = None) -> str:
@@ -148,30 +174,55 @@ def new_token() -> str:
 
 def hand(client: redis.Redis, keys: Keys, labeler_id: str) -> list[tuple[str, HandItem, str]]:
     """(token, item, raw value) of what the person holds, oldest first."""
-    raw = client.hgetall(PeopleKeys(keys).hand(labeler_id))
+    pk = PeopleKeys(keys)
+    shards = pk.shards()
+    if len(shards) == 1:
+        hands = [client.hgetall(pk.hand(labeler_id, shards[0]))]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.hgetall(pk.hand(labeler_id, shard))
+        hands = pipe.execute()
     out = []
-    for token, value in raw.items():
-        item = HandItem.decode(value)
-        if item is not None:
-            out.append((text(token), item, text(value)))
+    for raw in hands:
+        for token, value in raw.items():
+            item = HandItem.decode(value)
+            if item is not None:
+                out.append((text(token), item, text(value)))
     out.sort(key=lambda t: (t[1].taken_at, t[0]))
+    return out
+
+
+def _by_hand(
+    keys: Keys, labeler_id: str, items: list[tuple[str, HandItem]]
+) -> dict[str, list[tuple[str, HandItem]]]:
+    pk = PeopleKeys(keys)
+    out: dict[str, list[tuple[str, HandItem]]] = {}
+    for token, item in items:
+        out.setdefault(pk.hand(labeler_id, pk.shard_of(item)), []).append((token, item))
     return out
 
 
 def hold(client: redis.Redis, keys: Keys, labeler_id: str, items: list[HandItem]) -> list[str]:
     """Put ``items`` into the person's hand; their new tokens."""
     tokens = [new_token() for _ in items]
+    pipe = client.pipeline(transaction=False)
+    for key, held in _by_hand(keys, labeler_id, list(zip(tokens, items, strict=True))).items():
+        pipe.hset(key, mapping={t: item.encode() for t, item in held})
     if items:
-        client.hset(
-            PeopleKeys(keys).hand(labeler_id),
-            mapping={t: item.encode() for t, item in zip(tokens, items, strict=True)},
-        )
+        pipe.execute()
     return tokens
 
 
-def drop(client: redis.Redis, keys: Keys, labeler_id: str, tokens: list[str]) -> None:
-    if tokens:
-        client.hdel(PeopleKeys(keys).hand(labeler_id), *tokens)
+def drop(
+    client: redis.Redis, keys: Keys, labeler_id: str, held: list[tuple[str, HandItem]]
+) -> None:
+    """Take ``(token, item)`` pairs out of the person's hand."""
+    pipe = client.pipeline(transaction=False)
+    for key, items in _by_hand(keys, labeler_id, held).items():
+        pipe.hdel(key, *(t for t, _ in items))
+    if held:
+        pipe.execute()
 
 
 # --- answer_request.lua ------------------------------------------------------------------
@@ -202,11 +253,17 @@ def answer_request(
     fields = entry.to_fields() if entry is not None else {}
     counted = "1" if entry is None or not entry.failed else "0"
     flat = [x for pair in fields.items() for x in pair]
-    # the labels stream of the frame's shard (a gold answer adds nothing: any shard's name does)
-    labels = keys.of_frame(entry.frame_id if entry is not None else "").labels
+    item = HandItem.decode(held)
+    shard = pk.shard_of(item) if item is not None else None
+    if shard is None and keys.cluster:
+        shard = shard_of(entry.frame_id if entry is not None else "", keys.shards)
+    # the labels stream of the frame's shard (a gold answer adds nothing: its hand's shard's
+    # name, for the slot)
+    labels = (keys.for_shard(shard) if shard is not None
+              else keys.of_frame(entry.frame_id if entry is not None else "")).labels  # fmt: skip
     return ScriptCall(
         "answer_request",
-        (pk.hand(labeler_id), labels, pk.answered(labeler_id, today(now))),
+        (pk.hand(labeler_id, shard), labels, pk.answered(labeler_id, today(now), shard)),
         (token, held, counted, DAY_COUNTER_TTL, *flat),
         _answer_reply,
     )
@@ -225,5 +282,9 @@ def send_answer(
 
 
 def answered_today(client: redis.Redis, keys: Keys, labeler_id: str) -> int:
-    raw = client.get(PeopleKeys(keys).answered(labeler_id, today()))
-    return int(raw) if raw is not None else 0
+    pk = PeopleKeys(keys)
+    day = today()
+    pipe = client.pipeline(transaction=False)
+    for shard in pk.shards():
+        pipe.get(pk.answered(labeler_id, day, shard))
+    return sum(int(raw) for raw in pipe.execute() if raw is not None)

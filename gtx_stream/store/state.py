@@ -37,7 +37,8 @@ def _add(into: dict[str, int], raw: dict[bytes | str, bytes | str]) -> None:
 
 def state_totals(client: redis.Redis, keys: Keys) -> StateTotals:
     """Open frames, counters, budget, load, failures and backoff, and the final and dead
-    streams' lengths, over every copy of the state, in one pipelined round trip."""
+    streams' lengths, over every copy of the state, in one pipelined round trip (on a Redis
+    Cluster the counters include the gold book's, :attr:`Keys.gold_stats`)."""
     shards = keys.state_shards()
     pipe = client.pipeline(transaction=False)
     for shard in shards:
@@ -52,6 +53,7 @@ def state_totals(client: redis.Redis, keys: Keys) -> StateTotals:
         pipe.xlen(shard.dead)
     if keys.cluster:
         pipe.hget(keys.budget_pool, "limit")
+        pipe.hgetall(keys.gold_stats)  # the gold book's counters, in the registry's slot
     replies = pipe.execute()
     out = StateTotals()
     for i in range(len(shards)):
@@ -72,7 +74,8 @@ def state_totals(client: redis.Redis, keys: Keys) -> StateTotals:
         out.n_final += n_final
         out.n_dead += n_dead
     if keys.cluster:  # the shards' limits are their leases; the budget's limit is the pool's
-        limit = replies[-1]
+        limit, gold = replies[-2:]
+        _add(out.stats, gold)
         out.budget.pop("limit", None)
         if limit is not None:
             out.budget["limit"] = int(limit)

@@ -192,7 +192,8 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
         sup.start("labelers", "labeler", *[x for lab in ACC for x in ("--id", lab)])
         with Client(settings) as client:
             deadline = time.monotonic() + 60
-            while not set(ACC) <= {x.decode() for x in client.redis.zrange("gtx:live", 0, -1)}:
+            live = client.keys.live  # the registry's slot: gtx:{registry}:live
+            while not set(ACC) <= {x.decode() for x in client.redis.zrange(live, 0, -1)}:
                 assert time.monotonic() < deadline, "labelers not live"
                 time.sleep(0.1)
             ids = [client.submit(image, source="cam", truth=i % 2) for i in range(24)]

@@ -104,6 +104,10 @@ def test_the_layout_of_one_redis_is_unchanged() -> None:
         "gtx:stats", "gtx:final", "gtx:budget", "gtx:open", "gtx:labels")  # fmt: skip
     assert keys.frame("cam-1") == "gtx:{f:cam-1}:frame"
     assert keys.script_labelers == keys.labelers == "gtx:labelers"
+    assert (keys.live, keys.paused, keys.gold, keys.gold_scores, keys.gold_answers("ann"),
+            keys.gold_image("g1"), keys.gold_stats) == (
+        "gtx:live", "gtx:paused", "gtx:gold", "gtx:gold:scores", "gtx:gold:answers:ann",
+        "gtx:gold:jpeg:g1", "gtx:stats")  # fmt: skip
     assert keys.budget_pool == keys.budget
     assert keys.source_index("cam") == keys.source("cam") == "gtx:source:cam"
     sharded = Keys("gtx", shards=4).for_shard(2)
@@ -119,3 +123,26 @@ def test_a_cluster_url_may_name_several_nodes() -> None:
     assert startup_nodes("rediss://a:7000") == ("rediss://a:7000", [])
     with pytest.raises(ValueError, match="host:port"):
         startup_nodes("redis://a:7000,b")
+
+
+def test_the_label_servers_scripts_touch_one_slot_on_a_cluster() -> None:
+    """A person's answer goes through the hand of its frame's shard, with that shard's labels
+    stream; a gold answer, with the registry and the gold book, through one slot of their own."""
+    from gtx_stream.store.gold import gold_answer
+    from gtx_stream.store.people import HandItem, PeopleKeys, answer_request
+
+    keys = Keys("gtx", shards=SHARDS, cluster=True)
+    for shard in range(SHARDS):
+        fid = _frames_of(shard, 1)[0]
+        item = HandItem("request", fid, "r1", taken_at=1.0)
+        entry = LabelEntry(frame_id=fid, labeler="ann", label=1, request_id="r1")
+        call = answer_request(keys, "ann", "tok", item.encode(), entry, now=0.0)
+        assert _slots(call) == {key_slot(f"{{s{shard}}}".encode())}, call.keys
+        assert call.keys[1] == keys.for_shard(shard).labels
+        assert PeopleKeys(keys).hand("ann", shard) == f"gtx:{{s{shard}}}:person:ann:hand"
+    gold = HandItem("gold", gold_id="g1", taken_at=1.0)
+    call = answer_request(keys, "ann", "tok", gold.encode(), None, now=0.0)
+    assert len(_slots(call)) == 1
+    book = gold_answer(keys, "ann", "g1", 1, 0, ("{}", "", ""), ("{}", "", ""))
+    assert _slots(book) == {key_slot(b"{registry}")}, book.keys
+    assert keys.labelers == "gtx:{registry}:labelers" and keys.live == "gtx:{registry}:live"

@@ -1,12 +1,12 @@
 """What a Redis Cluster refuses, in one line: label requests without a standalone Redis of
-their own (RQ does not run on a cluster), and the services that do not run on one yet."""
+their own (RQ does not run on a cluster)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gtx_stream.config import ConfigError, Settings
-from gtx_stream.store.connection import connect_both, connect_queue, not_on_cluster
+from gtx_stream.store.connection import connect_both, connect_queue
 
 
 def _settings(**redis: object) -> Settings:
@@ -20,9 +20,3 @@ def test_a_cluster_needs_a_standalone_redis_for_the_label_requests() -> None:
             connecting(settings, check=False)
         assert "\n" not in str(err.value)
         assert "GTX_REDIS__QUEUE_URL" in str(err.value)
-
-
-def test_services_that_do_not_run_on_a_cluster_say_so() -> None:
-    not_on_cluster(_settings(), "the label server")  # one Redis: nothing refused
-    with pytest.raises(ConfigError, match="the label server does not run on a Redis Cluster"):
-        not_on_cluster(_settings(cluster=True, queue_url="redis://127.0.0.1:2"), "the label server")

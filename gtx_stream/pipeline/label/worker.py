@@ -44,6 +44,7 @@ from gtx_stream.pipeline.label.job import LabelJob, WorkerContext, labeler_setti
 from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.connection import connect, connect_queue, has_queue_redis
 from gtx_stream.store.keys import Keys
+from gtx_stream.store.shards import layout
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,7 @@ def run_labeler_worker(
         # With redis.queue_url, RQ's and the job's batch takes are on the queue Redis.
         jobs = connect(settings)
         clients.append(jobs)
+        keys = layout(jobs, keys)  # heartbeats go to the registry's slot on a Redis Cluster
         register_configured(jobs, keys, settings, labeler_ids=ids, overwrite=False)
         own_queue = has_queue_redis(settings)
         rq_client = connect_queue(settings, check=own_queue)  # one line if it is unreachable

@@ -1,11 +1,12 @@
 -- Record one person's answer to a gold item once, and publish their new accuracy with it.
--- KEYS[1] = gold hash            (<prefix>:gold; gold id -> truth)
+-- KEYS[1] = gold hash            (<prefix>:gold; gold id -> truth; on a Redis Cluster every key
+--                                  here is <prefix>:{registry}:..., one slot)
 -- KEYS[2] = person's answers     (<prefix>:gold:answers:<person>; gold id -> label)
 -- KEYS[3] = gold scores hash     (<prefix>:gold:scores; person -> JSON with "total")
 -- KEYS[4] = labelers hash        (<prefix>:labelers)
 -- KEYS[5] = paused hash          (<prefix>:paused)
 -- KEYS[6] = live zset            (<prefix>:live)
--- KEYS[7] = stats hash           (<prefix>:stats)
+-- KEYS[7] = gold counters hash   (<prefix>:stats; on a Redis Cluster <prefix>:{registry}:gold:stats)
 -- ARGV[1] = person (labeler id)
 -- ARGV[2] = gold id
 -- ARGV[3] = label (0 or 1)
