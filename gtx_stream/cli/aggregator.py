@@ -44,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import load_settings
     from gtx_stream.pipeline.aggregate.aggregator import Aggregator
     from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
+    from gtx_stream.pipeline.heap import freeze_startup_heap
     from gtx_stream.store.connection import connect_both
     from gtx_stream.store.keys import Keys
     from gtx_stream.store.params import register_configured
@@ -60,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     agg.setup()  # refuses a shard count other than the pipeline's (one line, exit 2)
     # configured accuracies fill in; ones loaded from a file or an assessment are kept
     register_configured(client, keys, settings, overwrite=False)
+    freeze_startup_heap()  # full collections walk only what the loop allocates
     stop = threading.Event()
     stop_on_signals(stop)
     log.info(
