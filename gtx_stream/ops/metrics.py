@@ -330,29 +330,33 @@ def frames(client: redis.Redis, keys: Keys) -> dict[str, int]:
 
 def sources(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     """Per source: frames open now, opened and finalised since the start, and labels spent
-    where sources have shares of the budget (``aggregator.budget_per_source``; sorted by id).
-    None on a Redis Cluster (as in ``status``)."""
-    if keys.cluster:
-        return []
+    where sources have shares of the budget (``aggregator.budget_per_source``; sorted by id);
+    on a Redis Cluster summed over the shards' copies."""
+    shards = keys.state_shards()
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.stats)
-    pipe.zrange(keys.open_frames, 0, -1)
-    pipe.hgetall(keys.budget)
-    stats, open_ids, budget_fields = pipe.execute()
+    for shard in shards:
+        pipe.hgetall(shard.stats)
+        pipe.zrange(shard.open_frames, 0, -1)
+        pipe.hgetall(shard.budget)
+    replies = pipe.execute()
     rows: dict[str, dict[str, Any]] = {}
 
     def row(sid: str) -> dict[str, Any]:
         return rows.setdefault(sid, {"source": sid, "open": 0, "opened": 0, "finalised": 0})
 
-    counters = [(stats, "frames_opened:", "opened"), (stats, "frames_finalised:", "finalised"),
-                (budget_fields, "spent:", "spent")]  # fmt: skip
-    for fields, prefix, what in counters:
-        for k, v in fields.items():
-            name = text(k)
-            if name.startswith(prefix):
-                row(name[len(prefix) :])[what] = _int(v)
-    for fid in open_ids:
-        row(source_of(text(fid)))["open"] += 1
+    for i in range(len(shards)):
+        stats, open_ids, budget_fields = replies[3 * i : 3 * i + 3]
+        counters = [(stats, "frames_opened:", "opened"),
+                    (stats, "frames_finalised:", "finalised"),
+                    (budget_fields, "spent:", "spent")]  # fmt: skip
+        for fields, prefix, what in counters:
+            for k, v in fields.items():
+                name = text(k)
+                if name.startswith(prefix):
+                    r = row(name[len(prefix) :])
+                    r[what] = r.get(what, 0) + _int(v)
+        for fid in open_ids:
+            row(source_of(text(fid)))["open"] += 1
     return [rows[sid] for sid in sorted(rows)]
 
 

@@ -99,12 +99,12 @@ def pipeline_status(
         "images_exported": stats.get("images_exported", 0),
         "images_missing": stats.get("images_missing", 0),
         "images_filtered": stats.get("images_filtered", 0),
-        "exporter": None if keys.cluster else exporter_status(client, keys, export_group),
+        "exporter": exporter_status(client, keys, export_group),
         "labelers": per_labeler,
         "shards": keys.shards,
         "shard_owners": owners,
         "aggregators": {name: round(now - at, 1) for name, at in sorted(beats.items())},
-        "sources": [] if keys.cluster else metrics_sources(client, keys),
+        "sources": metrics_sources(client, keys),
         **gold_status(stats, scores, paused, qualification),
     }
 
@@ -137,9 +137,21 @@ def gold_status(
 def exporter_status(client: redis.Redis, keys: Keys, group: str) -> dict[str, Any] | None:
     """The exporter group on the final stream (None when there is none): entries not yet read
     (``lag``; None when Redis cannot tell, after a trim), read but not acknowledged
-    (``pending``), and the age of the oldest entry not yet read (``behind_s``)."""
+    (``pending``), and the age of the oldest entry not yet read (``behind_s``). On a Redis
+    Cluster over every shard's final stream: lags and pendings summed, the oldest of all."""
+    found = [s for shard in keys.state_shards()
+             if (s := _exporter_on(client, shard.final, group)) is not None]  # fmt: skip
+    if not found:
+        return None
+    lags = [s["lag"] for s in found]
+    return {"group": group, "lag": None if None in lags else sum(lags),
+            "pending": sum(s["pending"] for s in found),
+            "behind_s": max(s["behind_s"] for s in found)}  # fmt: skip
+
+
+def _exporter_on(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
     try:
-        groups = cast(list[dict[str, Any]], client.xinfo_groups(keys.final))
+        groups = cast(list[dict[str, Any]], client.xinfo_groups(stream))
     except redis.ResponseError as err:
         if isinstance(err, redis.exceptions.NoPermissionError) or "no such key" not in str(err):
             raise
@@ -148,10 +160,13 @@ def exporter_status(client: redis.Redis, keys: Keys, group: str) -> dict[str, An
     if info is None:
         return None
     last = text(info["last-delivered-id"])
-    nxt = cast(list[Any], client.xrange(keys.final, min=f"({last}", count=1))
+    nxt = cast(list[Any], client.xrange(stream, min=f"({last}", count=1))
     behind = time.time() - int(text(nxt[0][0]).split("-")[0]) / 1000 if nxt else 0.0
-    return {"group": group, "lag": info.get("lag"), "pending": int(info["pending"]),
-            "behind_s": round(max(0.0, behind), 1)}  # fmt: skip
+    return {
+        "lag": info.get("lag"),
+        "pending": int(info["pending"]),
+        "behind_s": round(max(0.0, behind), 1),
+    }
 
 
 def exporter_warning(status: dict[str, Any], lag_seconds: float) -> str | None:

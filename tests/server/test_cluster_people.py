@@ -6,8 +6,8 @@ server is the app ``gtx-stream label-server`` serves, built from the same config
 qualifies on gold loaded with ``gtx-stream gold load``, is registered (in the registry's slot
 and in every shard's copy that ``apply_labels.lua`` checks), and their answers reach the frames
 of every shard through the hand of each frame's shard; another person, wrong on every gold
-frame, is paused and taken out of every shard's copy. ``status`` and the /admin dashboard sum
-the shards.
+frame, is paused and taken out of every shard's copy. ``status`` (per source and the exporter's
+group too) and the /admin dashboard sum the shards.
 """
 
 from __future__ import annotations
@@ -154,6 +154,7 @@ def test_people_label_and_qualify_on_gold_with_the_state_on_a_cluster(
             finals = [rec for rec in client.final_labels("app", "c1", idle_seconds=2)]
             progress = people["alice"].http.get("/api/progress").json()
             dash = _admin(http)
+            run_cli(config, "export", "--out", str(tmp_path / "dataset"))
             status = json.loads(run_cli(config, "status", "--json"))
     finally:
         if http is not None:
@@ -169,7 +170,13 @@ def test_people_label_and_qualify_on_gold_with_the_state_on_a_cluster(
     assert status["frames_finalised"] == 16 and status["frames_open"] == 0
     assert status["gold_items"] == 3 and status["gold_answers"] == 6
     assert status["people"]["alice"]["qualified"] and status["people"]["bob"]["paused"]
+    # per source and the exporter's group, over every shard's copies and final streams
+    assert status["sources"] == [{"source": "cam", "open": 0, "opened": 16, "finalised": 16}]
+    assert status["exporter"] == {"group": "exporter", "lag": 0, "pending": 0, "behind_s": 0.0}
+    exported = (tmp_path / "dataset" / "manifest.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["frame_id"] for line in exported) == sorted(ids)
     assert dash["frames"]["finalised"] == 16 and dash["frames"]["open"] == 0
+    assert dash["sources"] == [{"source": "cam", "open": 0, "opened": 16, "finalised": 16}]
     assert len(dash["thumbnails"]) == 12 and dash["labels_per_frame"]["recent_frames"] == 16
     rows = {row["id"]: row for row in dash["labelers"]}
     assert rows["alice"]["registered"] and rows["bob"]["paused"]
