@@ -56,7 +56,8 @@ def open_frame(
 
     ``max_open_per_source``: at most this many frames of ``source_id`` open at once (0: only
     ``max_open_frames`` in all bounds it). ``source_share``: "budget" once ``source_id`` has
-    spent this many labels (``aggregator.budget_per_source``; 0: no share of its own).
+    spent this many labels (``aggregator.budget_per_source``; 0: no share of its own; on a
+    Redis Cluster, once the shard spent what it leased of the share: :func:`share_arg`).
 
     ``reserved``: the index came from :func:`reserve_index`, so it is this caller's alone and
     need not lie above the source's high-water mark (submitters of one source race).
@@ -72,7 +73,7 @@ def open_frame(
          shard.budget, shard.stats, shard.opened, shard.waiting, shard.source_open(source_id)),
         (frame_id, frame_index, source, source_id, repr(opened_at), ttl, max_open_frames, jpeg,
          reserve_per_frame, "reserved" if reserved else "ordered", max_open_per_source,
-         source_share, *extra),
+         share_arg(keys, source_share), *extra),
         _str,
     )  # fmt: skip
 
@@ -172,6 +173,14 @@ class Ask:
     """Unix seconds the request's lease runs out."""
 
 
+def share_arg(keys: Keys, source_share: int) -> int:
+    """What ``ask.lua`` and ``open_frame.lua`` get for a source's share: the share itself on one
+    Redis; on a Redis Cluster -1, "what this shard leased of it" (its budget hash's
+    ``limit:<source id>``, :mod:`gtx_stream.store.budget_lease`), since a shard's scripts see
+    its own spending only."""
+    return -1 if keys.cluster and source_share > 0 else source_share
+
+
 def ask_many(
     keys: Keys, asks: Sequence[Ask], max_inflight: int, source_share: int = 0
 ) -> ScriptCall[list[AskResult]]:
@@ -181,7 +190,7 @@ def ask_many(
     if len(asks) > MAX_ASKS_PER_CALL:
         raise ValueError(f"{len(asks)} asks in one ask call, at most {MAX_ASKS_PER_CALL}")
     call_keys: list[str] = [keys.budget, keys.leases, keys.load, keys.stats, keys.waiting]
-    args: list[Any] = [max_inflight, source_share]
+    args: list[Any] = [max_inflight, share_arg(keys, source_share)]
     for a in asks:
         call_keys += [keys.frame(a.frame_id), keys.frame_requests(a.frame_id)]
         args += [a.labeler, a.n_labels, repr(a.deadline), lease_member(a.frame_id, a.labeler),

@@ -83,3 +83,70 @@ def test_without_a_limit_leases_are_unlimited(r: redis.Redis) -> None:
     assert ShardBudget(r, keys.for_shard(1), runner, chunk=4).lease(4) == -1
     assert r.hget(keys.for_shard(1).budget, "limit") is None  # ask.lua: unlimited
     assert ShardBudget(r, keys.for_shard(1), runner, chunk=4).combined(None) is None
+
+
+def test_concurrent_source_leases_never_add_up_to_more_than_the_share(redis_url: str) -> None:
+    """Sources' shares (aggregator.budget_per_source) are leased like the budget: per source,
+    what the shards leased never adds up to more than the share, whatever their races."""
+    keys = _cluster_keys()
+    granted = {(k, src): 0 for k in range(SHARDS) for src in ("cam-a", "cam-b")}
+
+    def lease_until_spent(shard: int, source: str) -> None:
+        client = redis.Redis.from_url(redis_url)
+        budget = ShardBudget(client, keys.for_shard(shard), ScriptRunner(client), chunk=5,
+                             share=120)  # fmt: skip
+        while (got := budget.lease_source(source, 1 + shard % 3)) > 0:
+            granted[shard, source] += got
+        client.close()
+
+    threads = [threading.Thread(target=lease_until_spent, args=key) for key in granted]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    check = redis.Redis.from_url(redis_url, decode_responses=True)
+    pool = check.hgetall(keys.budget_pool)
+    for src in ("cam-a", "cam-b"):
+        limits = [int(check.hget(s.budget, f"limit:{src}") or 0) for s in keys.every_shard()]
+        assert sum(limits) == int(pool[f"spent:{src}"]) == 120  # all of the share, never more
+        assert limits == [granted[k, src] for k in range(SHARDS)]
+        assert limits == [int(pool.get(f"leased:{k}:{src}", 0)) for k in range(SHARDS)]
+    assert "limit" not in pool and "spent" not in pool  # the budget itself is untouched
+    check.close()
+
+
+def test_a_shard_asks_and_opens_within_its_lease_of_a_source_share(r: redis.Redis) -> None:
+    """On a cluster's shard ``ask.lua`` and ``open_frame.lua`` hold a source's spending under
+    what the shard leased of its share; the ingester leases a chunk when it holds none."""
+    from gtx_stream.pipeline.ingest.ingester import open_frame
+    from gtx_stream.store import frame_scripts as fs
+    from gtx_stream.store.keys import shard_of
+
+    keys = _cluster_keys()
+    runner = ScriptRunner(r)
+    fids = [f"cam-{i}" for i in range(400) if shard_of(f"cam-{i}", SHARDS) == 2][:6]
+    shard = keys.for_shard(2)
+    common = {"source": "cam", "source_id": "cam", "jpeg": b"x", "ttl": 60,
+              "max_open_frames": 800, "reserve_per_frame": 2, "reserved": True,
+              "source_share": 40}  # fmt: skip
+    # the first open: refused by the shard's empty lease, then leased (what it needs, or up to a
+    # chunk but no more than a shard's share of what is left: 40 / 8 shards) and opened
+    index = int(fids[0].rsplit("-", 1)[1])
+    assert open_frame(r, keys, frame_index=index, **common) == "opened"  # type: ignore[arg-type]
+    assert r.hget(shard.budget, "limit:cam") == "5"
+    assert r.hget(keys.budget_pool, "spent:cam") == "5"
+    for fid in fids[1:]:
+        index = int(fid.rsplit("-", 1)[1])
+        assert open_frame(r, keys, frame_index=index, **common) == "opened"  # type: ignore[arg-type]
+    asks = [fs.Ask(fid, f"lab{j}", f"r{j}", 0, 1e10) for fid in fids for j in range(2)]
+    answers = runner.run_one(fs.ask_many(shard, asks, max_inflight=5, source_share=40))
+    assert answers == ["ok"] * 5 + ["source_budget"] * 7  # the shard's lease: 5 labels
+    assert r.hget(shard.budget, "spent:cam") == "5"
+    # the aggregator's cover leases what the asks need, and they go through
+    budget = ShardBudget(r, shard, runner, chunk=8, share=40)
+    budget.cover_sources({"cam": 7})
+    assert r.hget(shard.budget, "limit:cam") == "12"
+    retry = [fs.Ask(a.frame_id, a.labeler, a.request_id + "b", 0, 1e10) for a in asks[5:]]
+    assert runner.run_one(fs.ask_many(shard, retry, 5, source_share=40)) == ["ok"] * 7
+    assert budget.sources_left(["cam"]) == {"cam": 0 + (40 - 12)}  # none held, 28 in the pool
+    assert r.hget(keys.budget_pool, "spent:cam") == "12"

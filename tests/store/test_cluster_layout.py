@@ -9,7 +9,7 @@ from redis.cluster import key_slot
 from gtx_stream.core.records import FinalRecord, LabelEntry
 from gtx_stream.store import frame_scripts as fs
 from gtx_stream.store import waiting_scripts as ws
-from gtx_stream.store.budget_lease import credit_call, lease_call
+from gtx_stream.store.budget_lease import credit_call, lease_call, source_lease_call
 from gtx_stream.store.cluster import startup_nodes
 from gtx_stream.store.dead_letters import requeue_dead
 from gtx_stream.store.keys import Keys, shard_of
@@ -85,6 +85,7 @@ def test_shards_of_a_cluster_spread_over_slots_and_the_pool_is_global() -> None:
     assert len(slots) == 16
     assert keys.budget_pool == "gtx:budget"
     assert lease_call(keys, 3, 8).keys == ("gtx:budget",)
+    assert source_lease_call(keys, 3, "cam", 1, 8, 30).keys == ("gtx:budget",)  # a source's share
     with pytest.raises(ValueError, match="per shard"):
         _ = keys.stats  # a cluster's state has no global copy: name the shard
     assert keys.for_shard(3).final == "gtx:{s3}:final"

@@ -96,7 +96,8 @@ class Aggregator:
         self.decider = Decider(settings, keys)
         slots = settings.labeler_slots
         self.fair = FairShare(client, keys, slots) if slots else None
-        self.budget = (ShardBudget(client, keys, runner, CHUNK_FRAMES * settings.kappa)
+        self.budget = (ShardBudget(client, keys, runner, CHUNK_FRAMES * settings.kappa,
+                                   settings.budget_per_source)
                        if keys.cluster else None)  # fmt: skip
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
@@ -229,6 +230,8 @@ class Aggregator:
         if not share:
             return None
         sources = sorted({f.meta.get("source_id", "") for f in frames})
+        if self.budget is not None:  # a cluster's shard: its lease of each share, and the pool
+            return self.budget.sources_left(sources)
         spent = self.r.hmget(self.keys.budget, [f"spent:{src}" for src in sources])
         return {src: share - int(x or 0) for src, x in zip(sources, spent, strict=True)}
 

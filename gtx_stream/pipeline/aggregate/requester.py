@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 import redis
@@ -98,6 +99,9 @@ class Requester:
                 for req in requests]  # fmt: skip
         if self.budget is not None:
             self.budget.cover(len(asks))
+            if self.source_share:
+                sources = {s.frame.frame_id: s.frame.meta.get("source_id", "") for s in slots}
+                self.budget.cover_sources(Counter(sources[a.frame_id] for a in asks))
         # one ask.lua call for the step's asks (up to 256 each)
         results = [answer for answers in
                    self.runner.run(scripts.ask_calls(self.keys, asks, self.max_inflight,

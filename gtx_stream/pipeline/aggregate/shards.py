@@ -88,11 +88,6 @@ class ShardedAggregator:
                 f"aggregator.strategy uncertainty ranks every open frame at once: "
                 f"it needs aggregator.shards = 1, not {settings.shards}"
             )
-        if is_cluster(client) and settings.budget_per_source > 0:
-            raise ConfigError(
-                "aggregator.budget_per_source does not work on a Redis Cluster yet (each "
-                "shard would count a source's spending apart): set it to 0"
-            )
         self.r = client
         self.keys = Keys(keys.prefix, shards=settings.shards, cluster=is_cluster(client))
         self.s = settings

@@ -177,8 +177,13 @@ class Sweeper:
         limit = budget.get("limit")
         left = scripts.budget_left(limit, budget.get("spent"))
         share = self.source_share
-        out = frozenset(k.removeprefix("spent:") for k, v in budget.items()
-                        if share and k.startswith("spent:") and int(v) >= share)  # fmt: skip
+
+        def cap(src: str) -> int:  # on a cluster's shard, what it leased of the share
+            return int(budget.get(f"limit:{src}", 0)) if self.keys.cluster else share
+
+        spent = {k.removeprefix("spent:"): int(v) for k, v in budget.items()
+                 if share and k.startswith("spent:")}  # fmt: skip
+        out = frozenset(src for src, n in spent.items() if n >= cap(src))
         return Watched(dict(self.book.params()), available, limit, left is not None and left <= 0,
                        out)  # fmt: skip
 

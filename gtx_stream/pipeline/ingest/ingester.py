@@ -159,7 +159,7 @@ def open_frame(
     if keys.cluster and code in ("budget", "full"):
         # the shard's lease of the budget may be what is short: lease more, and try again
         shard = keys.of_frame(frame_id)
-        if lease_for_open(client, shard, runner, reserve_per_frame) > 0:
+        if lease_for_open(client, shard, runner, reserve_per_frame, source_id, source_share) > 0:
             code = runner.run_one(call)
     return code
 

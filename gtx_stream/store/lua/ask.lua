@@ -13,7 +13,8 @@
 -- ARGV[1] = max outstanding requests per frame
 -- ARGV[2] = labels one source may spend at most (aggregator.budget_per_source; 0: no share of
 --           its own): counted in the budget hash's field spent:<source id> (the frame hash's
---           source_id), given back with a failure by apply_labels.lua
+--           source_id), given back with a failure by apply_labels.lua; -1 (a Redis Cluster's
+--           shard): at most the budget hash's limit:<source id>, what the shard leased of it
 -- then six per ask i (j = 2 + 6(i - 1)):
 -- ARGV[j + 1] = labeler id
 -- ARGV[j + 2] = n_labels the decision to ask was made on
@@ -31,6 +32,7 @@
 local max_out = tonumber(ARGV[1])
 local share = tonumber(ARGV[2])
 local by_source, source_granted = {}, {}  -- source id -> spent, and granted in this call
+local cap = {}  -- source id -> what it may spend here
 local n = (#KEYS - 5) / 2
 local budget = redis.call('HMGET', KEYS[1], 'limit', 'spent')
 local limit = budget[1] and tonumber(budget[1])
@@ -44,8 +46,9 @@ for i = 1, n do
   local labeler = ARGV[j + 1]
   local head = redis.call('HMGET', fkey, 'state', 'n_labels', 'source_id')
   local src = head[3] or ''
-  if share > 0 and by_source[src] == nil then
+  if share ~= 0 and by_source[src] == nil then
     by_source[src] = tonumber(redis.call('HGET', KEYS[1], 'spent:' .. src) or '0')
+    cap[src] = share > 0 and share or tonumber(redis.call('HGET', KEYS[1], 'limit:' .. src) or '0')
   end
   local answer
   if head[1] ~= 'open' then
@@ -65,11 +68,11 @@ for i = 1, n do
       answer = 'inflight'
     elseif limit and spent >= limit then
       answer = 'budget'
-    elseif share > 0 and by_source[src] >= share then
+    elseif share ~= 0 and by_source[src] >= cap[src] then
       answer = 'source_budget'
     else
       spent = spent + 1
-      if share > 0 then
+      if share ~= 0 then
         by_source[src] = by_source[src] + 1
         source_granted[src] = (source_granted[src] or 0) + 1
       end

@@ -25,7 +25,8 @@
 --            one source may open out of order; the high-water mark only ever rises)
 -- ARGV[11] = max open frames of this source (0: no bound of its own)
 -- ARGV[12] = labels this source may spend at most (aggregator.budget_per_source; 0: no share
---            of its own): once its spent:<source_id> in KEYS[5] reaches it, "budget"
+--            of its own; -1, a Redis Cluster's shard: KEYS[5]'s limit:<source_id>, what the
+--            shard leased of the share): once its spent:<source_id> in KEYS[5] reaches it, "budget"
 -- ARGV[13..] = extra frame fields as name, value pairs (truth, task, eligible, file_name,
 --              a client's metadata)
 -- Returns "opened"; or, with nothing written:
@@ -52,7 +53,12 @@ if not (ordered and last) and redis.call('EXISTS', KEYS[1]) == 1 then
 end
 
 local share = tonumber(ARGV[12])
-if share > 0 and tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
+if share < 0 then  -- a Redis Cluster's shard: what it leased of the source's share
+    share = tonumber(redis.call('HGET', KEYS[5], 'limit:' .. ARGV[4]) or '0')
+    if tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
+        return 'budget'
+    end
+elseif share > 0 and tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
     return 'budget'
 end
 local n_open = redis.call('ZCARD', KEYS[3])
