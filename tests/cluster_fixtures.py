@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -375,6 +375,20 @@ def cluster_config(
          for lab, a in accuracies.items()],
     )  # fmt: skip
     return path
+
+
+def start_pipeline(sup: Any, client: Any, labelers: Iterable[str], timeout: float = 60.0) -> None:
+    """Start an aggregator and one labeler worker process for ``labelers`` under ``sup`` (a
+    :class:`gtx_stream.ops.supervisor.Supervisor`), and wait until every one of them is live
+    (``client``: a :class:`gtx_stream.client.Client` on the cluster)."""
+    ids = list(labelers)
+    sup.start("agg", "aggregator")
+    sup.start("labelers", "labeler", *[x for lab in ids for x in ("--id", lab)])
+    deadline = time.monotonic() + timeout
+    live = client.keys.live  # the registry's slot: gtx:{registry}:live
+    while not set(ids) <= {x.decode() for x in client.redis.zrange(live, 0, -1)}:
+        assert time.monotonic() < deadline, "labelers not live"
+        time.sleep(0.1)
 
 
 def run_cli(config: Path, *command: str) -> str:

@@ -32,7 +32,7 @@ from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from gtx_stream.pipeline.aggregate.intake import DEAD_REASONS
 from gtx_stream.store.keys import Keys, split_lease_member
 from tests import cluster_fixtures
-from tests.cluster_fixtures import RETRYABLE, LocalCluster, cluster_config, run_cli
+from tests.cluster_fixtures import RETRYABLE, LocalCluster, cluster_config, run_cli, start_pipeline
 
 local_cluster = cluster_fixtures.local_cluster  # the fixture
 
@@ -188,14 +188,8 @@ def test_the_client_submits_waits_and_reads_every_shards_final_stream_on_a_clust
     settings = load_settings(config)
     image = np.full((32, 32, 3), 128, np.uint8)
     try:
-        sup.start("agg", "aggregator")
-        sup.start("labelers", "labeler", *[x for lab in ACC for x in ("--id", lab)])
         with Client(settings) as client:
-            deadline = time.monotonic() + 60
-            live = client.keys.live  # the registry's slot: gtx:{registry}:live
-            while not set(ACC) <= {x.decode() for x in client.redis.zrange(live, 0, -1)}:
-                assert time.monotonic() < deadline, "labelers not live"
-                time.sleep(0.1)
+            start_pipeline(sup, client, ACC)
             ids = [client.submit(image, source="cam", truth=i % 2) for i in range(24)]
             shards = {client.keys.of_frame(fid).shard for fid in ids}
             assert len(shards) > 4  # the frames spread over the shards

@@ -18,7 +18,7 @@ import pytest
 from gtx_stream.client.errors import BudgetSpent
 from gtx_stream.ops.supervisor import Supervisor
 from tests import cluster_fixtures
-from tests.cluster_fixtures import LocalCluster, cluster_config, run_cli
+from tests.cluster_fixtures import LocalCluster, cluster_config, run_cli, start_pipeline
 
 local_cluster = cluster_fixtures.local_cluster  # the fixture
 
@@ -44,14 +44,9 @@ def test_each_source_spends_at_most_its_share_over_every_shard(
     image = np.full((24, 24, 3), 90, np.uint8)
     submitted: dict[str, list[str]] = {"cam-a": [], "cam-b": []}
     try:
-        sup.start("agg", "aggregator")
-        sup.start("labelers", "labeler", *[x for lab in ACC for x in ("--id", lab)])
         with Client(settings) as client:
+            start_pipeline(sup, client, ACC)
             r, keys = client.redis, client.keys
-            deadline = time.monotonic() + 60
-            while not set(ACC) <= {x.decode() for x in r.zrange(keys.live, 0, -1)}:
-                assert time.monotonic() < deadline, "labelers not live"
-                time.sleep(0.1)
             refused = set()
             for _ in range(40):  # more frames than a share buys (3 labels each)
                 for source in sorted(set(submitted) - refused):

@@ -29,7 +29,7 @@ from gtx_stream.store.connection import connect
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.people import PeopleKeys, create_invite, hand
 from tests import cluster_fixtures
-from tests.cluster_fixtures import LocalCluster, run_cli
+from tests.cluster_fixtures import LocalCluster, run_cli, start_pipeline
 from tests.server.conftest import PersonClient
 
 local_cluster = cluster_fixtures.local_cluster  # the fixture
@@ -108,14 +108,9 @@ def test_people_label_and_qualify_on_gold_with_the_state_on_a_cluster(
             people[person].login()
         early = people["alice"].next()
         assert early is not None and state.get("gtx:shards") is None
-        sup.start("agg", "aggregator")
-        sup.start("labelers", "labeler", *[x for lab in MACHINES for x in ("--id", lab)])
         with Client(settings) as client:
+            start_pipeline(sup, client, MACHINES)
             r, keys = client.redis, client.keys
-            deadline = time.monotonic() + 60
-            while not set(MACHINES) <= {x.decode() for x in r.zrange(keys.live, 0, -1)}:
-                assert time.monotonic() < deadline, "labelers not live"
-                time.sleep(0.1)
             assert keys.live == "gtx:{registry}:live" and keys.shards == SHARDS
             # gold first: alice answers 1 (right), bob 0 (wrong) until each has answered 3
             assert people["alice"].answer(early["token"], 1).json() == {"status": "sent"}
