@@ -272,6 +272,11 @@ def dawid_skene(
         for fb in replaced:  # a gold estimate comes with its gold interval
             if fb.parameter == name and fb.labeler is not None:
                 lower[name][fb.labeler], upper[name][fb.labeler] = fb.lower, fb.upper
+        # the interval holds the estimate: with a cohort that always agrees its pooled prior
+        # puts nearly no mass below 1, and the Beta quantiles round to 1.0 above an estimate
+        # kept off 1
+        est = np.asarray(params[name], dtype=np.float64)
+        lower[name], upper[name] = np.minimum(lower[name], est), np.maximum(upper[name], est)
     return EMResult(
         model=opt.model,
         params=params,

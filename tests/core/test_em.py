@@ -126,6 +126,20 @@ def test_a_labeler_without_gold_gets_the_pooled_prior_not_one_half() -> None:
     assert r.params["accuracy"][5] > 0.85
 
 
+@pytest.mark.parametrize("model", [ModelName.ONE_COIN, ModelName.TWO_COIN])
+def test_a_cohort_that_always_agrees_gets_intervals_that_hold_its_estimates(
+    model: ModelName,
+) -> None:
+    """Every label 1 and every gold truth 1: the estimates sit just below 1, and the Beta
+    quantiles of the intervals would round to 1.0 above them without the guard."""
+    task = np.repeat(np.arange(16), 2)
+    labeler = np.tile([0, 1], 16)
+    label = np.ones(32, dtype=np.int64)
+    r = dawid_skene(task, labeler, label, {0: 1, 1: 1}, EMSettings(model=model))
+    for name, est in r.params.items():
+        assert np.all(r.lower[name] <= est) and np.all(est <= r.upper[name]), name
+
+
 def _switched_start() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A good cohort (five labelers of 0.85) and a label-switched start for EM."""
     task, labeler, label, truth = _crowd(200, [0.85] * 5, seed=3)
