@@ -102,7 +102,15 @@ def cluster_unavailable() -> str | None:
 class LocalCluster:
     """Six ``redis-server`` processes on free loopback ports in a temporary folder."""
 
-    def __init__(self, node_timeout_ms: int = 1000, replicas: int = 1, masters: int = 3) -> None:
+    def __init__(
+        self, node_timeout_ms: int = 1000, replicas: int = 1, masters: int = 3,
+        acl: str | None = None, password: str | None = None,
+    ) -> None:  # fmt: skip
+        """``acl``: an ACL file's text every node starts with (``--aclfile``); ``password``:
+        the ``default`` user's in it, which this helper, ``redis-cli`` and the replicas'
+        sync (``masterauth``) use."""
+        self.acl = acl
+        self.password = password
         self.node_timeout_ms = node_timeout_ms
         self.n_masters = masters
         self.n_replicas = replicas
@@ -118,6 +126,8 @@ class LocalCluster:
         if reason is not None:
             raise RuntimeError(reason)
         self.dir = Path(tempfile.mkdtemp(prefix="gtx-cluster-"))
+        if self.acl is not None:
+            (self.dir / "users.acl").write_text(self.acl)
         self.ports = _free_ports(self.n_masters * (1 + self.n_replicas))
         try:
             for port in self.ports:
@@ -127,7 +137,8 @@ class LocalCluster:
             create = subprocess.run(
                 ["redis-cli", "--cluster", "create"]
                 + [f"127.0.0.1:{p}" for p in self.ports]
-                + ["--cluster-replicas", str(self.n_replicas), "--cluster-yes"],
+                + ["--cluster-replicas", str(self.n_replicas), "--cluster-yes"]
+                + (["-a", self.password, "--no-auth-warning"] if self.password else []),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -161,6 +172,8 @@ class LocalCluster:
                 "--save", "",
                 # a replica's first sync otherwise waits 5 s for more replicas to join it
                 "--repl-diskless-sync-delay", "0",
+                *(["--aclfile", str(self.dir / "users.acl")] if self.acl is not None else []),
+                *(["--masterauth", self.password] if self.password else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -193,7 +206,8 @@ class LocalCluster:
     # -- inspection ------------------------------------------------------------------------
 
     def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1)
+        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1,
+                           password=self.password)  # fmt: skip
 
     def alive(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
@@ -303,6 +317,8 @@ class LocalCluster:
     def client(self, **kw: Any) -> RedisCluster:
         kw.setdefault("socket_connect_timeout", 0.5)
         kw.setdefault("socket_timeout", 1.0)
+        if self.password:
+            kw.setdefault("password", self.password)
         return RedisCluster(host="127.0.0.1", port=self.masters()[0][0], **kw)
 
 
