@@ -6,10 +6,13 @@ labels), an application's client (submit, wait, final labels), the label server 
 qualifies on gold; the admin opens the dashboard), the estimator, the exporter, status and a
 consumer of the final streams. No node's ACL log may hold
 a refusal at the end; and a labeler's user cannot write a final stream nor the registry.
+Then the same for the services as processes (aggregator, labeler worker, ingester, export,
+status), each with its user's URL.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -184,3 +187,73 @@ def test_every_service_does_its_work_as_its_user_on_a_cluster(
     assert finals == len(fids) == status["frames_finalised"] == dashboard["frames"]["finalised"]
     assert report.exported == len(fids) and sorted(read) == sorted(fids)
     assert status["people"]["cat"]["qualified"]
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(240)
+def test_the_services_run_as_processes_under_their_users_on_a_cluster(
+    acl_cluster: tuple[LocalCluster, dict[str, str]], redis_url: str, tmp_path: Path
+) -> None:
+    """The aggregator, a labeler worker (RQ, its heartbeat thread), the ingester on a video,
+    an export and status, each a process whose ``GTX_REDIS__URL`` names its own user."""
+    import json
+    import subprocess
+    import sys
+
+    from gtx_stream.ops.supervisor import Supervisor
+    from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
+    from tests.cluster_fixtures import cluster_config
+
+    cluster, passwords = acl_cluster
+    port = cluster.masters()[0][0]
+
+    def env(name: str) -> dict[str, str]:
+        return {"GTX_REDIS__URL": f"redis://{name}:{passwords[name]}@127.0.0.1:{port}"}
+
+    config = cluster_config(
+        tmp_path / "pipeline.toml", "redis://unused:1", redis_url, MACHINES, 4,
+        aggregator={"shards": SHARDS, "kappa": 3, "budget": 400},
+    )  # fmt: skip
+    video = tmp_path / "line.avi"
+    write_truth_csv(tmp_path / "truth.csv", write_synthetic_video(video, 40, seed=2))
+    admin = cluster.client(decode_responses=True)
+    keys = Keys("gtx", shards=SHARDS, cluster=True)
+    sups = [Supervisor(config=config, log_dir=tmp_path / "logs", env=env(name))
+            for name in ("gtx-aggregator", "gtx-labeler", "gtx-ingester")]  # fmt: skip
+
+    def logs() -> str:
+        return "\n".join(p.read_text()[-1500:] for p in (tmp_path / "logs").glob("*.log"))
+
+    def wait(what: str, done: Any, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"{what}\n{logs()}\n{_refusals(cluster)}"
+            time.sleep(0.1)
+
+    try:
+        sups[0].start("agg", "aggregator")  # first: it registers the configured accuracies
+        wait("registered", lambda: admin.hlen(keys.labelers) == len(MACHINES))
+        sups[1].start("labelers", "labeler", *[x for lab in MACHINES for x in ("--id", lab)])
+        wait("labelers live", lambda: set(MACHINES) <= set(admin.zrange(keys.live, 0, -1)))
+        sups[2].start("ingest", "ingest", str(video), "--truth", str(tmp_path / "truth.csv"))
+        wait("every frame final",
+             lambda: sum(admin.xlen(s.final) for s in keys.every_shard()) == 40, 120)  # fmt: skip
+
+        def cli(name: str, *command: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "gtx_stream", *command, "--config", str(config)],
+                capture_output=True, text=True, timeout=60, env={**os.environ, **env(name)},
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        cli("gtx-exporter", "export", "--out", str(tmp_path / "dataset"))
+        status = json.loads(cli("gtx-reader", "status", "--json"))
+    finally:
+        for sup in sups:
+            sup.stop_all(timeout=10)
+        admin.close()
+    assert _refusals(cluster) == []
+    assert status["frames_finalised"] == 40 and status["frames_open"] == 0
+    assert status["exporter"]["lag"] == 0
+    assert len((tmp_path / "dataset" / "manifest.jsonl").read_text().splitlines()) == 40
