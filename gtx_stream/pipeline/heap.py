@@ -2,7 +2,7 @@
 
 Starting an aggregator imports redis-py, RQ, numpy and our own modules and builds its clients:
 about 72,000 objects, every one of which each full (generation 2) collection of the cyclic
-garbage collector walks again, 27 to 31 ms a time measured in ``benchmarks/bench_shards.py``'s
+garbage collector walks again, 27 to 32 ms a time measured in ``benchmarks/bench_shards.py``'s
 aggregators (``gc.callbacks``), while none of them will ever be garbage.
 :func:`freeze_startup_heap` collects what starting left behind, then moves every object still
 alive into the collector's permanent generation (:func:`gc.freeze`): later collections walk
