@@ -13,9 +13,9 @@ Labels per frame come from the final records themselves (their ``n_labels``), th
 :data:`RECENT_FINALS` of them; the thumbnails from the last few, with whether each JPEG is still
 in Redis (an exporter deletes it once it is on disk).
 
-On a Redis Cluster the counters are summed over the shards' copies
-(:func:`gtx_stream.store.state.state_totals`) and the final records merged from every shard's
-final stream, newest entry id first; the per-source rows are left out (as in ``status``).
+The counters are read once per refresh (:func:`gtx_stream.store.state.state_totals`), summed
+over the shards' copies on a Redis Cluster, where the final records are merged from every
+shard's final stream, newest entry id first, and the per-source rows summed over the shards.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import redis
 from gtx_stream.core.records import FinalRecord, RecordError, text
 from gtx_stream.store import params
 from gtx_stream.store.keys import Keys, source_of
-from gtx_stream.store.state import state_totals
+from gtx_stream.store.state import StateTotals, state_totals
 
 SAMPLE_SECONDS = 5.0
 KEEP_SECONDS = 24 * 3600.0
@@ -257,15 +257,16 @@ def labeler_rows(
     backends: Mapping[str, str],
     live_seconds: float,
     now: float,
+    stats: Mapping[str, int],
 ) -> list[dict[str, Any]]:
     """Every registered labeler (and every configured person, registered or not yet): its
     accuracy and interval, where it came from, labels given, whether it is live, seconds since
     its last heartbeat, paused or not. ``backends`` maps configured ids to their backend;
-    ``human`` is a person, any other a machine, an id not configured ``unknown``."""
+    ``human`` is a person, any other a machine, an id not configured ``unknown``; ``stats``:
+    the pipeline's counters (:class:`StateTotals`)."""
     registered = params.get_labelers(client, keys)
     beats = cast(list[Any], client.zrange(keys.live, 0, -1, withscores=True))
     live = {text(k): float(v) for k, v in beats}
-    stats = state_totals(client, keys).stats
     paused = paused_people(client, keys)
     ids = sorted(set(registered) | {i for i, b in backends.items() if b == "human"} | set(paused))
     rows = []
@@ -311,18 +312,16 @@ def thumbnails(
     ]  # fmt: skip
 
 
-def budget(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+def budget(totals: StateTotals) -> dict[str, Any]:
     """Labels spent (obtained or outstanding), the limit (None: unlimited), what is left, and
     labels applied to frames."""
-    totals = state_totals(client, keys)
     lim, used = totals.budget.get("limit"), totals.budget.get("spent", 0)
     return {"limit": lim, "spent": used, "left": None if lim is None else max(0, lim - used),
             "labels_applied": totals.stats.get("labels_applied", 0)}  # fmt: skip
 
 
-def frames(client: redis.Redis, keys: Keys) -> dict[str, int]:
+def frames(totals: StateTotals) -> dict[str, int]:
     """Frames open now, opened and finalised since the start, dead letters."""
-    totals = state_totals(client, keys)
     return {"open": totals.n_open, "opened": totals.stats.get("frames_opened", 0),
             "finalised": totals.stats.get("frames_finalised", 0),
             "dead_letters": totals.n_dead}  # fmt: skip
@@ -373,13 +372,14 @@ def dashboard(
     now = time.time() if now is None else now
     starts = minute_starts(now, minutes)
     entries = recent_finals(client, keys)
+    totals = state_totals(client, keys)  # once per refresh: every counter below comes from it
     return {
         "now": now,
-        "frames": frames(client, keys),
-        "budget": budget(client, keys),
+        "frames": frames(totals),
+        "budget": budget(totals),
         "per_minute": per_minute(read_samples(client, keys, starts[0]), now, minutes),
         "labels_per_frame": labels_per_frame(entries, now, minutes),
-        "labelers": labeler_rows(client, keys, backends or {}, live_seconds, now),
+        "labelers": labeler_rows(client, keys, backends or {}, live_seconds, now, totals.stats),
         "thumbnails": thumbnails(client, entries),
         "sources": sources(client, keys),
     }
