@@ -53,12 +53,11 @@ if not (ordered and last) and redis.call('EXISTS', KEYS[1]) == 1 then
 end
 
 local share = tonumber(ARGV[12])
+local capped = share ~= 0
 if share < 0 then  -- a Redis Cluster's shard: what it leased of the source's share
     share = tonumber(redis.call('HGET', KEYS[5], 'limit:' .. ARGV[4]) or '0')
-    if tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
-        return 'budget'
-    end
-elseif share > 0 and tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
+end
+if capped and tonumber(redis.call('HGET', KEYS[5], 'spent:' .. ARGV[4]) or '0') >= share then
     return 'budget'
 end
 local n_open = redis.call('ZCARD', KEYS[3])
