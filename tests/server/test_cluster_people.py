@@ -122,7 +122,14 @@ def test_people_label_and_qualify_on_gold_with_the_state_on_a_cluster(
                 assert people[person].next() is None  # no gold left, and no request yet
             registered = json.loads(r.hget(keys.labelers, "alice") or "{}")
             assert registered["source"] == "gold" and registered["n"] == 3
-            copies = [r.hexists(s.script_labelers, "alice") for s in keys.every_shard()]
+            # in every shard's copy within a balance round of the aggregator (a second), also
+            # when she qualified before the aggregator stored the shard count
+            deadline = time.monotonic() + 10
+            while True:
+                copies = [r.hexists(s.script_labelers, "alice") for s in keys.every_shard()]
+                if copies == [True] * SHARDS or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             assert copies == [True] * SHARDS
             assert not r.hexists(keys.labelers, "bob") and r.hexists(keys.paused, "bob")
             assert not any(r.hexists(s.script_labelers, "bob") for s in keys.every_shard())

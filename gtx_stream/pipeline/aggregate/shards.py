@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 import redis
 
 from gtx_stream.config import AggregatorSettings, ConfigError, RetentionSettings
-from gtx_stream.core.records import LabelRequest
+from gtx_stream.core.records import LabelRequest, text
 from gtx_stream.pipeline.aggregate.aggregator import (
     RECONNECT_FIRST,
     RECONNECT_MAX,
@@ -104,6 +104,7 @@ class ShardedAggregator:
         )  # fmt: skip
         self.owned: dict[int, Aggregator] = {}
         self._last_balance = 0.0
+        self._mirrored: set[str] = set()
         self._busy = True  # the last round read something: the next one does not block
         self.work_seconds = 0.0
         """How long the last round's steps took, their reads' blocking left out."""
@@ -120,14 +121,29 @@ class ShardedAggregator:
                 self.r.set(shard.waiting_seeded, repr(time.time()), nx=True)
         set_limit(self.r, self.keys, self.s.budget if budget is None else budget)
         if self.keys.cluster:  # each shard's copy of the labelers hash, for apply_labels.lua
-            mirror_labelers(self.r, self.keys)
+            self.mirror_new_labelers()
+
+    def mirror_new_labelers(self) -> None:
+        """On a Redis Cluster, add the labelers registered since the last look to every shard's
+        copy of the registry (one HKEYS a balance round). Whoever registers one adds it too;
+        this closes the race where the label server qualified a person before the shard count
+        was stored (it wrote shard 0's copy alone) while this aggregator's setup read the
+        registry just before the person was in it."""
+        ids = {text(k) for k in self.r.hkeys(self.keys.labelers)}
+        new = sorted(ids - self._mirrored)
+        if new:
+            mirror_labelers(self.r, self.keys, new)
+        self._mirrored = ids
 
     def share(self, live: int) -> int:
         """Shards one of ``live`` aggregators owns at most."""
         return math.ceil(self.keys.shards / max(1, live))
 
     def balance(self) -> None:
-        """Beat, renew the shards kept, give up those above the share, take unowned ones."""
+        """Beat, renew the shards kept, give up those above the share, take unowned ones; on a
+        Redis Cluster, mirror newly registered labelers."""
+        if self.keys.cluster:
+            self.mirror_new_labelers()
         keys, now = self.keys, time.time()
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(keys.aggregators, {self.consumer: now})
