@@ -6,6 +6,10 @@
 second; two machine labelers answer at once (captured requests, seeded simulated labels); the
 real :class:`Aggregator` runs in a thread. Frames carry distinct JPEG stand-ins
 (``frame-<index>``) so each person's client knows which frames it was shown.
+
+On a Redis Cluster (``keys`` in the cluster layout, ``r`` a cluster client, ``queue`` the
+standalone Redis of the label requests) the aggregator is a :class:`ShardedAggregator` that
+owns every shard, and each machine label goes to its frame's shard.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import redis
 
 from gtx_stream.config import AggregatorSettings, LabelerSettings, Settings
 from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
 from gtx_stream.store import frame_scripts
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.people import create_invite
 from gtx_stream.store.scripts import ScriptRunner
-from tests.aggregator_harness import answer, register
+from tests.aggregator_harness import post_label, register
 from tests.server.conftest import MACHINES, SplitEnqueue
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
@@ -118,25 +123,40 @@ def _person(
 
 
 def _machines(r: redis.Redis, keys: Keys, enqueue: SplitEnqueue, stop: threading.Event) -> None:
+    pending = enqueue.machines.pending
     while not stop.is_set():
-        if not answer(r, keys, enqueue.machines, MACHINES):
+        if not pending:
             stop.wait(0.005)
+        while pending:  # as tests.aggregator_harness.answer, into the frame's shard
+            req = pending.pop(0)
+            post_label(r, keys.of_frame(req.frame_id), req, MACHINES)
+
+
+def finalised(r: redis.Redis, keys: Keys) -> int:
+    """Frames finalised: entries in the final stream (every shard's on a Redis Cluster)."""
+    return sum(int(r.xlen(shard.final)) for shard in keys.state_shards())
 
 
 def run_load(
     r: redis.Redis, keys: Keys, settings: Settings, clients: ClientFactory,
     n_frames: int = 500, timeout: float = 120.0, think: float = 0.0,
+    queue: redis.Redis | None = None,
 ) -> LoadRun:  # fmt: skip
     """Label ``n_frames`` with the people of ``settings`` and two machines; returns when every
     frame is finalised (or at ``timeout``). ``think``: mean seconds a person takes to answer
-    (0: at once, a stress test)."""
+    (0: at once, a stress test). ``queue``: where people's requests are enqueued (RQ; default
+    ``r``), a standalone Redis when ``r`` is a Redis Cluster's client."""
     people = [lab.id for lab in settings.labelers if lab.backend == "human"]
     enqueue = SplitEnqueue(people)
-    agg = Aggregator(r, keys, settings.aggregator, consumer="load", enqueue=enqueue,
-                     labeler_leases=settings.labeler_leases())  # fmt: skip
-    agg.setup()
+    sharded = keys.cluster or settings.aggregator.shards > 1
+    agg = (ShardedAggregator if sharded else Aggregator)(
+        r, keys, settings.aggregator, consumer="load", enqueue=enqueue,
+        labeler_leases=settings.labeler_leases(), queue_client=queue,
+    )  # fmt: skip
+    # registered first: a sharded aggregator's setup copies them into every shard's registry
     register(r, keys, {p: 0.9 for p in people}, live=False)
     register(r, keys, MACHINES, live=True)
+    agg.setup()
     stop = threading.Event()
     run = LoadRun(open_frames(r, keys, n_frames))
     threads = [
@@ -151,7 +171,7 @@ def run_load(
         thread.start()
     try:
         while time.monotonic() - t0 < timeout and not run.errors:
-            if r.xlen(keys.final) >= n_frames:
+            if finalised(r, keys) >= n_frames:
                 break
             time.sleep(0.05)
     finally:
