@@ -29,7 +29,7 @@ from gtx_stream.pipeline.export.layout import (
     split_of,
     split_of_record,
 )
-from gtx_stream.pipeline.export.manifest import MANIFEST, METADATA
+from gtx_stream.pipeline.export.manifest import MANIFEST, METADATA, metadata_row, row_of
 from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.store.keys import Keys
 from tests.aggregator_harness import Capture, make_aggregator, register, run_until_idle
@@ -154,6 +154,24 @@ def test_file_names_are_safe() -> None:
     for bad in ("../etc/passwd", "a/b", ".hidden", "x" * 300, "é"):
         stem = file_stem(bad)
         assert "/" not in stem and not stem.startswith(".") and len(stem) < 64
+
+
+def test_a_two_coin_record_keeps_its_model_and_coins_in_the_manifest_and_metadata() -> None:
+    rec = FinalRecord(frame_id="cam-3", label=1, p1=0.97, confidence=0.97, reason="confident",
+                      method="gtx", labelers=["a", "b"], labels=[1, 1], accuracies=[0.85, 0.8],
+                      finalised_at=10.0, model="two_coin", sensitivities=[0.9, 0.7],
+                      specificities=[0.8, 0.9])  # fmt: skip
+    row = row_of(rec, split="train", class_name="yes", status="ok", note="",
+                 written=None, exported_at=11.0)  # fmt: skip
+    assert (row["model"], row["sensitivities"], row["specificities"]) == (
+        "two_coin", [0.9, 0.7], [0.8, 0.9])  # fmt: skip
+    row["file_name"] = "train/yes/cam-3.jpg"
+    meta = metadata_row(row)
+    assert meta["model"] == "two_coin" and json.loads(meta["sensitivities"]) == [0.9, 0.7]
+    # a row of a manifest written before these columns existed reads as one coin
+    old = {k: v for k, v in row.items() if k not in ("model", "sensitivities", "specificities")}
+    meta = metadata_row(old)
+    assert (meta["model"], meta["sensitivities"], meta["specificities"]) == ("one_coin", "[]", "[]")
 
 
 def test_missing_note_says_why() -> None:
@@ -398,6 +416,7 @@ def test_parquet_export_loads_with_hugging_face(r: redis.Redis, keys: Keys, tmp_
             seen[item["frame_id"]] = item
             assert item["split"] == split
             assert isinstance(item["labels"], list) and item["n_labels"] == len(item["labels"])
+            assert item["model"] == "one_coin" and item["sensitivities"] == []
     assert sorted(seen) == sorted(jpegs)
     fid = sorted(jpegs)[3]
     assert seen[fid]["image"].size == (16, 16)

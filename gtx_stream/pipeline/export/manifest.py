@@ -37,8 +37,10 @@ Row = dict[str, Any]
 _HF_COLUMNS = ("frame_id", "source", "frame_index", "source_file", "split", "class_name",
                "label", "p1", "confidence", "reason", "unconfident", "method", "n_labels",
                "labels", "labelers", "accuracies", "opened_at", "finalised_at", "sha256",
-               "bytes", "entry_id")  # fmt: skip
-_JSON_TEXT = ("labels", "labelers", "accuracies")
+               "bytes", "entry_id", "model", "sensitivities", "specificities")  # fmt: skip
+_JSON_TEXT = ("labels", "labelers", "accuracies", "sensitivities", "specificities")
+ADDED_LATER: dict[str, Any] = {"model": "one_coin", "sensitivities": [], "specificities": []}
+"""Columns a manifest written by an earlier gtx-stream lacks, and what its rows read as."""
 
 
 class ManifestError(ValueError):
@@ -84,6 +86,9 @@ def row_of(
         "labels": record.labels,
         "labelers": record.labelers,
         "accuracies": record.accuracies,
+        "model": record.model,
+        "sensitivities": record.sensitivities,
+        "specificities": record.specificities,
         "image_key": record.image_key,
         "image_expires_at": _number(record.image_expires_at),
         "entry_id": record.entry_id,
@@ -164,7 +169,7 @@ def metadata_row(row: Mapping[str, Any]) -> Row:
     """A manifest row as Hugging Face reads it from ``DIR/<split>/metadata.jsonl``."""
     out: Row = {"file_name": row["file_name"].split("/", 1)[1]}
     for name in _HF_COLUMNS:
-        value = row[name]
+        value = row[name] if name in row else ADDED_LATER[name]
         out[name] = json.dumps(value) if name in _JSON_TEXT else value
     return out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gtx_stream.pipeline.export.layout import SPLITS, ExportError, write_atomic
-from gtx_stream.pipeline.export.manifest import Manifest, Row
+from gtx_stream.pipeline.export.manifest import ADDED_LATER, Manifest, Row
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ _COLUMNS: dict[str, str] = {
     "split": "string", "class_name": "string", "label": "int64", "p1": "float64",
     "confidence": "float64", "reason": "string", "unconfident": "bool", "method": "string",
     "n_labels": "int64", "labels": "list<int64>", "labelers": "list<string>",
-    "accuracies": "list<float64>", "opened_at": "float64", "finalised_at": "float64",
+    "accuracies": "list<float64>", "model": "string", "sensitivities": "list<float64>",
+    "specificities": "list<float64>", "opened_at": "float64", "finalised_at": "float64",
     "image_key": "string", "image_expires_at": "float64", "entry_id": "string",
     "sha256": "string", "bytes": "int64",
 }  # fmt: skip
@@ -85,7 +86,7 @@ class ParquetSink:
             rel = part_name(split, group[0]["entry_id"])
             table = self.pa.Table.from_pylist(
                 [{"image": {"bytes": images[r["frame_id"]], "path": f"{r['frame_id']}.jpg"},
-                  **{n: r[n] for n in _COLUMNS}} for r in group],
+                  **{n: r.get(n, ADDED_LATER.get(n)) for n in _COLUMNS}} for r in group],
                 schema=self.schema,
             )  # fmt: skip
             buf = io.BytesIO()
