@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gtx_stream.pipeline.export.layout import SPLITS, ExportError, write_atomic
-from gtx_stream.pipeline.export.manifest import ADDED_LATER, Manifest, Row
+from gtx_stream.pipeline.export.manifest import Manifest, Row
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ParquetSink:
             rel = part_name(split, group[0]["entry_id"])
             table = self.pa.Table.from_pylist(
                 [{"image": {"bytes": images[r["frame_id"]], "path": f"{r['frame_id']}.jpg"},
-                  **{n: r.get(n, ADDED_LATER.get(n)) for n in _COLUMNS}} for r in group],
+                  **{n: r[n] for n in _COLUMNS}} for r in group],
                 schema=self.schema,
             )  # fmt: skip
             buf = io.BytesIO()
