@@ -22,7 +22,7 @@ import redis
 from gtx_stream.config import ExportSettings
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.pipeline.export.check import check_folder
-from gtx_stream.pipeline.export.exporter import Exporter, ExportError, missing_note
+from gtx_stream.pipeline.export.exporter import Exporter, ExportError, below, missing_note
 from gtx_stream.pipeline.export.layout import (
     class_folder_files,
     file_stem,
@@ -172,6 +172,12 @@ def test_a_two_coin_record_keeps_its_model_and_coins_in_the_manifest_and_metadat
     old = {k: v for k, v in row.items() if k not in ("model", "sensitivities", "specificities")}
     meta = metadata_row(old)
     assert (meta["model"], meta["sensitivities"], meta["specificities"]) == ("one_coin", "[]", "[]")
+
+
+def test_a_filtered_confidence_is_never_printed_at_or_above_the_threshold() -> None:
+    assert below(0.93124, 0.99) == "0.9312"
+    assert below(0.99899, 0.999) == "0.99899"
+    assert float(below(0.999 - 1e-12, 0.999)) < 0.999
 
 
 def test_missing_note_says_why() -> None:

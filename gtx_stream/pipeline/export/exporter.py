@@ -90,6 +90,15 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
+def below(value: float, limit: float) -> str:
+    """``value`` to 4 places, or more where 4 would round it up to ``limit`` or past it."""
+    for places in range(4, 18):
+        shown = f"{value:.{places}f}"
+        if float(shown) < limit:
+            return shown
+    return repr(value)
+
+
 def missing_note(record: FinalRecord, now: float) -> str:
     """Why a finalised frame's JPEG is gone, from the TTL ``finalise.lua`` recorded."""
     expires = record.image_expires_at
@@ -259,7 +268,8 @@ class Exporter:
         written = None
         status: ImageStatus
         if rec.confidence < s.min_confidence:
-            status, note = "filtered", f"confidence {rec.confidence:.4f} < {s.min_confidence}"
+            shown = below(rec.confidence, s.min_confidence)
+            status, note = "filtered", f"confidence {shown} < {s.min_confidence}"
         elif rec.reason not in s.reasons:
             status, note = "filtered", f"reason {rec.reason!r} not in export.reasons"
         elif jpeg is None:
