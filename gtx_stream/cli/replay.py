@@ -18,6 +18,7 @@ from gtx_stream.offline.replay import REFERENCES, Report, Row, replay
 from gtx_stream.offline.replay_queues import Order
 from gtx_stream.offline.replay_stream import DEFAULT_EVERY, Estimate
 from gtx_stream.offline.replay_uncertainty import STRATEGIES
+from gtx_stream.train.progress import Progress
 
 
 def register(sub: Any) -> None:
@@ -98,10 +99,12 @@ def register(sub: Any) -> None:
         "per task; kappa still caps each task)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document with every row")
+    p.add_argument("--quiet", action="store_true", help="no progress line (on stderr)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    bar = Progress("replay trials", args.trials, unit="trial", enabled=not args.quiet)
     try:
         dataset = load_dataset(args.dataset_dir, truthless=True)
         report = replay(
@@ -118,10 +121,12 @@ def _run(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             budget=args.budget,
             order=args.order,
+            on_trial=bar.update,
         )
     except (DatasetError, ValueError) as err:
         print(f"gtx-stream replay: error: {err}", file=sys.stderr)
         return 2
+    bar.close()
     print(to_json(report) if args.json else format_report(report))
     return 0
 

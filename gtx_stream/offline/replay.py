@@ -22,7 +22,7 @@ replays are streams (:mod:`.replay_stream`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,8 +302,10 @@ def replay(
     strategy: str = "threshold",
     budget: int | None = None,
     order: Order | str = Order.RANDOM,
+    on_trial: Callable[[], None] | None = None,
 ) -> Report:
-    """Replay every method over ``trials`` trials (trial t orders labels with seed + t).
+    """Replay every method over ``trials`` trials (trial t orders labels with seed + t),
+    calling ``on_trial`` after each (a progress line).
 
     ``model`` and ``estimate`` other than one-coin from gold replay the tasks as a stream
     (:mod:`.replay_stream`), with EM refit every ``every`` labels bought for ``em``, and add
@@ -347,6 +349,8 @@ def replay(
         for name, row_figures in results.items():
             for key, value in row_figures.items():
                 per_trial[name].setdefault(key, []).append(value)
+        if on_trial is not None:
+            on_trial()
     threshold = strategy == "threshold"
     rows = [_row(m.value, tau if m.uses_threshold and threshold else None,
                  None if m.uses_threshold or not threshold else kappa, per_trial[m.value], trials)

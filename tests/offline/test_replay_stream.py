@@ -223,7 +223,7 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def test_cli_two_coin_em_reports_ds_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = _crowd(tmp_path, truthless=5)
     em = ["--model", "two_coin", "--estimate", "em", "--every", "40"]
-    args = [str(folder), *em, "--trials", "2"]
+    args = [str(folder), *em, "--trials", "2", "--quiet"]
     rc, out, err = _cli([*args, "--assess-fraction", "0.2"], capsys)
     assert rc == 0 and err == ""
     assert "refit every 40 labels" in out and "get the pooled prior" in out
