@@ -225,6 +225,18 @@ def p1_of_images(
 # --- the command -----------------------------------------------------------------------------
 
 
+def _check_options(options: TrainOptions, out: Path) -> None:
+    """Refuse, before any work, what would fail later with a traceback."""
+    for flag, value in (("--epochs", options.n_epochs), ("--batch-size", options.batch_size),
+                        ("--image-size", options.image_size)):  # fmt: skip
+        if value < 1:
+            raise TrainError(f"{flag} must be at least 1, got {value}")
+    if options.lr is not None and not options.lr > 0:
+        raise TrainError(f"--lr must be above 0, got {options.lr}")
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out}: a file, not a folder")
+
+
 def _check(dataset: Dataset) -> None:
     if not dataset.split("train"):
         raise TrainError(f"{dataset.root}: no images in the train split")
@@ -238,8 +250,7 @@ def _check(dataset: Dataset) -> None:
 def train(dataset_dir: Path, out: Path, options: TrainOptions) -> TrainResult:
     """Fit on ``train``, score on ``val`` (and ``test``), write model.pt, metrics.json, PNG."""
     started = time.monotonic()
-    if options.n_epochs < 1:
-        raise TrainError(f"--epochs must be at least 1, got {options.n_epochs}")
+    _check_options(options, out)
     dataset = read_dataset(dataset_dir)
     _check(dataset)
     device = _device(options.device)

@@ -94,6 +94,35 @@ def test_a_folder_without_val_images_is_refused(
     assert "no images in the val split" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--image-size", "0"], "--image-size must be at least 1, got 0"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--lr", "0"], "--lr must be above 0, got 0.0"),
+    ],
+    ids=["batch-size", "image-size", "epochs", "lr"],
+)
+def test_a_bad_option_is_a_one_line_error_before_any_work(
+    args: list[str], message: str, tiny_dataset: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "m"
+    assert main(["train", str(tiny_dataset), "--out", str(out), *args, "--quiet"]) == 2
+    assert capsys.readouterr().err == f"train: {message}\n"
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_refused(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"not a folder")
+    assert main(["train", str(tiny_dataset), "--out", str(out), *FAST]) == 2
+    assert capsys.readouterr().err == f"train: --out {out}: a file, not a folder\n"
+
+
 def test_no_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *FAST]) == 2
     assert capsys.readouterr().err.startswith("train: ")
