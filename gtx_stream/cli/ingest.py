@@ -8,12 +8,17 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gtx_stream.cli.options import add_config_option
 from gtx_stream.config import ConfigError, load_settings
 from gtx_stream.core.signals import set_from_signal
+
+if TYPE_CHECKING:
+    from gtx_stream.config import Settings
+    from gtx_stream.pipeline.ingest.many import SourceSpec
 
 
 def register(sub: Any) -> None:
@@ -62,6 +67,34 @@ def _error(message: str) -> None:
     print(f"gtx-stream ingest: error: {message}", file=sys.stderr)
 
 
+def _check_sources(specs: Sequence[SourceSpec], settings: Settings) -> str:
+    """Why several sources cannot be ingested as given ("" when they can), before any starts.
+
+    Each would fail in its own thread otherwise, with a traceback and exit 1, or race with a
+    twin of itself for the same frame ids (``line.avi`` and ``./line.avi`` share one id).
+    """
+    from gtx_stream.pipeline.ingest.ingester import SOURCE_ID
+    from gtx_stream.pipeline.ingest.sources import parse_source
+
+    simulated = [lab.backend == "simulated" for lab in settings.labelers]
+    if simulated and all(simulated):
+        return (
+            "several sources carry no truth (--truth goes with one SOURCE), and every "
+            "configured labeler is simulated (it draws its labels from a frame's truth): "
+            "ingest one SOURCE with --truth CSV, or configure a labeler that is not simulated"
+        )
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.source_id is not None and not SOURCE_ID.fullmatch(spec.source_id):
+            return f"source id {spec.source_id!r}: use letters, digits, '_', '.', '-'"
+        source = parse_source(spec.source, reconnect_max_seconds=0.0, stop=threading.Event())
+        sid = spec.source_id or source.source_id
+        if sid in seen:
+            return f"source id {sid!r} is given twice ({seen[sid]!r} and {spec.source!r})"
+        seen[sid] = spec.source
+    return ""
+
+
 def _run(args: argparse.Namespace) -> int:
     import cv2
     import redis
@@ -86,6 +119,11 @@ def _run(args: argparse.Namespace) -> int:
         _error("--truth and --source-id go with one SOURCE (a sources file names each id)")
         return 2
     settings = load_settings(args.config)
+    if len(specs) > 1:
+        problem = _check_sources(specs, settings)
+        if problem:
+            _error(problem)
+            return 2
     overrides = {
         "fps": args.fps,
         "every": args.every,

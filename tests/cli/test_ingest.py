@@ -54,4 +54,34 @@ def test_several_sources_refuse_one_source_options(gtx: Gtx, tmp_path: Path) -> 
     assert done.returncode == 2 and "line 1: expected 'SOURCE [NAME]'" in done.stderr
     bad.write_text("a.avi x\nb.avi x\n")
     done = gtx("ingest", "--sources", str(bad), GTX_REDIS__URL="redis://127.0.0.1:1/0")
-    assert done.returncode != 0 and "given twice" in done.stderr
+    assert done.returncode == 2 and "given twice" in done.stderr
+
+
+SIMULATED_ONLY = '[[labelers]]\nid = "alice"\nbackend = "simulated"\naccuracy = 0.9\n'
+
+
+def test_several_sources_with_only_simulated_labelers_are_refused_in_one_line(
+    gtx: Gtx, tmp_path: Path
+) -> None:
+    # each source used to fail in its own thread, with a traceback each and exit 1
+    (tmp_path / "config.toml").write_text(SIMULATED_ONLY)
+    done = gtx("ingest", "a.avi", "b.avi", GTX_REDIS__URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "several sources carry no truth" in done.stderr
+
+
+def test_one_source_spelled_twice_or_a_bad_name_is_refused_before_any_starts(
+    gtx: Gtx, tmp_path: Path
+) -> None:
+    video = tmp_path / "clip.avi"
+    write_synthetic_video(video, 2, seed=0)
+    # two spellings of one file are one source id: their threads raced for the same frames
+    done = gtx("ingest", "clip.avi", f"./../{tmp_path.name}/clip.avi",
+               GTX_REDIS__URL="redis://127.0.0.1:1/0")  # fmt: skip
+    assert done.returncode == 2 and "is given twice ('clip.avi' and" in done.stderr
+    sources = tmp_path / "s.txt"
+    sources.write_text("clip.avi bad/name\nclip.avi good\n")
+    done = gtx("ingest", "--sources", str(sources), GTX_REDIS__URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 2 and "source id 'bad/name': use letters" in done.stderr
+    assert done.stdout == ""
