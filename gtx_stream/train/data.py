@@ -11,8 +11,9 @@ ImageNet mean and standard deviation the EfficientNet-Lite weights were trained 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -47,16 +48,38 @@ class Dataset:
     root: Path
     splits: dict[str, list[Example]]
     class_names: tuple[str, str]
+    statuses: dict[str, int] = field(default_factory=dict)
+    """Rows of the manifest by ``image_status`` (ok, missing, filtered), read or not."""
 
     def split(self, name: str) -> list[Example]:
         return self.splits.get(name, [])
+
+    def rows(self) -> str:
+        """What the folder holds, for a message: ``1050 rows in manifest.jsonl: 1050 ok``."""
+        n = sum(self.statuses.values())
+        counts = ", ".join(f"{c} {s}" for s, c in sorted(self.statuses.items()))
+        return f"{n} rows in {MANIFEST}" + (f": {counts}" if counts else "")
+
+
+def _no_manifest(root: Path) -> str:
+    """Why ``root`` has no manifest, in the words of what the user most likely did."""
+    if not root.exists():
+        return f"{root}: no such folder"
+    if not root.is_dir():
+        return f"{root}: not a folder (give the folder gtx-stream export --out wrote)"
+    if (root.parent / MANIFEST).is_file():
+        return f"{root}: no {MANIFEST}; give the dataset folder above it, {root.parent}"
+    if not any(p.name != ".lock" for p in root.iterdir()):
+        return (f"{root}: no {MANIFEST}: gtx-stream export has exported no frame here yet "
+                "(gtx-stream status counts the final frames)")  # fmt: skip
+    return f"{root}: no {MANIFEST} (is it a folder written by gtx-stream export?)"
 
 
 def read_dataset(root: Path) -> Dataset:
     """Read ``root/manifest.jsonl``: every ``ok`` row whose image is there."""
     path = root / MANIFEST
     if not path.is_file():
-        raise DatasetError(f"{root}: no {MANIFEST} (is it a folder written by gtx-stream export?)")
+        raise DatasetError(_no_manifest(root))
     if any(root.glob("*/part-*.parquet")):
         raise DatasetError(f"{root}: a Parquet export; train reads a folder export")
     try:
@@ -65,6 +88,7 @@ def read_dataset(root: Path) -> Dataset:
         raise DatasetError(str(err)) from None
     splits: dict[str, list[Example]] = {}
     names = {0: "0", 1: "1"}
+    statuses = Counter(str(row.get("image_status")) for row in rows)
     for n, row in enumerate(rows, 1):
         if row.get("image_status") != "ok":
             continue
@@ -81,7 +105,8 @@ def read_dataset(root: Path) -> Dataset:
         if not example.path.is_file():
             raise DatasetError(f"{path}:{n}: image {row['file_name']} is missing")
         splits.setdefault(example.split, []).append(example)
-    return Dataset(root=root, splits=splits, class_names=(names[0], names[1]))
+    return Dataset(root=root, splits=splits, class_names=(names[0], names[1]),
+                   statuses=dict(statuses))  # fmt: skip
 
 
 def preprocess(image_bgr: np.ndarray, size: int) -> np.ndarray:

@@ -238,8 +238,17 @@ def _check_options(options: TrainOptions, out: Path) -> None:
 
 
 def _check(dataset: Dataset) -> None:
-    if not dataset.split("train"):
-        raise TrainError(f"{dataset.root}: no images in the train split")
+    train_set = dataset.split("train")
+    if not train_set:
+        raise TrainError(f"{dataset.root}: no images in the train split ({dataset.rows()})")
+    classes = {e.label for e in train_set}
+    if len(classes) == 1:
+        (label,) = classes
+        raise TrainError(
+            f"{dataset.root}: all {len(train_set)} images of the train split are class {label} "
+            f"({dataset.class_names[label]!r}): a model fit on them would answer {label} for "
+            "every frame; label frames of both classes first"
+        )
     if not dataset.split("val"):
         raise TrainError(
             f"{dataset.root}: no images in the val split (a small export: lower "

@@ -76,3 +76,30 @@ def test_a_bad_label_is_an_error(tiny_dataset: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DatasetError, match=r":3: label must be 0 or 1"):
         read_dataset(tiny_dataset)
+
+
+def test_the_rows_are_counted_by_status(tiny_dataset: Path) -> None:
+    ds = read_dataset(tiny_dataset)
+    assert ds.statuses == {"ok": N_FRAMES, "missing": 1}
+    assert ds.rows() == f"{N_FRAMES + 1} rows in manifest.jsonl: 1 missing, {N_FRAMES} ok"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("nowhere", "nowhere: no such folder"),
+        ("exported/.lock", "exported/.lock: not a folder"),
+        ("dataset/train", "dataset/train: no manifest.jsonl; give the dataset folder above it"),
+        ("exported", "exported: no manifest.jsonl: gtx-stream export has exported no frame"),
+    ],
+    ids=["missing", "a-file", "a-split-folder", "an-export-of-no-frame"],
+)
+def test_a_folder_without_manifest_says_what_the_user_gave(
+    given: str, message: str, tiny_dataset: Path
+) -> None:
+    root = tiny_dataset.parent
+    (root / "exported").mkdir()
+    (root / "exported" / ".lock").touch()  # what gtx-stream export leaves when no frame is final
+    with pytest.raises(DatasetError) as err:
+        read_dataset(root / given)
+    assert str(err.value).startswith(f"{root / given}: ") and message in str(err.value)

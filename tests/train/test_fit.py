@@ -123,6 +123,33 @@ def test_an_out_that_is_a_file_is_refused(
     assert capsys.readouterr().err == f"train: --out {out}: a file, not a folder\n"
 
 
+def test_a_folder_without_train_images_says_what_its_rows_are(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tiny_dataset / "manifest.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row["image_status"] = "filtered" if row["image_status"] == "ok" else row["image_status"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no images in the train split (41 rows in manifest.jsonl: 40 filtered, 1 missing)" in err
+
+
+def test_a_train_split_of_one_class_is_refused(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tiny_dataset / "manifest.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = [r for r in rows if r["label"] == 1 or r["split"] != "train"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    out = tmp_path / "m"
+    assert main(["train", str(tiny_dataset), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "all 16 images of the train split are class 1 ('yes')" in err
+    assert not out.exists()
+
+
 def test_no_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "m"), *FAST]) == 2
     assert capsys.readouterr().err.startswith("train: ")
