@@ -81,7 +81,8 @@ def format_frame(rep: FrameReport, now: float) -> str:
     lines += [f"  {i:>2}. {lab} said {label}" for i, (lab, label) in enumerate(labels, 1)]
     lines.append(f"requests ({len(rep.requests)})")
     width = max((len(r.labeler) for r in rep.requests), default=0)
-    lines += [f"  {r.labeler:<{width}}  {_request(r, now)}" for r in rep.requests]
+    final = rep.status == "final"
+    lines += [f"  {r.labeler:<{width}}  {_request(r, now, final)}" for r in rep.requests]
     img = rep.image
     if img.present:
         kept = "no TTL" if math.isinf(img.ttl_s) else f"kept {img.ttl_s:.0f} s more"
@@ -98,10 +99,13 @@ def format_frame(rep: FrameReport, now: float) -> str:
     return "\n".join(lines)
 
 
-def _request(r: RequestView, now: float) -> str:
+def _request(r: RequestView, now: float, final: bool) -> str:
     rid = r.request_id or "-"
     if r.state == "done":
         label = "-" if r.label is None else str(r.label)
+        if r.entry_trimmed:
+            return (f"done    label {label}  entry {r.entry_id} (trimmed from the labels "
+                    "stream: its request id and time are gone)")  # fmt: skip
         return f"done    request {rid}  entry {r.entry_id}  label {label} at {when(r.labeled_at)}"
     if r.state == "out":
         if math.isnan(r.lease_deadline):
@@ -109,6 +113,8 @@ def _request(r: RequestView, now: float) -> str:
         left = r.lease_deadline - now
         lease = f"ends in {left:.1f} s" if left >= 0 else f"ended {-left:.1f} s ago"
         return f"out     request {rid}  lease {lease} ({when(r.lease_deadline)})"
+    if r.state == "late" and final:  # apply_labels.lua refuses it: frame already finalised
+        return f"late    request {rid}  lease ran out; the frame was finalised without it"
     if r.state == "late":
         return f"late    request {rid}  lease ran out; its label is still applied once if it comes"
     return f"{r.state:<7} request {rid}"

@@ -46,7 +46,12 @@ class RequestView:
     lease_deadline: float = math.nan
     """Unix seconds an ``out`` request's lease ends (NaN: no lease)."""
     label: int | None = None
+    """For ``done``: from its labels-stream entry, else from the frame's own labels."""
     labeled_at: float = math.nan
+    entry_trimmed: bool = False
+    """A ``done`` request whose labels-stream entry retention has trimmed (the aggregator
+    trims what it applied within ``retention.every_seconds``): its request id and time are
+    gone, its label is the one the frame keeps."""
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,10 @@ def inspect_frame(
     leases = dict(zip((lab for lab, _ in reqs), raw[2 : 2 + len(reqs)], strict=True))
     first = 2 + len(reqs)
     answers = dict(zip((lab for lab, _ in done), raw[first : first + len(done)], strict=True))
+    kept = dict(state.labels) if state else {}
     requests = [
-        _request(lab, req.state, req.ref, leases[lab], answers.get(lab)) for lab, req in reqs
+        _request(lab, req.state, req.ref, leases[lab], answers.get(lab), kept.get(lab))
+        for lab, req in reqs
     ]
 
     complete = True
@@ -160,16 +167,18 @@ def inspect_frame(
                        final, final_from, dead, complete and scan.complete)  # fmt: skip
 
 
-def _request(lab: str, state: str, ref: str, lease: Any, answer: Any) -> RequestView:
+def _request(
+    lab: str, state: str, ref: str, lease: Any, answer: Any, kept: int | None
+) -> RequestView:
     deadline = math.nan if lease is None else float(lease)
     if state != "done":
         return RequestView(lab, state, ref, lease_deadline=deadline)
     if not answer:  # the labels-stream entry was trimmed
-        return RequestView(lab, state, "", entry_id=ref)
+        return RequestView(lab, state, "", entry_id=ref, label=kept, entry_trimmed=True)
     try:
         entry = LabelEntry.from_fields(decode_fields(answer[0][1]))
     except RecordError:
-        return RequestView(lab, state, "", entry_id=ref)
+        return RequestView(lab, state, "", entry_id=ref, label=kept)
     return RequestView(lab, state, entry.request_id, ref, deadline, entry.label, entry.labeled_at)
 
 

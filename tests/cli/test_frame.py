@@ -86,6 +86,40 @@ def test_a_finalised_frame_shows_its_labels_requests_image_and_record(
     assert "None" not in out and "nan" not in out
 
 
+def test_a_done_request_whose_labels_entry_was_trimmed_shows_the_frames_label(
+    r: redis.Redis, keys: Keys, cli: Cli
+) -> None:
+    # retention trims applied labels within seconds: every done request had read
+    # "request -  entry ...  label - at -", as if its label were unknown
+    fid = _finished(r, keys)
+    kept = dict(cast(Any, [json.loads(x) for x in r.lrange(keys.frame_labels(fid), 0, -1)]))
+    r.xtrim(keys.labels, maxlen=0)
+    code, out, _ = cli("frame", fid, "--json")
+    requests = {q["labeler"]: q for q in json.loads(out)["requests"]}
+    for lab in ("alice", "carol"):
+        assert requests[lab]["entry_trimmed"] is True
+        assert requests[lab]["label"] == kept[lab] and requests[lab]["request_id"] == ""
+    code, out, _ = cli("frame", fid)
+    lines = [line for line in out.splitlines() if line.startswith("  alice ")]
+    assert lines == [f"  alice  done    label {kept['alice']}  entry "
+                     f"{requests['alice']['entry_id']} (trimmed from the labels stream: its "
+                     "request id and time are gone)"]  # fmt: skip
+
+
+def test_a_late_request_of_a_finalised_frame_is_not_said_to_still_count(
+    r: redis.Redis, keys: Keys, cli: Cli
+) -> None:
+    fid = _finished(r, keys)
+    r.hset(keys.frame_requests(fid), "bob", RequestState("late", "rid-1").encode())
+    code, out, _ = cli("frame", fid)
+    assert code == 0
+    [bob] = [line for line in out.splitlines() if line.startswith("  bob ")]
+    # a label that comes now is dead-lettered "frame already finalised"
+    assert (
+        bob == "  bob    late    request rid-1  lease ran out; the frame was finalised without it"
+    )
+
+
 def test_an_open_frame_shows_its_outstanding_request_and_lease(
     r: redis.Redis, keys: Keys, cli: Cli
 ) -> None:
