@@ -95,7 +95,8 @@ def format_groups(groups: Sequence[ReasonGroup], n: int, scan: DeadScan, prefix:
     if not scan.complete:
         lines.append(f"  only the newest {len(scan.letters)} were read")
     for g in groups:
-        kinds = ", ".join(f"{k} {c}" for k, c in sorted(g.kinds.items()))
+        # "(2 labels, 1 frame)": "(label 2)" read as the label value 2
+        kinds = ", ".join(f"{c} {k}{'' if c == 1 else 's'}" for k, c in sorted(g.kinds.items()))
         lines.append(f"{g.count:>6}  {g.reason}  ({kinds})")
         for s in g.newest:
             lines.append(f"        {s.dead_id}  {when(s.letter.at)}  {s.letter.payload[:160]}")

@@ -159,9 +159,9 @@ def test_listing_groups_by_reason_newest_first_and_filters(
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "dead letters  7  (prefix gtx)"
-    assert lines[1] == f"     5  {UNKNOWN}  (label 5)"
+    assert lines[1] == f"     5  {UNKNOWN}  (5 labels)"  # the kind's count, not a label value
     assert '"f-4"' in lines[2] and '"f-3"' in lines[3]  # the newest two of five
-    assert lines[4].startswith("     1  frame state expired  (frame 1)")
+    assert lines[4].startswith("     1  frame state expired  (1 frame)")
 
     code, out, _ = cli("dead", "--json", "--reason", "LARGE", "--limit", "0")
     doc = json.loads(out)
