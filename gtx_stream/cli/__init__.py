@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from gtx_stream.cli.environment import check_environment
 from gtx_stream.cli.options import add_config_option, add_log_level_option, inherit_options
 from gtx_stream.config import ConfigError
 
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
+        check_environment()
         return int(args.func(args) or 0)
     except ConfigError as err:
         print(str(err), file=sys.stderr)

@@ -161,3 +161,31 @@ def test_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        (
+            "GTX_REDIS_URL",
+            "GTX_REDIS_URL is not read (one underscore): did you mean GTX_REDIS__URL?",
+        ),
+        ("GTX_AGGREGATOR_TAU", "did you mean GTX_AGGREGATOR__TAU?"),
+        ("GTX_LABEL_SERVER_PORT", "did you mean GTX_LABEL_SERVER__PORT?"),
+        ("GTX_AGGREGATR__TAU", "GTX_AGGREGATR__TAU: no settings section 'aggregatr' (sections: "),
+    ],
+    ids=["one-underscore-url", "one-underscore-tau", "section-with-underscore", "unknown-section"],
+)
+def test_a_misspelt_settings_variable_stops_the_command(gtx: Gtx, name: str, says: str) -> None:
+    # these were ignored: the command ran on the default (tau 0.99, no Redis URL) with exit 0
+    done = gtx("labeler", "--all", **{name: "0.95"})
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith("config error: ") and says in done.stderr
+
+
+def test_other_gtx_variables_are_left_alone() -> None:
+    from gtx_stream.cli.environment import check_environment
+
+    check_environment({"GTX_CONFIG": "x", "GTX_MODEL_DIR": "m", "GTX_REDIS_PORT": "6380",
+                       "GTX_TEST_REDIS_URL": "u", "GTX_AGGREGATOR__TAU": "0.9",
+                       "GTX_LABELERS": "[]", "GTX_AGGREGATOR": "{}"})  # fmt: skip
