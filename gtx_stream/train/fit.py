@@ -282,7 +282,7 @@ def train(dataset_dir: Path, out: Path, options: TrainOptions) -> TrainResult:
         raise TrainError(f"--mode must be head or full, got {options.mode!r}")
     info = ModelInfo(class_names=dataset.class_names, mode=options.mode,
                      image_size=options.image_size, soft=options.soft)  # fmt: skip
-    save(out / MODEL_FILE, model.cpu(), info)
+    save(report.temporary(out / MODEL_FILE), model.cpu(), info)  # in place after the metrics
     settings = {**asdict(options), "epochs": options.n_epochs, "dataset": str(dataset_dir)}
     settings.pop("progress")
     metrics = report.build(
@@ -291,7 +291,9 @@ def train(dataset_dir: Path, out: Path, options: TrainOptions) -> TrainResult:
         settings={**settings, "class_names": list(dataset.class_names), "losses": losses},
     )
     metrics["seconds"] = round(time.monotonic() - started, 3)
-    files = [out / MODEL_FILE, *report.write(out, metrics)]
+    # An interrupted run leaves the earlier run's three files whole (each is renamed in place).
+    files = report.write(out, metrics)
+    files.insert(0, report.replace(out / MODEL_FILE))
     return TrainResult(out=out, metrics=metrics, seconds=metrics["seconds"], files=files)
 
 

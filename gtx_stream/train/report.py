@@ -7,13 +7,15 @@ confusion matrix (rows = label, columns = prediction) and the reliability bins, 
 pipeline's labels: they are the truth only as far as the labels are right.
 
 The reliability diagram needs matplotlib (the ``plot`` extra); without it the PNG is left out
-and ``metrics.json`` says so.
+and ``metrics.json`` says so. Each file is written under a temporary name, fsynced and renamed
+over the earlier run's (:func:`replace`), so an interrupted run leaves the earlier files whole.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from gtx_stream.core.metrics import (
     predicted,
     reliability,
 )
+from gtx_stream.pipeline.export.layout import fsync_dir
 
 METRICS_FILE = "metrics.json"
 RELIABILITY_FILE = "reliability.png"
@@ -100,7 +103,7 @@ def reliability_png(path: Path, splits: Mapping[str, Mapping[str, Any]]) -> bool
         ax.set_title(f"{split} (n={m['n']}): ECE {m['ece']:.3f}, BER {m['balanced_error']:.3f}")
         ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
     return True
 
@@ -115,19 +118,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def temporary(path: Path) -> Path:
+    """Where ``path`` is written before :func:`replace` puts it in place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def replace(path: Path) -> Path:
+    """Put ``temporary(path)`` in place of ``path``: fsync, rename (atomic), fsync the folder."""
+    tmp = temporary(path)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
 def write(out: Path, metrics: dict[str, Any]) -> list[Path]:
     """Write ``metrics.json`` (NaN as null) and the reliability diagram; the files written."""
-    files = []
     png = out / RELIABILITY_FILE
-    png.unlink(missing_ok=True)  # never leave an earlier run's diagram beside these metrics
+    drawn = reliability_png(temporary(png), metrics["splits"])
     metrics["reliability_png"] = (
         RELIABILITY_FILE
-        if reliability_png(png, metrics["splits"])
+        if drawn
         else ("not drawn: matplotlib is not installed (pip install 'gtx-stream[plot]')")
     )
     path = out / METRICS_FILE
-    path.write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
-    files.append(path)
-    if png.is_file():
-        files.append(png)
+    temporary(path).write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+    files = [replace(path)]
+    if drawn:
+        files.append(replace(png))
+    else:
+        png.unlink(missing_ok=True)  # never leave an earlier run's diagram beside these metrics
     return files

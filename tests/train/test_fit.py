@@ -86,6 +86,35 @@ def test_full_mode_trains_every_layer(tiny_dataset: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "full" / fit.FEATURE_DIR).exists()
 
 
+@pytest.mark.parametrize("where", ["saving the model", "writing the metrics"])
+def test_an_interrupted_run_leaves_the_earlier_model_and_metrics_whole(
+    where: str, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "model"
+    fit.train(tiny_dataset, out, fit.TrainOptions(image_size=32, progress=False, epochs=2))
+    before = {name: (out / name).read_bytes() for name in ("model.pt", "metrics.json")}
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        # torch.save(obj, path) or report.write(out, metrics): half a file, then the kill
+        half = args[1] if where == "saving the model" else fit.report.temporary(out / "m.json")
+        Path(str(half)).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    if where == "saving the model":
+        monkeypatch.setattr(torch, "save", interrupted)
+    else:
+        monkeypatch.setattr(fit.report, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit.train(tiny_dataset, out, fit.TrainOptions(image_size=32, progress=False, seed=1))
+    assert {name: (out / name).read_bytes() for name in before} == before
+    monkeypatch.undo()
+    load(out / "model.pt")  # loads: the labeler reading this folder meanwhile is not broken
+    again = fit.train(tiny_dataset, out, fit.TrainOptions(image_size=32, progress=False, seed=1))
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name[0] != ".") == [
+        "metrics.json", "model.pt", "reliability.png"]  # fmt: skip
+    assert [p.name for p in again.files] == ["model.pt", "metrics.json", "reliability.png"]
+
+
 def test_a_folder_without_val_images_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
