@@ -17,8 +17,9 @@ def register(sub: Any) -> None:
         description=(
             "Fit on DATASET_DIR's train split and score on its val split (and test, when there "
             "is one): writes MODEL_DIR/model.pt, metrics.json (balanced error, ECE, confusion "
-            "matrix) and reliability.png. --mode head trains a linear head on frozen, cached "
-            "features (seconds); --mode full trains every layer (minutes on a CPU). Needs the "
+            "matrix) and reliability.png. --mode head trains a linear head on frozen features, "
+            "computed once and cached in MODEL_DIR/features (minutes on a CPU the first time, "
+            "the head alone after); --mode full trains every layer (minutes on a CPU). Needs the "
             "train extra (torch). The model labels frames as a python labeler: "
             "GTX_MODEL_DIR=MODEL_DIR with target gtx_stream.train.labeler:predict."
         ),

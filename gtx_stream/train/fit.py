@@ -6,7 +6,9 @@ Two modes (section 4 of the paper fine-tunes all layers for 3 epochs):
   pooled features are computed once and cached in ``MODEL_DIR/features/``, keyed by the
   images' sha256, the image size and the weights, so a second run on the same folder reads
   them back; then only the linear head is trained, a logistic regression on the features
-  (mini-batch Adam, ``--epochs`` passes, 100 by default). Seconds on a CPU.
+  (mini-batch AdamW, ``--epochs`` passes, 100 by default). On a CPU the features take most of
+  the first run (a few images a second); a second run on the same MODEL_DIR trains the head
+  alone (about a minute for 850 images and 100 epochs on 2 cores).
 - ``full``: every layer is trained, ``--epochs`` passes (3 by default) over the images with
   AdamW (1e-4 for the backbone, 1e-3 for the new head). Minutes on a CPU, ``--device cuda``
   on a GPU.
@@ -304,8 +306,12 @@ def summary(result: TrainResult) -> str:
         m = result.metrics["splits"].get(split)
         if m:
             confusion = json.dumps(m["confusion_matrix"])
-            lines.append(f"{split}: {m['n']} images, balanced error {m['balanced_error']:.4f}, "
-                         f"ECE {m['ece']:.4f}, confusion {confusion}")  # fmt: skip
+            line = (f"{split}: {m['n']} images, balanced error {m['balanced_error']:.4f}, "
+                    f"ECE {m['ece']:.4f}, confusion {confusion}")  # fmt: skip
+            answered = [sum(column) for column in zip(*m["confusion_matrix"], strict=True)]
+            if m["n"] > 1 and max(answered) == m["n"]:
+                line += f" (the model answers {answered.index(m['n'])} for every image)"
+            lines.append(line)
     names = ", ".join(p.name for p in result.files)
     lines.append(f"wrote {names} to {result.out} in {result.seconds:.1f} s")
     return "\n".join(lines)

@@ -38,6 +38,18 @@ def test_head_mode_writes_model_metrics_and_diagram(
     assert not model.training
 
 
+def test_the_summary_says_when_the_model_answers_one_class_for_everything(
+    tmp_path: Path,
+) -> None:
+    confusion = {"val": [[0, 31], [0, 69]], "test": [[20, 10], [4, 66]]}
+    splits = {s: {"n": 100, "balanced_error": 0.5, "ece": 0.1, "confusion_matrix": c}
+              for s, c in confusion.items()}  # fmt: skip
+    text = fit.summary(fit.TrainResult(out=tmp_path, metrics={"splits": splits}, seconds=1.0))
+    val, test, _ = text.splitlines()
+    assert val.endswith("confusion [[0, 31], [0, 69]] (the model answers 1 for every image)")
+    assert test.endswith("confusion [[20, 10], [4, 66]]")
+
+
 def test_the_head_separates_a_separable_folder(head_model: tuple[Path, Path]) -> None:
     metrics = json.loads((head_model[1] / "metrics.json").read_text())
     assert metrics["settings"]["epochs"] == 100  # the head's default
