@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gtx_stream.config.errors import describe, describe_unparsable
 from gtx_stream.config.labelers import HUMAN_LEASE_SECONDS as HUMAN_LEASE_SECONDS
 from gtx_stream.config.labelers import LabelerSettings as LabelerSettings
 from gtx_stream.core.models import Method, ModelName
@@ -312,67 +313,6 @@ class Settings(BaseSettings):
 _CONFIG_PATH: dict[str, Path | None] = {}
 
 
-_CLASS_NAME = re.compile(r" or instance of \w+")
-
-
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "config"
-    # "a valid dictionary or instance of LabelerSettings": the class name means nothing here
-    msg = _CLASS_NAME.sub("", first["msg"])
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    given = first.get("input")
-    tail = ""
-    # Only a single value is echoed: a section or the whole settings may hold redis.url and
-    # its password, and so may a string given where the redis section belongs.
-    if (
-        first["type"] not in ("extra_forbidden", "missing")
-        and isinstance(given, str | int | float | bool)
-        and tuple(first["loc"]) not in (("redis",), ("redis", "url"), ("redis", "queue_url"))
-    ):
-        tail = f" (got {given!r})"
-    env = _env_variable(first["loc"])
-    if env:
-        tail += f" (in {env})"
-    more = len(err.errors()) - 1
-    return f"config error: {loc}: {msg}{tail}" + (f" [+{more} more]" if more else "")
-
-
-def _env_variable(loc: tuple[int | str, ...]) -> str | None:
-    """The ``GTX_*`` variable that set the value at ``loc``, if one did (the most specific).
-
-    ``labelers.0.backend`` comes from ``GTX_LABELERS``; ``aggregator.tau`` from
-    ``GTX_AGGREGATOR__TAU`` or from the JSON in ``GTX_AGGREGATOR``.
-    """
-    fields: list[str] = []
-    for part in loc:
-        if not isinstance(part, str):
-            break  # a list index: the variable holds the whole list
-        fields.append(part)
-    present = {name.upper() for name in os.environ}
-    for n in range(len(fields), 0, -1):
-        name = "GTX_" + "__".join(fields[:n]).upper()
-        if name in present:
-            return name
-    return None
-
-
-_UNPARSABLE_FIELD = re.compile(r'field "(\w+)" from source "EnvSettingsSource"')
-
-
-def _describe_unparsable(err: SettingsError) -> str | None:
-    """A ``GTX_*`` value that is not JSON (a list or a section given as one variable)."""
-    found = _UNPARSABLE_FIELD.search(str(err))
-    if not found:
-        return None
-    field = found.group(1)
-    shape = "a JSON list" if field == "labelers" else "a JSON object"
-    # the JSON parser's message gives a position only, never the value (it may hold a password)
-    why = str(err.__cause__) if err.__cause__ is not None else "not JSON"
-    return f"config error: {field}: GTX_{field.upper()} must be {shape} ({why})"
-
-
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read settings from ``path`` (else ``$GTX_CONFIG``, else ``./config.toml`` if present).
 
@@ -390,9 +330,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         return Settings(**overrides)
     except ValidationError as err:
-        raise ConfigError(_describe(err)) from None
+        raise ConfigError(describe(err)) from None
     except SettingsError as err:
-        raise ConfigError(_describe_unparsable(err) or f"config error: {err}") from None
+        raise ConfigError(describe_unparsable(err, Settings) or f"config error: {err}") from None
     except ValueError as err:  # e.g. TOML syntax errors
         raise ConfigError(f"config error: {toml}: {err}") from None
     finally:

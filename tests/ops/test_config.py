@@ -231,9 +231,14 @@ def test_bad_environment_values_name_the_field(
          "(in GTX_LABELERS)"),
         ("GTX_LABELERS", "[7]", "labelers.0: Input should be a valid dictionary (got 7)",
          " (in GTX_LABELERS)"),
+        ("GTX_EXPORT__CLASS_NAMES", "no,yes",
+         "export.class_names: GTX_EXPORT__CLASS_NAMES must be a JSON list (", ")"),
+        ("GTX_LABELERS", '[{"id": "a", "acuracy": 0.9}]', "labelers.0.acuracy: unknown key",
+         "(in GTX_LABELERS) [+1 more]"),
     ],
     ids=["nested-variable", "section-json", "section-not-json", "redis-not-json",
-         "labelers-not-json", "labelers-object", "labeler-value", "labeler-number"],
+         "labelers-not-json", "labelers-object", "labeler-value", "labeler-number",
+         "section-list-not-json", "a-typo-before-the-key-it-hides"],
 )  # fmt: skip
 def test_a_bad_environment_value_names_its_variable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, starts: str, ends: str
