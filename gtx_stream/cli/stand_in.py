@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,31 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, before any frame is rendered (None: nothing)."""
     if args.frames < 1:
-        raise SystemExit("stand-in: --frames must be at least 1")
-    truths = write_standin_video(args.video, args.frames, args.seed, fps=args.fps,
-                                 strip=args.strip)  # fmt: skip
+        return "--frames must be at least 1"
+    if not args.fps > 0:
+        return f"--fps must be above 0, got {args.fps}"
+    if args.video.suffix.lower() != ".avi":
+        return f"{args.video}: the stand-in is MJPG in AVI; give a .avi name"
+    for path in (args.video, args.truth, args.strip):
+        if path is not None and not path.absolute().parent.is_dir():
+            return f"{path}: no folder {path.parent}"
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    refusal = _refusal(args)
+    if refusal is not None:
+        print(f"stand-in: {refusal}", file=sys.stderr)
+        return 2
+    try:
+        truths = write_standin_video(args.video, args.frames, args.seed, fps=args.fps,
+                                     strip=args.strip)  # fmt: skip
+    except RuntimeError as err:  # OpenCV cannot write the video or the strip
+        print(f"stand-in: {err}", file=sys.stderr)
+        return 2
     write_truth_csv(args.truth, truths)
     runs = 1 + sum(a != b for a, b in zip(truths, truths[1:], strict=False))
     print(
@@ -49,4 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.strip is not None:
         print(f"sample strip in {args.strip}")
+    if len(set(truths)) == 1:
+        print(f"note: every frame is truth {truths[0]} (the truth changes between cycles of 30 "
+              "to 40 frames): give more --frames, or another --seed, for both classes")  # fmt: skip
     return 0
