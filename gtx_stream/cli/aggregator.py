@@ -29,11 +29,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop``: the loop finishes its batch, acknowledges, exits 0."""
+def stop_on_signals(stop: threading.Event, service: logging.Logger = log) -> None:
+    """SIGTERM and SIGINT set ``stop``: the loop finishes its batch, acknowledges, exits 0.
+    The signal is logged under ``service``'s logger (the aggregator's by default)."""
 
     def handler(signum: int, _frame: Any) -> None:
-        log.info("signal %d: finishing the current batch", signum)
+        service.info("signal %d: finishing the current batch", signum)
         set_from_signal(stop)
 
     signal.signal(signal.SIGTERM, handler)

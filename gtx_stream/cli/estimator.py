@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                  else ""))  # fmt: skip
         return 0
     stop = threading.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop, log)
     log.info(
         "estimator: model=%s every %ss or %s labels, window %d labels",
         settings.aggregator.model, settings.estimator.every_seconds,

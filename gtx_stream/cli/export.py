@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     stop = threading.Event()
     if args.follow:
-        stop_on_signals(stop)
+        stop_on_signals(stop, log)
         log.info("exporter %s: group %s -> %s (%s)", exporter.consumer, settings.export.group,
                  out, args.format)  # fmt: skip
     try:

@@ -189,3 +189,26 @@ def test_other_gtx_variables_are_left_alone() -> None:
     check_environment({"GTX_CONFIG": "x", "GTX_MODEL_DIR": "m", "GTX_REDIS_PORT": "6380",
                        "GTX_TEST_REDIS_URL": "u", "GTX_AGGREGATOR__TAU": "0.9",
                        "GTX_LABELERS": "[]", "GTX_AGGREGATOR": "{}"})  # fmt: skip
+
+
+def test_a_service_logs_its_stop_signal_under_its_own_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import signal
+    import threading
+
+    from gtx_stream.cli.aggregator import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    stop = threading.Event()
+    try:
+        stop_on_signals(stop, logging.getLogger("gtx_stream.pipeline.export.exporter"))
+        with caplog.at_level(logging.INFO):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(5)
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+    names = [r.name for r in caplog.records if "finishing the current batch" in r.getMessage()]
+    assert names == ["gtx_stream.pipeline.export.exporter"]
