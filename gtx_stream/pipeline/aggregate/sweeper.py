@@ -150,7 +150,8 @@ class Sweeper:
         ])  # fmt: skip
         expired = {fid for (fid, _), res in zip(pairs, results, strict=True) if res}
         if expired:
-            log.info("leases expired on %d frames: asking other labelers", len(expired))
+            log.info("leases expired on %d frames: deciding them again (another labeler, or "
+                     "exhausted where none is left)", len(expired))  # fmt: skip
         return expired
 
     def open_frames(self) -> set[str]:
