@@ -167,11 +167,12 @@ async def skip(request: Request) -> Response:
 
 
 async def heartbeat(request: Request) -> Response:
-    """POST /api/heartbeat: the page is open, so its person is live."""
+    """POST /api/heartbeat: the page is open, so its person is live; ``paused``: their gold
+    answers paused them (nothing is handed to them until ``gtx-stream gold reset``)."""
     state, feed = _state(request), _feed(request)
     person = await person_of(state, request)
     live = await run_in_threadpool(_stamp_live, state, feed, person.labeler_id)
-    return JSONResponse({"live": live})
+    return JSONResponse({"live": live, "paused": not live})
 
 
 def _progress(state: ServerState, feed: Feed, person: Person) -> dict[str, Any]:

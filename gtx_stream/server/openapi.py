@@ -113,8 +113,14 @@ SPEC: dict[str, Any] = {
             },
             "Live": {
                 "type": "object",
-                "required": ["live"],
-                "properties": {"live": {"type": "boolean"}},
+                "required": ["live", "paused"],
+                "properties": {
+                    "live": {"type": "boolean"},
+                    "paused": {
+                        "type": "boolean",
+                        "description": "your gold answers paused you: nothing is handed to you",
+                    },
+                },
             },
         },
     },

@@ -4,9 +4,14 @@
 // - An answer is held for data-undo-ms (Undo) before it is POSTed; the next frame shows at
 //   once. A second answer sends the held one first: only the last answer can be undone.
 // - "Can't tell" is sent at once (the frame is asked of someone else).
-// - A heartbeat every data-heartbeat-ms keeps this person live while the page is open.
+// - An answer that cannot reach the server is retried until it is sent (the page says so);
+//   only a refusal (4xx) or a closed page ends it unsent. One that is not counted (the frame
+//   was decided meanwhile, or answered in another tab) says so.
+// - A heartbeat every data-heartbeat-ms keeps this person live while the page is open; its
+//   reply says when the gold frames paused them, and the page says so.
 // Keys: yes = Y, 1, ArrowRight, ArrowUp; no = N, 0, ArrowLeft, ArrowDown;
-//       can't tell = S, ?; undo = U, Backspace.
+//       can't tell = S, ?; undo = U, Backspace. A key held down answers one frame, not each
+//       frame its auto-repeat reaches.
 "use strict";
 
 (function () {
@@ -21,7 +26,11 @@
   let current = null;      // the item on screen
   let held = null;         // {item, label, timer, until}: the answer Undo can take back
   const done = new Set();  // tokens answered or skipped on this page
-  let loading = false, pollTimer = null, loggedOut = false;
+  let loading = false, pollTimer = null, loggedOut = false, paused = false;
+  let unsent = 0;          // answers being retried because the server cannot be reached
+  const UNREACHABLE = "Cannot reach the server; retrying.";
+  const UNSENT = "Your answer is not sent yet: cannot reach the server; retrying.";
+  const NOT_COUNTED = "Not counted: that frame was decided meanwhile (or answered in another tab).";
 
   async function call(method, url, body, keepalive) {
     const opts = { method, credentials: "same-origin", keepalive: !!keepalive, headers: {} };
@@ -80,8 +89,9 @@
       } else if (res.status === 204) {
         items = [];
       }
+      if (status.textContent === UNREACHABLE) { status.textContent = ""; }
     } catch (err) {
-      status.textContent = "Cannot reach the server; retrying.";
+      if (!unsent) { status.textContent = UNREACHABLE; }
     } finally {
       loading = false;
     }
@@ -90,8 +100,8 @@
       show(items.length ? items[0] : null);  // a frame finalised meanwhile is dropped
     }
     preload(items.slice(1));
-    if (!items.length || (items.length === 1 && current)) {
-      pollTimer = setTimeout(load, 2000);  // nothing queued: look again shortly
+    if (!items.length || (items.length === 1 && current) || status.textContent === UNREACHABLE) {
+      pollTimer = setTimeout(load, 2000);  // nothing queued (or no server): look again shortly
     }
   }
 
@@ -104,14 +114,33 @@
   async function send(item, label) {
     const url = label === null ? "/api/skip" : "/api/answer";
     const body = label === null ? { token: item.token } : { token: item.token, label };
-    for (let attempt = 0; attempt < 5; attempt++) {
+    let failing = false;
+    // until the server answers: an answer given is never dropped because the server was
+    // restarting or the network was down for a while (its late label still counts once)
+    for (let attempt = 0; !loggedOut; attempt++) {
       try {
         const res = await call("POST", url, body, true);
-        if (res.status === 200 || res.status === 409) { break; }  // 409: sent before
-        if (res.status < 500) { status.textContent = (await res.json()).error; break; }
+        if (res.status === 200) {
+          const done = await res.json().catch(() => ({}));
+          if (done.status === "not_needed" && label !== null) {
+            status.textContent = NOT_COUNTED;
+          } else if (failing && unsent === 1) { status.textContent = ""; }
+          break;
+        }
+        if (res.status === 409) {  // out of the hand: answered in another tab, or decided
+          if (label !== null) { status.textContent = NOT_COUNTED; }
+          break;
+        }
+        if (res.status < 500) {
+          if (!loggedOut) { status.textContent = (await res.json()).error; }
+          break;
+        }
       } catch (err) { /* network: retry */ }
-      await new Promise((ok) => setTimeout(ok, 500 * (attempt + 1)));
+      if (!failing) { failing = true; unsent += 1; }
+      status.textContent = UNSENT;
+      await new Promise((ok) => setTimeout(ok, Math.min(500 * (attempt + 1), 5000)));
     }
+    if (failing) { unsent -= 1; }
     progress();
     load();
   }
@@ -168,9 +197,22 @@
     } catch (err) { /* shown next time */ }
   }
 
+  function setPaused(now) {
+    if (now === paused) { return; }
+    paused = now;
+    empty.textContent = paused
+      ? "Your answers are paused: your answers to the check frames were too often wrong. "
+        + "Ask whoever runs the labeling to review them (gtx-stream gold reset)."
+      : "Nothing to label right now. New frames appear here by themselves.";
+    if (!paused) { load(); }
+  }
+
   async function heartbeat() {
     if (loggedOut) { return; }
-    try { await call("POST", "/api/heartbeat"); } catch (err) { /* next beat */ }
+    try {
+      const res = await call("POST", "/api/heartbeat");
+      if (res.status === 200) { setPaused(!!(await res.json()).paused); }
+    } catch (err) { /* next beat */ }
   }
 
   const KEYS = {
@@ -180,6 +222,7 @@
   };
   document.addEventListener("keydown", (ev) => {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+    if (ev.repeat) { ev.preventDefault(); return; }  // a key held down: one answer
     const act = KEYS[ev.key.length === 1 ? ev.key.toLowerCase() : ev.key];
     if (act) { ev.preventDefault(); act(); }
   });
