@@ -1,9 +1,16 @@
 """The gold book (:class:`gtx_stream.store.gold.GoldBook`) as the feed's
-:class:`~gtx_stream.server.feed.GoldFeed`: what the label server needs of it, and no more."""
+:class:`~gtx_stream.server.feed.GoldFeed`: what the label server needs of it, and no more.
+
+A person with a configured ``accuracy`` is registered at once, without qualification (README):
+they get real frames from the first one, with gold slipped in at ``gold.rate`` only; the book
+alone would hand them nothing but gold until they had answered ``gold.qualification`` items.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from gtx_stream.server.feed import GoldFeed
@@ -15,12 +22,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Rolled(random.Random):
+    """The rate was rolled already: the book's own roll always says gold; its pick of an item
+    stays random."""
+
+    def random(self) -> float:
+        return 0.0
+
+
 class BookFeed:
-    def __init__(self, book: GoldBook) -> None:
+    def __init__(self, book: GoldBook, configured: Iterable[str] = ()) -> None:
         self.book = book
+        self.configured = frozenset(configured)  # people with a configured accuracy
+        self._rng = random.Random()
 
     def draw(self, person: str) -> str | None:
-        item = self.book.draw(person)
+        if person in self.configured:
+            if self._rng.random() >= self.book.s.rate:
+                return None  # a real frame: qualified by their configured accuracy
+            item = self.book.draw(person, rng=_Rolled())
+        else:
+            item = self.book.draw(person)
         return None if item is None else item.gold_id
 
     def image(self, gold_id: str) -> bytes | None:
@@ -41,4 +63,6 @@ def gold_feed(state: ServerState) -> GoldFeed | None:
         from gtx_stream.store.gold import GoldBook
     except ModuleNotFoundError:
         return None
-    return BookFeed(GoldBook(state.client, state.keys, state.settings.gold))
+    configured = [lab.id for lab in state.settings.labelers
+                  if lab.backend == "human" and lab.accuracy is not None]  # fmt: skip
+    return BookFeed(GoldBook(state.client, state.keys, state.settings.gold), configured)

@@ -79,3 +79,28 @@ def test_a_paused_person_is_handed_nothing_also_what_was_prefetched(raw: redis.R
         assert bob.answer(str(found["token"]), 1 - truth).status_code == 200
     assert p.r.hexists(p.keys.paused, "bob")
     assert bob.next() is None  # the gold prefetched before the pause is not shown
+    # the page learns it from the heartbeat, and says so instead of "nothing to label"
+    assert bob.post("/api/heartbeat").json() == {"live": False, "paused": True}
+
+
+def test_a_person_with_a_configured_accuracy_labels_from_the_first_frame(
+    raw: redis.Redis,
+) -> None:
+    # README: "a configured accuracy registers a person at once, without qualification";
+    # with a gold set loaded they had got nothing but gold for their first frames
+    settings = make_settings(people=["alice"], kappa=1)
+    settings.labelers[0] = settings.labelers[0].model_copy(update={"accuracy": 0.9})
+    settings.gold.qualification = 3
+    settings.gold.rate = 0.0
+    p = build_pipeline(raw, settings, ["alice"])
+    items = [gold.GoldImage(f"g{i}", f"g{i}.jpg", f"gold-{i}".encode(), i % 2) for i in range(5)]
+    gold.load(p.r, p.keys, items)
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    open_frames(p, 2)
+    p.step(machines=False)
+    found = alice.next()
+    assert found is not None
+    assert alice.http.get(found["image"]).content == b"jpeg"  # a real frame, not gold
+    assert [alice.http.get(h["image"]).content for h in found["next"]] == [b"jpeg"]
