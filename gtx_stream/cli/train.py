@@ -42,6 +42,11 @@ def register(sub: Any) -> None:
                    help="square input size (default 224, Lite0's own)")  # fmt: skip
     p.add_argument("--lr", type=float,
                    help="learning rate (default: head 1e-3; full 1e-4, the head 10x)")  # fmt: skip
+    p.add_argument("--features", type=Path, metavar="DIR",
+                   help="where head mode caches the backbone's features (default "
+                        "MODEL_DIR/features); a file per split, named by the images' "
+                        "hashes and --image-size, so runs on the same frames can share "
+                        "one DIR")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_run)
 
@@ -59,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
                            image_size=args.image_size, lr=args.lr,
                            progress=not args.quiet)  # fmt: skip
     try:
-        result = train(args.dataset, args.out, options)
+        result = train(args.dataset, args.out, options, features_dir=args.features)
     except (TrainError, DatasetError) as err:
         print(f"train: {err}", file=sys.stderr)
         return 2

@@ -258,8 +258,11 @@ def _check(dataset: Dataset) -> None:
         )
 
 
-def train(dataset_dir: Path, out: Path, options: TrainOptions) -> TrainResult:
-    """Fit on ``train``, score on ``val`` (and ``test``), write model.pt, metrics.json, PNG."""
+def train(
+    dataset_dir: Path, out: Path, options: TrainOptions, features_dir: Path | None = None
+) -> TrainResult:
+    """Fit on ``train``, score on ``val`` (and ``test``), write model.pt, metrics.json, PNG.
+    Head mode caches the features in ``features_dir`` (default ``out/features``)."""
     started = time.monotonic()
     _check_options(options, out)
     dataset = read_dataset(dataset_dir)
@@ -273,7 +276,7 @@ def train(dataset_dir: Path, out: Path, options: TrainOptions) -> TrainResult:
     evaluated = {s: dataset.split(s) for s in ("train", *EVAL_SPLITS) if dataset.split(s)}
     p1: dict[str, np.ndarray] = {}
     if options.mode == "head":
-        cache = out / FEATURE_DIR
+        cache = features_dir if features_dir is not None else out / FEATURE_DIR
         features = {s: cached_features(model, ex, cache, s, options) for s, ex in evaluated.items()}
         losses = fit_head(model, features["train"], y, options)
         p1 = {s: p1_of_features(model, f) for s, f in features.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -71,6 +72,25 @@ def test_features_are_computed_once_and_read_back(
     monkeypatch.setattr(fit, "compute_features", refuse)
     again = fit.train(dataset, out, fit.TrainOptions(image_size=64, progress=False))
     assert json.loads(json.dumps(again.metrics["splits"])) == first["splits"]  # same seed
+
+
+def test_another_run_reads_the_features_from_a_shared_folder(
+    head_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset, out = head_model
+    opts = fit.TrainOptions(image_size=64, progress=False)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("features computed again")
+
+    monkeypatch.setattr(fit, "compute_features", refuse)
+    soft = fit.train(dataset, tmp_path / "soft", fit.TrainOptions(image_size=64, progress=False,
+                     soft=True), features_dir=out / fit.FEATURE_DIR)  # fmt: skip
+    assert soft.metrics["settings"]["soft"] is True
+    assert not (tmp_path / "soft" / fit.FEATURE_DIR).exists()
+    with pytest.raises(AssertionError, match="computed again"):  # another size: other files
+        fit.train(dataset, tmp_path / "big", dataclasses.replace(opts, image_size=96),
+                  features_dir=out / fit.FEATURE_DIR)  # fmt: skip
 
 
 def test_soft_labels_fit_p1(tiny_dataset: Path, tmp_path: Path) -> None:
