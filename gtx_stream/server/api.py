@@ -177,9 +177,8 @@ async def heartbeat(request: Request) -> Response:
 
 def _progress(state: ServerState, feed: Feed, person: Person) -> dict[str, Any]:
     pid = person.labeler_id
-    held = len(people.hand(state.client, state.keys, pid))
     return {"labeler": pid, "answered_today": people.answered_today(state.client, state.keys, pid),
-            "waiting": held + feed.waiting(pid)}  # fmt: skip
+            "waiting": feed.waiting(pid)}  # fmt: skip
 
 
 async def progress(request: Request) -> Response:

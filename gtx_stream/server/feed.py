@@ -93,19 +93,10 @@ class Feed:
         return held
 
     def _stale(self, person: str, held: Sequence[Held]) -> list[Held]:
-        if not held:
-            return []
-        with self.r.pipeline(transaction=False) as pipe:
-            for h in held:
-                pipe.hget(self.keys.frame(h.item.frame_id), "state")
-                pipe.hget(self.keys.frame_requests(h.item.frame_id), person)
-            replies = pipe.execute()
-        stale = []
-        for i, h in enumerate(held):
-            state, request = replies[2 * i], replies[2 * i + 1]
-            if not _still_asked(state, request, h.item.request_id):
-                stale.append(h)
-        return stale
+        requests = [LabelRequest(person, h.item.frame_id, h.item.request_id, self.keys.prefix)
+                    for h in held]  # fmt: skip
+        return [h for h, asked in zip(held, self._asked(person, requests), strict=True)
+                if not asked]  # fmt: skip
 
     def _take(self, person: str, room: int, held: Sequence[Held]) -> list[Held]:
         items: list[HandItem] = []
@@ -144,7 +135,9 @@ class Feed:
             out += [HandItem("request", r.frame_id, r.request_id, taken_at=now) for r in wanted]
         return out
 
-    def _request(self, person: str, job_id: str, raw: dict[Any, Any]) -> LabelRequest | None:
+    def _request(
+        self, person: str, job_id: str, raw: dict[Any, Any], quiet: bool = False
+    ) -> LabelRequest | None:
         if not raw:
             return None  # the job expired or was deleted
         job = Job(job_id, connection=self.q, serializer=JSONSerializer)
@@ -154,14 +147,17 @@ class Feed:
                 raise RecordError(f"not a label request: {job.func_name!r}")
             req = LabelRequest.from_job_args(job.args)
         except Exception as err:  # anything in the queue that is not a request is dropped
-            log.warning("person %s: dropping job %s: %s", person, job_id, err)
+            if not quiet:
+                log.warning("person %s: dropping job %s: %s", person, job_id, err)
             return None
         if req.labeler_id != person or req.prefix != self.keys.prefix:
-            log.warning("person %s: dropping job %s addressed to %s", person, job_id, req)
+            if not quiet:
+                log.warning("person %s: dropping job %s addressed to %s", person, job_id, req)
             return None
         return req
 
-    def _wanted(self, person: str, requests: list[LabelRequest]) -> list[LabelRequest]:
+    def _asked(self, person: str, requests: Sequence[LabelRequest]) -> list[bool]:
+        """Whether each request's frame still waits for it (:func:`_still_asked`)."""
         if not requests:
             return []
         with self.r.pipeline(transaction=False) as pipe:
@@ -169,17 +165,37 @@ class Feed:
                 pipe.hget(self.keys.frame(req.frame_id), "state")
                 pipe.hget(self.keys.frame_requests(req.frame_id), person)
             replies = pipe.execute()
+        return [_still_asked(replies[2 * i], replies[2 * i + 1], req.request_id)
+                for i, req in enumerate(requests)]  # fmt: skip
+
+    def _wanted(self, person: str, requests: list[LabelRequest]) -> list[LabelRequest]:
         wanted = []
-        for i, req in enumerate(requests):
-            if _still_asked(replies[2 * i], replies[2 * i + 1], req.request_id):
+        for req, asked in zip(requests, self._asked(person, requests), strict=True):
+            if asked:
                 wanted.append(req)
             else:
                 log.info("person %s: frame %s no longer needs them, dropped", person, req.frame_id)
         return wanted
 
     def waiting(self, person: str) -> int:
-        """Requests waiting on the person's queue (not held yet)."""
-        return int(self.q.llen(self.queue_key(person)))
+        """What the person could still be handed: what they hold, and the requests on their
+        queue, less requests whose frames no longer wait for them (a lease ran out and the
+        frame was decided, say: their jobs stay queued until popped and dropped). Read only:
+        the queue and the hand are left as they are. Nothing for a paused person."""
+        if self.gold is not None and self.gold.paused(person):
+            return 0
+        held = [h for _, h, _ in people.hand(self.r, self.keys, person)]
+        job_ids = [text(j) for j in self.q.lrange(self.queue_key(person), 0, -1)]
+        with self.q.pipeline(transaction=False) as pipe:
+            for jid in job_ids:
+                pipe.hgetall(RQ_JOB + jid)
+            raws = pipe.execute() if job_ids else []
+        queued = [r for jid, raw in zip(job_ids, raws, strict=True)
+                  if (r := self._request(person, jid, raw, quiet=True)) is not None]  # fmt: skip
+        held_requests = [LabelRequest(person, h.frame_id, h.request_id, self.keys.prefix)
+                         for h in held if h.kind == "request"]  # fmt: skip
+        gold = sum(h.kind == "gold" for h in held)
+        return gold + sum(self._asked(person, held_requests + queued))
 
     def image(self, item: HandItem) -> bytes | None:
         if item.kind == "gold":

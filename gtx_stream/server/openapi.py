@@ -108,7 +108,11 @@ SPEC: dict[str, Any] = {
                 "properties": {
                     "labeler": {"type": "string"},
                     "answered_today": {"type": "integer"},
-                    "waiting": {"type": "integer"},
+                    "waiting": {
+                        "type": "integer",
+                        "description": "frames you could still be handed: held and queued, "
+                        "less requests whose frames no longer wait for you",
+                    },
                 },
             },
             "Live": {

@@ -136,3 +136,37 @@ def test_a_person_holds_one_request_on_screen_and_prefetch_more(raw: object, pre
     waiting = alice.http.get("/api/progress").json()["waiting"]
     assert waiting == 6
     alice.http.close()
+
+
+def test_waiting_counts_only_what_the_person_could_still_be_handed(raw: object) -> None:
+    # a lease ran out and the frames were decided without her: their jobs stay on her queue,
+    # but nothing of them will be handed to her
+    import time
+
+    from tests.server.conftest import build_pipeline, make_settings
+
+    settings = make_settings(people=["alice"], kappa=1)
+    settings.labelers[0] = settings.labelers[0].model_copy(update={"lease_seconds": 0.2})
+    settings.label_server.prefetch = 1
+    p = build_pipeline(raw, settings, ["alice"])  # type: ignore[arg-type]
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    decided = open_frames(p, 4)
+    p.step(2, machines=False)
+    assert alice.next() is not None  # two held, two on her queue
+    queue = "rq:queue:" + p.keys.queue("alice")
+    assert p.r.llen(queue) == 2
+    deadline = time.time() + 10
+    while len(p.final()) < len(decided) and time.time() < deadline:
+        time.sleep(0.05)
+        p.step(machines=False)  # the sweeper: nobody else is left, the frames are final
+    assert set(p.final()) == set(decided)
+    assert p.r.llen(queue) == 2  # their jobs are still queued
+    open_frames(p, 3, start=10)
+    p.step(2, machines=False)
+    assert alice.http.get("/api/progress").json()["waiting"] == 3
+    found = alice.next()
+    assert found is not None and len(found["next"]) == 1
+    assert alice.http.get("/api/progress").json()["waiting"] == 3  # two held, one queued
+    alice.http.close()
