@@ -128,14 +128,19 @@ def _settle(
     item = held.item
     entry: LabelEntry | None = None
     status = "sent"
+    # what counts in answers today: a label sent, or a gold answer (a skip is not an answer)
+    answered = label is not None and item.kind == "gold"
     if item.kind == "request":
         if is_live_request(state.client, state, person, item):
             entry = (LabelEntry(item.frame_id, person, item.request_id, label)
                      if label is not None else LabelEntry.skip(item.frame_id, person,
                                                                item.request_id))  # fmt: skip
+            answered = label is not None
         else:
-            status = "not_needed"  # finalised meanwhile: nothing to send
-    done = people.send_answer(state.client, state.keys, person, token, held.raw, entry)
+            status = "not_needed"  # finalised meanwhile: nothing to send, not counted
+    done = people.send_answer(
+        state.client, state.keys, person, token, held.raw, entry, answered=answered
+    )
     if done != "sent":
         raise ApiError(409, NOT_HELD)
     if item.kind == "gold" and label is not None and feed.gold is not None:

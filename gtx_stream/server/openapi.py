@@ -107,7 +107,11 @@ SPEC: dict[str, Any] = {
                 "required": ["labeler", "answered_today", "waiting"],
                 "properties": {
                     "labeler": {"type": "string"},
-                    "answered_today": {"type": "integer"},
+                    "answered_today": {
+                        "type": "integer",
+                        "description": "frames you labeled today (UTC), gold ones included; "
+                        "skips, and answers to frames decided meanwhile, are not counted",
+                    },
                     "waiting": {
                         "type": "integer",
                         "description": "frames you could still be handed: held and queued, "

@@ -9,7 +9,8 @@
   reload shows the same frame and the page never sees a request id.
 - **Answers**: ``answer_request.lua`` checks that the token is still in the person's hand,
   removes it and XADDs the label (or the skip) in one step: a replayed answer finds nothing and
-  never reaches the labels stream twice.
+  never reaches the labels stream twice. It counts the person's answers today: labels, real
+  or gold; a skip is not an answer.
 
 Keys live here (:class:`PeopleKeys`) rather than in :mod:`gtx_stream.store.keys`: they belong
 to the label server alone. On a Redis Cluster a person has one hand and one answered-today
@@ -242,16 +243,24 @@ def answer_request(
     held: str,
     entry: LabelEntry | None,
     now: float | None = None,
+    *,
+    answered: bool | None = None,
 ) -> ScriptCall[AnswerResult]:
     """Take ``token`` out of the person's hand if it still holds ``held``, and XADD ``entry``
-    (a label, a skip; None: nothing, a gold answer) to the labels stream.
+    (a label, a skip; None: nothing, a gold frame or a frame decided meanwhile) to the labels
+    stream.
+
+    ``answered``: whether it counts in the person's answers today; None: when ``entry`` is a
+    label. A skip is never an answer, of a real frame or of a gold one; a gold frame's label
+    is (``answered=True``).
 
     ``sent``: done; ``taken``: the token is no longer in the hand (answered already, or
     dropped); ``gone``: it holds something else now.
     """
     pk = PeopleKeys(keys)
     fields = entry.to_fields() if entry is not None else {}
-    counted = "1" if entry is None or not entry.failed else "0"
+    if answered is None:
+        answered = entry is not None and not entry.failed
     flat = [x for pair in fields.items() for x in pair]
     item = HandItem.decode(held)
     shard = pk.shard_of(item) if item is not None else None
@@ -264,7 +273,7 @@ def answer_request(
     return ScriptCall(
         "answer_request",
         (pk.hand(labeler_id, shard), labels, pk.answered(labeler_id, today(now), shard)),
-        (token, held, counted, DAY_COUNTER_TTL, *flat),
+        (token, held, "1" if answered else "0", DAY_COUNTER_TTL, *flat),
         _answer_reply,
     )
 
@@ -276,9 +285,12 @@ def send_answer(
     token: str,
     held: str,
     entry: LabelEntry | None,
+    *,
+    answered: bool | None = None,
 ) -> AnswerResult:
     keys = stored_keys(client, keys)  # the pipeline's shard count, whatever this one's config
-    return ScriptRunner(client).run_one(answer_request(keys, labeler_id, token, held, entry))
+    call = answer_request(keys, labeler_id, token, held, entry, answered=answered)
+    return ScriptRunner(client).run_one(call)
 
 
 def answered_today(client: redis.Redis, keys: Keys, labeler_id: str) -> int:

@@ -8,7 +8,7 @@ import time
 import redis
 
 from gtx_stream.store import gold
-from tests.server.conftest import build_pipeline, make_settings, open_frames
+from tests.server.conftest import PersonClient, Pipeline, build_pipeline, make_settings, open_frames
 
 
 def test_gold_frames_look_like_requests_go_to_the_gold_book_and_qualify_a_person(
@@ -104,3 +104,54 @@ def test_a_person_with_a_configured_accuracy_labels_from_the_first_frame(
     assert found is not None
     assert alice.http.get(found["image"]).content == b"jpeg"  # a real frame, not gold
     assert [alice.http.get(h["image"]).content for h in found["next"]] == [b"jpeg"]
+
+
+def _gold_pipeline(raw: redis.Redis, qualification: int = 3) -> tuple[Pipeline, PersonClient]:
+    settings = make_settings(people=["alice"], kappa=1)
+    settings.gold.qualification = qualification
+    settings.gold.rate = 0.0
+    p = build_pipeline(raw, settings, ["alice"])
+    p.r.hdel(p.keys.labelers, "alice")  # a new person: gold only
+    items = [gold.GoldImage(f"g{i}", f"g{i}.jpg", f"gold-{i}".encode(), i % 2) for i in range(5)]
+    gold.load(p.r, p.keys, items)
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    return p, alice
+
+
+def _gold_answers(p: Pipeline) -> int:
+    return int(p.r.hget(p.keys.gold_stats, "gold_answers") or 0)
+
+
+def test_a_skip_is_not_an_answer_gold_or_real(raw: redis.Redis) -> None:
+    p, alice = _gold_pipeline(raw)
+    found = alice.next()
+    assert found is not None
+    assert alice.skip(str(found["token"])).status_code == 200
+    assert _gold_answers(p) == 0
+    assert alice.http.get("/api/progress").json()["answered_today"] == 0  # it was 1
+    found = alice.next()
+    assert found is not None
+    assert alice.answer(str(found["token"]), 1).status_code == 200
+    assert alice.http.get("/api/progress").json()["answered_today"] == 1
+
+
+def test_a_real_skip_and_an_answer_to_a_frame_decided_meanwhile_are_not_answers(
+    raw: redis.Redis,
+) -> None:
+    settings = make_settings(people=["alice"], kappa=1)
+    p = build_pipeline(raw, settings, ["alice"])
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    frames = open_frames(p, 3)
+    p.step(2, machines=False)
+    found = alice.next()
+    assert found is not None and len(found["next"]) == 1
+    assert alice.skip(str(found["token"])).status_code == 200
+    for fid in frames:  # decided without her (the page says "Not counted")
+        p.r.hset(p.keys.frame(fid), "state", "final")
+    later = str(found["next"][0]["token"])
+    assert alice.answer(later, 1).json() == {"status": "not_needed"}
+    assert alice.http.get("/api/progress").json()["answered_today"] == 0

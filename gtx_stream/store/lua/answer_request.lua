@@ -7,6 +7,7 @@
 -- ARGV[1] = the request's token on the page
 -- ARGV[2] = the hand's value for the token, as the caller read it (must still be there)
 -- ARGV[3] = "1" when the answer counts as answered today (a label, a gold answer), else "0"
+--           (a skip, a frame decided meanwhile)
 -- ARGV[4] = TTL of the counter (seconds)
 -- ARGV[5..] = the labels-stream entry's fields, name then value (core.records.LabelEntry);
 --             none: nothing is sent (a gold frame's answer goes to the gold book instead)
