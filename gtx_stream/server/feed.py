@@ -113,7 +113,10 @@ class Feed:
         if not paused:  # a paused person is handed nothing (gtx-stream gold reset ID)
             items += self._pop_requests(person, room - len(items), now)
         tokens = people.hold(self.r, self.keys, person, items)
-        return [Held(t, item, item.encode()) for t, item in zip(tokens, items, strict=True)]
+        taken = [Held(t, item, item.encode()) for t, item in zip(tokens, items, strict=True)]
+        # in the order people.hand reads them back (taken_at, then token), so that a reload
+        # shows the frame this reply puts on screen
+        return sorted(taken, key=lambda h: (h.item.taken_at, h.token))
 
     def _pop_requests(self, person: str, room: int, now: float) -> list[HandItem]:
         """Up to ``room`` requests still wanted, popped from the person's queue."""

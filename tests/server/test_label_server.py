@@ -170,3 +170,28 @@ def test_waiting_counts_only_what_the_person_could_still_be_handed(raw: object) 
     assert found is not None and len(found["next"]) == 1
     assert alice.http.get("/api/progress").json()["waiting"] == 3  # two held, one queued
     alice.http.close()
+
+
+def test_a_reload_shows_the_frame_the_first_reply_put_on_screen(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the hand is read oldest first, then by token; the reply that took the frames gave them
+    # in the order taken, so with tokens that sort the other way a reload showed another frame
+    from gtx_stream.store import people
+
+    tokens = iter(f"t{9 - i}" for i in range(10))
+    monkeypatch.setattr(people, "new_token", lambda: next(tokens))
+    p = pipeline
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    open_frames(p, 2)
+    p.step(2, machines=False)
+    first = alice.next()
+    assert first is not None and len(first["next"]) == 1
+    again = alice.next()
+    assert again is not None
+    assert [again["token"], again["next"][0]["token"]] == [
+        first["token"],
+        first["next"][0]["token"],
+    ]
