@@ -121,15 +121,20 @@ NOT_HELD = "this request is not in your hand: answered or skipped already, or no
 def _settle(
     state: ServerState, feed: Feed, person: str, token: str, label: int | None
 ) -> dict[str, Any]:
-    """Answer (``label``) or skip (None) the held request ``token``."""
+    """Answer (``label``) or skip (None) the held request ``token``.
+
+    A gold answer is recorded in the gold book before the frame leaves the hand: should
+    either step fail (a Redis error, 503), the frame is still held and the page sends the
+    answer again; the book records an item once per person (a second answer is a duplicate
+    that changes nothing), so it is never counted twice.
+    """
     held = _held(state, person, token)
     if held is None:
         raise ApiError(409, NOT_HELD)
     item = held.item
     entry: LabelEntry | None = None
     status = "sent"
-    # what counts in answers today: a label sent, or a gold answer (a skip is not an answer)
-    answered = label is not None and item.kind == "gold"
+    answered = False  # what counts in answers today: a label sent, or a gold answer
     if item.kind == "request":
         if is_live_request(state.client, state, person, item):
             entry = (LabelEntry(item.frame_id, person, item.request_id, label)
@@ -138,13 +143,14 @@ def _settle(
             answered = label is not None
         else:
             status = "not_needed"  # finalised meanwhile: nothing to send, not counted
+    elif label is not None and feed.gold is not None:
+        feed.gold.answer(person, item.gold_id, label)
+        answered = True
     done = people.send_answer(
         state.client, state.keys, person, token, held.raw, entry, answered=answered
     )
     if done != "sent":
         raise ApiError(409, NOT_HELD)
-    if item.kind == "gold" and label is not None and feed.gold is not None:
-        feed.gold.answer(person, item.gold_id, label)
     return {"status": status}
 
 

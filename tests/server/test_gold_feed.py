@@ -4,10 +4,12 @@ the gold book (never to the labels stream, never charged), and look like any req
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import pytest
 import redis
 
-from gtx_stream.store import gold
+from gtx_stream.store import gold, people
 from tests.server.conftest import PersonClient, Pipeline, build_pipeline, make_settings, open_frames
 
 
@@ -155,3 +157,45 @@ def test_a_real_skip_and_an_answer_to_a_frame_decided_meanwhile_are_not_answers(
     later = str(found["next"][0]["token"])
     assert alice.answer(later, 1).json() == {"status": "not_needed"}
     assert alice.http.get("/api/progress").json()["answered_today"] == 0
+
+
+@pytest.mark.parametrize("failing", ["gold book", "hand"])
+def test_a_gold_answer_that_fails_midway_is_kept_and_recorded_once(
+    raw: redis.Redis, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    # the gold book's script, or the step that takes the frame out of the hand, meets a
+    # Redis error (503: the page sends it again): the frame stays in the hand, and the answer
+    # sent again is recorded once
+    p, alice = _gold_pipeline(raw)
+    found = alice.next()
+    assert found is not None
+    token = str(found["token"])
+    feed = p.app.state.feed
+    calls = {"n": 0}
+    if failing == "gold book":
+        real_answer = feed.gold.answer
+
+        def flaky_answer(person: str, gold_id: str, label: int) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise redis.ConnectionError("Redis went away")
+            real_answer(person, gold_id, label)
+
+        monkeypatch.setattr(feed.gold, "answer", flaky_answer)
+    else:
+        real_send = people.send_answer
+
+        def flaky_send(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise redis.ConnectionError("Redis went away")
+            return real_send(*args, **kwargs)
+
+        monkeypatch.setattr(people, "send_answer", flaky_send)
+    assert alice.answer(token, 1).status_code == 503  # the page sends it again
+    assert alice.next() is not None and alice.next()["token"] == token  # still hers to answer
+    assert alice.answer(token, 1).status_code == 200
+    assert alice.answer(token, 1).status_code == 409  # and once
+    assert _gold_answers(p) == 1
+    assert p.r.hlen(p.keys.gold_answers("alice")) == 1
+    assert alice.http.get("/api/progress").json()["answered_today"] == 1
