@@ -4,7 +4,8 @@ The conftest pipeline (a real Redis, the real aggregator stepped by a thread of 
 the app under uvicorn on a free port, so the server can be stopped and started again. What is
 checked here is the page's script: an answer given while the server is away is sent once it is
 back; a key held down answers one frame; a paused person is told so; an answer to a frame
-decided meanwhile says it was not counted. ``test_browser.py`` is the whole product end to end.
+decided meanwhile says it was not counted; Enter or Space after a click answers nothing.
+``test_browser.py`` is the whole product end to end.
 """
 
 from __future__ import annotations
@@ -204,3 +205,23 @@ def test_an_answer_to_a_frame_decided_meanwhile_says_it_was_not_counted(
     page.driver.find_element("id", "no").click()
     _wait(lambda: "Not counted" in page.text("status"), "the page saying so", 10)
     assert page.labels() == []
+
+
+def test_enter_or_space_after_a_click_does_not_answer_the_next_frame(
+    make_page: Callable[..., Page],
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    page = make_page()
+    page.login()
+    _open(page.p, 4)
+    first = page.frame()
+    page.driver.find_element("id", "yes").click()  # the mouse: the button took the focus
+    _wait(lambda: _shown_token(page.driver) not in (None, first), "the next frame")
+    second = _shown_token(page.driver)
+    ActionChains(page.driver).send_keys(Keys.ENTER).perform()
+    ActionChains(page.driver).send_keys(Keys.SPACE).perform()
+    time.sleep(2.0)  # past the undo time: every answer given is sent by now
+    assert [e["label"] for e in page.labels()] == ["1"]  # the clicked frame's only
+    assert _shown_token(page.driver) == second

@@ -11,7 +11,8 @@
 //   reply says when the gold frames paused them, and the page says so.
 // Keys: yes = Y, 1, ArrowRight, ArrowUp; no = N, 0, ArrowLeft, ArrowDown;
 //       can't tell = S, ?; undo = U, Backspace. A key held down answers one frame, not each
-//       frame its auto-repeat reaches.
+//       frame its auto-repeat reaches. A clicked button does not keep the focus, so Enter or
+//       Space after a click answers nothing.
 "use strict";
 
 (function () {
@@ -226,10 +227,13 @@
     const act = KEYS[ev.key.length === 1 ? ev.key.toLowerCase() : ev.key];
     if (act) { ev.preventDefault(); act(); }
   });
-  buttons.yes.addEventListener("click", () => answer(1));
-  buttons.no.addEventListener("click", () => answer(0));
-  buttons.skip.addEventListener("click", skip);
-  buttons.undo.addEventListener("click", undo);
+  // A clicked button lets go of the focus: kept, Enter or Space would click it again and
+  // answer the next frame the same way.
+  const onClick = (act) => (ev) => { ev.currentTarget.blur(); act(); };
+  buttons.yes.addEventListener("click", onClick(() => answer(1)));
+  buttons.no.addEventListener("click", onClick(() => answer(0)));
+  buttons.skip.addEventListener("click", onClick(skip));
+  buttons.undo.addEventListener("click", onClick(undo));
   window.addEventListener("pagehide", flush);  // an answer given is sent, also when leaving
 
   heartbeat();
