@@ -50,12 +50,18 @@ def _session(state: ServerState, request: Request) -> Person | None:
     return Person(found.labeler_id, found.csrf, sid)
 
 
+NOT_LOGGED_IN_ERROR = (
+    "not logged in: open your invite link; ask whoever runs the labeling for one "
+    "(whoever runs it: gtx-stream labelers invite ID)"
+)
+
+
 async def person_of(state: ServerState, request: Request) -> Person:
     """The session's person; 401 without a valid session, 403 on a POST without its CSRF
     token."""
     person = await run_in_threadpool(_session, state, request)
     if person is None:
-        raise ApiError(401, "not logged in: open your invite link (gtx-stream labelers invite ID)")
+        raise ApiError(401, NOT_LOGGED_IN_ERROR)
     if request.method not in ("GET", "HEAD"):
         given = request.headers.get(CSRF_HEADER, "")
         if not given or not secrets.compare_digest(given.encode(), person.csrf.encode()):
@@ -92,7 +98,9 @@ REFUSED = """<!doctype html>
 <title>Login link not valid</title><link rel="stylesheet" href="/static/label.css"></head>
 <body class="message"><h1>This login link is not valid</h1>
 <p>It was used already, it expired, or it is not for a labeler of this pipeline.
-Ask for a new one (<code>gtx-stream labelers invite ID</code>).</p></body></html>
+Ask whoever runs the labeling for a new invite link.</p>
+<p>For whoever runs it: <code>gtx-stream labelers invite ID</code> prints a new link for the
+labeler <code>ID</code>.</p></body></html>
 """
 
 

@@ -34,8 +34,10 @@ NOT_LOGGED_IN = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Not logged in</title><link rel="stylesheet" href="/static/label.css"></head>
 <body class="message"><h1>Not logged in</h1>
-<p>Open the login link you were given (<code>gtx-stream labelers invite ID</code> prints one).
-</p></body></html>
+<p>Open the login link you were sent. No link, or it no longer works (a link works once)?
+Ask whoever runs the labeling for an invite link.</p>
+<p>For whoever runs it: <code>gtx-stream labelers invite ID</code> prints a new link for the
+labeler <code>ID</code>.</p></body></html>
 """
 
 

@@ -195,3 +195,22 @@ def test_a_reload_shows_the_frame_the_first_reply_put_on_screen(
         first["token"],
         first["next"][0]["token"],
     ]
+
+
+def test_a_person_not_logged_in_is_told_to_ask_for_a_link_not_to_run_a_command(
+    pipeline: Pipeline,
+) -> None:
+    from starlette.testclient import TestClient
+
+    alice = pipeline.person("alice")
+    alice.login()  # her link is used now
+    stranger = TestClient(pipeline.app)
+    pipeline.clients.append(stranger)
+    pages = [stranger.get("/"), stranger.get(f"/login/{alice.invite}")]
+    assert [page.status_code for page in pages] == [401, 403]
+    api = stranger.get("/api/next").json()["error"]
+    for text in (pages[0].text, pages[1].text, api):
+        said = " ".join(text.split())
+        assert "ask whoever runs the labeling for" in said.lower(), said
+        # the command is the admin's, and said to be
+        assert "gtx-stream labelers invite" not in said or "whoever runs it" in said, said

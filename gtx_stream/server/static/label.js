@@ -48,7 +48,7 @@
   function logout() {
     loggedOut = true;
     show(null);
-    status.textContent = "Your session ended: open your login link again.";
+    status.textContent = "Your session ended: ask whoever runs the labeling for a new login link.";
   }
 
   function setButtons() {
