@@ -3,7 +3,7 @@
 Run:  .venv/bin/python benchmarks/bench_crowds.py [--datasets DIR] [--trials N] [--taus ...]
           [--order random|best] [--plot FILE.png]
 
-Needs the optional ``bench`` extra (``pip install 'gtx-stream[bench]'``: crowd-kit 1.4.2 and
+Needs the optional ``bench`` extra (``pip install -e '.[bench]'``: crowd-kit 1.4.2 and
 scikit-learn < 1.6, which its Wawa needs); the project's tests do not.
 
 On each dataset folder of ``--datasets`` (default ``../shared/datasets``; skipped when absent;
@@ -256,7 +256,10 @@ def main() -> None:
     try:
         import crowdkit  # noqa: F401
     except ImportError:
-        print("crowd-kit is not installed: pip install 'gtx-stream[bench]'; skipped")
+        print(
+            "crowd-kit is not installed: pip install -e '.[bench]' in the gtx-stream folder; "
+            "skipped"
+        )
         return
     if not args.datasets.is_dir():
         print(f"{args.datasets}: absent, benchmark skipped")

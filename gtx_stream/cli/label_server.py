@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
             'People (labelers with backend = "human") log in with the link that '
             "`gtx-stream labelers invite ID` prints and label one frame at a time; the "
             "JSON API is described at /api/openapi.json. Needs the server extra "
-            "(pip install 'gtx-stream[server]'). SIGTERM or Ctrl-C stop it."
+            "(pip install -e '.[server]'). SIGTERM or Ctrl-C stop it."
         ),
     )
     add_config_option(p)
@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as err:
         raise ConfigError(
             f"label-server needs the server extra ({err.name} is missing): "
-            "pip install 'gtx-stream[server]'"
+            "pip install -e '.[server]' in the gtx-stream folder"
         ) from None
     settings = load_settings(args.config)
     host = args.host or settings.label_server.host

@@ -224,7 +224,8 @@ def plot(
         from gtx_stream.offline import figures
     except ImportError:
         print(
-            "gtx-stream simulate: --plot needs matplotlib: pip install 'gtx-stream[plot]'",
+            "gtx-stream simulate: --plot needs matplotlib: pip install -e '.[plot]' in the "
+            "gtx-stream folder",
             file=sys.stderr,
         )
         return 2

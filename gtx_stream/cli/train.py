@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXTRA_HINT = "gtx-stream train needs the train extra: pip install 'gtx-stream[train]'"
+EXTRA_HINT = (
+    "gtx-stream train needs the train extra: pip install -e '.[train]' in the gtx-stream folder"
+)
 
 
 def register(sub: Any) -> None:

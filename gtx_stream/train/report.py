@@ -140,7 +140,10 @@ def write(out: Path, metrics: dict[str, Any]) -> list[Path]:
     metrics["reliability_png"] = (
         RELIABILITY_FILE
         if drawn
-        else ("not drawn: matplotlib is not installed (pip install 'gtx-stream[plot]')")
+        else (
+            "not drawn: matplotlib is not installed (pip install -e '.[plot]' in the "
+            "gtx-stream folder)"
+        )
     )
     path = out / METRICS_FILE
     temporary(path).write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")

@@ -243,4 +243,4 @@ def test_without_a_package_of_the_extra_the_command_names_the_extra(
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, missing, None)
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m")]) == 2
-    assert "pip install 'gtx-stream[train]'" in capsys.readouterr().err
+    assert "pip install -e '.[train]'" in capsys.readouterr().err

@@ -5,7 +5,7 @@ image (temporary file, fsync, rename), before the batch's manifest rows. The sch
 (an empty list or a missing time never changes a column's type), and its metadata tells
 Hugging Face ``datasets`` that ``image`` is an image, so ``load_dataset("parquet",
 data_files={"train": "DIR/train/*.parquet", ...})`` decodes it as one. Needs ``pyarrow``
-(``pip install 'gtx-stream[export-parquet]'``).
+(``pip install -e '.[export-parquet]'``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def _pyarrow() -> Any:
         import pyarrow.parquet  # noqa: F401  (the submodule is used as pyarrow.parquet)
     except ImportError:
         raise ExportError(
-            "--format parquet needs pyarrow: pip install 'gtx-stream[export-parquet]'"
+            "--format parquet needs pyarrow: pip install -e '.[export-parquet]' in the "
+            "gtx-stream folder"
         ) from None
     return pyarrow
 
