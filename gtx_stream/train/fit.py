@@ -227,8 +227,12 @@ def p1_of_images(
 # --- the command -----------------------------------------------------------------------------
 
 
-def _check_options(options: TrainOptions, out: Path) -> None:
+def _check_options(options: TrainOptions, out: Path, dataset_dir: Path) -> None:
     """Refuse, before any work, what would fail later with a traceback."""
+    if out.resolve().is_relative_to(dataset_dir.resolve()):
+        raise TrainError(f"--out {out} is inside the dataset folder {dataset_dir}: the "
+                         "exporter and export --check would find its files there; put the "
+                         "model beside the dataset")  # fmt: skip
     for flag, value in (("--epochs", options.n_epochs), ("--batch-size", options.batch_size),
                         ("--image-size", options.image_size)):  # fmt: skip
         if value < 1:
@@ -264,7 +268,7 @@ def train(
     """Fit on ``train``, score on ``val`` (and ``test``), write model.pt, metrics.json, PNG.
     Head mode caches the features in ``features_dir`` (default ``out/features``)."""
     started = time.monotonic()
-    _check_options(options, out)
+    _check_options(options, out, dataset_dir)
     dataset = read_dataset(dataset_dir)
     _check(dataset)
     device = _device(options.device)

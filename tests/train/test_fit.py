@@ -184,6 +184,15 @@ def test_an_out_that_is_a_file_is_refused(
     assert capsys.readouterr().err == f"train: --out {out}: a file, not a folder\n"
 
 
+def test_an_out_inside_the_dataset_is_refused(
+    tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tiny_dataset / "train" / "model"
+    assert main(["train", str(tiny_dataset), "--out", str(out), *FAST]) == 2
+    assert "is inside the dataset folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_folder_without_train_images_says_what_its_rows_are(
     tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
