@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.log_level != "DEBUG":  # its font cache note, once per machine, is not ours
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         check_environment()
         return int(args.func(args) or 0)
