@@ -51,6 +51,12 @@ def _run(args: argparse.Namespace) -> int:
               f"wrote {', '.join(report.written) or 'nothing'}"
               + (f"; changed meanwhile, kept: {', '.join(report.skipped)}" if report.skipped
                  else ""))  # fmt: skip
+        if report.written:
+            from gtx_stream.cli.labelers import labeler_table
+            from gtx_stream.store.params import get_labelers
+
+            stored = get_labelers(client, Keys(settings.redis.prefix))
+            print(labeler_table({lid: stored[lid] for lid in report.written if lid in stored}))
         return 0
     stop = threading.Event()
     stop_on_signals(stop, log)

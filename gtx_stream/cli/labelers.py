@@ -86,7 +86,7 @@ def _client(args: argparse.Namespace) -> Any:
     return client, layout(client, Keys(settings.redis.prefix))  # the registry's name on a cluster
 
 
-def _table(records: Mapping[str, LabelerAccuracy]) -> str:
+def labeler_table(records: Mapping[str, LabelerAccuracy]) -> str:
     width = max([len("labeler")] + [len(k) for k in records])
     coins = any(rec.two_coin is not None for rec in records.values())
     head = f"{'labeler':<{width}}  accuracy  95% interval       n  source"
@@ -130,7 +130,7 @@ def _load(args: argparse.Namespace) -> int:
     records = load_file(args.file)
     client, keys = _client(args)
     n = store(client, keys, records)
-    print(_table(records))
+    print(labeler_table(records))
     print(f"stored {n} labeler accuracies in {keys.labelers}")
     return 0
 
@@ -142,10 +142,10 @@ def _assess(args: argparse.Namespace) -> int:
 
     records = assess(args.answers, args.truth, args.estimator, args.two_coin)
     if args.dry_run:
-        print(_table(records))
+        print(labeler_table(records))
         return 0
     client, keys = _client(args)  # an unusable Redis stops it before any output
-    print(_table(records))
+    print(labeler_table(records))
     n = store(client, keys, records)
     print(f"stored {n} labeler accuracies ({args.estimator}) in {keys.labelers}")
     return 0
@@ -153,15 +153,19 @@ def _assess(args: argparse.Namespace) -> int:
 
 @_guard
 def _list(args: argparse.Namespace) -> int:
+    from gtx_stream.store.em_params import registered
     from gtx_stream.store.params import get_labelers
 
     client, keys = _client(args)
-    records = get_labelers(client, keys)
     if args.json:
-        # each record as stored: a one-coin record has no two_coin key
-        print(json.dumps({k: json.loads(v.to_json()) for k, v in records.items()}, sort_keys=True))
-    elif records:
-        print(_table(records))
+        # each record as stored: a one-coin record has no two_coin key, an em record keeps
+        # its base, fitted_at, labels and fallback (LabelerAccuracy would drop them)
+        raw = registered(client, keys)
+        print(json.dumps({k: json.loads(v.raw) for k, v in raw.items()}, sort_keys=True))
+        return 0
+    records = get_labelers(client, keys)
+    if records:
+        print(labeler_table(records))
     else:
         print(f"no labeler accuracies stored in {keys.labelers}")
     return 0

@@ -1,0 +1,77 @@
+"""``gtx-stream estimator --once`` and ``gtx-stream labelers list`` on what the estimator wrote,
+against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from gtx_stream.cli import main
+from gtx_stream.core.records import FinalRecord
+from gtx_stream.store.keys import Keys
+from gtx_stream.store.params import LabelerAccuracy, store
+
+TRUE = {"good": 0.92, "fair": 0.8}
+
+
+def _pipeline(r: redis.Redis, keys: Keys, redis_url: str, tmp_path: Path) -> str:
+    """Two labelers with gold records and 60 final frames labeled by both; the config path."""
+    store(r, keys, {lid: LabelerAccuracy((17 + 1) / (20 + 2), 0.6, 0.95, "assessment", 20,
+                                         correct=17) for lid in TRUE})  # fmt: skip
+    rng = np.random.default_rng(3)
+    for i in range(60):
+        y = int(rng.integers(0, 2))
+        labels = [y if rng.random() < TRUE[lid] else 1 - y for lid in TRUE]
+        rec = FinalRecord(frame_id=f"f{i}", label=labels[0], p1=0.5, confidence=0.5,
+                          reason="kappa", method="gtx", labelers=list(TRUE), labels=labels,
+                          accuracies=[0.5] * len(labels), finalised_at=time.time())  # fmt: skip
+        r.xadd(keys.final, rec.to_fields())  # type: ignore[arg-type]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[redis]\nurl = "{redis_url}"\nprefix = "{keys.prefix}"\n'
+                   "[estimator]\nmin_labels = 10\n")  # fmt: skip
+    return str(cfg)
+
+
+@pytest.fixture
+def no_gtx_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in list(os.environ):
+        if k.startswith("GTX_"):
+            monkeypatch.delenv(k)
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("no_gtx_env")
+def test_labelers_list_json_shows_em_records_as_stored(
+    r: redis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _pipeline(r, keys, redis_url, tmp_path)
+    assert main(["estimator", "--config", cfg, "--once"]) == 0
+    capsys.readouterr()
+    assert main(["labelers", "--config", cfg, "list", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    stored = {lid: json.loads(raw) for lid, raw in r.hgetall(keys.labelers).items()}
+    assert shown == stored
+    # what an em record rests on: its gold base, when it was fitted, its labels in the fit
+    assert shown["good"]["base"]["source"] == "assessment"
+    assert shown["good"]["labels"] == 60 and "fitted_at" in shown["good"]
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("no_gtx_env")
+def test_estimator_once_prints_the_parameters_it_wrote(
+    r: redis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _pipeline(r, keys, redis_url, tmp_path)
+    assert main(["estimator", "--config", cfg, "--once"]) == 0
+    out = capsys.readouterr().out
+    stored = {lid: json.loads(raw) for lid, raw in r.hgetall(keys.labelers).items()}
+    assert "wrote good, fair" in out or "wrote fair, good" in out
+    for lid, rec in stored.items():
+        row = next(line for line in out.splitlines() if line.startswith(lid + " "))
+        assert f"{rec['accuracy']:.4f}" in row and row.split()[-1] == "em"
