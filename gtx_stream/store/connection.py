@@ -6,27 +6,37 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.store.cluster import cluster_client
 
 _SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:ssl_)?password=)[^&]*")
+# a node's ``user:password@`` in a cluster URL of several nodes (``h1:1,redis://u:p@h2:2``)
+_NODE_SECRET = re.compile(r"(://|^|,)([^:@/,?#]*):[^@/?#]*@")
+_CLUSTER_PREAMBLE = (
+    "Redis Cluster cannot be connected. Please provide at least one reachable node: "
+)
+_AUTH_REFUSED = ("invalid username-password", "WRONGPASS", "NOAUTH", "Authentication")
 
 
 def redacted(url: str) -> str:
     """The URL with its password replaced by ``***`` (for logs and ``status``).
 
-    Also a ``password`` or ``ssl_password`` in the query, which redis-py takes as well.
+    Also a ``password`` or ``ssl_password`` in the query, which redis-py takes as well, and
+    every node's password in a Redis Cluster URL of several nodes
+    (:func:`gtx_stream.store.cluster.startup_nodes`).
     """
     parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # as written: ``[::1]:6379``, ``h1:1,h2:2``
+    if "," in host:
+        body, sep, query = _NODE_SECRET.sub(r"\1\2:***@", url).partition("?")
+        return body + sep + _SECRET_QUERY.sub(r"\1***", query)
     query = _SECRET_QUERY.sub(r"\1***", parts.query)
     if parts.password is None:
         if query == parts.query:
             return url
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, query, ""))
 
@@ -70,8 +80,13 @@ def connect(
                 health_check_interval=30,
                 decode_responses=decode_responses,
             )
-    except redis.RedisError as err:
-        raise ConfigError(f"redis cluster at {redacted(url)} is unreachable: {err}") from None
+    except (redis.RedisError, RedisClusterException) as err:
+        # redis-py connects to a cluster when the client is built: no node answered, or
+        # every one refused the credentials (not a RedisError)
+        reason = str(err).removeprefix(_CLUSTER_PREAMBLE)
+        problem = ": authentication failed" if any(a in reason for a in _AUTH_REFUSED) else (
+            " is unreachable")  # fmt: skip
+        raise ConfigError(f"redis cluster at {redacted(url)}{problem}: {reason}") from None
     except ValueError as err:
         # redis-py's messages name the part of the URL that is wrong, never its password
         raise ConfigError(f"config error: {field}: {err}") from None

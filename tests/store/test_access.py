@@ -492,6 +492,12 @@ def test_a_pickled_job_or_label_is_never_unpickled(
         ("rediss://u:pw-1@h:1/0?ssl_ca_certs=/ca.crt&ssl_password=pw-2",
          "rediss://u:***@h:1/0?ssl_ca_certs=/ca.crt&ssl_password=***"),
         ("redis://h:1/0", "redis://h:1/0"),
+        # a Redis Cluster URL of several nodes (README: GTX_REDIS__URL=redis://a:7000,b:7000)
+        ("redis://u:pw-1@h1:7000,h2:7000,h3:7000", "redis://u:***@h1:7000,h2:7000,h3:7000"),
+        ("redis://u:pw-1@h1:1,redis://u:pw-2@h2:2/0", "redis://u:***@h1:1,redis://u:***@h2:2/0"),
+        ("redis://h1:1,h2:2/0?password=pw-1", "redis://h1:1,h2:2/0?password=***"),
+        ("redis://u:pw-1@[::1]:6379/0", "redis://u:***@[::1]:6379/0"),
+        ("redis://u:p,w-1@h:1/0", "redis://u:***@h:1/0"),
     ],
 )  # fmt: skip
 def test_redacted_hides_every_password(url: str, shown: str) -> None:
