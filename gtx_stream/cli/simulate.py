@@ -294,7 +294,10 @@ def _run_uncertainty(args: argparse.Namespace) -> int:
         if args.examples < 1:
             raise UsageError("--examples must be at least 1")
         if not args.examples <= args.budget <= args.examples * args.labelers:
-            raise UsageError("--budget must be between examples and examples x labelers")
+            raise UsageError(
+                f"--budget {args.budget} must be between --examples ({args.examples}: each "
+                f"labeled once first) and examples x labelers ({args.examples * args.labelers})"
+            )
         if args.curve_every < 1:
             raise UsageError("--curve-every must be at least 1")
         if Accuracy.EM in estimators:

@@ -102,8 +102,14 @@ def check(strategy: str, budget: int | None, one_coin_gold: bool, order: str = "
         if budget is not None:
             raise ValueError("a budget is for strategy uncertainty (threshold spends per task)")
         return
-    if budget is None or budget < 1:
-        raise ValueError("strategy uncertainty needs a budget of at least 1 label")
+    if budget is None:
+        # the whole run's labels, not a per-task cap: name the flag and its floor
+        raise ValueError(
+            "strategy uncertainty needs --budget N: the labels to buy in all, at least one "
+            "per scored task"
+        )
+    if budget < 1:
+        raise ValueError(f"budget must be at least one label per scored task, got {budget}")
     if not one_coin_gold:
         raise ValueError("strategy uncertainty replays one-coin accuracies from gold only")
 

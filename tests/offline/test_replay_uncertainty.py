@@ -165,7 +165,7 @@ def test_replay_option_errors_are_one_line(hand: Path, capsys: pytest.CaptureFix
     ds = load_dataset(hand)
     with pytest.raises(ValueError, match="below the 3 scored tasks"):
         replay(ds, trials=1, strategy="uncertainty", budget=2)
-    with pytest.raises(ValueError, match="needs a budget"):
+    with pytest.raises(ValueError, match="needs --budget N"):
         replay(ds, trials=1, strategy="uncertainty")
     with pytest.raises(ValueError, match="one-coin accuracies from gold only"):
         replay(ds, trials=1, strategy="uncertainty", budget=5, estimate="em")
@@ -174,6 +174,10 @@ def test_replay_option_errors_are_one_line(hand: Path, capsys: pytest.CaptureFix
     rc = cli.main(["replay", str(hand), "--strategy", "uncertainty", "--budget", "2"])
     out, err = capsys.readouterr()
     assert rc == 2 and out == "" and err.count("\n") == 1 and "budget 2" in err
+    # without --budget: the flag it needs and its floor, not "a budget of at least 1 label"
+    assert cli.main(["replay", str(hand), "--strategy", "uncertainty"]) == 2
+    err = capsys.readouterr().err
+    assert "needs --budget N" in err and "at least one per scored task" in err
 
 
 def test_cli_prints_the_budget(hand: Path, capsys: pytest.CaptureFixture[str]) -> None:

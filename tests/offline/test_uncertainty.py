@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gtx_stream import cli
 from gtx_stream.core.decision import uncertainty
 from gtx_stream.core.models import Method, two_coin_posterior
 from gtx_stream.offline import simulate as sim
@@ -143,3 +144,10 @@ def test_two_coin_uncertainty_with_equal_coins_is_one_coin_bit_for_bit() -> None
         np.testing.assert_array_equal(a.mae, b.mae)
     with pytest.raises(ValueError, match="threshold"):
         sim.run_uncertainty(trials=1, examples=10, budget=20, estimators=("em",), assess_size=5)
+
+
+def test_a_budget_out_of_range_names_the_range(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["simulate", "uncertainty", "--budget", "100", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--budget 100 must be between --examples (5000" in err and "(50000)" in err
