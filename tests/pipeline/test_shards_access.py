@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from gtx_stream.config import AggregatorSettings
-from gtx_stream.core.records import LabelEntry
+from gtx_stream.core.records import FinalRecord, LabelEntry
 from gtx_stream.ops.status import pipeline_status
 from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
 from gtx_stream.store import frame_scripts
@@ -82,4 +83,52 @@ def test_each_service_reaches_its_shard_keys_under_its_acl_user(server: Server) 
     assert status["shards"] == SHARDS and status["shard_owners"] == ["agg-a"] * SHARDS
     assert status["labels_stream_length"] == len(fids)
     agg.release()
+    assert admin.acl_log() == []
+
+
+@pytest.mark.redis
+def test_every_services_user_reads_status_of_a_sharded_pipeline(server: Server) -> None:
+    """README: every service's user runs ``gtx-stream status --check`` (its health check). On a
+    sharded pipeline status also lists the aggregators alive (ZRANGE gtx:aggregators), which
+    the aggregator's own user was refused."""
+    admin = server.admin()
+    settings = AggregatorSettings(shards=SHARDS, shard_lease_seconds=1.0)
+    agg = ShardedAggregator(server.client("gtx-aggregator"), Keys("gtx"), settings,
+                            consumer="agg-a", enqueue=Capture())  # fmt: skip
+    agg.setup()
+    agg.step()
+    admin.acl_log_reset()
+    for user in ("ingester", "labeler", "aggregator", "exporter", "label-server", "reader"):
+        status = pipeline_status(server.client(f"gtx-{user}"), Keys("gtx"))
+        assert status["shard_owners"] == ["agg-a"] * SHARDS, user
+        assert list(status["aggregators"]) == ["agg-a"], user
+    agg.release()
+    assert admin.acl_log() == []
+
+
+@pytest.mark.redis
+def test_an_application_reads_final_labels_through_its_group_as_the_consumer(
+    server: Server,
+) -> None:
+    """docs/access.md: an application that only reads final labels (``client.final_labels``)
+    needs gtx-consumer with the consumer-group rules; it also reads the stored shard count
+    and claims a dead consumer's entries (XAUTOCLAIM), which that user was refused."""
+    from gtx_stream.client.consume import final_labels
+    from tests.store.test_access import acl_lines, passwords
+
+    admin = server.admin()
+    line = next(x for x in acl_lines() if x.startswith("user gtx-consumer "))
+    rules = line.split(" ", 2)[2].replace("%R~gtx:final", "~gtx:final")
+    admin.execute_command("ACL", "SETUSER", "gtx-app", *rules.split(),
+                          "+xreadgroup", "+xack", "+xautoclaim", "+xgroup|create")  # fmt: skip
+    admin.set("gtx:shards", SHARDS)
+    for i in range(3):
+        rec = FinalRecord(frame_id=f"cam-{i}", label=1, p1=0.99, confidence=0.99,
+                          reason="confident", method="gtx", labelers=["ann"], labels=[1],
+                          accuracies=[0.9], finalised_at=time.time())  # fmt: skip
+        admin.xadd("gtx:final", rec.to_fields())  # type: ignore[arg-type]
+    admin.acl_log_reset()
+    app = redis.Redis(port=server.port, username="gtx-app", password=passwords()["gtx-consumer"])
+    read = final_labels(app, Keys("gtx"), "app", "app-1", socket_timeout=2.0, idle_seconds=0.5)
+    assert [rec.frame_id for rec in read] == ["cam-0", "cam-1", "cam-2"]
     assert admin.acl_log() == []
