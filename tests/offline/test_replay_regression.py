@@ -52,3 +52,27 @@ def test_gold_one_coin_replay_keeps_todays_figures(datasets: Path, name: str) ->
     assert set(got) == set(PINNED[name])
     for method, pinned in PINNED[name].items():
         assert got[method] == pytest.approx(pinned, abs=1e-6), method
+
+
+def _docs_row(dataset: str, tau: str) -> list[str]:
+    """docs/replay.md's "Against the threshold" row of ``dataset`` at ``tau``, cell by cell."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "replay.md"
+    for line in doc.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[:2] == [dataset, tau] and len(cells) == 8:
+            return cells
+    raise AssertionError(f"no row for {dataset} at tau {tau} in docs/replay.md")
+
+
+@pytest.mark.parametrize("name", ["rte", "temp"])
+def test_docs_threshold_rows_at_tau_09_are_what_the_replay_prints(
+    datasets: Path, name: str
+) -> None:
+    """Tau 0.9 sits on exact ties (docs/replay.md): the row must be what the command gives."""
+    cells = _docs_row(name, "0.9")
+    report = replay(load_dataset(datasets / name), trials=10, seed=0, kappa=10, tau=0.9)
+    gtx = next(row for row in report.rows if row.method == "gtx")
+    assert cells[2] == f"{gtx.avg_k:.2f}"
+    assert cells[3] == f"{gtx.accuracy:.4f} ± {gtx.accuracy_se:.4f}"
+    assert cells[5].split(" / ")[0] == f"{gtx.mae:.4f}"
+    assert cells[4].endswith(f"({round(gtx.avg_k * gtx.n_tasks)})")  # N for the uncertainty run
