@@ -173,7 +173,8 @@ def format_report(report: Report) -> str:
             params = f"{report.model} {params}"
     head = [
         f"replay {report.dataset}: {report.n_tasks} tasks, {report.n_workers} workers, "
-        f"{report.n_labels} labels; {report.trials} trials, seed {report.seed}",
+        f"{report.n_labels} labels; {report.trials} trial{'s' * (report.trials != 1)}, "
+        f"seed {report.seed}",
         f"{'accuracies' if report.model == ModelName.ONE_COIN.value else 'parameters'}: "
         f"{params} (mean over trials)",
         f"scored tasks: {report.rows[0].n_tasks:g}; tau {report.tau:g}, kappa {report.kappa}"

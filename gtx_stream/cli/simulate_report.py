@@ -25,6 +25,10 @@ from gtx_stream.offline.simulate import (
 # threshold
 
 
+def _trials(n: int) -> str:
+    return f"{n} trial" if n == 1 else f"{n} trials"
+
+
 def threshold_document(
     results: dict[Accuracy, list[Outcome]],
     args: argparse.Namespace,
@@ -101,7 +105,7 @@ def format_threshold(doc: dict[str, Any], cohorts: Sequence[Cohort], show_all: b
                 key=lambda r: (TABLE_ORDER.index(Method(r["method"])), r["tau"] or 0, r["k"] or 0)
             )
             out.append(
-                f"{cohort.title}: {doc['trials']} trials, B = {doc['budget']}, "
+                f"{cohort.title}: {_trials(doc['trials'])}, B = {doc['budget']}, "
                 f"kappa = {doc['kappa']}, {_accuracy_text(rows[0], doc)}"
             )
             head = ("method", "avg k", "tau" if show_all else "best tau", "k", "labeled N")
@@ -191,7 +195,7 @@ def format_uncertainty(doc: dict[str, Any], cohorts: Sequence[Cohort]) -> str:
         for cohort in cohorts:
             rows = [r for r in doc["rows"] if r["accuracy"] == est and r["cohort"] == cohort.name]
             out.append(
-                f"{cohort.title}: {doc['trials']} trials, {doc['examples']} examples, "
+                f"{cohort.title}: {_trials(doc['trials'])}, {doc['examples']} examples, "
                 f"B = {doc['budget']}, {_accuracy_text(rows[0], doc)}, ties: {doc['tie_break']}"
             )
             lines: list[tuple[str, ...]] = [("method", "error rate", "MAE")]
