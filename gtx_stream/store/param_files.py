@@ -107,9 +107,17 @@ def load_file(path: str | Path) -> dict[str, LabelerAccuracy]:
             missing = {"id", "accuracy"} - set(reader.fieldnames or ())
             if missing:
                 raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
-            rows = [(f"{file}: line {reader.line_num}", row) for row in reader]
+            header = len(reader.fieldnames or ())
+            for row in reader:
+                where = f"{file}: line {reader.line_num}"
+                if None in row:  # DictReader's key for the fields past the header's
+                    n = header + len(row[None])
+                    raise RegistryError(f"{where}: {n} fields, the header has {header}")
+                rows.append((where, row))
     else:
         raise RegistryError(f"{file}: expected a .toml or .csv file")
+    if not rows:
+        raise RegistryError(f"{file}: no labeler in it")
     out: dict[str, LabelerAccuracy] = {}
     for where, row in rows:
         lid, rec = _record(row, where)
