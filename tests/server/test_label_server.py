@@ -214,3 +214,27 @@ def test_a_person_not_logged_in_is_told_to_ask_for_a_link_not_to_run_a_command(
         assert "ask whoever runs the labeling for" in said.lower(), said
         # the command is the admin's, and said to be
         assert "gtx-stream labelers invite" not in said or "whoever runs it" in said, said
+
+
+def test_waiting_with_an_acl_that_cannot_read_the_queue_counts_its_length(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a label server user from an ACL file without +lrange on people's queues: the count
+    # of before (every job on the queue), not a 503
+    import redis
+
+    p = pipeline
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    open_frames(p, 4)
+    p.step(2, machines=False)
+    assert alice.next() is not None
+    feed = p.app.state.feed
+
+    def refused(*args: object) -> None:
+        raise redis.exceptions.NoPermissionError("no permissions to run the 'lrange' command")
+
+    monkeypatch.setattr(feed.q, "lrange", refused)
+    res = alice.http.get("/api/progress")
+    assert res.status_code == 200 and res.json()["waiting"] == 4
