@@ -165,7 +165,7 @@ def test_label_server_runs_with_its_acl_user(server: Server, tmp_path: Path) -> 
         image = bob.http.get(found["image"]).content
         assert bob.answer(found["token"], 1 - int(image[-1:]) % 2).status_code == 200
     assert admin.hexists(KEYS.paused, "bob") and not admin.hexists(KEYS.labelers, "bob")
-    assert bob.post("/api/heartbeat").json() == {"live": False}
+    assert bob.post("/api/heartbeat").json() == {"live": False, "paused": True}
     assert admin.zscore(KEYS.live, "bob") is None
     book = gold.GoldBook(bob_state.client, KEYS, strict.gold)
     statuses = [book.answer("bob", f"g{i}", 1).status for i in range(3)]
