@@ -108,12 +108,12 @@ def load_file(path: str | Path) -> dict[str, LabelerAccuracy]:
             if missing:
                 raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
             header = len(reader.fieldnames or ())
-            for row in reader:
+            for line in reader:
                 where = f"{file}: line {reader.line_num}"
-                if None in row:  # DictReader's key for the fields past the header's
-                    n = header + len(row[None])
+                if None in line:  # DictReader's key for the fields past the header's
+                    n = header + len(line[None])
                     raise RegistryError(f"{where}: {n} fields, the header has {header}")
-                rows.append((where, row))
+                rows.append((where, line))
     else:
         raise RegistryError(f"{file}: expected a .toml or .csv file")
     if not rows:
