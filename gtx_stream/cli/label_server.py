@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from gtx_stream.cli.options import add_config_option
 
@@ -28,6 +29,19 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
+def _stray_public_port(public_url: str, port: int) -> str | None:
+    """Why the invite links would miss a server on this machine: ``public_url`` names this
+    machine (a proxy in front may well map another port) on a port it does not listen on."""
+    url = urlsplit(public_url)
+    local = url.hostname in ("127.0.0.1", "localhost", "::1")
+    theirs = url.port or (443 if url.scheme == "https" else 80)
+    if not local or theirs == port:
+        return None
+    return (f"label_server.public_url is {public_url} but the server listens on port {port}: "
+            "invite links will not reach it; set label_server.public_url "
+            "(GTX_LABEL_SERVER__PUBLIC_URL)")  # fmt: skip
+
+
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import ConfigError, load_settings
 
@@ -48,5 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     log.info("label server on http://%s:%d for %s (links: %s/login/...)", host, port,
              ", ".join(people) or "no people (no labeler with backend human)",
              settings.label_server.public_url)  # fmt: skip
+    stray = _stray_public_port(settings.label_server.public_url, port)
+    if stray:
+        log.warning(stray)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0

@@ -212,3 +212,13 @@ def test_a_service_logs_its_stop_signal_under_its_own_name(
         signal.signal(signal.SIGINT, before[1])
     names = [r.name for r in caplog.records if "finishing the current batch" in r.getMessage()]
     assert names == ["gtx_stream.pipeline.export.exporter"]
+
+
+def test_the_label_server_warns_when_invite_links_miss_its_port() -> None:
+    from gtx_stream.cli.label_server import _stray_public_port
+
+    warning = _stray_public_port("http://127.0.0.1:8000", 7405)
+    assert warning is not None and "listens on port 7405" in warning
+    assert _stray_public_port("http://127.0.0.1:8000", 8000) is None
+    assert _stray_public_port("http://localhost", 80) is None
+    assert _stray_public_port("https://label.example.com", 8000) is None  # behind a proxy
