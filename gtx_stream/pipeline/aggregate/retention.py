@@ -122,6 +122,7 @@ class Retention:
         for stream, names in zip(groups, self.runner.run(drops), strict=True):
             if names:
                 report.removed[stream] = names
-                log.info("removed dead consumers %s from %s of %s", names, self.group, stream)
+                log.info("removed consumers idle for %.0f s with nothing pending %s from %s of %s",
+                         self.dead_idle_ms / 1000, names, self.group, stream)  # fmt: skip
         log.debug("retention: trimmed %s, held back by %s", report.trimmed, report.held_by)
         return report
