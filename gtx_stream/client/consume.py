@@ -22,6 +22,7 @@ import redis
 
 from gtx_stream.core.records import FinalRecord, RecordError, decode_fields, text
 from gtx_stream.pipeline.aggregate.consumer import GroupConsumer, StreamEntry
+from gtx_stream.store.cluster import is_cluster
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.shards import stored_keys
 
@@ -47,7 +48,8 @@ def final_labels(
     for ever, or ends after ``idle_seconds`` without a new record. A malformed entry is
     logged, acknowledged and skipped.
     """
-    keys = stored_keys(client, keys)  # on a Redis Cluster: one final stream per shard
+    if is_cluster(client):  # one final stream per shard, as many as the pipeline stored
+        keys = stored_keys(client, keys)
     reader = GroupConsumer(
         client, keys, consumer, batch_size, claim_idle_seconds, group=group,
         streams=[shard.final for shard in keys.state_shards()],
