@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if hasattr(signal, "SIGUSR1"):  # kill -USR1 PID: every thread's stack on stderr (a hang)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.log_level != "DEBUG":  # its font cache note, once per machine, is not ours
         logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +223,30 @@ def test_the_label_server_warns_when_invite_links_miss_its_port() -> None:
     assert _stray_public_port("http://127.0.0.1:8000", 8000) is None
     assert _stray_public_port("http://localhost", 80) is None
     assert _stray_public_port("https://label.example.com", 8000) is None  # behind a proxy
+
+
+@pytest.mark.redis
+def test_usr1_prints_every_threads_stack_on_stderr(redis_url: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    err = tmp_path / "stderr.txt"
+    env = {**os.environ, "GTX_REDIS__URL": redis_url, "GTX_REDIS__PREFIX": "usr1"}
+    with err.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "gtx_stream", "aggregator"],
+                                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=fh)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30  # its start line comes after the handler is set
+        while "aggregator " not in err.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGUSR1)
+        while "most recent call first" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None  # it goes on
+        assert "most recent call first" in err.read_text() and "aggregator.py" in err.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -123,7 +123,18 @@ def test_demo_stops_every_process_it_started_on_a_signal(
         assert demo.poll() is None, "the demo finished before the signal: give it more frames"
 
         demo.send_signal(sig)
-        assert demo.wait(timeout=30) == 130, progress.read_text()[-3000:]
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # where it hangs: every thread's stack, on stderr
+            demo.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            states = [f"{p.pid} {p.status()}: {' '.join(p.cmdline()[-3:])}"
+                      for p in _children(parent)]  # fmt: skip
+            pytest.fail(
+                f"still running 30 s after {sig.name}; children {states}; stderr:\n"
+                + progress.read_text()[-6000:]
+            )
+        assert code == 130, progress.read_text()[-3000:]
         _, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, [f"{p.pid}: {p.cmdline()}" for p in alive]
     finally:
