@@ -107,6 +107,9 @@ def test_demo_stops_every_process_it_started_on_a_signal(
             env=_env(),
             stdout=subprocess.DEVNULL,
             stderr=err,
+            # a test run started in the background by a shell without job control inherits
+            # SIGINT ignored, and so would the demo (it then ran to its end): as from a terminal
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         parent = psutil.Process(demo.pid)
