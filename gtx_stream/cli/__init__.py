@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import importlib
+import io
 import logging
 import os
 import signal
@@ -71,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     if hasattr(signal, "SIGUSR1"):  # kill -USR1 PID: every thread's stack on stderr (a hang)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # not where stderr has no file descriptor (main() called with stderr captured)
+        with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.log_level != "DEBUG":  # its font cache note, once per machine, is not ours
         logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
