@@ -22,7 +22,9 @@ def register(sub: Any) -> None:
             "semi-supervised Dawid-Skene EM over the labels of the latest finalised frames "
             "(at most estimator.window_labels) plus each labeler's gold answers, and write the "
             "parameters (source em, with intervals and the time of the fit) for the "
-            "aggregator's next decisions. One estimator per pipeline is enough. SIGTERM or "
+            "aggregator's next decisions; a period with no new final label and no labeler "
+            "record changed since the last fit fits and writes nothing (logged at DEBUG). "
+            "One estimator per pipeline is enough. SIGTERM or "
             "Ctrl-C finish the current fit, then exit 0."
         ),
     )

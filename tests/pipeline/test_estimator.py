@@ -5,12 +5,14 @@ snapshots), and writes that never undo a newer record."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,12 +168,76 @@ def test_a_record_changed_during_the_fit_is_kept(
         return got
 
     monkeypatch.setattr(em_params, "registered", read_then_change)
-    report = _estimator(r, keys).fit_once()
+    est = _estimator(r, keys)
+    report = est.fit_once()
     assert report is not None
     assert sorted(report.skipped) == ["fair", "weak"]
     assert sorted(report.written) == ["good", "new"]
     assert get_labelers(r, keys)["fair"].source == "assessment"
     assert r.hget(keys.labelers, "weak") is None  # not registered again
+    # the hash is not as the fit left it: the next due fit runs, over the new gold
+    monkeypatch.undo()
+    assert est.fit_once(if_changed=True) is not None
+    assert get_labelers(r, keys)["fair"].source == "em"
+
+
+def _count_commands(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the commands ``r`` sends from now on."""
+    sent: list[str] = []
+    send = r.execute_command
+
+    def counted(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return send(*args, **options)
+
+    monkeypatch.setattr(r, "execute_command", counted)
+    return sent
+
+
+@pytest.mark.redis
+def test_nothing_new_since_the_last_fit_fits_and_writes_nothing(
+    r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _register(r, keys)
+    _draw_finals(r, keys, 100)
+    est = _estimator(r, keys)
+    assert est.fit_once(if_changed=True) is not None  # the first fit has nothing to compare to
+    fitted = r.hgetall(keys.labelers)
+    sent = _count_commands(r, monkeypatch)
+    with caplog.at_level(logging.DEBUG, logger="gtx_stream.pipeline.estimate.service"):
+        assert est.fit_once(if_changed=True) is None
+    # the check: the stream's poll (the shard count, what the final stream gained) and one
+    # read of the labelers hash; nothing written
+    assert sent == ["GET", "XRANGE", "HGETALL"], sent
+    assert r.hgetall(keys.labelers) == fitted  # not rewritten: fitted_at is the fit's
+    assert "not refitted" in caplog.text
+    assert est.fit_once() is not None  # a forced fit (--once, benchmarks) still fits
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("change", ["new labels", "gold answer", "labeler paused", "loaded"])
+def test_something_new_since_the_last_fit_refits(r: redis.Redis, keys: Keys, change: str) -> None:
+    _register(r, keys)
+    _draw_finals(r, keys, 100)
+    est = _estimator(r, keys)
+    first = est.fit_once(if_changed=True)
+    assert first is not None and est.fit_once(if_changed=True) is None
+    if change == "new labels":
+        _draw_finals(r, keys, 5, seed=7)
+    elif change == "gold answer":  # a person's gold answer replaces the em record
+        store(r, keys, {"fair": _gold_record(0.8, 11)})
+    elif change == "labeler paused":  # unregistered: the others' fit no longer pools it
+        r.hdel(keys.labelers, "weak")
+    else:  # an operator's labelers load replaces an em record
+        store(r, keys, {"good": LabelerAccuracy.given(0.7, "file")})
+    again = est.fit_once(if_changed=True)
+    assert again is not None and again.fitted_at > first.fitted_at
+    assert est.fit_once(if_changed=True) is None  # and that fit is the last one again
+    if change == "gold answer":
+        doc = json.loads(r.hget(keys.labelers, "fair"))
+        assert doc["source"] == "em" and doc["base"]["n"] == 11
+    if change == "loaded":
+        assert json.loads(r.hget(keys.labelers, "good"))["base"]["source"] == "file"
 
 
 @pytest.mark.redis
@@ -261,7 +327,8 @@ def test_the_estimator_service_runs_and_stops_on_sigterm(
                    "[estimator]\nevery_seconds = 0.2\nmin_labels = 10\n")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("GTX_")}
     proc = subprocess.Popen([sys.executable, "-m", "gtx_stream.cli", "--config", str(cfg),
-                             "estimator"], env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             "--log-level", "DEBUG", "estimator"], env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -270,6 +337,8 @@ def test_the_estimator_service_runs_and_stops_on_sigterm(
             time.sleep(0.1)
         assert all(rec.source == "em" for rec in get_labelers(r, keys).values())
         first = json.loads(r.hget(keys.labelers, "good"))["fitted_at"]
+        time.sleep(1.0)  # five periods with nothing new: no refit
+        assert json.loads(r.hget(keys.labelers, "good"))["fitted_at"] == first
         _draw_finals(r, keys, 20, seed=9)
         deadline = time.time() + 30
         while json.loads(r.hget(keys.labelers, "good"))["fitted_at"] == first:
@@ -279,4 +348,4 @@ def test_the_estimator_service_runs_and_stops_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "EM over" in err
+    assert "EM over" in err and "not refitted" in err

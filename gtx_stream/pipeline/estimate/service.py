@@ -18,6 +18,13 @@ A fit (:meth:`Estimator.fit_once`):
 The aggregator re-reads the labelers hash at most a second later and decides its next frames
 with the new parameters; final records already written keep the parameters they were decided
 with. A labeler without labels in the window keeps its record.
+
+The service (:meth:`Estimator.run`) skips a due fit, and writes nothing, when its inputs are
+those of its last fit: no final label read since, and the labelers hash exactly as that fit
+left it (what it read, with its own writes in place; one HGETALL). A gold answer, a record
+loaded or assessed, a labeler registered or paused, or a write of its own that lost to one of
+those, changes the hash, and the next due fit runs. So ``fitted_at`` is the time of the last
+fit, over the same labels and gold as now, not a heartbeat of the estimator.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,22 +93,46 @@ class Estimator:
         self.prior = aggregator.prior
         self.window = LabelWindow(client, keys, settings.window_labels)
         self._new_labels = 0
-        self._last_fit = -float("inf")
+        self._last_check = -float("inf")  # monotonic time of the last fit or skipped one
+        self._fitted_at = 0.0  # Unix time of the last fit
         # each frame's P(y=1) in the last fit: the next fit starts from them (a warm start:
         # about half the iterations), frames new to the window from 1/2
         self._p1: dict[str, float] = {}
+        # the labelers hash as the last fit left it; None before the first fit
+        self._left: dict[str, str] | None = None
 
     def em_settings(self, model: ModelName) -> EMSettings:
         return EMSettings(model=model, prior_strength=self.s.prior_strength,
                           class_prior=self.prior)  # fmt: skip
 
-    def fit_once(self) -> FitReport | None:
-        """Read the stream, fit, write; None when the window holds fewer than ``min_labels``."""
+    def fit_once(self, if_changed: bool = False) -> FitReport | None:
+        """Read the stream, fit, write; None when the window holds fewer than ``min_labels``,
+        or, with ``if_changed``, when nothing changed since the last fit (see the module)."""
         self._new_labels += self.window.fill()
+        return self._fit_window(if_changed)
+
+    def _fit_window(self, if_changed: bool) -> FitReport | None:
+        """:meth:`fit_once` on the window as read."""
         if self.window.n_labels < self.s.min_labels:
             return None
-        start = time.perf_counter()
         labelers = em_params.registered(self.r, self.keys)
+        if if_changed and self.unchanged(labelers):
+            log.debug(
+                "no final label and no labeler record changed since the fit of %.0f s ago: "
+                "not refitted", time.time() - self._fitted_at,
+            )  # fmt: skip
+            return None
+        return self._fit(labelers)
+
+    def unchanged(self, labelers: Mapping[str, Registered]) -> bool:
+        """Whether a fit now would see what the last one saw: no new label in the window, and
+        ``labelers`` (the hash as just read) as the last fit left it."""
+        if self._left is None or self._new_labels:
+            return False
+        return {lid: reg.raw for lid, reg in labelers.items()} == self._left
+
+    def _fit(self, labelers: Mapping[str, Registered]) -> FitReport:
+        start = time.perf_counter()
         ids = sorted(self.window.labelers() | set(labelers))
         index = {lid: j for j, lid in enumerate(ids)}
         win = self.window.arrays(index)
@@ -142,8 +174,12 @@ class Estimator:
             if per_labeler[index[lid]] > 0
         }
         written = em_params.write_fitted(self.r, self.keys, records)
+        # the hash as this fit leaves it: a record it could not write differs from what it
+        # read (the write lost to a newer one), so the next check sees a change there
+        self._left = {lid: reg.raw for lid, reg in labelers.items()}
+        self._left.update((lid, records[lid][1]) for lid in written)
         self._new_labels = 0
-        self._last_fit = time.monotonic()
+        self._last_check, self._fitted_at = time.monotonic(), now
         fallbacks = len(one.fallbacks) + (len(two.fallbacks) if two else 0)
         report = FitReport(
             now, self.window.n_labels, len(self.window.frames), n_gold, tuple(written),
@@ -189,7 +225,7 @@ class Estimator:
         return em_params.em_record(base, fitted, labels, now, "; ".join(why))
 
     def due(self) -> bool:
-        if time.monotonic() - self._last_fit >= self.s.every_seconds:
+        if time.monotonic() - self._last_check >= self.s.every_seconds:
             return True
         return bool(self.s.every_labels) and self._new_labels >= self.s.every_labels
 
@@ -199,8 +235,9 @@ class Estimator:
         while not stop.is_set():
             try:
                 self._new_labels += self.window.fill()
-                if self.due() and self.fit_once() is None:
-                    self._last_fit = time.monotonic()  # too few labels: try again later
+                if self.due() and self._fit_window(if_changed=True) is None:
+                    # too few labels, or nothing new: look again in every_seconds
+                    self._last_check = time.monotonic()
             except UNAVAILABLE as err:
                 log.warning("redis unavailable (%s): retrying", err)
             stop.wait(min(POLL_SECONDS, self.s.every_seconds))
