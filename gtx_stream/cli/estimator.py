@@ -54,11 +54,12 @@ def _run(args: argparse.Namespace) -> int:
               + (f"; changed meanwhile, kept: {', '.join(report.skipped)}" if report.skipped
                  else ""))  # fmt: skip
         if report.written:
-            from gtx_stream.cli.labelers import labeler_table
-            from gtx_stream.store.params import get_labelers
+            from gtx_stream.cli.labelers import stored_table
+            from gtx_stream.store.em_params import registered
 
-            stored = get_labelers(client, Keys(settings.redis.prefix))
-            print(labeler_table({lid: stored[lid] for lid in report.written if lid in stored}))
+            stored = registered(client, Keys(settings.redis.prefix))
+            print(stored_table({lid: stored[lid].raw for lid in report.written
+                                if lid in stored}))  # fmt: skip
         return 0
     stop = threading.Event()
     stop_on_signals(stop, log)

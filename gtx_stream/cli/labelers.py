@@ -86,22 +86,47 @@ def _client(args: argparse.Namespace) -> Any:
     return client, layout(client, Keys(settings.redis.prefix))  # the registry's name on a cluster
 
 
-def labeler_table(records: Mapping[str, LabelerAccuracy]) -> str:
+def labeler_table(
+    records: Mapping[str, LabelerAccuracy], fit_labels: Mapping[str, int] | None = None
+) -> str:
+    """One row per labeler. ``gold``: the gold answers (assessment items, a person's gold
+    frames) its estimate rests on, 0 for a given one; an em record's are those of its base.
+    ``fit labels`` (shown when ``fit_labels`` has any): an em record's labels in the fit,
+    ``-`` for a record no fit wrote. ``gold 1 / 0``: its gold answers per true class."""
+    fit_labels = fit_labels or {}
     width = max([len("labeler")] + [len(k) for k in records])
     coins = any(rec.two_coin is not None for rec in records.values())
-    head = f"{'labeler':<{width}}  accuracy  95% interval       n  source"
-    lines = [head + ("  sensitivity  specificity  n1 / n0" if coins else "")]
+    head = f"{'labeler':<{width}}  accuracy  {'95% interval':<16}  {'gold':>5}"
+    head += f"  {'fit labels':>10}" if fit_labels else ""
+    # the source is the last column, unless the coins follow it
+    sw = max([len("source")] + [len(rec.source) for rec in records.values()]) if coins else 0
+    lines = [head + f"  {'source':<{sw}}"
+             + ("  sensitivity  specificity  gold 1 / 0" if coins else "")]  # fmt: skip
     for lid, rec in records.items():
-        line = (
-            f"{lid:<{width}}  {rec.accuracy:8.4f}  [{rec.lower:.4f}, {rec.upper:.4f}]"
-            f"  {rec.n:5d}  {rec.source}"
-        )
+        line = (f"{lid:<{width}}  {rec.accuracy:8.4f}  [{rec.lower:.4f}, {rec.upper:.4f}]"
+                f"  {rec.n:5d}")  # fmt: skip
+        if fit_labels:
+            line += f"  {fit_labels.get(lid, '-'):>10}"
+        line += f"  {rec.source:<{sw}}"
         if rec.two_coin is not None:
             c = rec.two_coin
             line += (f"  {c.sensitivity:11.4f}  {c.specificity:11.4f}"
                      f"  {c.positives} / {c.negatives}")  # fmt: skip
-        lines.append(line)
+        lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def stored_table(stored: Mapping[str, str]) -> str:
+    """:func:`labeler_table` of records as the labelers hash holds them (JSON), with each em
+    record's labels in the fit."""
+    from gtx_stream.store.em_params import EM_SOURCE
+    from gtx_stream.store.params import LabelerAccuracy
+
+    docs = {lid: json.loads(raw) for lid, raw in stored.items()}
+    fit_labels = {lid: int(doc["labels"]) for lid, doc in docs.items()
+                  if doc.get("source") == EM_SOURCE and "labels" in doc}  # fmt: skip
+    records = {lid: LabelerAccuracy.from_dict(doc) for lid, doc in docs.items()}
+    return labeler_table(records, fit_labels)
 
 
 def _guard(func: Any) -> Any:
@@ -154,18 +179,16 @@ def _assess(args: argparse.Namespace) -> int:
 @_guard
 def _list(args: argparse.Namespace) -> int:
     from gtx_stream.store.em_params import registered
-    from gtx_stream.store.params import get_labelers
 
     client, keys = _client(args)
+    # each record as stored: a one-coin record has no two_coin key, an em record keeps its
+    # base, fitted_at, labels and fallback (LabelerAccuracy would drop them)
+    raw = {lid: reg.raw for lid, reg in registered(client, keys).items()}
     if args.json:
-        # each record as stored: a one-coin record has no two_coin key, an em record keeps
-        # its base, fitted_at, labels and fallback (LabelerAccuracy would drop them)
-        raw = registered(client, keys)
-        print(json.dumps({k: json.loads(v.raw) for k, v in raw.items()}, sort_keys=True))
+        print(json.dumps({k: json.loads(v) for k, v in raw.items()}, sort_keys=True))
         return 0
-    records = get_labelers(client, keys)
-    if records:
-        print(labeler_table(records))
+    if raw:
+        print(stored_table(raw))
     else:
         print(f"no labeler accuracies stored in {keys.labelers}")
     return 0

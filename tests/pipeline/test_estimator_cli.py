@@ -1,5 +1,5 @@
 """``gtx-stream estimator --once`` and ``gtx-stream labelers list`` on what the estimator wrote,
-against a real Redis."""
+against a real Redis; the labelers table's columns."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from gtx_stream.cli import main
+from gtx_stream.cli.labelers import labeler_table
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy, store
@@ -75,3 +76,42 @@ def test_estimator_once_prints_the_parameters_it_wrote(
     for lid, rec in stored.items():
         row = next(line for line in out.splitlines() if line.startswith(lid + " "))
         assert f"{rec['accuracy']:.4f}" in row and row.split()[-1] == "em"
+
+
+def _columns(out: str) -> list[dict[str, str]]:
+    """The rows of a labelers table by column name (one-word names, and the interval)."""
+    head, *rows = out.strip().splitlines()
+    names = head.replace("95% interval", "interval").replace("fit labels", "fit_labels").split()
+    return [dict(zip(names, row.replace(", ", ",").split(), strict=True)) for row in rows]
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("no_gtx_env")
+def test_labelers_list_says_gold_answers_and_labels_in_the_fit(
+    r: redis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _pipeline(r, keys, redis_url, tmp_path)
+    assert main(["estimator", "--config", cfg, "--once"]) == 0
+    printed = capsys.readouterr().out.split("\n", 1)[1]  # the table under the summary line
+    store(r, keys, {"other": LabelerAccuracy.given(0.7, "file")})
+    assert main(["labelers", "--config", cfg, "list"]) == 0
+    rows = {row["labeler"]: row for row in _columns(capsys.readouterr().out)}
+    # an em record: the 20 gold answers of its base, and its 60 labels in the fit (the
+    # column said n = 20 before, which read as the labels it was fitted on)
+    assert rows["good"]["gold"] == "20" and rows["good"]["fit_labels"] == "60"
+    assert rows["good"]["source"] == "em"
+    assert rows["other"]["gold"] == "0" and rows["other"]["fit_labels"] == "-"
+    once = {row["labeler"]: row for row in _columns(printed)}
+    assert once["fair"]["fit_labels"] == "60" and once["fair"]["gold"] == "20"
+
+
+def test_the_labelers_table_without_em_records_has_no_fit_column() -> None:
+    bob = LabelerAccuracy(0.81, 0.6, 0.9, "assessment", 20, correct=17)
+    out = labeler_table({"alice": LabelerAccuracy.given(0.92, "file"), "bob": bob})
+    head = out.splitlines()[0]
+    assert head.split() == ["labeler", "accuracy", "95%", "interval", "gold", "source"]
+    rows = {row["labeler"]: row for row in _columns(out)}
+    assert rows["bob"]["gold"] == "20" and rows["alice"]["gold"] == "0"
+    # each value ends under its column's name
+    line = out.splitlines()[2]
+    assert line.index("20") + 2 == head.index("gold") + 4
