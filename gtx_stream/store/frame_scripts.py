@@ -182,15 +182,25 @@ def share_arg(keys: Keys, source_share: int) -> int:
 
 
 def ask_many(
-    keys: Keys, asks: Sequence[Ask], max_inflight: int, source_share: int = 0
+    keys: Keys,
+    asks: Sequence[Ask],
+    max_inflight: int,
+    source_share: int = 0,
+    journal: str = "",
+    now: float | None = None,
 ) -> ScriptCall[list[AskResult]]:
     """Record each request (``out:<request_id>``) and take one label of budget for each, in
     order, in one call; one answer per ask. At most :data:`MAX_ASKS_PER_CALL` asks.
-    ``source_share``: labels one source may spend at most (0: no share of its own)."""
+    ``source_share``: labels one source may spend at most (0: no share of its own);
+    ``journal``: a token under which the granted requests are also written to ``unsent``
+    until they are enqueued (:mod:`gtx_stream.store.unsent`; empty: not written), with
+    ``now`` (default: the time of the call) as the entry's time."""
     if len(asks) > MAX_ASKS_PER_CALL:
         raise ValueError(f"{len(asks)} asks in one ask call, at most {MAX_ASKS_PER_CALL}")
-    call_keys: list[str] = [keys.budget, keys.leases, keys.load, keys.stats, keys.waiting]
-    args: list[Any] = [max_inflight, share_arg(keys, source_share)]
+    call_keys: list[str] = [keys.budget, keys.leases, keys.load, keys.stats, keys.waiting,
+                            keys.unsent]  # fmt: skip
+    args: list[Any] = [max_inflight, share_arg(keys, source_share), journal,
+                       repr(time.time() if now is None else now)]  # fmt: skip
     for a in asks:
         call_keys += [keys.frame(a.frame_id), keys.frame_requests(a.frame_id)]
         args += [a.labeler, a.n_labels, repr(a.deadline), lease_member(a.frame_id, a.labeler),
@@ -202,12 +212,27 @@ def ask_many(
 
 
 def ask_calls(
-    keys: Keys, asks: Sequence[Ask], max_inflight: int, source_share: int = 0
+    keys: Keys,
+    asks: Sequence[Ask],
+    max_inflight: int,
+    source_share: int = 0,
+    journal: Sequence[str] = (),
+    now: float | None = None,
 ) -> list[ScriptCall[list[AskResult]]]:
-    """The :func:`ask_many` calls for any number of asks, in order."""
+    """The :func:`ask_many` calls for any number of asks, in order; ``journal``: one token
+    per call (:func:`calls_needed` of them; none: no journal)."""
     step = MAX_ASKS_PER_CALL
-    return [ask_many(keys, asks[i : i + step], max_inflight, source_share)
-            for i in range(0, len(asks), step)]  # fmt: skip
+    starts = range(0, len(asks), step)
+    tokens = list(journal) or [""] * len(starts)
+    if len(tokens) != len(starts):
+        raise ValueError(f"{len(tokens)} journal tokens for {len(starts)} ask calls")
+    return [ask_many(keys, asks[i : i + step], max_inflight, source_share, token, now)
+            for i, token in zip(starts, tokens, strict=True)]  # fmt: skip
+
+
+def calls_needed(asks: int) -> int:
+    """How many ``ask.lua`` calls :func:`ask_calls` makes for ``asks`` asks."""
+    return -(-asks // MAX_ASKS_PER_CALL)
 
 
 def ask(

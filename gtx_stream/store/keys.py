@@ -5,9 +5,9 @@ so all keys of one frame live in one cluster slot.
 
 With ``aggregator.shards`` above 1 the frames are split into shards (:func:`shard_of`), and the
 keys an aggregator sweeps and consumes are one set per shard, under one hash tag per shard:
-``<prefix>:{s<k>}:labels``, ``opened``, ``leases``, ``waiting`` (and ``waiting:seeded``). A
-:class:`Keys` names them for one shard (:meth:`Keys.for_shard`, :meth:`Keys.of_frame`); with one
-shard every name is the unsharded one of before.
+``<prefix>:{s<k>}:labels``, ``opened``, ``leases``, ``unsent``, ``waiting`` (and
+``waiting:seeded``). A :class:`Keys` names them for one shard (:meth:`Keys.for_shard`,
+:meth:`Keys.of_frame`); with one shard every name is the unsharded one of before.
 
 On a Redis Cluster (``redis.cluster``; :attr:`Keys.cluster`) every key a script touches is per
 shard, so that every script call touches one slot: the frames' own keys
@@ -213,6 +213,12 @@ class Keys:
     def leases(self) -> str:
         """ZSET :func:`lease_member` -> lease deadline (unix seconds). Per shard."""
         return self._per_shard("leases")
+
+    @property
+    def unsent(self) -> str:
+        """HASH journal token -> JSON of the requests one ``ask.lua`` call granted, until the
+        aggregator has enqueued them (:mod:`gtx_stream.store.unsent`). Per shard."""
+        return self._per_shard("unsent")
 
     @property
     def failures(self) -> str:

@@ -42,7 +42,7 @@ from gtx_stream.pipeline.aggregate.fairness import FairShare
 from gtx_stream.pipeline.aggregate.intake import LabelIntake
 from gtx_stream.pipeline.aggregate.labelers import LabelerBook
 from gtx_stream.pipeline.aggregate.report import BatchReport
-from gtx_stream.pipeline.aggregate.requester import Enqueue, Requester
+from gtx_stream.pipeline.aggregate.requester import Enqueue, Requester, SentCheck
 from gtx_stream.pipeline.aggregate.retention import Retention
 from gtx_stream.pipeline.aggregate.sweeper import Sweeper
 from gtx_stream.pipeline.aggregate.uncertainty import Ranking, UncertaintySampler
@@ -57,7 +57,8 @@ from gtx_stream.store.shards import check_shard_count
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GROUP", "Aggregator", "BatchReport", "Enqueue", "enqueue_rq_jobs", "rq_enqueue"]
+__all__ = ["GROUP", "Aggregator", "BatchReport", "Enqueue", "enqueue_rq_jobs", "rq_enqueue",
+           "rq_sent"]  # fmt: skip
 
 RECONNECT_FIRST = 0.1  # seconds before the first retry when Redis is unreachable, doubling
 RECONNECT_MAX = 2.0
@@ -75,10 +76,16 @@ class Aggregator:
         retention: RetentionSettings | None = None,
         labeler_leases: Mapping[str, float] | None = None,
         queue_client: redis.Redis | None = None,
+        sent: SentCheck | None = None,
+        defer_confirm: bool = False,
     ) -> None:
         """``labeler_leases``: labeler id -> its lease (``Settings.labeler_leases()``); the
         others get ``lease_seconds`` (default: ``settings.lease_seconds``). ``queue_client``:
-        where requests are enqueued (``redis.queue_url``); default ``client``."""
+        where requests are enqueued (``redis.queue_url``); default ``client``. ``sent`` and
+        ``defer_confirm``: see :class:`Requester` (default, with RQ's enqueue: RQ's jobs
+        tell what was sent)."""
+        if enqueue is None:
+            enqueue, sent = rq_enqueue(), sent or rq_sent()
         self.r = client
         self.keys = keys
         self.s = settings
@@ -101,8 +108,8 @@ class Aggregator:
                        if keys.cluster else None)  # fmt: skip
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
-            enqueue or rq_enqueue(), settings.max_inflight, self.lease_seconds, labeler_leases,
-            self.fair, settings.budget_per_source, queue_client, self.budget,
+            enqueue, settings.max_inflight, self.lease_seconds, labeler_leases, self.fair,
+            settings.budget_per_source, queue_client, self.budget, sent, defer_confirm,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)
@@ -177,8 +184,10 @@ class Aggregator:
         return self.sweeper.backlog or time.time() - self._last_sweep >= self.s.sweep_seconds
 
     def _sweep(self) -> set[str]:
-        """Frames whose lease ran out, and frames due in ``waiting``."""
+        """Frames whose lease ran out, and frames due in ``waiting``; requests recorded and
+        never enqueued are sent."""
         swept = self.sweeper.expire_leases() | self.sweeper.open_frames()
+        self.requester.resend_unsent()
         self._last_sweep = time.time()
         return swept
 
@@ -254,3 +263,11 @@ def rq_enqueue() -> Enqueue:
     import gtx_stream.pipeline.label.requests  # noqa: F401
 
     return enqueue_rq_jobs
+
+
+def rq_sent() -> SentCheck:
+    """Whether requests were enqueued: their RQ jobs exist (:func:`~gtx_stream.pipeline.
+    label.requests.jobs_exist`)."""
+    from gtx_stream.pipeline.label.requests import jobs_exist
+
+    return jobs_exist

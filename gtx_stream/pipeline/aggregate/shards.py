@@ -43,6 +43,7 @@ from gtx_stream.pipeline.aggregate.aggregator import (
     RECONNECT_MAX,
     Aggregator,
     rq_enqueue,
+    rq_sent,
 )
 from gtx_stream.pipeline.aggregate.consumer import GroupConsumer
 from gtx_stream.pipeline.aggregate.report import BatchReport
@@ -96,11 +97,12 @@ class ShardedAggregator:
         self.lease_ms = int(settings.shard_lease_seconds * 1000)
         self.balance_every = min(1.0, settings.shard_lease_seconds / 3)
         self._enqueue = enqueue or rq_enqueue()
+        sent = rq_sent() if enqueue is None else None
         self._held: dict[float, tuple[redis.Redis, list[LabelRequest]]] = {}
         self._build = lambda shard_keys: Aggregator(
             client, shard_keys, settings, consumer=self.consumer, lease_seconds=lease_seconds,
             enqueue=self._hold, retention=retention, labeler_leases=labeler_leases,
-            queue_client=queue_client,
+            queue_client=queue_client, sent=sent, defer_confirm=True,
         )  # fmt: skip
         self.owned: dict[int, Aggregator] = {}
         self._last_balance = 0.0
@@ -210,9 +212,18 @@ class ShardedAggregator:
         self._held.setdefault(lease, (queue, []))[1].extend(requests)
 
     def _flush(self) -> None:
+        """Enqueue the round's requests, then delete their shards' journal entries (an
+        enqueue that raises leaves them for a sweep: :mod:`gtx_stream.store.unsent`)."""
         held, self._held = self._held, {}
-        for lease, (queue, requests) in held.items():
-            self._enqueue(queue, self.keys, requests, lease)
+        try:
+            for lease, (queue, requests) in held.items():
+                self._enqueue(queue, self.keys, requests, lease)
+        except BaseException:
+            for agg in self.owned.values():
+                agg.requester.enqueued.clear()
+            raise
+        for agg in self.owned.values():
+            agg.requester.confirm_sent()
 
     def step(self) -> BatchReport:
         """Balance when due, then one step of each owned shard. One shard: its read blocks up
@@ -236,7 +247,7 @@ class ShardedAggregator:
                 setattr(total, name, getattr(total, name) + getattr(report, name))
             for status, n in report.counts.items():
                 total.counts[status] = total.counts.get(status, 0) + n
-        self._flush()  # a crash before it: the requests are recorded, their leases run out
+        self._flush()  # a crash before it: a sweep sends the requests (store/unsent.py)
         self._busy = bool(total.labels_read or total.progress)
         self.work_seconds = work
         return total

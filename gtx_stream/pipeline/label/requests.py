@@ -32,6 +32,7 @@ __all__ = [
     "enqueue_requests",
     "job_id",
     "job_timeout",
+    "jobs_exist",
 ]
 
 LABEL_FRAME = "gtx_stream.pipeline.label.job.label_frame"
@@ -128,3 +129,14 @@ def enqueue_request(
     """Enqueue one label request on ``labeler_id``'s queue (job id: :func:`job_id`)."""
     req = LabelRequest(labeler_id, frame_id, request_id, keys.prefix)
     return enqueue_requests(client, keys, [req], lease_seconds, pipeline)[0]
+
+
+def jobs_exist(client: redis.Redis, keys: Keys, requests: Iterable[LabelRequest]) -> list[bool]:
+    """Whether each request has an RQ job on ``client`` (queued, running, or failed and kept),
+    one pipelined EXISTS each: how a journal entry's requests that were enqueued just before
+    their aggregator stopped are told from those never enqueued (:mod:`gtx_stream.store.unsent`).
+    A machine labeler's finished job is gone (``result_ttl`` 0), but its label was applied."""
+    pipe = client.pipeline(transaction=False)
+    for req in requests:
+        pipe.exists(Job.key_for(job_id(keys.prefix, req.request_id)))
+    return [bool(n) for n in pipe.execute()]

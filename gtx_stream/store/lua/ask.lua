@@ -7,15 +7,21 @@
 -- KEYS[4] = stats hash          (<prefix>:stats)
 -- KEYS[5] = waiting zset        (<prefix>:waiting; a granted request takes the frame out: its
 --                               lease in KEYS[2] is how a sweep finds it now)
+-- KEYS[6] = unsent hash         (<prefix>:unsent; journal token -> the call's granted requests,
+--                               until the aggregator has enqueued them: store/unsent.py)
 -- then for ask i (i = 1..n), two keys of its frame:
--- KEYS[5 + 2i - 1] = frame hash          (<prefix>:{f:<id>}:frame)
--- KEYS[5 + 2i]     = frame requests hash (<prefix>:{f:<id>}:requests)
+-- KEYS[6 + 2i - 1] = frame hash          (<prefix>:{f:<id>}:frame)
+-- KEYS[6 + 2i]     = frame requests hash (<prefix>:{f:<id>}:requests)
 -- ARGV[1] = max outstanding requests per frame
 -- ARGV[2] = labels one source may spend at most (aggregator.budget_per_source; 0: no share of
 --           its own): counted in the budget hash's field spent:<source id> (the frame hash's
 --           source_id), given back with a failure by apply_labels.lua; -1 (a Redis Cluster's
 --           shard): at most the budget hash's limit:<source id>, what the shard leased of it
--- then six per ask i (j = 2 + 6(i - 1)):
+-- ARGV[3] = journal token ('': none): the granted requests are written to KEYS[6] under it,
+--           as JSON {"t": ARGV[4], "r": [[frame id, labeler id, request id], ...]}, so that a
+--           sweep can send them if the aggregator stops before enqueueing them
+-- ARGV[4] = now (unix seconds), the journal entry's time
+-- then six per ask i (j = 4 + 6(i - 1)):
 -- ARGV[j + 1] = labeler id
 -- ARGV[j + 2] = n_labels the decision to ask was made on
 -- ARGV[j + 3] = lease deadline (unix seconds)
@@ -28,12 +34,15 @@
 -- source_budget (its source spent its share).
 -- Redis calls: three per ask (HMGET, HGETALL, HSET; TTL and EXPIRE with a frame's first
 -- request), and per call one HMGET and HINCRBY of the budget, one ZADD of the leases, one
--- ZREM of the waiting set, one HINCRBY of the stats and one HINCRBY of the load per labeler.
+-- ZREM of the waiting set, one HINCRBY of the stats, one HINCRBY of the load per labeler and
+-- one HSET of the journal.
 local max_out = tonumber(ARGV[1])
 local share = tonumber(ARGV[2])
 local by_source, source_granted = {}, {}  -- source id -> spent, and granted in this call
 local cap = {}  -- source id -> what it may spend here
-local n = (#KEYS - 5) / 2
+local token = ARGV[3]
+local journal = {}
+local n = (#KEYS - 6) / 2
 local budget = redis.call('HMGET', KEYS[1], 'limit', 'spent')
 local limit = budget[1] and tonumber(budget[1])
 local spent = tonumber(budget[2] or '0')
@@ -41,8 +50,8 @@ local granted = 0
 local leases, waiting, load = {}, {}, {}
 local answers = {}
 for i = 1, n do
-  local fkey, rkey = KEYS[5 + 2 * i - 1], KEYS[5 + 2 * i]
-  local j = 2 + 6 * (i - 1)
+  local fkey, rkey = KEYS[6 + 2 * i - 1], KEYS[6 + 2 * i]
+  local j = 4 + 6 * (i - 1)
   local labeler = ARGV[j + 1]
   local head = redis.call('HMGET', fkey, 'state', 'n_labels', 'source_id')
   local src = head[3] or ''
@@ -86,6 +95,7 @@ for i = 1, n do
       leases[#leases + 1] = ARGV[j + 4]
       waiting[#waiting + 1] = ARGV[j + 6]
       load[labeler] = (load[labeler] or 0) + 1
+      journal[#journal + 1] = {ARGV[j + 6], labeler, ARGV[j + 5]}
       answer = 'ok'
     end
   end
@@ -100,5 +110,8 @@ if granted > 0 then
   for labeler, count in pairs(load) do redis.call('HINCRBY', KEYS[3], labeler, count) end
   redis.call('HINCRBY', KEYS[4], 'requests', granted)
   redis.call('ZREM', KEYS[5], unpack(waiting))
+  if token ~= '' then
+    redis.call('HSET', KEYS[6], token, cjson.encode({t = ARGV[4], r = journal}))
+  end
 end
 return answers
