@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from gtx_stream.core.records import FinalRecord, RecordError, text
 from gtx_stream.ops import metrics
-from gtx_stream.server.admin_view import fragments
+from gtx_stream.server.admin_view import fragments, measured_minutes
 from gtx_stream.server.state import ServerState
 from gtx_stream.store.keys import Keys
 
@@ -161,10 +161,23 @@ class Admin:
         return resp
 
     def figures(self) -> dict[str, Any]:
-        """The figures (plain JSON) and the page's parts (HTML by element id)."""
+        """The figures (plain JSON) and the page's parts (HTML by element id); rates of the
+        minutes no samples cover yet are None (:func:`measured_minutes`)."""
         metrics.record_sample(self.client, self.keys)
+        since, until = self._sampled()
         figures = metrics.dashboard(self.client, self.keys, self.backends, self.live_seconds)
+        figures["per_minute"] = measured_minutes(figures["per_minute"], since, until)
         return {"figures": figures, "html": fragments(figures)}
+
+    def _sampled(self) -> tuple[float | None, float | None]:
+        """The times of the oldest and the newest counter sample (None: no sample)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(self.keys.dashboard_samples, 0, 0, withscores=True)
+        pipe.zrange(self.keys.dashboard_samples, -1, -1, withscores=True)
+        oldest, newest = pipe.execute()
+        if not oldest or not newest:
+            return None, None
+        return float(oldest[0][1]), float(newest[0][1])
 
     def page(self, request: Request) -> Response:
         session = self.session(request)

@@ -95,9 +95,9 @@ def line_chart(
     return _svg(body, title)
 
 
-def opened_per_minute(per_minute: Mapping[str, Sequence[float]]) -> str:
+def opened_per_minute(per_minute: Mapping[str, Any]) -> str:
     """Frames opened and finalised in each of the last complete minutes (the current one,
-    still counting, would always look like a drop)."""
+    still counting, would always look like a drop); a gap where a minute is not measured."""
     return line_chart(
         "Frames opened and finalised per minute",
         per_minute["minutes"][:-1],

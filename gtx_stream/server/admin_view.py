@@ -1,6 +1,10 @@
 """The /admin page's parts as HTML fragments, one per element id, built on the server from
 :func:`gtx_stream.ops.metrics.dashboard` figures: the page shows them at once and its script
-swaps them in every refresh, so there is one renderer. Every text is HTML-escaped."""
+swaps them in every refresh, so there is one renderer. Every text is HTML-escaped.
+
+Rates per minute come from the counter samples the dashboard takes while it is open, so on
+its first opening no minute is measured yet: :func:`measured_minutes` makes such minutes None
+(not 0), and the page says "measuring" for them rather than showing zeros that look real."""
 
 from __future__ import annotations
 
@@ -10,10 +14,39 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from gtx_stream.ops import metrics
 from gtx_stream.server import admin_plots
 
 _REASONS = {"confident": "confident", "kappa": "kappa labels", "exhausted": "no labeler left",
             "budget": "budget spent"}  # fmt: skip
+
+
+MEASURING = "measuring…"
+
+
+def measured_minutes(
+    per_minute: Mapping[str, Any], since: float | None, until: float | None
+) -> dict[str, Any]:
+    """``per_minute`` (:func:`gtx_stream.ops.metrics.per_minute`) with None for each minute
+    the samples do not cover, and ``measured_since``: the oldest sample's time. The samples
+    cover [``since``, ``until``] (oldest and newest) without a gap, since the growth between
+    two samples is spread over the time between them. A complete minute is measured when
+    ``since`` is at or before its start and ``until`` within one sampling period of its end
+    (the next sample may not be taken yet); the current one, counted so far, when ``since``
+    is at or before its start."""
+    starts = list(per_minute["minutes"])
+    last = len(starts) - 1
+
+    def covered(i: int) -> bool:
+        if since is None or until is None or since > starts[i]:
+            return False
+        return i == last or until >= starts[i] + 60.0 - metrics.SAMPLE_SECONDS
+
+    out: dict[str, Any] = {"minutes": starts, "measured_since": since}
+    for name, values in per_minute.items():
+        if name not in ("minutes", "measured_since"):
+            out[name] = [v if covered(i) else None for i, v in enumerate(values)]
+    return out
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -27,23 +60,45 @@ def _num(value: Any, digits: int = 3) -> str:
 def summary(figures: Mapping[str, Any]) -> str:
     f, b = figures["frames"], figures["budget"]
     pm = figures["per_minute"]
-    last_opened = pm["opened"][-2] if len(pm["opened"]) > 1 else 0.0
-    last_final = pm["finalised"][-2] if len(pm["finalised"]) > 1 else 0.0
+    last_opened = pm["opened"][-2] if len(pm["opened"]) > 1 else None
+    last_final = pm["finalised"][-2] if len(pm["finalised"]) > 1 else None
     cells = [
         ("frames-open", "frames open", f["open"]),
         ("frames-opened", "opened", f["opened"]),
         ("frames-finalised", "finalised", f["finalised"]),
-        ("rate-opened", "opened last minute", round(last_opened, 1)),
-        ("rate-finalised", "finalised last minute", round(last_final, 1)),
+        ("rate-opened", "opened last minute", _rate(last_opened)),
+        ("rate-finalised", "finalised last minute", _rate(last_final)),
         ("dead-letters", "dead letters", f["dead_letters"]),
         ("labels-spent", "labels spent", b["spent"]),
         ("budget-left", "budget left", "unlimited" if b["left"] is None else b["left"]),
     ]
     return "".join(
-        f'<div class="figure" id="{cid}"><span class="value">{_num(v, 1)}</span>'
-        f'<span class="name">{escape(name)}</span></div>'
+        f'<div class="figure" id="{cid}">'
+        + ('<span class="value pending">' + MEASURING if v is None
+           else f'<span class="value">{_num(v, 1)}')
+        + f'</span><span class="name">{escape(name)}</span></div>'
         for cid, name, v in cells
-    )
+    )  # fmt: skip
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def rates_note(per_minute: Mapping[str, Any]) -> str:
+    """What the per-minute plot cannot show yet: minutes before the first sample."""
+    since = per_minute.get("measured_since")
+    complete = per_minute["opened"][:-1]
+    if since is None or all(v is not None for v in complete):
+        return ""
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+    if all(v is None for v in complete):
+        first = time.strftime("%H:%M", time.localtime((math.floor(since / 60.0) + 2) * 60.0))
+        when = f"the first whole minute shows at {first}"
+    else:
+        when = "earlier minutes are not shown"
+    return (f'<p class="note" id="rates-note">Rates are measured from {clock} on (samples '
+            f"of the counters, taken while this dashboard is open): {when}.</p>")  # fmt: skip
 
 
 def budget(figures: Mapping[str, Any]) -> str:
@@ -129,7 +184,8 @@ def fragments(figures: Mapping[str, Any]) -> dict[str, str]:
     return {
         "summary": summary(figures),
         "budget": budget(figures),
-        "opened-per-minute": admin_plots.opened_per_minute(figures["per_minute"]),
+        "opened-per-minute": rates_note(figures["per_minute"])
+        + admin_plots.opened_per_minute(figures["per_minute"]),
         "labels-per-frame": admin_plots.labels_per_frame(figures["labels_per_frame"]),
         "labelers": labelers(figures["labelers"], figures["now"]),
         "thumbnails": thumbnails(figures["thumbnails"]),

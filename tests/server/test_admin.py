@@ -250,7 +250,60 @@ def test_thumbnails_only_for_the_admin_and_while_in_redis(
     assert anonymous.get(f"/admin/thumbnail/{second}").status_code == 401
 
 
+def test_the_first_view_says_measuring_for_rates_not_zero(
+    rb: redis.Redis, keys: Keys, pipeline: list[str]
+) -> None:
+    """Rates come from the samples the dashboard takes while open: on its first opening none
+    covers a minute yet. The page says so (it showed 0.0 frames opened last minute, and a flat
+    zero line for the hour, while frames went through); the totals are real at once."""
+    client = make_client(rb, keys)
+    login(client)
+    page = client.get("/admin/").text
+    for cell in ("rate-opened", "rate-finalised"):
+        found = re.search(rf'id="{cell}"><span class="([^"]+)">([^<]*)<', page)
+        assert found is not None and found.groups() == ("value pending", "measuring…"), cell
+    assert '<span class="value">0.0</span>' not in page
+    assert re.search(r'id="frames-finalised"><span class="value">8<', page)
+    assert 'id="rates-note"' in page and "the first whole minute shows at" in page
+    fig = client.get("/admin/api/dashboard").json()["figures"]["per_minute"]
+    assert all(v is None for v in fig["opened"][:-1]) and fig["measured_since"] is not None
+    svg = client.get("/admin/api/dashboard").json()["html"]["opened-per-minute"]
+    assert 'class="series"' not in svg  # no line drawn at zero
+
+
+def test_rates_show_once_samples_cover_the_minute(
+    rb: redis.Redis, keys: Keys, pipeline: list[str]
+) -> None:
+    client = make_client(rb, keys)
+    login(client)
+    now = time.time()
+    rb.zadd(keys.dashboard_samples, {metrics.Sample(now - 180, 0, 0, 0, 0).to_json(): now - 180})
+    data = client.get("/admin/api/dashboard").json()  # 8 opened over the last 3 minutes
+    pm = data["figures"]["per_minute"]
+    assert pm["opened"][-2] is not None and pm["opened"][-2] > 0
+    assert pm["opened"][0] is None  # before the oldest sample: not measured, not 0
+    summary = data["html"]["summary"]
+    assert "measuring" not in summary
+    assert f'id="rate-opened"><span class="value">{round(pm["opened"][-2], 1)}<' in summary
+    assert "earlier minutes are not shown" in data["html"]["opened-per-minute"]
+    assert 'class="series"' in data["html"]["opened-per-minute"]
+
+
 # --- rates from samples (no server) -------------------------------------------------------
+
+
+def test_measured_minutes_leave_out_what_the_samples_do_not_cover() -> None:
+    from gtx_stream.server.admin_view import measured_minutes
+
+    pm = {"minutes": [0.0, 60.0, 120.0, 180.0], "opened": [1.0, 2.0, 3.0, 4.0]}
+    # a complete minute needs samples from its start to within one sampling period of its
+    # end; the current one, counted so far, from its start
+    assert measured_minutes(pm, 70.0, 176.0)["opened"] == [None, None, 3.0, 4.0]
+    assert measured_minutes(pm, 70.0, 170.0)["opened"] == [None, None, None, 4.0]
+    assert measured_minutes(pm, 0.0, 190.0)["opened"] == [1.0, 2.0, 3.0, 4.0]
+    assert measured_minutes(pm, 185.0, 185.0)["opened"] == [None] * 4
+    none = measured_minutes(pm, None, None)
+    assert none["opened"] == [None] * 4 and none["measured_since"] is None
 
 
 def test_per_minute_spreads_growth_over_the_minutes_it_spans() -> None:

@@ -248,9 +248,22 @@ def test_a_person_labels_twenty_frames_in_chromium(
     browser.find_element("id", "password").send_keys(ADMIN_PASSWORD + "\n")
     _wait(lambda: browser.find_elements("css selector", "#labelers svg, #labelers table"),
           "the dashboard's labelers", 15)  # fmt: skip
+    # its first view: the real totals, and no zeros for rates no sample has measured yet
+    # (the counter samples are taken while the dashboard is open: none covers a minute yet)
+    first = {
+        cell: browser.find_element("css selector", f"#{cell} .value").text
+        for cell in ("frames-finalised", "labels-spent", "rate-opened", "rate-finalised")
+    }
+    assert first == {"frames-finalised": str(FRAMES), "labels-spent": str(FRAMES - 1),
+                     "rate-opened": "measuring…", "rate-finalised": "measuring…"}  # fmt: skip
+    assert "Rates are measured from" in browser.find_element("id", "rates-note").text
     _wait(lambda: browser.find_elements("css selector", "#thumbnails img"), "thumbnails", 15)
     assert PERSON in browser.find_element("id", "labelers").text
     _save(browser, tmp_path, "dashboard.png")
+    browser.find_element("id", "logout").click()  # its own logout: back to its login
+    _wait(lambda: "/admin/login" in browser.current_url, "the admin login after logout")
+    browser.get(url + "/admin/")
+    _wait(lambda: "/admin/login" in browser.current_url, "the admin login again")
 
 
 def _final(client: redis.Redis, keys: Keys) -> dict[str, FinalRecord]:
