@@ -3,7 +3,7 @@
 The HTML carries what the script needs: the CSRF token (``<meta name="csrf-token">``), the
 undo window and the heartbeat interval (``data-*`` on ``<body>``). Element ids are stable for
 tests and for the browser test: ``#frame``, ``#question``, ``#yes``, ``#no``, ``#skip``,
-``#undo``, ``#progress``.
+``#undo``, ``#progress``, ``#logout``.
 """
 
 from __future__ import annotations

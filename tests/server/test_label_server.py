@@ -82,7 +82,7 @@ def test_the_page_and_its_files_are_served(pipeline: Pipeline) -> None:
     alice = pipeline.person("alice")
     alice.login()
     page = alice.http.get("/")
-    for element in ("frame", "question", "yes", "no", "skip", "undo", "progress"):
+    for element in ("frame", "question", "yes", "no", "skip", "undo", "progress", "logout"):
         assert f'id="{element}"' in page.text
     assert "Is the part in this frame correct?" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]

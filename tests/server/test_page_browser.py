@@ -225,3 +225,41 @@ def test_enter_or_space_after_a_click_does_not_answer_the_next_frame(
     time.sleep(2.0)  # past the undo time: every answer given is sent by now
     assert [e["label"] for e in page.labels()] == ["1"]  # the clicked frame's only
     assert _shown_token(page.driver) == second
+
+
+def test_log_out_ends_the_session_and_the_page_asks_to_log_in_again(
+    make_page: Callable[..., Page],
+) -> None:
+    import httpx
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    page = make_page()
+    page.login()
+    _open(page.p, 3)
+    first = page.frame()
+    cookie = page.driver.get_cookie("gtx_session")["value"]
+    meta = page.driver.find_element("css selector", 'meta[name="csrf-token"]')
+    csrf = meta.get_attribute("content")
+    ActionChains(page.driver).send_keys("y").perform()  # still held for Undo at the click
+    _wait(lambda: _shown_token(page.driver) not in (None, first), "the next frame")
+    page.driver.find_element("id", "logout").click()
+    _wait(lambda: page.driver.title == "Not logged in", "the page asking to log in", 10)
+    assert page.driver.current_url.rstrip("/") == page.url
+    assert "Open the login link" in page.driver.find_element("tag name", "body").text
+    assert [e["label"] for e in page.labels()] == ["1"]  # the held answer was sent first
+    assert page.driver.get_cookie("gtx_session") is None
+    assert not page.p.r.keys(f"{page.p.keys.prefix}:person:session:*")
+    # the old cookie, replayed, opens nothing: the session ended on the server
+    with httpx.Client(base_url=page.url, headers={"Cookie": f"gtx_session={cookie}"}) as old:
+        assert old.get("/api/next").status_code == 401
+        assert (
+            old.post("/api/heartbeat", json={}, headers={"X-CSRF-Token": csrf}).status_code == 401
+        )
+        assert old.get("/").status_code == 401
+    # a new invite link logs in again; the keyboard answers the frames still held
+    page.login()
+    shown = page.frame()
+    ActionChains(page.driver).send_keys("n").perform()
+    _wait(lambda: _shown_token(page.driver) != shown, "the next frame after No")
+    _wait(lambda: len(page.labels()) == 2, "the second answer sent", 10)
+    assert [e["label"] for e in page.labels()] == ["1", "0"]

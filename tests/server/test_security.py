@@ -101,8 +101,20 @@ def test_a_replayed_answer_is_refused_and_reaches_the_stream_once(pipeline: Pipe
 def test_logout_ends_the_session(pipeline: Pipeline) -> None:
     alice = pipeline.person("alice")
     alice.login()
-    assert alice.post("/logout").status_code == 204
+    old_session = alice.http.cookies["gtx_session"]
+    out = alice.post("/logout")
+    assert out.status_code == 204
+    assert 'gtx_session=""' in out.headers["set-cookie"]  # the browser drops the cookie
     assert alice.http.get("/api/next").status_code == 401
+    # the session is gone in Redis, not just the cookie: the old cookie, replayed, is refused
+    assert not pipeline.r.keys(f"{pipeline.keys.prefix}:person:session:*")
+    with TestClient(pipeline.app, base_url="http://testserver") as replay:
+        replay.cookies.set("gtx_session", old_session)
+        assert replay.get("/api/next").status_code == 401
+        assert replay.get("/api/progress").status_code == 401
+        headers = {"X-CSRF-Token": alice.csrf}
+        assert replay.post("/api/heartbeat", json={}, headers=headers).status_code == 401
+        assert replay.get("/").status_code == 401  # the page asks to log in
 
 
 @pytest.mark.parametrize(

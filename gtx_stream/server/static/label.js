@@ -9,6 +9,8 @@
 //   was decided meanwhile, or answered in another tab) says so.
 // - A heartbeat every data-heartbeat-ms keeps this person live while the page is open; its
 //   reply says when the gold frames paused them, and the page says so.
+// - "Log out" first sends the answer held for Undo and waits for answers still being sent,
+//   then POSTs /logout (the server deletes the session) and goes to / (which asks to log in).
 // Keys: yes = Y, 1, ArrowRight, ArrowUp; no = N, 0, ArrowLeft, ArrowDown;
 //       can't tell = S, ?; undo = U, Backspace. A key held down answers one frame, not each
 //       frame its auto-repeat reaches. A clicked button does not keep the focus, so Enter or
@@ -21,14 +23,16 @@
   const heartbeatMs = Number(document.body.dataset.heartbeatMs || 2000);
   const el = (id) => document.getElementById(id);
   const frame = el("frame"), status = el("status"), empty = el("empty");
-  const buttons = { yes: el("yes"), no: el("no"), skip: el("skip"), undo: el("undo") };
+  const buttons = { yes: el("yes"), no: el("no"), skip: el("skip"), undo: el("undo"),
+                    logout: el("logout") };
 
   let items = [];          // requests from the server, the first on screen: {token, image}
   let current = null;      // the item on screen
   let held = null;         // {item, label, timer, until}: the answer Undo can take back
   const done = new Set();  // tokens answered or skipped on this page
-  let loading = false, pollTimer = null, loggedOut = false, paused = false;
+  let loading = false, pollTimer = null, loggedOut = false, paused = false, leaving = false;
   let unsent = 0;          // answers being retried because the server cannot be reached
+  const sending = new Set();  // answers and skips POSTed and not settled yet (promises)
   const UNREACHABLE = "Cannot reach the server; retrying.";
   const UNSENT = "Your answer is not sent yet: cannot reach the server; retrying.";
   const NOT_COUNTED = "Not counted: that frame was decided meanwhile (or answered in another tab).";
@@ -41,11 +45,11 @@
       opts.body = JSON.stringify(body || {});
     }
     const res = await fetch(url, opts);
-    if (res.status === 401) { logout(); }
+    if (res.status === 401) { sessionEnded(); }
     return res;
   }
 
-  function logout() {
+  function sessionEnded() {
     loggedOut = true;
     show(null);
     status.textContent = "Your session ended: ask whoever runs the labeling for a new login link.";
@@ -112,7 +116,14 @@
     if (items.length <= 1) { load(); }
   }
 
-  async function send(item, label) {
+  function send(item, label) {
+    const sent = post(item, label);
+    sending.add(sent);
+    sent.finally(() => sending.delete(sent));
+    return sent;
+  }
+
+  async function post(item, label) {
     const url = label === null ? "/api/skip" : "/api/answer";
     const body = label === null ? { token: item.token } : { token: item.token, label };
     let failing = false;
@@ -157,7 +168,7 @@
   }
 
   function answer(label) {
-    if (!current || loggedOut) { return; }
+    if (!current || loggedOut || leaving) { return; }
     flush();
     const item = current;
     done.add(item.token);
@@ -168,7 +179,7 @@
   }
 
   function skip() {
-    if (!current || loggedOut) { return; }
+    if (!current || loggedOut || leaving) { return; }
     flush();
     const item = current;
     done.add(item.token);
@@ -186,6 +197,28 @@
     items = [item, ...items.filter((it) => it.token !== item.token)];
     status.textContent = "Undone: answer this frame again.";
     show(item);
+  }
+
+  async function logOut() {
+    if (leaving) { return; }
+    leaving = buttons.logout.disabled = true;  // no new answer while logging out
+    flush();  // the answer held for Undo is sent, not dropped
+    if (sending.size) { status.textContent = "Sending your answers, then logging out…"; }
+    await Promise.allSettled([...sending]);
+    try {
+      const res = await fetch("/logout", {
+        method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf },
+      });
+      if (res.status === 204 || res.status === 401) {  // 401: the session had ended already
+        loggedOut = true;
+        window.location.assign("/");
+        return;
+      }
+      status.textContent = "Not logged out: the server answered " + res.status + ".";
+    } catch (err) {
+      status.textContent = "Not logged out: cannot reach the server. Try again.";
+    }
+    leaving = buttons.logout.disabled = false;
   }
 
   async function progress() {
@@ -234,6 +267,7 @@
   buttons.no.addEventListener("click", onClick(() => answer(0)));
   buttons.skip.addEventListener("click", onClick(skip));
   buttons.undo.addEventListener("click", onClick(undo));
+  buttons.logout.addEventListener("click", onClick(logOut));
   window.addEventListener("pagehide", flush);  // an answer given is sent, also when leaving
 
   heartbeat();
