@@ -39,6 +39,15 @@ class Decision(int, Enum):
         return self.name.lower()
 
 
+TIE_EPS = 1e-12
+"""How far below tau a confidence still counts as reaching it. Beta accuracies are ratios of
+small integers, so posteriors of exactly tau are common (0.9 from one label of a labeler at
+9/10, say), and the logs and exponentials that compute them end a bit above or below it
+depending on numpy's build and the CPU: on rte at tau 0.9, 5.09 labels per task on one
+machine and 5.12 on another. A confidence within ``TIE_EPS`` of tau is one that equals it
+up to that rounding (the error of a posterior of a few labels is about 1e-15; 1e-12 is far
+above it and far below any difference that means anything)."""
+
 MAX_TAUS = 127
 """Most taus :func:`taus_reached` takes: its counts are int8, to keep a sweep's arrays small."""
 
@@ -55,7 +64,8 @@ def check_tau(tau: float) -> float:
 
 
 def confident(method: Method | str, confidence: ArrayLike, tau: float) -> NDArray[np.bool_]:
-    """The threshold test of strategy 1: confidence >= tau, equality included.
+    """The threshold test of strategy 1: confidence >= tau, equality included (up to float
+    rounding: within :data:`TIE_EPS`).
 
     Always False for MV and WMV, which take a fixed number of labels instead. Whether an
     example has a label at all is :func:`decide`'s business (no label: always ask).
@@ -63,7 +73,7 @@ def confident(method: Method | str, confidence: ArrayLike, tau: float) -> NDArra
     conf = np.asarray(confidence, dtype=np.float64)
     if not Method(method).uses_threshold:
         return np.zeros(conf.shape, dtype=bool)
-    out: NDArray[np.bool_] = conf >= tau
+    out: NDArray[np.bool_] = conf + TIE_EPS >= tau
     return out
 
 
@@ -72,7 +82,7 @@ def taus_reached(method: Method | str, confidence: ArrayLike, taus: FloatArray) 
 
     Those are the first ones: ``confident`` at tau_q for q < taus_reached, not beyond. One
     binary search instead of one pass per tau, for the simulator's sweep; it counts exactly the
-    taus with ``confidence >= tau`` (``side="right"`` puts a tau equal to the confidence among
+    taus with ``confidence + TIE_EPS >= tau`` (``side="right"`` puts a tau equal to it among
     them), which the sweep's test checks against :func:`decide` at every tau.
     """
     conf = np.asarray(confidence, dtype=np.float64)
@@ -80,7 +90,7 @@ def taus_reached(method: Method | str, confidence: ArrayLike, taus: FloatArray) 
         raise ValueError(f"at most {MAX_TAUS} taus in one sweep, got {len(taus)}")
     if not Method(method).uses_threshold:
         return np.zeros(conf.shape, dtype=np.int8)
-    out: NDArray[np.int8] = np.searchsorted(taus, conf, side="right").astype(np.int8)
+    out: NDArray[np.int8] = np.searchsorted(taus, conf + TIE_EPS, side="right").astype(np.int8)
     return out
 
 

@@ -109,11 +109,24 @@ def test_confident_includes_equality_and_never_holds_for_mv_and_wmv() -> None:
         assert not confident(method, [1.0], 0.9).any()
 
 
+def test_a_tie_with_tau_reaches_it_whichever_way_the_float_rounds() -> None:
+    """A posterior of exactly 0.9 (one label of a labeler at 9/10) comes out of the logs and
+    exponentials a unit in the last place above or below 0.9, by numpy build and CPU."""
+    below, above = np.nextafter(0.9, 0.0), np.nextafter(0.9, 1.0)
+    assert list(confident("gtx", [below, 0.9, above], 0.9)) == [True, True, True]
+    assert list(taus_reached("gtx", [below, 0.9, above], np.array([0.8, 0.9, 0.95]))) == [2, 2, 2]
+    # a real shortfall, however small a difference it means, still asks again
+    assert list(confident("gtx", [0.9 - 1e-9, 0.9 - 1e-11], 0.9)) == [False, False]
+    post = gtx_posterior(np.array([[1]]), np.array([[0.9]]))
+    assert confident("gtx", post.confidence, 0.9).all()
+
+
 @pytest.mark.parametrize("method", list(Method))
 def test_taus_reached_counts_the_taus_decide_finalises_at(method: Method) -> None:
     taus = np.array([0.6, 0.8, 0.9, 0.95, 0.99])
     # confidences on, between and beyond the taus
-    conf = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.949999, 0.95, 0.99, 0.999, 1.0])
+    conf = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.949999, 0.95, 0.99, 0.999, 1.0,
+                     np.nextafter(0.9, 0.0), 0.9 - 1e-11])  # fmt: skip
     reached = taus_reached(method, conf, taus)
     for q, tau in enumerate(taus):
         d = decide(method, conf, 1, float(tau), kappa=5)
