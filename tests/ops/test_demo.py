@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -111,11 +112,11 @@ def test_demo_stops_every_process_it_started_on_a_signal(
             # SIGINT ignored, and so would the demo (it then ran to its end): as from a terminal
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
+    parent = psutil.Process(demo.pid)
+    children: list[psutil.Process] = []
     try:
-        parent = psutil.Process(demo.pid)
         # redis-server, aggregator, 3 labeler workers and the ingester, frames being finalised
         deadline = time.monotonic() + 60
-        children: list[psutil.Process] = []
         while time.monotonic() < deadline:
             children = _children(parent)
             if len(children) >= 6 and _finalised(progress) > 0:
@@ -140,10 +141,15 @@ def test_demo_stops_every_process_it_started_on_a_signal(
         assert code == 130, progress.read_text()[-3000:]
         _, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, [f"{p.pid}: {p.cmdline()}" for p in alive]
-    finally:
+    finally:  # a failed run leaves no pipeline behind: the demo and every process it started
+        left = {p.pid: p for p in [*children, *_children(parent)]}
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+        for proc in left.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(list(left.values()), timeout=5)
 
 
 @pytest.mark.slow
