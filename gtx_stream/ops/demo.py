@@ -301,11 +301,13 @@ def summarise(
         and np.array_equal(offline.posterior.p1, p1)
         and carried == [(opts.model, c, c) for c in coins]
     )
-    # majority vote, k = kappa labels per frame, with the same number of labels
+    # majority vote, k = kappa labels per frame, with the same number of labels: on the first
+    # frames the source gave (frame index), not the first finalised, which timing orders
     k = opts.kappa
     n_mv = min(len(records), spent // k)
-    mv = majority_vote(seq[:n_mv, :k])
-    y_mv = y[:n_mv]
+    first = np.argsort(idx, kind="stable")[:n_mv]
+    mv = majority_vote(seq[first, :k])
+    y_mv = y[first]
 
     def metrics(lab: np.ndarray, p: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         return {

@@ -185,3 +185,41 @@ def test_demo_refuses_two_coin_where_it_cannot_run(
                          timeout=60)  # fmt: skip
     assert out.returncode != 0
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_majority_vote_reference_is_on_the_first_frames_the_source_gave() -> None:
+    """MV spends the demo's budget on the first frames by frame index, whatever order the
+    aggregator finalised them in (that order is timing's, and MV's MAE moved run to run)."""
+    import fakeredis
+    import numpy as np
+
+    from gtx_stream.core.draws import labeler_order, simulated_label
+    from gtx_stream.core.models import majority_vote
+    from gtx_stream.core.records import FinalRecord
+    from gtx_stream.ops.demo import DemoOptions, summarise
+    from gtx_stream.store.keys import Keys
+
+    acc = {f"l{j}": a for j, a in enumerate([0.6, 0.7, 0.8])}
+    opts = DemoOptions(frames=12, labelers=3, kappa=3, tau=0.9)
+    truths = [i % 2 for i in range(12)]
+
+    def record(i: int) -> FinalRecord:  # one label each: 12 labels, MV gets 12 // 3 frames
+        fid = f"cam-{i}"
+        lab = labeler_order(opts.seed, fid, list(acc))[0]
+        y = simulated_label(opts.seed, fid, lab, truths[i], acc[lab])
+        return FinalRecord(fid, y, 0.9, 0.9, "confident", "gtx", [lab], [y], [acc[lab]],
+                           time.time(), frame_index=i)  # fmt: skip
+
+    summaries = []
+    for order in (range(12), [11, 3, 7, 0, 9, 1, 5, 10, 2, 8, 4, 6]):
+        r = fakeredis.FakeRedis()
+        keys = Keys("gtx")
+        for i in order:
+            r.xadd(keys.final, record(i).to_fields())  # type: ignore[arg-type]
+        summaries.append(summarise(r, keys, truths, acc, opts)["majority_vote_same_budget"])
+    assert summaries[0] == summaries[1] and summaries[0]["frames_labeled"] == 4
+    orders = [labeler_order(opts.seed, f"cam-{i}", list(acc)) for i in range(4)]
+    first = [[simulated_label(opts.seed, f"cam-{i}", lab, truths[i], acc[lab]) for lab in o]
+             for i, o in enumerate(orders)]  # fmt: skip
+    mv = majority_vote(np.array(first))
+    assert summaries[0]["error_rate"] == float(np.mean(mv.label != np.array(truths[:4])))
