@@ -9,6 +9,7 @@ so a replayed answer is refused with 409 and reaches the labels stream once.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gtx_stream.core.records import LabelEntry
+from gtx_stream.server import auth
 from gtx_stream.server.auth import MAX_TOKEN_CHARS, Person, person_of
 from gtx_stream.server.errors import ApiError
 from gtx_stream.server.feed import Feed, Held, is_live_request
@@ -24,6 +26,9 @@ from gtx_stream.server.state import ServerState
 from gtx_stream.store import people
 
 MAX_BODY_BYTES = 4096
+
+
+log = logging.getLogger(__name__)
 
 
 def _state(request: Request) -> ServerState:
@@ -175,6 +180,32 @@ async def skip(request: Request) -> Response:
     token = _token(body.get("token"))
     done = await run_in_threadpool(_settle, state, feed, person.labeler_id, token, None)
     return JSONResponse(done)
+
+
+def release_hand(state: ServerState, feed: Feed, person: str) -> int:
+    """Skip everything ``person`` holds (they log out): each held request is asked of someone
+    else at once, as a "Can't tell" (nothing counted or charged), instead of waiting for its
+    lease; a gold frame just leaves the hand. Returns how many were let go; one answered
+    meanwhile (another tab) is left as it is."""
+    released = 0
+    for token, _, _ in people.hand(state.client, state.keys, person):
+        try:
+            _settle(state, feed, person, token, None)
+        except ApiError:
+            continue
+        released += 1
+    return released
+
+
+async def logout(request: Request) -> Response:
+    """POST /logout: let the person's hand go (:func:`release_hand`), then end the session."""
+    state, feed = _state(request), _feed(request)
+    person = await person_of(state, request)
+    released = await run_in_threadpool(release_hand, state, feed, person.labeler_id)
+    if released:
+        log.info("%s logged out: %d held frames asked of someone else", person.labeler_id,
+                 released)  # fmt: skip
+    return await auth.logout(request)
 
 
 async def heartbeat(request: Request) -> Response:

@@ -213,7 +213,7 @@ SPEC: dict[str, Any] = {
         },
         "/logout": {
             "post": {
-                "summary": "End the session",
+                "summary": "End the session; what you hold is asked of someone else at once",
                 "security": [{"session": [], "csrf": []}],
                 "responses": {"204": {"description": "logged out"}, **_POST},
             }

@@ -3,9 +3,13 @@ no replay (real Redis)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from starlette.testclient import TestClient
 
+from gtx_stream.core.records import SKIPPED_REASON, LabelEntry, decode_fields
+from gtx_stream.store.people import today
 from tests.server.conftest import PersonClient, Pipeline, open_frames
 
 
@@ -115,6 +119,24 @@ def test_logout_ends_the_session(pipeline: Pipeline) -> None:
         headers = {"X-CSRF-Token": alice.csrf}
         assert replay.post("/api/heartbeat", json={}, headers=headers).status_code == 401
         assert replay.get("/").status_code == 401  # the page asks to log in
+
+
+def test_logging_out_lets_the_held_frames_go_to_someone_else_at_once(pipeline: Pipeline) -> None:
+    """What a person holds when they log out is skipped ("Can't tell": not counted, not
+    charged), so it is asked of another labeler now, not when its lease runs out."""
+    p = pipeline
+    alice = p.person("alice")
+    held = _holding(p, alice)["alice"]
+    hand = p.r.hgetall(f"{p.keys.prefix}:person:alice:hand")
+    assert hand, "alice holds nothing"
+    assert held["token"] in {k.decode() if isinstance(k, bytes) else k for k in hand}
+    frames = {json.loads(v)["frame_id"] for v in hand.values()}
+    assert alice.post("/logout").status_code == 204
+    assert not p.r.exists(f"{p.keys.prefix}:person:alice:hand")
+    skipped = [LabelEntry.from_fields(decode_fields(f)) for _, f in p.r.xrange(p.keys.labels)]
+    assert {e.frame_id for e in skipped} == frames and all(e.label is None for e in skipped)
+    assert all(e.reason == SKIPPED_REASON for e in skipped)
+    assert int(p.r.get(f"{p.keys.prefix}:person:alice:answered:{today()}") or 0) == 0
 
 
 @pytest.mark.parametrize(
