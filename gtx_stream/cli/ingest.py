@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sources",
         metavar="FILE",
-        help="read the sources listed in FILE, one 'SOURCE [NAME]' per line (NAME: its id)",
+        help=(
+            "read the sources listed in FILE, one 'SOURCE [NAME] [truth=CSV]' per line (NAME: "
+            "its id; CSV: its frame_index,truth file, relative to FILE's folder)"
+        ),
     )
     add_config_option(p)
     p.add_argument("--fps", type=float, help="target sampling rate (frames per second)")
@@ -67,7 +71,9 @@ def _error(message: str) -> None:
     print(f"gtx-stream ingest: error: {message}", file=sys.stderr)
 
 
-def _check_sources(specs: Sequence[SourceSpec], settings: Settings) -> str:
+def _check_sources(
+    specs: Sequence[SourceSpec], truths: Sequence[dict[int, int] | None], settings: Settings
+) -> str:
     """Why several sources cannot be ingested as given ("" when they can), before any starts.
 
     Each would fail in its own thread otherwise, with a traceback and exit 1, or race with a
@@ -77,11 +83,12 @@ def _check_sources(specs: Sequence[SourceSpec], settings: Settings) -> str:
     from gtx_stream.pipeline.ingest.sources import parse_source
 
     simulated = [lab.backend == "simulated" for lab in settings.labelers]
-    if simulated and all(simulated):
+    bare = [spec.source for spec, truth in zip(specs, truths, strict=True) if truth is None]
+    if bare and simulated and all(simulated):
         return (
-            "several sources carry no truth (--truth goes with one SOURCE), and every "
-            "configured labeler is simulated (it draws its labels from a frame's truth): "
-            "ingest one SOURCE with --truth CSV, or configure a labeler that is not simulated"
+            f"no truth for {', '.join(bare)}, and every configured labeler is simulated (it "
+            "draws its labels from a frame's truth): give each source its truth in a sources "
+            "file ('SOURCE [NAME] truth=CSV'), or configure a labeler that is not simulated"
         )
     seen: dict[str, str] = {}
     for spec in specs:
@@ -101,7 +108,12 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from gtx_stream.pipeline.ingest.ingester import SourceError, run_ingest
-    from gtx_stream.pipeline.ingest.many import SourceSpec, read_sources_file, run_many
+    from gtx_stream.pipeline.ingest.many import (
+        SourceSpec,
+        read_sources_file,
+        read_truths,
+        run_many,
+    )
     from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
@@ -116,11 +128,24 @@ def _run(args: argparse.Namespace) -> int:
         _error("give either SOURCE (or --sources FILE) or --tasks DATASET_DIR")
         return 2
     if len(specs) > 1 and (args.truth or args.source_id):
-        _error("--truth and --source-id go with one SOURCE (a sources file names each id)")
+        _error(
+            "--truth and --source-id go with one SOURCE (a sources file gives each source "
+            "its NAME and truth=CSV)"
+        )
+        return 2
+    if args.truth and specs:
+        if specs[0].truth is not None:
+            _error("--truth and the sources file's truth=CSV both give the source a truth")
+            return 2
+        specs = [replace(specs[0], truth=args.truth)]
+    try:  # every truth file, before any source starts
+        truths = read_truths(specs)
+    except SourceError as err:
+        _error(str(err))
         return 2
     settings = load_settings(args.config)
     if len(specs) > 1:
-        problem = _check_sources(specs, settings)
+        problem = _check_sources(specs, truths, settings)
         if problem:
             _error(problem)
             return 2
@@ -158,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         if len(specs) > 1:
-            outcomes = run_many(client, Keys(settings.redis.prefix), settings, specs, stop)
+            outcomes = run_many(client, Keys(settings.redis.prefix), settings, specs, stop,
+                                truths)  # fmt: skip
             for out in outcomes:
                 print(out.summary())
             return 1 if any(out.error for out in outcomes) else 0
@@ -167,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
             Keys(settings.redis.prefix),
             settings,
             specs[0].source if specs else None,
-            truth_csv=args.truth,
+            truth_csv=None if specs else args.truth,  # --tasks with --truth
+            truths=truths[0] if specs else None,
             tasks_dir=args.tasks,
             stop_event=stop,
             source_id=args.source_id or (specs[0].source_id if specs else None),

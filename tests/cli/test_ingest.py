@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from gtx_stream.ops.synthetic import write_synthetic_video
+from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
 from gtx_stream.store.keys import Keys
-from tests.cli.conftest import Gtx
+from tests.cli.conftest import Gtx, one_line
 
 
 def test_ingest_prints_its_summary_once(gtx: Gtx, redis_url: str, tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_several_sources_refuse_one_source_options(gtx: Gtx, tmp_path: Path) -> 
     bad = tmp_path / "s.txt"
     bad.write_text("a.avi name extra\n")
     done = gtx("ingest", "--sources", str(bad))
-    assert done.returncode == 2 and "line 1: expected 'SOURCE [NAME]'" in done.stderr
+    assert done.returncode == 2 and "line 1: expected 'SOURCE [NAME] [truth=CSV]'" in done.stderr
     bad.write_text("a.avi x\nb.avi x\n")
     done = gtx("ingest", "--sources", str(bad), GTX_REDIS__URL="redis://127.0.0.1:1/0")
     assert done.returncode == 2 and "given twice" in done.stderr
@@ -68,7 +68,55 @@ def test_several_sources_with_only_simulated_labelers_are_refused_in_one_line(
     done = gtx("ingest", "a.avi", "b.avi", GTX_REDIS__URL="redis://127.0.0.1:1/0")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert "several sources carry no truth" in done.stderr
+    assert "no truth for a.avi, b.avi, and every configured labeler is simulated" in done.stderr
+
+
+def test_with_only_simulated_labelers_the_sources_without_a_truth_are_named(
+    gtx: Gtx, tmp_path: Path
+) -> None:
+    (tmp_path / "config.toml").write_text(SIMULATED_ONLY)
+    write_truth_csv(tmp_path / "ta.csv", [0, 1])
+    sources = tmp_path / "s.txt"
+    sources.write_text("a.avi cam-a truth=ta.csv\nb.avi cam-b\n")
+    done = gtx("ingest", "c.avi", "--sources", str(sources),
+               GTX_REDIS__URL="redis://127.0.0.1:1/0")  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    line = one_line(done.stderr)
+    assert line.startswith("gtx-stream ingest: error: no truth for c.avi, b.avi, and every "), line
+
+
+@pytest.mark.parametrize(
+    ("truth", "message"),
+    [
+        (None, "truth of b.avi: {dir}/tb.csv: no such file"),
+        (b"frame_index,truth\n0,2\n", "truth of b.avi: {dir}/tb.csv:2: truth must be 0 or 1"),
+        (b"frame_index,truth\n0,1\n0,0\n", "tb.csv:3: frame 0 has a second truth row"),
+        (b"index,truth\n0,1\n", "tb.csv: expected header frame_index,truth, got index,truth"),
+        (b"frame_index,truth\n0,\xff\n", "cannot read {dir}/tb.csv: not UTF-8 text"),
+    ],
+    ids=["missing", "not-binary", "twice", "header", "not-utf8"],
+)
+def test_a_truth_file_that_cannot_be_used_is_refused_before_any_source_starts(
+    gtx: Gtx, tmp_path: Path, truth: bytes | None, message: str
+) -> None:
+    video = tmp_path / "a.avi"
+    write_truth_csv(tmp_path / "ta.csv", write_synthetic_video(video, 2, seed=0))
+    if truth is not None:
+        (tmp_path / "tb.csv").write_bytes(truth)
+    sources = tmp_path / "s.txt"
+    sources.write_text(f"{video} cam-a truth=ta.csv\nb.avi cam-b truth=tb.csv\n")
+    # no Redis there: the truth file, not a connection error, ends it, before any source
+    done = gtx("ingest", "--sources", str(sources), GTX_REDIS__URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert message.format(dir=tmp_path) in one_line(done.stderr)
+
+
+def test_one_truth_for_one_source_given_twice_is_refused(gtx: Gtx, tmp_path: Path) -> None:
+    write_truth_csv(tmp_path / "t.csv", [0, 1])
+    sources = tmp_path / "s.txt"
+    sources.write_text("a.avi cam-a truth=t.csv\n")
+    done = gtx("ingest", "--sources", str(sources), "--truth", "t.csv")
+    assert done.returncode == 2 and "both give the source a truth" in one_line(done.stderr)
 
 
 def test_one_source_spelled_twice_or_a_bad_name_is_refused_before_any_starts(

@@ -177,6 +177,7 @@ def run_ingest(
     source: str | None = None,
     *,
     truth_csv: str | Path | None = None,
+    truths: dict[int, int] | None = None,
     tasks_dir: str | Path | None = None,
     stop_event: threading.Event | None = None,
     source_id: str | None = None,
@@ -186,7 +187,8 @@ def run_ingest(
     Sampling comes from ``settings.ingest``. Stops at the end of input, after ``max_frames``
     sampled frames, when the budget is spent, or when ``stop_event`` is set (after the
     current frame). Frame ids are ``<source_id>-<index>``; ``source_id`` defaults to a hash of
-    the source's path or URL (give one to keep ids stable when a file moves).
+    the source's path or URL (give one to keep ids stable when a file moves). Each frame's truth
+    comes from ``truths`` (frame index -> 0 or 1) or else the ``truth_csv`` file.
     Raises :class:`SourceError` when the source cannot be read at all, and ConfigError when
     the frames would carry no truth while every configured labeler is ``simulated`` (each of
     their requests would fail).
@@ -194,7 +196,8 @@ def run_ingest(
     if (source is None) == (tasks_dir is None):
         raise ValueError("give exactly one of source and tasks_dir")
     simulated = [lab.backend == "simulated" for lab in settings.labelers]
-    if tasks_dir is None and truth_csv is None and simulated and all(simulated):
+    no_truth = tasks_dir is None and truth_csv is None and truths is None
+    if no_truth and simulated and all(simulated):
         raise ConfigError(
             "gtx-stream ingest: error: the frames would have no truth, and every configured "
             "labeler is simulated (it draws its labels from a frame's truth): give "
@@ -212,7 +215,8 @@ def run_ingest(
         if not SOURCE_ID.fullmatch(source_id):
             raise SourceError(f"source id {source_id!r}: use letters, digits, '_', '.', '-'")
         src.source_id = source_id
-    truths = read_truth_csv(truth_csv) if truth_csv is not None else {}
+    if truths is None:
+        truths = read_truth_csv(truth_csv) if truth_csv is not None else {}
     src.open()
     try:  # once the source opened (an unreadable one writes nothing)
         keys = configured_keys(client, keys, settings.aggregator.shards)  # or refuses

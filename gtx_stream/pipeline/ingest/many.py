@@ -4,8 +4,11 @@
 A source that fails (a file that cannot be read, a camera that is gone for good) ends with its
 error and the others go on; a camera or stream that drops out is reopened with backoff, as
 with one source. ``stop`` ends them all after their current frame. A sources file lists one
-source per line, ``SOURCE [NAME]`` (NAME: its source id; default a hash of SOURCE); blank
-lines and lines starting with ``#`` are left out.
+source per line, ``SOURCE [NAME] [truth=CSV]``, its words split as a shell does (quote a word
+with spaces): NAME is its source id (default a hash of SOURCE), CSV its ``frame_index,truth``
+file, relative to the sources file's folder. SOURCE is always the first word, and a NAME holds
+no ``=``, so a path or URL with ``=`` in it stays a SOURCE. Blank lines and lines starting with
+``#`` are left out.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import redis
 
 from gtx_stream.config import Settings
 from gtx_stream.pipeline.ingest.ingester import IngestReport, run_ingest
-from gtx_stream.pipeline.ingest.sources import SourceError
+from gtx_stream.pipeline.ingest.sources import SourceError, read_truth_csv
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.shards import configured_keys
 
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 class SourceSpec:
     source: str
     source_id: str | None = None
+    truth: str | None = None  # its frame_index,truth CSV
 
 
 @dataclass
@@ -44,6 +48,10 @@ class SourceOutcome:
         if self.report is not None:
             return self.report.summary()
         return f"ingest {self.spec.source}: failed: {self.error}"
+
+
+TRUTH = "truth="
+SOURCES_LINE = "SOURCE [NAME] [truth=CSV]"
 
 
 def read_sources_file(path: str | Path) -> list[SourceSpec]:
@@ -60,11 +68,26 @@ def read_sources_file(path: str | Path) -> list[SourceSpec]:
             words = shlex.split(line)
         except ValueError as err:
             raise SourceError(f"{file}: line {n}: {err}") from None
-        if len(words) > 2:
-            raise SourceError(f"{file}: line {n}: expected 'SOURCE [NAME]', got {line!r}")
-        out.append(SourceSpec(words[0], words[1] if len(words) == 2 else None))
+        truths = [w.removeprefix(TRUTH) for w in words[1:] if w.startswith(TRUTH)]
+        names = [w for w in words[1:] if not w.startswith(TRUTH)]
+        if len(names) > 1 or len(truths) > 1 or "" in truths:
+            raise SourceError(f"{file}: line {n}: expected {SOURCES_LINE!r}, got {line!r}")
+        truth = str(file.parent / Path(truths[0]).expanduser()) if truths else None
+        out.append(SourceSpec(words[0], names[0] if names else None, truth))
     if not out:
         raise SourceError(f"{file}: no source in it")
+    return out
+
+
+def read_truths(specs: Sequence[SourceSpec]) -> list[dict[int, int] | None]:
+    """Each source's truth per frame index (None: it has no truth file), all read at once so
+    that a missing or malformed file is refused before any source starts (SourceError)."""
+    out: list[dict[int, int] | None] = []
+    for spec in specs:
+        try:
+            out.append(read_truth_csv(spec.truth) if spec.truth is not None else None)
+        except SourceError as err:
+            raise SourceError(f"truth of {spec.source}: {err}") from None
     return out
 
 
@@ -83,16 +106,23 @@ def run_many(
     settings: Settings,
     specs: Sequence[SourceSpec],
     stop: threading.Event,
+    truths: Sequence[dict[int, int] | None] | None = None,
 ) -> list[SourceOutcome]:
-    """Ingest every source at once until each ends; one outcome per source, in order."""
+    """Ingest every source at once until each ends; one outcome per source, in order.
+
+    ``truths``: each source's truth per frame index, as :func:`read_truths` gives them (read
+    here when not given); each source's frames carry their own.
+    """
     check_unique(specs)
+    if truths is None:
+        truths = read_truths(specs)
     keys = configured_keys(client, keys, settings.aggregator.shards)  # once, before any thread
     outcomes = [SourceOutcome(spec) for spec in specs]
 
-    def one(out: SourceOutcome) -> None:
+    def one(out: SourceOutcome, truth: dict[int, int] | None) -> None:
         try:
             out.report = run_ingest(client, keys, settings, out.spec.source, stop_event=stop,
-                                    source_id=out.spec.source_id)  # fmt: skip
+                                    source_id=out.spec.source_id, truths=truth)  # fmt: skip
         except (SourceError, redis.RedisError, OSError) as err:
             out.error = str(err)
             log.error("source %s failed, the others go on: %s", out.spec.source, err)
@@ -101,8 +131,8 @@ def run_many(
             log.exception("source %s failed, the others go on", out.spec.source)
 
     threads = [
-        threading.Thread(target=one, args=(out,), name=f"ingest-{i}", daemon=True)
-        for i, out in enumerate(outcomes)
+        threading.Thread(target=one, args=(out, truth), name=f"ingest-{i}", daemon=True)
+        for i, (out, truth) in enumerate(zip(outcomes, truths, strict=True))
     ]
     for t in threads:
         t.start()
