@@ -198,14 +198,16 @@ def release_hand(state: ServerState, feed: Feed, person: str) -> int:
 
 
 async def logout(request: Request) -> Response:
-    """POST /logout: let the person's hand go (:func:`release_hand`), then end the session."""
+    """POST /logout: end the session, then let the person's hand go (:func:`release_hand`;
+    in that order, so that no call of the ended session fills the hand again)."""
     state, feed = _state(request), _feed(request)
     person = await person_of(state, request)
+    response = await auth.logout(request)
     released = await run_in_threadpool(release_hand, state, feed, person.labeler_id)
     if released:
         log.info("%s logged out: %d held frames asked of someone else", person.labeler_id,
                  released)  # fmt: skip
-    return await auth.logout(request)
+    return response
 
 
 async def heartbeat(request: Request) -> Response:

@@ -9,8 +9,10 @@
 //   was decided meanwhile, or answered in another tab) says so.
 // - A heartbeat every data-heartbeat-ms keeps this person live while the page is open; its
 //   reply says when the gold frames paused them, and the page says so.
-// - "Log out" first sends the answer held for Undo and waits for answers still being sent,
-//   then POSTs /logout (the server deletes the session) and goes to / (which asks to log in).
+// - "Log out" first sends the answer held for Undo and waits for answers still being sent (and
+//   a /api/next in flight), then POSTs /logout (the server deletes the session and skips what
+//   the person still holds, so that it goes to someone else now) and goes to / (which asks to
+//   log in).
 // Keys: yes = Y, 1, ArrowRight, ArrowUp; no = N, 0, ArrowLeft, ArrowDown;
 //       can't tell = S, ?; undo = U, Backspace. A key held down answers one frame, not each
 //       frame its auto-repeat reaches. A clicked button does not keep the focus, so Enter or
@@ -81,7 +83,7 @@
   }
 
   async function load() {
-    if (loading || loggedOut) { return; }
+    if (loading || loggedOut || leaving) { return; }
     loading = true;
     clearTimeout(pollTimer);
     try {
@@ -205,6 +207,7 @@
     flush();  // the answer held for Undo is sent, not dropped
     if (sending.size) { status.textContent = "Sending your answers, then logging out…"; }
     await Promise.allSettled([...sending]);
+    while (loading) { await new Promise((done) => setTimeout(done, 20)); }  // a /api/next in flight
     try {
       const res = await fetch("/logout", {
         method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf },
@@ -219,6 +222,7 @@
       status.textContent = "Not logged out: cannot reach the server. Try again.";
     }
     leaving = buttons.logout.disabled = false;
+    load();  // no /api/next went out while logging out: look for work again
   }
 
   async function progress() {
