@@ -22,6 +22,7 @@ step acted on yet.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
@@ -34,6 +35,7 @@ from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
     MovedError,
+    RedisClusterException,
     SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
@@ -46,13 +48,30 @@ RETRY_MAX = 1.0
 WAIT_TIMEOUT_MS = 1000
 """How long one ``WAIT`` waits for the replicas (a replica that lags longer is logged)."""
 
-UNAVAILABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError)
-"""What a Redis that restarts, or a cluster while a master fails over ("CLUSTERDOWN", "TRYAGAIN"
-from a pipeline), raises: a service waits and tries again instead of exiting."""
+AUTH_REFUSED = ("invalid username-password", "WRONGPASS", "NOAUTH", "Authentication")
+"""What a node's refusal of the credentials says (in redis-py's message about the cluster)."""
 
-RETRYABLE = (*UNAVAILABLE, MovedError, SlotNotCoveredError)
+
+class ClusterUnreachable(ConnectionError, RedisClusterException):
+    """No node of the cluster answered a read of the slot map, or the ones that did do not
+    cover every slot (a cluster being created, a master dead with no replica to replace it).
+
+    redis-py raises a bare ``RedisClusterException`` for it, which is no ``RedisError``: out of
+    a command on a cluster that went down, it passed every service's ``except UNAVAILABLE``
+    and ended the service with a traceback. A client from :func:`cluster_client` raises this
+    one instead, a ``ConnectionError``.
+    """
+
+
+UNAVAILABLE = (ConnectionError, TimeoutError, ClusterDownError, TryAgainError, SlotNotCoveredError)
+"""What a Redis that restarts, or a cluster while a master fails over ("CLUSTERDOWN", "TRYAGAIN"
+from a pipeline, a slot with no master yet) or while all of it is down
+(:class:`ClusterUnreachable`, a ConnectionError), raises: a service waits and tries again
+instead of exiting."""
+
+RETRYABLE = (*UNAVAILABLE, MovedError)
 """What :func:`with_retry` tries again after reading the slot map again: the above, and a slot
-that moved or is not covered yet."""
+that moved."""
 
 
 def is_cluster(client: Any) -> bool:
@@ -86,8 +105,46 @@ def cluster_client(url: str, wait_replicas: int = 1, **kwargs: Any) -> RedisClus
     (:func:`wait_replicas_of`)."""
     first, nodes = startup_nodes(url)
     client = RedisCluster.from_url(first, startup_nodes=nodes, **kwargs)
+    # every later read of the slot map (after a connection error, in refresh, in a pipeline)
+    client.nodes_manager.initialize = _unreachable_as_connection_error(  # type: ignore[method-assign]
+        client.nodes_manager.initialize
+    )
     _wait_replicas[client] = wait_replicas
     return client
+
+
+def not_up_yet(err: BaseException) -> bool:
+    """Whether ``err``, from building a cluster client or reading its slot map, says that the
+    cluster is not up (yet): no node answered, or those that did do not cover every slot. Not
+    refused credentials, nor a server that is no cluster node: waiting mends neither."""
+    if isinstance(err, redis.AuthenticationError) or any(a in str(err) for a in AUTH_REFUSED):
+        return False
+    if isinstance(err, UNAVAILABLE):
+        return True
+    if not isinstance(err, RedisClusterException):
+        return False
+    message = str(err)
+    # being created, or nodes whose views of a failover differ for a moment
+    if message.startswith(("All slots are not covered", "startup_nodes could not agree")):
+        return True
+    # redis-py raises it from the last node's error ("Cluster mode is not enabled" is none)
+    cause = err.__cause__
+    return message.startswith("Redis Cluster cannot be connected") and isinstance(
+        cause, ConnectionError | TimeoutError
+    )
+
+
+def _unreachable_as_connection_error(initialize: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(initialize)
+    def read_slot_map(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return initialize(*args, **kwargs)
+        except RedisClusterException as err:
+            if isinstance(err, redis.RedisError) or not not_up_yet(err):
+                raise
+            raise ClusterUnreachable(str(err)) from err
+
+    return read_slot_map
 
 
 def wait_replicas_of(client: Any) -> int:
@@ -122,7 +179,7 @@ def with_retry(client: RedisCluster, retry_seconds: float, fn: Callable[[], Any]
     while True:
         try:
             return fn()
-        except redis.RedisError as err:
+        except (redis.RedisError, SlotNotCoveredError) as err:
             if not _retryable(err) or time.monotonic() + wait > deadline:
                 raise
             log.warning("redis cluster: %s: trying again in %.2f s", err, wait)

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from gtx_stream.config import ConfigError, Settings
-from gtx_stream.store.cluster import cluster_client
+from gtx_stream.core.signals import set_from_signal
+from gtx_stream.store.cluster import AUTH_REFUSED, cluster_client, not_up_yet
+
+log = logging.getLogger(__name__)
 
 _SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:ssl_)?password=)[^&]*")
 # a node's ``user:password@`` in a cluster URL of several nodes (``h1:1,redis://u:p@h2:2``)
@@ -17,7 +30,18 @@ _NODE_SECRET = re.compile(r"(://|^|,)([^:@/,?#]*):[^@/?#]*@")
 _CLUSTER_PREAMBLE = (
     "Redis Cluster cannot be connected. Please provide at least one reachable node: "
 )
-_AUTH_REFUSED = ("invalid username-password", "WRONGPASS", "NOAUTH", "Authentication")
+CLUSTER_WAIT_FIRST = 0.2
+"""Seconds before building a cluster client again while the cluster is not up; doubles up to
+CLUSTER_WAIT_MAX (a standalone Redis's services wait the same way)."""
+CLUSTER_WAIT_MAX = 2.0
+
+
+class StoppedWaiting(SystemExit):
+    """SIGTERM or SIGINT (or the caller's stop event) came while a service waited for its Redis
+    Cluster to come up: it exits 0, as after a stop once running."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
 
 
 def redacted(url: str) -> str:
@@ -48,6 +72,7 @@ def connect(
     *,
     decode_responses: bool = False,
     field: str = "redis.url",
+    stop: threading.Event | None = None,
 ) -> redis.Redis:
     """The one builder of Redis clients: for ``url`` (default: settings.redis.url).
 
@@ -56,6 +81,12 @@ def connect(
     (unreachable, or the credentials are refused). Services that must ride out a Redis that
     is not up yet pass ``check=False``: a bad URL is still refused at once. ``field`` names
     the setting in those messages.
+
+    A Redis Cluster client reads the slot map when it is built, so with ``check=False`` this
+    waits, with a backoff and a log line per try, until the cluster answers (refused
+    credentials and a server that is no cluster node are still one line at once). It raises
+    :class:`StoppedWaiting` when ``stop`` is set meanwhile, or, without one, on SIGTERM or
+    SIGINT (in the main thread).
     """
     url = url if url is not None else settings.redis.url.get_secret_value()
     if not url:
@@ -66,12 +97,14 @@ def connect(
     on_cluster = settings.redis.cluster and field == "redis.url"
     try:
         if on_cluster:
-            client: redis.Redis = cluster_client(  # type: ignore[assignment]
-                url, settings.redis.wait_replicas,
+            build = functools.partial(
+                cluster_client, url, settings.redis.wait_replicas,
                 socket_timeout=settings.redis.socket_timeout,
                 socket_connect_timeout=min(2.0, settings.redis.socket_timeout),
                 decode_responses=decode_responses,
             )  # fmt: skip
+            built = build() if check else _cluster_once_up(build, redacted(url), stop)
+            client: redis.Redis = built  # type: ignore[assignment]
         else:
             client = redis.Redis.from_url(
                 url,
@@ -84,7 +117,7 @@ def connect(
         # redis-py connects to a cluster when the client is built: no node answered, or
         # every one refused the credentials (not a RedisError)
         reason = str(err).removeprefix(_CLUSTER_PREAMBLE)
-        problem = ": authentication failed" if any(a in reason for a in _AUTH_REFUSED) else (
+        problem = ": authentication failed" if any(a in reason for a in AUTH_REFUSED) else (
             " is unreachable")  # fmt: skip
         raise ConfigError(f"redis cluster at {redacted(url)}{problem}: {reason}") from None
     except ValueError as err:
@@ -99,6 +132,59 @@ def connect(
         except redis.RedisError as err:
             raise ConfigError(f"{what} at {redacted(url)} is unreachable: {err}") from None
     return client
+
+
+def _cluster_once_up(
+    build: Callable[[], RedisCluster], shown: str, stop: threading.Event | None
+) -> RedisCluster:
+    """``build()``, tried again while the cluster is not up (yet), until it answers."""
+    try:
+        return build()
+    except (redis.RedisError, RedisClusterException) as err:
+        if not not_up_yet(err):
+            raise
+        reason = err
+    since = time.monotonic()
+    wait = CLUSTER_WAIT_FIRST
+    with _stop_on_signals(stop) as stopping:
+        while True:
+            log.warning("redis cluster at %s is not up (%s): trying again in %.1f s", shown,
+                        str(reason).removeprefix(_CLUSTER_PREAMBLE), wait)  # fmt: skip
+            if stopping.wait(wait):
+                log.info("stopped while waiting for the redis cluster at %s", shown)
+                raise StoppedWaiting
+            wait = min(2 * wait, CLUSTER_WAIT_MAX)
+            try:
+                client = build()
+            except (redis.RedisError, RedisClusterException) as err:
+                if not not_up_yet(err):
+                    raise
+                reason = err
+                continue
+            log.info("redis cluster at %s is up after %.1f s", shown, time.monotonic() - since)
+            return client
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event | None) -> Iterator[threading.Event]:
+    """``stop``, or an event that SIGTERM and SIGINT set while this lasts (in the main thread;
+    the caller's own handlers, if any, come back after)."""
+    if stop is not None or threading.current_thread() is not threading.main_thread():
+        yield stop if stop is not None else threading.Event()
+        return
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        set_from_signal(stopping)
+
+    saved: dict[int, Any] = {
+        s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stopping
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def has_queue_redis(settings: Settings) -> bool:
