@@ -301,10 +301,8 @@ def summarise(
         and np.array_equal(offline.posterior.p1, p1)
         and carried == [(opts.model, c, c) for c in coins]
     )
-    # majority vote, k = kappa labels per frame, with the same number of labels: on the first
-    # frames the source gave (frame index), not the first finalised, which timing orders
-    k = opts.kappa
-    n_mv = min(len(records), spent // k)
+    # majority vote, k = kappa labels per frame, the same number of labels, on the first frames
+    k, n_mv = opts.kappa, min(len(records), spent // opts.kappa)  # by index, not by timing
     first = np.argsort(idx, kind="stable")[:n_mv]
     mv = majority_vote(seq[first, :k])
     y_mv = y[first]
