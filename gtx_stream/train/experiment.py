@@ -14,9 +14,10 @@ The plan, as the paper's section 4 and Appendix A describe it:
    each budget with MV, WMV (5 labels each), SV and GTX (tau 0.95, kappa 5): the simulator's own
    label collection, example by example.
 3. Each labeled set trains a model (``head``: a linear head on the frozen backbone's cached
-   features; ``full``: every layer, the paper's 3 epochs), ``repeats`` times with seeds shared
-   by all methods, and is scored on the held-out frames against their truth: balanced error
-   and ECE (:mod:`gtx_stream.core.metrics`).
+   features; ``full``: every layer, the paper's 3 epochs, :func:`~gtx_stream.train.fit.fit_layers`),
+   ``repeats`` times with seeds shared by all methods, and is scored on the held-out frames
+   against their truth: balanced error and ECE (:mod:`gtx_stream.core.metrics`), and
+   ``one_class`` when the model answers one class for every held-out frame.
 
 Figures and tests of the results: :mod:`gtx_stream.train.experiment_report`.
 """
@@ -41,7 +42,7 @@ from gtx_stream.offline import standin
 from gtx_stream.offline.simulate import COHORTS, TABLE_ORDER, Cohort, draw
 from gtx_stream.offline.simulate.collect import Collected, collect
 from gtx_stream.train.data import preprocess
-from gtx_stream.train.fit import Mode, TrainOptions, _fit, fit_head, p1_of_features
+from gtx_stream.train.fit import Mode, TrainOptions, fit_head, fit_layers, p1_of_features
 from gtx_stream.train.model import MODEL_NAME, Classifier
 from gtx_stream.train.progress import Progress
 
@@ -240,17 +241,12 @@ def full_trainer(plan: Plan, jpegs: Sequence[bytes], heldout: np.ndarray) -> Fit
         model.head.reset_parameters()
         model.to(device)
         options = plan.options(seed)
-        lr = options.lr or LR["full"]
-        params = [{"params": model.backbone.parameters(), "lr": lr},
-                  {"params": model.head.parameters(), "lr": 10 * lr}]  # fmt: skip
         target = torch.from_numpy(y.astype(np.float32))
 
         def batch(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             return images[index[rows]].to(device), target[rows].to(device)
 
-        model.train()
-        _fit(model, params, len(index), batch, model, options, unit="img")
-        model.eval()
+        fit_layers(model, len(index), batch, options)  # batch norm recomputed, eval mode
         with torch.inference_mode():
             p1 = [torch.sigmoid(model(images[heldout[i : i + 64]].to(device))).double().cpu()
                   for i in range(0, heldout.size, 64)]  # fmt: skip
@@ -302,6 +298,7 @@ def run(plan: Plan, cache: Path | None = None, progress: bool = True) -> Result:
                     "label_error": c.errors(truth[index]) / c.n_labeled,
                     "balanced_error": balanced_error(y_held, predicted(p1)),
                     "ece": expected_calibration_error(y_held, p1),
+                    "one_class": bool(np.ptp(predicted(p1)) == 0),
                     "seconds": time.monotonic() - started,
                 })  # fmt: skip
                 bar.update()

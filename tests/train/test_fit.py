@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gtx_stream.cli import main
@@ -16,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 from gtx_stream.train import fit  # noqa: E402
+from gtx_stream.train.data import load_images, read_dataset  # noqa: E402
 from gtx_stream.train.model import load  # noqa: E402
 
 FAST = ["--image-size", "64", "--quiet"]
@@ -116,6 +118,42 @@ def test_full_mode_trains_every_layer(tiny_dataset: Path, tmp_path: Path) -> Non
                and not torch.equal(before[k], after[k])]  # fmt: skip
     assert "_conv_stem.weight" in changed
     assert not (tmp_path / "full" / fit.FEATURE_DIR).exists()
+
+
+def test_full_mode_recomputes_batch_norm_on_the_training_images(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # Lite0's running statistics move by 1% a step: after a small set's few steps they would
+    # still be ImageNet's, and the eval-mode model could answer one class for every frame.
+    opts = fit.TrainOptions(mode="full", image_size=32, progress=False, epochs=1, batch_size=8)
+    fit.train(tiny_dataset, tmp_path / "full", opts)
+    model, _ = load(tmp_path / "full" / "model.pt")
+    train_set = read_dataset(tiny_dataset).split("train")
+    assert len(train_set) == 32  # 4 batches of 8: the mean of their means is the mean
+    images = torch.from_numpy(load_images(train_set, 32))
+    with torch.inference_mode():
+        stem = model.backbone._conv_stem(images)
+    bn = model.backbone._bn0
+    assert torch.allclose(bn.running_mean, stem.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert bn.momentum == pytest.approx(0.01)  # put back as it was
+
+
+def test_a_model_that_answers_one_class_is_warned_about(
+    head_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    dataset, trained = head_model
+    assert json.loads((trained / "metrics.json").read_text())["warnings"] == []
+    monkeypatch.setattr(fit, "p1_of_features", lambda model, f: np.full(len(f), 0.8))
+    out = tmp_path / "m"
+    args = ["train", str(dataset), "--out", str(out), "--features",
+            str(trained / fit.FEATURE_DIR), *FAST]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    warning = "the model answers 1 for all 8 val images (balanced error 0.50)"
+    assert printed.err.startswith(f"train: warning: {warning}: it has not learned")
+    assert "(the model answers 1 for every image)" in printed.out
+    assert json.loads((out / "metrics.json").read_text())["warnings"][0].startswith(warning)
 
 
 @pytest.mark.parametrize("where", ["saving the model", "writing the metrics"])
