@@ -202,7 +202,7 @@ async def logout(request: Request) -> Response:
     in that order, so that no call of the ended session fills the hand again)."""
     state, feed = _state(request), _feed(request)
     person = await person_of(state, request)
-    response = await auth.logout(request)
+    response = await auth.end_session(state, person)
     released = await run_in_threadpool(release_hand, state, feed, person.labeler_id)
     if released:
         log.info("%s logged out: %d held frames asked of someone else", person.labeler_id,
@@ -228,6 +228,9 @@ def _progress(state: ServerState, feed: Feed, person: Person) -> dict[str, Any]:
 async def progress(request: Request) -> Response:
     """GET /api/progress: answered today, and frames waiting for this person."""
     state, feed = _state(request), _feed(request)
+    t0 = time.perf_counter()
     person = await person_of(state, request)
     found = await run_in_threadpool(_progress, state, feed, person)
-    return JSONResponse(found, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store",
+               "Server-Timing": f"app;dur={(time.perf_counter() - t0) * 1000:.2f}"}  # fmt: skip
+    return JSONResponse(found, headers=headers)

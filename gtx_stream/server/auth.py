@@ -124,9 +124,9 @@ async def login(request: Request) -> Response:
     return response
 
 
-async def logout(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    person = await person_of(state, request)
+async def end_session(state: ServerState, person: Person) -> Response:
+    """Delete ``person``'s session in Redis; the 204 that drops the cookie (``POST /logout``,
+    :func:`gtx_stream.server.api.logout`)."""
     await run_in_threadpool(people.end_session, state.client, state.keys, person.session_id)
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
