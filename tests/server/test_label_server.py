@@ -70,7 +70,9 @@ def test_people_label_by_invite_and_the_final_records_carry_their_labels(
             assert pairs == {other.labeler_id: {"alice": 1, "bob": 0}[other.labeler_id]}
     stats = {k.decode(): v.decode() for k, v in p.r.hgetall(p.keys.stats).items()}
     assert stats["requests_skipped"] == "1" and "requests_failed" not in stats
-    progress = alice.http.get("/api/progress").json()
+    res = alice.http.get("/api/progress")
+    assert res.headers["server-timing"].startswith("app;dur=")  # as /api/next's
+    progress = res.json()
     jsonschema.validate(progress, _schema("Progress"))
     assert progress["labeler"] == "alice" and progress["waiting"] == 0
     assert progress["answered_today"] == sum(
