@@ -115,7 +115,8 @@ SPEC: dict[str, Any] = {
                     "waiting": {
                         "type": "integer",
                         "description": "frames you could still be handed: held and queued, "
-                        "less requests whose frames no longer wait for you",
+                        "less requests whose frames no longer wait for you (checked for the "
+                        "first 50 queued; the rest counted as queued)",
                     },
                 },
             },

@@ -174,6 +174,35 @@ def test_waiting_counts_only_what_the_person_could_still_be_handed(raw: object) 
     alice.http.close()
 
 
+def test_waiting_checks_a_bounded_number_of_queued_requests(
+    raw: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every queued request checked cost about 0.3 ms: past WAITING_CHECKED the queue's length
+    # is counted as it is, so a poll costs the same however long the queue
+    from gtx_stream.server import feed
+    from tests.server.conftest import build_pipeline, make_settings
+
+    settings = make_settings(people=["alice"], kappa=1)
+    p = build_pipeline(raw, settings, ["alice"])  # type: ignore[arg-type]
+    alice = p.person("alice")
+    alice.login()
+    alice.beat()
+    open_frames(p, 30)
+    p.step(2, machines=False)
+    assert p.r.llen("rq:queue:" + p.keys.queue("alice")) == 30
+    checked = []
+    real = feed.Feed._request
+    monkeypatch.setattr(feed.Feed, "_request",
+                        lambda self, *a, **k: checked.append(1) or real(self, *a, **k))  # fmt: skip
+    assert alice.http.get("/api/progress").json()["waiting"] == 30
+    assert len(checked) == 30
+    checked.clear()
+    monkeypatch.setattr(feed, "WAITING_CHECKED", 10)
+    assert alice.http.get("/api/progress").json()["waiting"] == 30
+    assert len(checked) == 10
+    alice.http.close()
+
+
 def test_a_reload_shows_the_frame_the_first_reply_put_on_screen(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
