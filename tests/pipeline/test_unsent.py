@@ -6,6 +6,7 @@ enqueue."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -199,3 +200,43 @@ def test_a_sharded_round_whose_flush_fails_is_sent_by_a_later_sweep(r: redis.Red
     agg._flush()
     assert set(down.all) == set(down.refused) and len(down.all) == 8
     assert all(_journal(r, shard) == [] for shard in keys.every_shard())
+
+
+class SentThenDown(Capture):
+    """Enqueues once, then raises before the journal is deleted: an aggregator killed in the
+    instant between its enqueue and the delete (the one case that sends a second copy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = False
+
+    def __call__(
+        self, client: redis.Redis, keys: Keys, requests: Sequence[LabelRequest], lease: float
+    ) -> None:
+        super().__call__(client, keys, requests, lease)
+        if not self.raised:
+            self.raised = True
+            raise redis.ConnectionError("gone after the enqueue")
+
+
+def test_a_second_copy_of_a_request_counts_its_label_once(r: redis.Redis, keys: Keys) -> None:
+    register(r, keys, ACC)
+    frames = [open_frame(r, keys, i, 1) for i in range(6)]
+    cap = SentThenDown()
+    agg = make_aggregator(r, keys, cap, tau=0.95, kappa=3, budget=100)
+    with pytest.raises(redis.ConnectionError):
+        agg.step(block_ms=1)
+    first = list(cap.pending)
+    assert len(first) == 6 and len(_journal(r, keys)) == 1
+    # no RQ to ask (sent=None): every unanswered request is sent again, under its own id
+    assert agg.requester.resend_unsent(now=time.time() + LATER) == 6
+    assert cap.pending == first + first
+    run_until_idle(agg, r, keys, cap, ACC)  # both copies answered
+    records = final_records(r, keys)
+    assert sorted(rec["frame_id"] for rec in records) == sorted(frames)
+    stats = r.hgetall(keys.stats)
+    spent = int(r.hget(keys.budget, "spent") or 0)
+    assert spent == int(stats["labels_applied"]) == sum(int(x["n_labels"]) for x in records)
+    for rec in records:  # one label per labeler and frame
+        labelers = json.loads(rec["labelers"])
+        assert len(labelers) == len(set(labelers))
