@@ -82,6 +82,10 @@ class AggregatorSettings(_Section):
         default=10.0, gt=0, description="reclaim a dead aggregator's pending labels after this"
     )
     sweep_seconds: float = Field(default=1.0, gt=0, description="re-check open frames this often")
+    unsent_grace_seconds: float = Field(
+        default=30.0, gt=0, description="a sweep sends a request granted this long ago and "
+        "never enqueued (its aggregator stopped, or the queue Redis refused it, in between)",
+    )  # fmt: skip
     stall_max_seconds: float = Field(default=30.0, gt=0, description="longest stall delay")
     live_seconds: float = Field(
         default=5.0, gt=0, description="a labeler is live if its worker beat within this"

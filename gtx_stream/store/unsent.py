@@ -30,7 +30,8 @@ from gtx_stream.core.records import LabelRequest, RecordError, RequestState, tex
 from gtx_stream.store.keys import Keys
 
 GRACE_SECONDS = 30.0
-"""How old a journal entry must be before a sweep sends its requests. An aggregator takes
+"""How old a journal entry must be before a sweep sends its requests, by default
+(``aggregator.unsent_grace_seconds``). An aggregator takes
 milliseconds from ``ask.lua`` to the enqueue and the delete, so an entry this old was not
 enqueued by a live step. Two cases send a second copy, whose label is still applied once and
 counted once against the budget (the labeler does the work twice): a step stalled longer than

@@ -373,6 +373,9 @@ MEANING = {
     "aggregator.block_ms": "milliseconds XREADGROUP blocks when nothing arrives",
     "aggregator.claim_idle_seconds": "reclaim a dead aggregator's pending entries after this",
     "aggregator.sweep_seconds": "re-check open frames (expired leases, stalls) this often",
+    "aggregator.unsent_grace_seconds": "a sweep sends a label request granted this long ago "
+    "and never enqueued (its aggregator stopped, or the queue Redis refused it, in between); a "
+    "step that stalls longer and goes on sends a second copy, whose label still counts once",
     "aggregator.stall_max_seconds": "longest delay before a stalled frame (nobody can be asked) "
     "is decided again; a change of the labelers or the budget wakes it at once",
     "aggregator.live_seconds": "a labeler is live if a worker serving it beat within this",

@@ -86,6 +86,28 @@ def test_a_refused_enqueue_is_sent_by_a_later_sweep(r: redis.Redis, keys: Keys) 
     assert _journal(r, keys) == []
 
 
+def test_the_grace_is_the_setting(r: redis.Redis, keys: Keys) -> None:
+    """``aggregator.unsent_grace_seconds``: a sweep of the aggregator's own steps sends a
+    refused enqueue once the entry is that old, and not before."""
+    register(r, keys, ACC)
+    for i in range(2):
+        open_frame(r, keys, i, 1)
+    down = DownOnce()
+    agg = make_aggregator(r, keys, down, tau=0.95, kappa=3, unsent_grace_seconds=0.3)
+    with pytest.raises(redis.ConnectionError):
+        agg.step(block_ms=1)
+    began = time.time()
+    assert len(down.refused) == 2
+    sent_at = None
+    while sent_at is None and time.time() - began < 5:
+        agg.step(block_ms=10)  # sweeps every 0.05 s (make_aggregator)
+        if down.all:
+            sent_at = time.time() - began
+    assert sent_at is not None and sent_at >= 0.3
+    assert set(down.all) == set(down.refused) and len(down.all) == 2
+    assert _journal(r, keys) == []
+
+
 def test_a_sweep_sends_only_what_is_unanswered_and_unsent(r: redis.Redis, keys: Keys) -> None:
     register(r, keys, ACC)
     for i in range(3):

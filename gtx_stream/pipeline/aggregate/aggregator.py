@@ -110,6 +110,7 @@ class Aggregator:
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue, settings.max_inflight, self.lease_seconds, labeler_leases, self.fair,
             settings.budget_per_source, queue_client, self.budget, sent, defer_confirm,
+            settings.unsent_grace_seconds,
         )  # fmt: skip
         self.sweeper = Sweeper.for_aggregator(client, keys, runner, settings, self.labelers)
         self.sampler = (UncertaintySampler(client, keys, settings)

@@ -65,6 +65,7 @@ class Requester:
         budget: ShardBudget | None = None,
         sent: SentCheck | None = None,
         defer_confirm: bool = False,
+        unsent_grace: float = unsent.GRACE_SECONDS,
     ) -> None:
         """``fair``: labelers shared between sources (``aggregator.labeler_slots``);
         ``source_share``: labels one source may spend (``aggregator.budget_per_source``);
@@ -73,7 +74,9 @@ class Requester:
         the budget, topped up before the asks; ``sent``: how :meth:`resend_unsent` tells a
         request enqueued from one never enqueued (None: every unanswered one is sent again);
         ``defer_confirm``: ``enqueue`` only holds the requests, and the caller sends them and
-        then calls :meth:`confirm_sent` (a sharded aggregator's round)."""
+        then calls :meth:`confirm_sent` (a sharded aggregator's round); ``unsent_grace``:
+        how old a journal entry must be before :meth:`resend_unsent` sends it
+        (``aggregator.unsent_grace_seconds``)."""
         self.r = client
         self.queue = queue_client if queue_client is not None else client
         self.keys = keys
@@ -89,6 +92,7 @@ class Requester:
         self.budget = budget
         self.sent = sent
         self.defer_confirm = defer_confirm
+        self.unsent_grace = unsent_grace
         self.enqueued: list[str] = []
         """Journal tokens of requests handed to ``enqueue`` and not yet confirmed."""
 
@@ -154,7 +158,7 @@ class Requester:
         unsent.forget(self.r, self.keys, tokens)
 
     def resend_unsent(self, now: float | None = None) -> int:
-        """Send the requests of journal entries older than :data:`unsent.GRACE_SECONDS` (an
+        """Send the requests of journal entries older than ``unsent_grace`` seconds (an
         aggregator stopped, or its enqueue failed, between ``ask.lua`` and the enqueue) that
         are still unanswered on open frames and not sent already, under their own request
         ids; delete those entries. One HGETALL when there is nothing to do; how many were
@@ -163,7 +167,7 @@ class Requester:
         entries = [
             e
             for e in unsent.read(self.r, self.keys)
-            if e.at <= now - unsent.GRACE_SECONDS and e.token not in self.enqueued
+            if e.at <= now - self.unsent_grace and e.token not in self.enqueued
         ]
         if not entries:
             return 0
@@ -174,6 +178,6 @@ class Requester:
         if reqs:
             log.warning("sending %d label requests recorded %.0f s ago or more and never "
                         "enqueued (an aggregator stopped, or its enqueue failed, in between)",
-                        len(reqs), unsent.GRACE_SECONDS)  # fmt: skip
+                        len(reqs), self.unsent_grace)  # fmt: skip
         self._send(reqs, [e.token for e in entries])
         return len(reqs)
