@@ -124,10 +124,13 @@ async def login(request: Request) -> Response:
     return response
 
 
-async def end_session(state: ServerState, person: Person) -> Response:
-    """Delete ``person``'s session in Redis; the 204 that drops the cookie (``POST /logout``,
-    :func:`gtx_stream.server.api.logout`)."""
-    await run_in_threadpool(people.end_session, state.client, state.keys, person.session_id)
+async def end_session(state: ServerState, person: Person) -> tuple[Response, int]:
+    """Delete ``person``'s session in Redis: the 204 that drops the cookie (``POST /logout``,
+    :func:`gtx_stream.server.api.logout`), and how many other sessions of theirs are still
+    live (:func:`gtx_stream.store.people.end_session`)."""
+    others = await run_in_threadpool(
+        people.end_session, state.client, state.keys, person.session_id, person.labeler_id
+    )
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-    return response
+    return response, others

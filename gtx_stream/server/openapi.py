@@ -214,7 +214,14 @@ SPEC: dict[str, Any] = {
         },
         "/logout": {
             "post": {
-                "summary": "End the session; what you hold is asked of someone else at once",
+                "summary": "End this session; after your last, what you hold is asked of "
+                "someone else at once",
+                "description": (
+                    "Ends this session only. What you hold is per person, not per session: "
+                    "if it was your last live session, each frame you hold is skipped (asked "
+                    "of someone else at once); while you are logged in elsewhere too (another "
+                    "device or browser), it stays yours, for that session to answer."
+                ),
                 "security": [{"session": [], "csrf": []}],
                 "responses": {"204": {"description": "logged out"}, **_POST},
             }

@@ -3,7 +3,8 @@
 - **Invites**: a one-time login token, stored as its SHA-256 only, with a TTL; redeeming it
   deletes it (``GETDEL``), so a link works once.
 - **Sessions**: a random session id (the cookie; stored as its SHA-256) -> the labeler id and
-  the session's CSRF token, with a TTL.
+  the session's CSRF token, with a TTL; each person's sessions are also listed (digest ->
+  expiry), so that logging out on one device can tell whether another is still logged in.
 - **The hand**: the requests a person holds (the one on screen and up to ``prefetch`` more,
   taken from their RQ queue by the label server), each under an opaque random token, so that a
   reload shows the same frame and the page never sees a request id.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -56,7 +58,16 @@ class PeopleKeys:
 
     def session(self, session_id: str) -> str:
         """HASH labeler, csrf, created_at, with the session's TTL; named by the id's SHA-256."""
-        return f"{self.keys.prefix}:person:session:{_digest(session_id)}"
+        return self.session_of_digest(_digest(session_id))
+
+    def session_of_digest(self, digest: str) -> str:
+        return f"{self.keys.prefix}:person:session:{digest}"
+
+    def sessions(self, labeler_id: str) -> str:
+        """ZSET session digest -> unix seconds it expires: the person's sessions. One key on a
+        Redis Cluster too (in its own slot, like the sessions): no script or transaction
+        touches it with another key."""
+        return f"{self.keys.prefix}:person:{labeler_id}:sessions"
 
     def _person(self, labeler_id: str, name: str, shard: int | None) -> str:
         if not self.keys.cluster:
@@ -118,13 +129,30 @@ class Session:
 def create_session(
     client: redis.Redis, keys: Keys, labeler_id: str, ttl: int
 ) -> tuple[str, Session]:
-    """A new session for ``labeler_id``: (session id for the cookie, the session)."""
+    """A new session for ``labeler_id``: (session id for the cookie, the session).
+
+    It is listed in the person's sessions before it is written: one listed but never written
+    (the server died in between) is found missing by :func:`end_session`, while one written
+    but never listed would let a logout elsewhere release the hand this one shows. Separate
+    round trips, not one transaction: on a Redis Cluster the list and the session are in two
+    slots (a login is rare: each invite link logs in once).
+    """
     session_id = secrets.token_urlsafe(32)
     session = Session(labeler_id, secrets.token_urlsafe(32))
-    key = PeopleKeys(keys).session(session_id)
+    pk = PeopleKeys(keys)
+    key, listed, now = pk.session(session_id), pk.sessions(labeler_id), time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.zremrangebyscore(listed, "-inf", now)  # those that expired
+    pipe.zadd(listed, {_digest(session_id): now + ttl})
+    pipe.zrange(listed, -1, -1, withscores=True)
+    last = pipe.execute()[-1]
+    # the list lasts as long as its longest session, which is not this one when
+    # session_ttl_seconds was lowered meanwhile (EXPIRE GT needs a Redis 7 that the embedded
+    # server is not)
+    client.expire(listed, max(ttl, math.ceil(float(last[0][1]) - time.time()) if last else 0))
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping={"labeler": labeler_id, "csrf": session.csrf,
-                                "created_at": repr(time.time())})  # fmt: skip
+                                "created_at": repr(now)})  # fmt: skip
         pipe.expire(key, ttl)
         pipe.execute()
     return session_id, session
@@ -137,8 +165,28 @@ def get_session(client: redis.Redis, keys: Keys, session_id: str) -> Session | N
     return Session(text(raw[0]), text(raw[1]))
 
 
-def end_session(client: redis.Redis, keys: Keys, session_id: str) -> None:
-    client.delete(PeopleKeys(keys).session(session_id))
+def end_session(client: redis.Redis, keys: Keys, session_id: str, labeler_id: str) -> int:
+    """End the session of ``labeler_id``; how many other sessions of theirs are still live
+    (not expired, not ended: another device, another browser).
+
+    The session leaves the list before the list is read, so of two sessions ending at the
+    same moment the one read last finds neither: the last logout always sees none left.
+    """
+    pk = PeopleKeys(keys)
+    listed = pk.sessions(labeler_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(pk.session(session_id))
+    pipe.zrem(listed, _digest(session_id))
+    pipe.zremrangebyscore(listed, "-inf", time.time())
+    pipe.zrange(listed, 0, -1)
+    others = [text(d) for d in pipe.execute()[-1]]
+    if not others:
+        return 0
+    # listed, but written and still there? (see create_session)
+    pipe = client.pipeline(transaction=False)
+    for digest in others:
+        pipe.hget(pk.session_of_digest(digest), "labeler")
+    return sum(1 for raw in pipe.execute() if raw is not None and text(raw) == labeler_id)
 
 
 # --- the hand ----------------------------------------------------------------------------

@@ -4,12 +4,15 @@ no replay (real Redis)."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 import pytest
 from starlette.testclient import TestClient
 
 from gtx_stream.core.records import SKIPPED_REASON, LabelEntry, decode_fields
-from gtx_stream.store.people import today
+from gtx_stream.store import people
+from gtx_stream.store.people import PeopleKeys, today
 from tests.server.conftest import PersonClient, Pipeline, open_frames
 
 
@@ -137,6 +140,87 @@ def test_logging_out_lets_the_held_frames_go_to_someone_else_at_once(pipeline: P
     assert {e.frame_id for e in skipped} == frames and all(e.label is None for e in skipped)
     assert all(e.reason == SKIPPED_REASON for e in skipped)
     assert int(p.r.get(f"{p.keys.prefix}:person:alice:answered:{today()}") or 0) == 0
+
+
+def _hand(p: Pipeline, person: str = "alice") -> dict[str, str]:
+    raw = p.r.hgetall(PeopleKeys(p.keys).hand(person))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _labels(p: Pipeline) -> list[LabelEntry]:
+    return [LabelEntry.from_fields(decode_fields(f)) for _, f in p.r.xrange(p.keys.labels)]
+
+
+def test_logging_out_on_one_device_leaves_the_hand_to_the_other(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hand is the person's, not a session's: logged in on a laptop and on a phone, a
+    logout on the laptop ends that session only, and the phone keeps showing and answering
+    what it holds; the logout on the phone, the last session, lets the rest go as before."""
+    p = pipeline
+    laptop, phone = p.person("alice"), p.person("alice")
+    shown = _holding(p, laptop)["alice"]
+    phone.login()
+    assert phone.next() == shown  # one hand: both show the same frame
+    held = _hand(p)
+    assert len(held) == 2  # the frame on screen and the one prefetched
+    caplog.set_level(logging.INFO, logger="gtx_stream.server.api")
+    assert laptop.post("/logout").status_code == 204
+    assert "alice logged out of one session: 1 other live" in caplog.text
+    assert laptop.http.get("/api/next").status_code == 401  # that session did end
+    assert _hand(p) == held and p.r.xlen(p.keys.labels) == 0  # untouched, nothing skipped
+    assert phone.next() == shown
+    assert phone.answer(str(shown["token"]), 1).json() == {"status": "sent"}
+    [label] = _labels(p)
+    assert (label.label, label.labeler) == (1, "alice")
+    assert label.frame_id == json.loads(held[str(shown["token"])])["frame_id"]
+    assert phone.next() is not None
+    left = {json.loads(v)["frame_id"] for v in _hand(p).values()}
+    assert left and label.frame_id not in left
+    assert phone.post("/logout").status_code == 204
+    assert "alice logged out of their last session" in caplog.text
+    assert not p.r.exists(PeopleKeys(p.keys).hand("alice"))
+    skipped = _labels(p)[1:]
+    assert {e.frame_id for e in skipped} == left and len(skipped) == len(left)
+    assert all(e.label is None and e.reason == SKIPPED_REASON for e in skipped)
+    assert not p.r.exists(PeopleKeys(p.keys).sessions("alice"))  # no list left behind
+
+
+def test_an_expired_session_does_not_keep_the_hand(pipeline: Pipeline) -> None:
+    """A session that ran out (its TTL) is not live: the logout of the other lets the hand go."""
+    p = pipeline
+    laptop, phone = p.person("alice"), p.person("alice")
+    _holding(p, laptop)
+    phone.login()
+    p.r.pexpire(PeopleKeys(p.keys).session(phone.http.cookies["gtx_session"]), 50)
+    time.sleep(0.2)
+    assert phone.http.get("/api/next").status_code == 401
+    frames = {json.loads(v)["frame_id"] for v in _hand(p).values()}
+    assert frames
+    assert laptop.post("/logout").status_code == 204
+    assert not p.r.exists(PeopleKeys(p.keys).hand("alice"))
+    assert {e.frame_id for e in _labels(p)} == frames
+    assert all(e.reason == SKIPPED_REASON for e in _labels(p))
+
+
+def test_end_session_counts_the_persons_other_live_sessions_only(pipeline: Pipeline) -> None:
+    r, keys = pipeline.r, pipeline.keys
+    listed = PeopleKeys(keys).sessions("alice")
+    first, _ = people.create_session(r, keys, "alice", 3600)
+    second, _ = people.create_session(r, keys, "alice", 3600)
+    short, _ = people.create_session(r, keys, "alice", 1)
+    people.create_session(r, keys, "bob", 3600)  # someone else's: never counted
+    # listed but never written (the server died between the two steps of create_session)
+    r.zadd(listed, {"0" * 64: time.time() + 3600})
+    # as long as its longest session, not its newest
+    assert 3590 < r.ttl(listed) <= 3600 and r.ttl(PeopleKeys(keys).sessions("bob")) > 3590
+    assert people.end_session(r, keys, first, "alice") == 2  # second and short
+    time.sleep(1.1)  # short expires
+    assert people.get_session(r, keys, short) is None
+    assert people.end_session(r, keys, second, "alice") == 0
+    # the expired one is pruned from the list by its score; the unwritten one waits for its own
+    assert [m.decode() for m in r.zrange(listed, 0, -1)] == ["0" * 64]
+    assert people.end_session(r, keys, second, "alice") == 0  # ending twice is harmless
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.store import gold, params
 from gtx_stream.store.cluster import cluster_client
 from gtx_stream.store.keys import Keys
-from gtx_stream.store.people import create_invite
+from gtx_stream.store.people import PeopleKeys, create_invite
 from tests.aggregator_harness import Capture
 from tests.cluster_fixtures import LocalCluster, cluster_unavailable
 
@@ -157,6 +157,9 @@ def test_every_service_does_its_work_as_its_user_on_a_cluster(
     with TestClient(app, base_url="http://testserver") as http:
         cat = PersonClient(http, "cat", create_invite(admin, keys, "cat", 600))
         cat.login()
+        phone = PersonClient(TestClient(app, base_url="http://testserver"), "cat",
+                             create_invite(admin, keys, "cat", 600))  # fmt: skip
+        phone.login()  # a second session: the list of cat's sessions, in a slot of its own
         for _ in range(2):
             found = cat.next()
             assert found is not None
@@ -167,6 +170,11 @@ def test_every_service_does_its_work_as_its_user_on_a_cluster(
         assert csrf is not None
         http.post("/admin/login", data={"csrf": csrf.group(1), "password": "a-long-admin-password"})
         dashboard = http.get("/admin/api/dashboard").json()["figures"]
+        assert cat.post("/logout").status_code == 204  # the phone's session is still live
+        assert phone.http.get("/api/next").status_code in (200, 204)
+        assert phone.post("/logout").status_code == 204  # the last one
+        phone.http.close()
+    assert not admin.exists(PeopleKeys(keys).sessions("cat"))
     assert admin.hexists(keys.labelers, "cat")
     # the estimator fits over every shard's final stream; the exporter writes the dataset
     est = Estimator(user("gtx-estimator"), Keys("gtx"), EstimatorSettings(min_labels=1),

@@ -107,6 +107,9 @@ def test_label_server_runs_with_its_acl_user(server: Server, tmp_path: Path) -> 
     alice = PersonClient(TestClient(app, base_url="http://testserver"), "alice", token)
     alice.login()
     alice.beat()
+    phone = PersonClient(TestClient(app, base_url="http://testserver"), "alice",
+                         people.create_invite(admin, KEYS, "alice", 600))  # fmt: skip
+    phone.login()  # a second session of hers: the list of her sessions
     for _ in range(2):  # gold only, until she qualifies
         found = alice.next()
         assert found is not None
@@ -148,7 +151,12 @@ def test_label_server_runs_with_its_acl_user(server: Server, tmp_path: Path) -> 
         assert csrf is not None
         out = http.post("/admin/logout", data={"csrf": csrf.group(1)}, follow_redirects=False)
         assert out.status_code == 303
-    assert alice.post("/logout").status_code == 204
+    assert alice.post("/logout").status_code == 204  # the phone's session is still live
+    assert alice.http.get("/api/next").status_code == 401
+    assert phone.http.get("/api/next").status_code in (200, 204)
+    assert phone.post("/logout").status_code == 204  # her last: the hand goes
+    assert not admin.exists(people.PeopleKeys(KEYS).sessions("alice"))
+    phone.http.close()
 
     # a person paused by their gold answers (gold_answer.lua: pause, unregister, not live)
     strict = settings.model_copy(deep=True)
