@@ -1,7 +1,9 @@
-"""The crowd-dataset and truth-file sources read through core.datasets: same checks, same lines."""
+"""Sources without Redis: crowd datasets and truth files, read through core.datasets (same
+checks, same lines), and folders that lose an image or go missing midway."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -9,7 +11,12 @@ import numpy as np
 import pytest
 
 from gtx_stream.pipeline.ingest.images import ImageError, decode_image, truncation
-from gtx_stream.pipeline.ingest.sources import SourceError, TaskSource, read_truth_csv
+from gtx_stream.pipeline.ingest.sources import (
+    FolderSource,
+    SourceError,
+    TaskSource,
+    read_truth_csv,
+)
 
 
 def _folder(tmp_path: Path, answers: str, truth: str = "task,truth\n10,1\n11,0\n") -> Path:
@@ -125,3 +132,31 @@ def test_an_empty_or_garbage_file_is_refused() -> None:
         decode_image(b"")
     with pytest.raises(ImageError, match="cannot decode image"):
         decode_image(b"GIF89a not really")
+
+
+def test_a_folder_gone_midway_ends_the_source_in_one_error(tmp_path: Path) -> None:
+    # it used to warn once for each image left, then end as if the folder had been read
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((24, 32, 3), 40 * i, np.uint8))
+    src = FolderSource(folder)
+    src.open()
+    frames = src.frames(lambda index, t: True)
+    assert [next(frames).index, next(frames).index] == [0, 1]
+    shutil.rmtree(folder)
+    with pytest.raises(SourceError, match=r"images is gone after 2 of its 5 images$"):
+        next(frames)
+    assert src.stats.corrupt == 0
+
+
+def test_an_image_gone_from_a_folder_that_is_still_there_is_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((24, 32, 3), 40 * i, np.uint8))
+    src = FolderSource(folder)
+    src.open()
+    (folder / "1.png").unlink()
+    assert [f.fields["file_name"] for f in src.frames(lambda index, t: True)] == ["0.png", "2.png"]
+    assert src.stats.corrupt == 1

@@ -148,7 +148,8 @@ class FolderSource(Source):
 
     An image that cannot be decoded, or is cut short (:mod:`.images`), is skipped with a
     warning and takes no index: the index counts the usable images, so every image is decoded,
-    also those the sampler leaves out, and the same folder always gives the same indices.
+    also those the sampler leaves out, and the same folder always gives the same indices. A
+    folder that is gone midway (unmounted, deleted) ends the source with :class:`SourceError`.
     """
 
     def __init__(self, path: Path) -> None:
@@ -172,6 +173,10 @@ class FolderSource(Source):
             try:
                 image = read_image(path)
             except ImageError as err:
+                if not self.path.is_dir():  # else a warning for each image left, and "end"
+                    raise SourceError(
+                        f"folder {self.path} is gone after {index} of its {len(self._files)} images"
+                    ) from None
                 self.stats.corrupt += 1
                 log.warning("%s: %s, skipped", path, err)
                 continue
