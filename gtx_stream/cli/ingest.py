@@ -77,7 +77,8 @@ def _check_sources(
     """Why several sources cannot be ingested as given ("" when they can), before any starts.
 
     Each would fail in its own thread otherwise, with a traceback and exit 1, or race with a
-    twin of itself for the same frame ids (``line.avi`` and ``./line.avi`` share one id).
+    twin of itself for the same frame ids (``line.avi`` and ``./line.avi`` share one id), or,
+    under two NAMEs, have its frames labeled (and paid for) twice.
     """
     from gtx_stream.pipeline.ingest.ingester import SOURCE_ID
     from gtx_stream.pipeline.ingest.sources import parse_source
@@ -91,6 +92,7 @@ def _check_sources(
             "file ('SOURCE [NAME] truth=CSV'), or configure a labeler that is not simulated"
         )
     seen: dict[str, str] = {}
+    uris: dict[str, str] = {}  # one file, camera or URL under two NAMEs is labeled twice
     for spec in specs:
         if spec.source_id is not None and not SOURCE_ID.fullmatch(spec.source_id):
             return f"source id {spec.source_id!r}: use letters, digits, '_', '.', '-'"
@@ -98,7 +100,11 @@ def _check_sources(
         sid = spec.source_id or source.source_id
         if sid in seen:
             return f"source id {sid!r} is given twice ({seen[sid]!r} and {spec.source!r})"
+        if source.uri in uris:
+            return (f"{source.uri} is given twice ({uris[source.uri]!r} and {spec.source!r}, "
+                    "under two names): its frames would be labeled twice")  # fmt: skip
         seen[sid] = spec.source
+        uris[source.uri] = spec.source
     return ""
 
 

@@ -133,3 +133,15 @@ def test_one_source_spelled_twice_or_a_bad_name_is_refused_before_any_starts(
     done = gtx("ingest", "--sources", str(sources), GTX_REDIS__URL="redis://127.0.0.1:1/0")
     assert done.returncode == 2 and "source id 'bad/name': use letters" in done.stderr
     assert done.stdout == ""
+
+
+def test_one_file_under_two_names_is_refused_before_any_starts(gtx: Gtx, tmp_path: Path) -> None:
+    # two NAMEs made two source ids: both threads read the file, each frame was labeled twice
+    video = tmp_path / "clip.avi"
+    write_synthetic_video(video, 2, seed=0)
+    sources = tmp_path / "s.txt"
+    sources.write_text("clip.avi cam-a\n./clip.avi cam-b\n")
+    done = gtx("ingest", "--sources", str(sources), GTX_REDIS__URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    line = one_line(done.stderr)
+    assert f"{video} is given twice ('clip.avi' and './clip.avi', under two names)" in line
