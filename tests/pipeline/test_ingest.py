@@ -535,6 +535,34 @@ def test_bad_truth_file_is_a_clear_error(
         run_ingest(r, keys, make_settings(), str(video[0]), truth_csv=bad)
 
 
+def test_frames_missing_from_the_truth_file_are_warned_of_once_and_counted(
+    r: redis.Redis, keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "500,0" for "5,0": frame 5 was opened without truth, and only the labelers' logs told
+    video = tmp_path / "clip.avi"
+    truths = write_synthetic_video(video, n_frames=8, seed=3, size=SIZE)
+    rows = [(i, t) for i, t in enumerate(truths) if i not in (5, 6)] + [(500, 0)]
+    text = "frame_index,truth\n" + "".join(f"{i},{t}\n" for i, t in rows)
+    csv = _write(tmp_path / "truth.csv", text.encode())
+    report = run_ingest(r, keys, make_settings(), str(video), truth_csv=csv)
+    assert (report.opened, report.no_truth) == (8, 2)
+    assert report.summary().endswith("duplicates refused 0, without truth 2; stopped: end")
+    warned = [m for m in caplog.messages if "no row in the truth file" in m]
+    assert warned == [
+        f"{video}: frame 5 has no row in the truth file: opened without truth "
+        "(a simulated labeler cannot label it); the summary counts such frames"
+    ]
+    assert "truth" not in r.hgetall(keys.frame(f"{source_id_of(str(video))}-5"))
+
+
+def test_without_a_truth_file_no_frame_is_warned_of(
+    r: redis.Redis, keys: Keys, video: tuple[Path, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    report = run_ingest(r, keys, make_settings(), str(video[0]))
+    assert report.opened > 0 and report.no_truth == 0
+    assert "without truth" not in report.summary() and "truth file" not in caplog.text
+
+
 # --- live sources: an MJPEG stream over HTTP -------------------------------------------------
 
 

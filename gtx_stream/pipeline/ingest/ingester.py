@@ -12,7 +12,6 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,6 +20,7 @@ import redis
 
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.pipeline.ingest.images import ImageError, encode_jpeg
+from gtx_stream.pipeline.ingest.report import IngestReport
 from gtx_stream.pipeline.ingest.sources import (
     Source,
     SourceError,
@@ -51,38 +51,6 @@ SOURCE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 class RedisLostWrites(redis.RedisError):
     """Redis restarted without writes this ingester had made: it must resume from Redis's
     high-water mark, not from where it is."""
-
-
-@dataclass
-class IngestReport:
-    source: str
-    source_id: str
-    read: int = 0  # frames read from the source
-    opened: int = 0
-    skipped: int = 0  # left out by sampling: --every, --fps, --skip-still
-    duplicates: int = 0  # refused: opened before (restart)
-    dropped: int = 0  # live frames dropped while max open frames were open
-    corrupt: int = 0
-    reconnects: int = 0
-    truncated: bool = False
-    stopped: str = "end"  # end | max_frames | budget | stop
-
-    def summary(self) -> str:
-        parts = [
-            f"read {self.read}",
-            f"opened {self.opened}",
-            f"skipped {self.skipped}",
-            f"duplicates refused {self.duplicates}",
-        ]
-        if self.dropped:
-            parts.append(f"dropped while full {self.dropped}")
-        if self.corrupt:
-            parts.append(f"corrupt {self.corrupt}")
-        if self.reconnects:
-            parts.append(f"reconnects {self.reconnects}")
-        if self.truncated:
-            parts.append("truncated")
-        return f"ingest {self.source}: " + ", ".join(parts) + f"; stopped: {self.stopped}"
 
 
 class Sampler:
@@ -288,6 +256,12 @@ def _ingest(
             if code == "opened":
                 report.opened += 1
                 last_opened = frame.index
+                if truths and frame.index not in truths:  # a typo in the truth file, likely
+                    report.no_truth += 1
+                    if report.no_truth == 1:
+                        log.warning("%s: frame %d has no row in the truth file: opened without "
+                                    "truth (a simulated labeler cannot label it); the summary "
+                                    "counts such frames", src.uri, frame.index)  # fmt: skip
             elif code == "duplicate":
                 report.duplicates += 1
             elif code == "full":
