@@ -39,7 +39,9 @@ def register(sub: Any) -> None:
                    help="passes over the training split (default: head 100, full 3)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--seed", type=int, default=0, help="seeds the head and the shuffles")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images (full mode) or feature rows (head mode) per step "
+                        "(default 32)")  # fmt: skip
     p.add_argument("--image-size", type=int, default=224,
                    help="square input size (default 224, Lite0's own)")  # fmt: skip
     p.add_argument("--lr", type=float,

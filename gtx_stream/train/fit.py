@@ -18,7 +18,8 @@ The loss is binary cross-entropy on one logit, against the hard label or, with `
 frame's posterior p1 (the label's probability the pipeline computed). The model is fit on the
 folder's ``train`` split and scored on ``val`` (and ``test`` when there is one) against the
 folder's labels: :mod:`gtx_stream.train.report`. A model that answers one class for every
-image of a scored split is warned about on stderr and in ``metrics.json``'s ``warnings``.
+image of a scored split that holds both is warned about on stderr and in ``metrics.json``'s
+``warnings``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from gtx_stream.train.progress import Progress
 
 Mode = Literal["head", "full"]
 DEFAULT_EPOCHS: dict[str, int] = {"head": 100, "full": 3}
+DEFAULT_LR: dict[str, float] = {"head": 1e-3, "full": 1e-4}  # full: the backbone's (head 10x)
 MODEL_FILE = "model.pt"
 FEATURE_DIR = "features"
 EVAL_SPLITS = ("val", "test")
@@ -62,12 +64,16 @@ class TrainOptions:
     seed: int = 0
     batch_size: int = 32
     image_size: int = IMAGE_SIZE
-    lr: float | None = None  # None: 1e-3 for the head, 1e-4 for the backbone in full mode
+    lr: float | None = None  # None: DEFAULT_LR[mode]
     progress: bool = True
 
     @property
     def n_epochs(self) -> int:
         return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
 
 
 @dataclass
@@ -185,7 +191,7 @@ def fit_head(
     fy = torch.from_numpy(y).to(device)
     model.eval()  # the backbone's batch norm stays as pretrained
     model.dropout.train()
-    lr = options.lr or 1e-3
+    lr = options.learning_rate
 
     def batch(index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return fx[index], fy[index]
@@ -207,7 +213,7 @@ def fit_layers(model: Classifier, n: int, batch: Batch, options: TrainOptions) -
     out. One pass over the training images with the trained weights (``update_bn``, the
     statistics averaged over the batches) gave 0.00 and 0.40.
     """
-    lr = options.lr or 1e-4
+    lr = options.learning_rate
     params = [
         {"params": model.backbone.parameters(), "lr": lr},
         {"params": model.head.parameters(), "lr": 10 * lr},
@@ -249,8 +255,10 @@ def p1_of_images(
 # --- the command -----------------------------------------------------------------------------
 
 
-def _check_options(options: TrainOptions, out: Path, dataset_dir: Path) -> None:
-    """Refuse, before any work, what would fail later with a traceback."""
+def _check_options(
+    options: TrainOptions, out: Path, dataset_dir: Path, features_dir: Path | None = None
+) -> None:
+    """Refuse, before any work, what would fail later with a traceback (or be ignored)."""
     if out.resolve().is_relative_to(dataset_dir.resolve()):
         raise TrainError(f"--out {out} is inside the dataset folder {dataset_dir}: the "
                          "exporter and export --check would find its files there; put the "
@@ -263,6 +271,12 @@ def _check_options(options: TrainOptions, out: Path, dataset_dir: Path) -> None:
         raise TrainError(f"--lr must be above 0, got {options.lr}")
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: a file, not a folder")
+    if features_dir is not None:
+        if options.mode != "head":
+            raise TrainError(f"--features is for --mode head (--mode {options.mode} caches no "
+                             "features)")  # fmt: skip
+        if features_dir.exists() and not features_dir.is_dir():
+            raise TrainError(f"--features {features_dir}: a file, not a folder")
 
 
 def _check(dataset: Dataset) -> None:
@@ -290,7 +304,7 @@ def train(
     """Fit on ``train``, score on ``val`` (and ``test``), write model.pt, metrics.json, PNG.
     Head mode caches the features in ``features_dir`` (default ``out/features``)."""
     started = time.monotonic()
-    _check_options(options, out, dataset_dir)
+    _check_options(options, out, dataset_dir, features_dir)
     dataset = read_dataset(dataset_dir)
     _check(dataset)
     device = _device(options.device)
@@ -314,14 +328,15 @@ def train(
     info = ModelInfo(class_names=dataset.class_names, mode=options.mode,
                      image_size=options.image_size, soft=options.soft)  # fmt: skip
     save(report.temporary(out / MODEL_FILE), model.cpu(), info)  # in place after the metrics
-    settings = {**asdict(options), "epochs": options.n_epochs, "dataset": str(dataset_dir)}
+    settings = {**asdict(options), "epochs": options.n_epochs, "lr": options.learning_rate,
+                "dataset": str(dataset_dir)}  # fmt: skip
     settings.pop("progress")
     metrics = report.build(
         {s: np.array([e.label for e in ex]) for s, ex in evaluated.items()},
         p1,
         settings={**settings, "class_names": list(dataset.class_names), "losses": losses},
     )
-    metrics["warnings"] = one_class_warnings(metrics["splits"])
+    metrics["warnings"] = one_class_warnings(metrics["splits"], options.mode)
     for warning in metrics["warnings"]:
         print(f"train: warning: {warning}", file=sys.stderr)
     metrics["seconds"] = round(time.monotonic() - started, 3)
@@ -331,21 +346,31 @@ def train(
     return TrainResult(out=out, metrics=metrics, seconds=metrics["seconds"], files=files)
 
 
+def only_class(m: Mapping[str, Any]) -> int | None:
+    """The class of every image of a split (None: it holds both, or none)."""
+    held = [sum(row) for row in m["confusion_matrix"]]
+    return held.index(m["n"]) if m["n"] > 0 and max(held) == m["n"] else None
+
+
 def one_class(m: Mapping[str, Any]) -> int | None:
-    """The class a split's model answers for every one of its images (None: both, or n < 2)."""
+    """The class a split's model answers for every one of its images while the split holds
+    both (None: it answers both; or the split holds one class, and answering it is right)."""
     answered = [sum(column) for column in zip(*m["confusion_matrix"], strict=True)]
-    return answered.index(m["n"]) if m["n"] > 1 and max(answered) == m["n"] else None
+    if m["n"] == 0 or max(answered) != m["n"] or only_class(m) is not None:
+        return None
+    return answered.index(m["n"])
 
 
-def one_class_warnings(splits: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def one_class_warnings(splits: Mapping[str, Mapping[str, Any]], mode: str) -> list[str]:
     """A line per scored split on which the model answers one class: it learned nothing there."""
+    other = "full" if mode == "head" else "head"
     out = []
     for split in EVAL_SPLITS:
         if split in splits and (label := one_class(splits[split])) is not None:
             m = splits[split]
             out.append(f"the model answers {label} for all {m['n']} {split} images (balanced "
                        f"error {m['balanced_error']:.2f}): it has not learned to tell the "
-                       "classes apart; label more frames, or try --mode head or another "
+                       f"classes apart; label more frames, or try --mode {other} or another "
                        "--seed")  # fmt: skip
     return out
 
@@ -361,6 +386,8 @@ def summary(result: TrainResult) -> str:
                     f"ECE {m['ece']:.4f}, confusion {confusion}")  # fmt: skip
             if (label := one_class(m)) is not None:
                 line += f" (the model answers {label} for every image)"
+            elif (held := only_class(m)) is not None:
+                line += f" (every {split} image is class {held}: a score of that class alone)"
             lines.append(line)
     names = ", ".join(p.name for p in result.files)
     lines.append(f"wrote {names} to {result.out} in {result.seconds:.1f} s")

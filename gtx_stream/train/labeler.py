@@ -1,14 +1,14 @@
 """A trained model as a ``python`` labeler: ``gtx_stream.train.labeler:predict``.
 
-``gtx-stream train`` writes ``MODEL_DIR/model.pt``; point a labeler at it::
+``gtx-stream train`` writes ``MODEL_DIR/model.pt``; point a labeler of the config at it
+(``backend = "python"``, ``target = "gtx_stream.train.labeler:predict"`` in its
+``[[labelers]]`` entry) and serve it with ``GTX_MODEL_DIR`` in the worker's environment::
 
-    GTX_MODEL_DIR=models/run1 gtx-stream labeler --id model-1 --backend python \\
-        --target gtx_stream.train.labeler:predict
+    GTX_MODEL_DIR=models/run1 gtx-stream labeler --id model-1
 
-(or ``backend = "python"``, ``target = "gtx_stream.train.labeler:predict"`` in the labeler's
-config, with ``GTX_MODEL_DIR`` in its environment). The model is loaded once per process, on
-the first frame, from ``$GTX_MODEL_DIR`` (on the CPU, or ``$GTX_MODEL_DEVICE``). Each call
-gets the frame as a BGR array, and answers 1 when the model's P(label = 1) is at least 0.5.
+The model is loaded once per process, on the first frame, from ``$GTX_MODEL_DIR`` (on the
+CPU, or ``$GTX_MODEL_DEVICE``). Each call gets the frame as a BGR array, and answers 1 when the
+model's P(label = 1) is at least 0.5.
 Its accuracy is the model's, measured like any labeler's (gold frames, the estimator).
 """
 

@@ -36,6 +36,7 @@ def test_head_mode_writes_model_metrics_and_diagram(
     assert val["n"] == 8 and sum(map(sum, val["confusion_matrix"])) == 8
     assert 0.0 <= val["ece"] <= 1.0
     assert metrics["settings"]["mode"] == "head" and metrics["settings"]["epochs"] == 30
+    assert metrics["settings"]["lr"] == 1e-3  # the one used, not null
     model, info = load(out / "model.pt")
     assert info.class_names == ("no", "yes") and info.image_size == 64 and info.mode == "head"
     assert not model.training
@@ -51,6 +52,19 @@ def test_the_summary_says_when_the_model_answers_one_class_for_everything(
     val, test, _ = text.splitlines()
     assert val.endswith("confusion [[0, 31], [0, 69]] (the model answers 1 for every image)")
     assert test.endswith("confusion [[20, 10], [4, 66]]")
+
+
+def test_a_split_of_one_class_answered_right_is_no_warning(tmp_path: Path) -> None:
+    # a small export's test split may hold one class: answering it for every image is right
+    confusion = {"val": [[5, 0], [0, 5]], "test": [[0, 0], [0, 5]]}
+    splits = {s: {"n": sum(map(sum, c)), "balanced_error": 0.0, "ece": 0.02,
+                  "confusion_matrix": c} for s, c in confusion.items()}  # fmt: skip
+    assert fit.one_class_warnings(splits, "head") == []
+    text = fit.summary(fit.TrainResult(out=tmp_path, metrics={"splits": splits}, seconds=1.0))
+    test = text.splitlines()[1]
+    assert test.endswith(
+        "[[0, 0], [0, 5]] (every test image is class 1: a score of that class alone)"
+    )
 
 
 def test_the_head_separates_a_separable_folder(head_model: tuple[Path, Path]) -> None:
@@ -152,6 +166,7 @@ def test_a_model_that_answers_one_class_is_warned_about(
     printed = capsys.readouterr()
     warning = "the model answers 1 for all 8 val images (balanced error 0.50)"
     assert printed.err.startswith(f"train: warning: {warning}: it has not learned")
+    assert "try --mode full or another --seed" in printed.err  # head mode: the other mode
     assert "(the model answers 1 for every image)" in printed.out
     assert json.loads((out / "metrics.json").read_text())["warnings"][0].startswith(warning)
 
@@ -220,6 +235,28 @@ def test_an_out_that_is_a_file_is_refused(
     out.write_bytes(b"not a folder")
     assert main(["train", str(tiny_dataset), "--out", str(out), *FAST]) == 2
     assert capsys.readouterr().err == f"train: --out {out}: a file, not a folder\n"
+
+
+@pytest.mark.parametrize(
+    ("mode", "features", "message"),
+    [
+        ("head", "a-file", "--features {path}: a file, not a folder"),
+        ("full", "cache", "--features is for --mode head (--mode full caches no features)"),
+    ],
+    ids=["a-file", "full-mode"],
+)
+def test_a_features_option_that_cannot_serve_is_refused(
+    mode: str, features: str, message: str, tiny_dataset: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path = tmp_path / features
+    if features == "a-file":
+        path.write_text("not a folder")
+    out = tmp_path / "m"
+    args = ["train", str(tiny_dataset), "--out", str(out), "--mode", mode, "--features", str(path)]
+    assert main([*args, *FAST]) == 2
+    assert capsys.readouterr().err == f"train: {message.format(path=path)}\n"
+    assert not out.exists()
 
 
 def test_an_out_inside_the_dataset_is_refused(
