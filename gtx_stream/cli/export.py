@@ -81,7 +81,7 @@ def _check(root: Path) -> int:
     for line in problems:
         print(line)
     if problems:
-        print(f"{root}: {len(problems)} problems", file=sys.stderr)
+        print(f"{root}: {len(problems)} problem{'s' * (len(problems) > 1)}", file=sys.stderr)
         return 1
     print(f"{root}: consistent with its manifest")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -363,6 +364,27 @@ def test_a_second_exporter_on_the_same_folder_is_refused(
         first.close()
 
 
+def test_a_new_folder_on_a_group_that_has_read_entries_says_why_it_gets_none(
+    r: redis.Redis, keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gtx_stream.pipeline.export.exporter")
+    export(r, keys, tmp_path / "early")  # the group is made on an empty stream: read nothing
+    finalise_frames(r, keys, 4)
+    export(r, keys, tmp_path / "first")
+    assert caplog.messages == []
+    second = export(r, keys, tmp_path / "second")
+    assert second.report.exported == 0
+    assert caplog.messages == [
+        f"{tmp_path / 'second'} has no manifest yet, but the group 'exporter' has already read 4 "
+        "final entries into another folder: only frames finalised after them come here "
+        "(export.group names the group)"
+    ]
+    caplog.clear()
+    export(r, keys, tmp_path / "first")  # its own folder: nothing to say
+    export(r, keys, tmp_path / "other", group="other")  # another group: every frame, missing
+    assert caplog.messages == []
+
+
 def test_check_names_each_problem(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     finalise_frames(r, keys, 8)
     out = tmp_path / "ds"
@@ -378,6 +400,28 @@ def test_check_names_each_problem(r: redis.Redis, keys: Keys, tmp_path: Path) ->
     assert any(rows[1]["frame_id"] in p and "does not exist" in p for p in problems)
     assert any("extra.jpg" in p and "without a manifest row" in p for p in problems)
     assert any(rows[3]["frame_id"] in p and "2 manifest rows" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("made", "out", "err"),
+    [
+        (None, "nope: no such folder\n", "nope: 1 problem\n"),
+        ("", "ds/manifest.jsonl: no manifest (is ds a folder written by gtx-stream export?)\n",
+         "ds: 1 problem\n"),
+    ],
+    ids=["no-folder", "no-manifest"],
+)  # fmt: skip
+def test_check_of_a_folder_that_is_no_export_says_so(
+    made: str | None, out: str, err: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from gtx_stream.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    if made is not None:
+        (tmp_path / "ds").mkdir()
+    assert main(["export", "--check", "nope" if made is None else "ds"]) == 1
+    assert capsys.readouterr() == (out, err)
 
 
 # --- loading the folder ------------------------------------------------------------------------

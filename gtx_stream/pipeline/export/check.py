@@ -27,9 +27,11 @@ STATUSES = ("ok", "missing", "filtered")
 
 def check_folder(root: Path) -> list[str]:
     """The problems of the dataset folder ``root`` (empty: it is consistent)."""
+    if not root.is_dir():
+        return [f"{root}: no such folder"]
     path = root / MANIFEST
     if not path.is_file():
-        return [f"{path}: no manifest"]
+        return [f"{path}: no manifest (is {root} a folder written by gtx-stream export?)"]
     data = path.read_bytes()
     try:
         rows, end = parse_lines(data, str(path))

@@ -163,7 +163,28 @@ class Exporter:
         else:
             self._remove_orphans()
             rebuild_metadata(self.out, self.manifest.rows.values())
+        if not self.manifest.rows:
+            self._warn_if_read_elsewhere()
         self.group.create_group()
+
+    def _warn_if_read_elsewhere(self) -> None:
+        """A new folder on a group that has read entries gets only the frames after them: the
+        ones before went into the folder the group wrote first, and their JPEGs are gone."""
+        counts: list[int | None] = []  # entries read, per final stream (None: Redis lost count)
+        for stream in self.group.streams:
+            try:
+                groups = cast(list[dict[str, Any]], self.r.xinfo_groups(stream))
+            except redis.ResponseError:  # no stream yet: no group either
+                continue
+            counts += [g.get("entries-read") for g in groups
+                       if text(g["name"]) == self.settings.group
+                       and text(g["last-delivered-id"]) != "0-0"]  # fmt: skip
+        if counts:
+            n = "" if None in counts else f" {sum(c or 0 for c in counts)}"
+            log.warning("%s has no manifest yet, but the group %r has already read%s final "
+                        "entries into another folder: only frames finalised after them come "
+                        "here (export.group names the group)", self.out, self.settings.group,
+                        n)  # fmt: skip
 
     def _refuse_other_format(self) -> None:
         for row in self.manifest.rows.values():
