@@ -44,6 +44,7 @@ def stop_on_signals(stop: threading.Event, service: logging.Logger = log) -> Non
 def _run(args: argparse.Namespace) -> int:
     from gtx_stream.config import load_settings
     from gtx_stream.pipeline.aggregate.aggregator import Aggregator
+    from gtx_stream.pipeline.aggregate.consumer import StateLost
     from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
     from gtx_stream.pipeline.heap import freeze_startup_heap
     from gtx_stream.store.connection import connect_both
@@ -70,6 +71,10 @@ def _run(args: argparse.Namespace) -> int:
         settings.aggregator.method, settings.aggregator.tau, settings.aggregator.kappa,
         settings.aggregator.shards,
     )  # fmt: skip
-    agg.run(stop)
+    try:
+        agg.run(stop)
+    except StateLost as err:
+        log.error("aggregator %s: %s", agg.consumer, err)
+        return 1
     log.info("aggregator %s stopped", agg.consumer)
     return 0

@@ -44,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         return _check(args.check)
     from gtx_stream.cli.aggregator import stop_on_signals
     from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.pipeline.aggregate.consumer import StateLost
     from gtx_stream.pipeline.export.exporter import Exporter, ExportError
     from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
@@ -67,6 +68,9 @@ def _run(args: argparse.Namespace) -> int:
                  out, args.format)  # fmt: skip
     try:
         report = exporter.run(stop, follow=args.follow)
+    except StateLost as err:  # what was exported is on disk; the group to go on from is gone
+        print(f"gtx-stream export: {err}", file=sys.stderr)
+        return 1
     finally:
         exporter.close()
         client.close()

@@ -25,6 +25,28 @@ POLL_SECONDS = 0.05
 empty (the exporter's and ``final_labels``' reads of the final streams of every shard)."""
 
 
+class StateLost(redis.ResponseError):
+    """The consumer group is gone from Redis: a restart without persistence, a FLUSHALL or a
+    deleted stream. With it went everything the pipeline kept (open frames, requests, the
+    budget spent), so reading on would only wait for entries that cannot come; the service
+    stops with one line instead (a restart starts the pipeline over)."""
+
+
+def _lost(err: redis.ResponseError, group: str, streams: Sequence[str]) -> StateLost | None:
+    """``err`` as :class:`StateLost` when it says the group or its stream is gone (NOGROUP;
+    UNBLOCKED: the stream was deleted while a read blocked on it), else None."""
+    message = str(err)
+    if not message.startswith(("NOGROUP", "UNBLOCKED")):
+        return None
+    return StateLost(
+        f"Redis lost the pipeline's state: the consumer group {group!r} of "
+        f"{', '.join(streams)} is gone ({message}). Redis restarted without persistence "
+        f"(run it with --appendonly yes), was flushed, or the stream was deleted; what it held "
+        f"(open frames, requests, the budget spent) is lost with it. Start the services again "
+        f"to begin anew."
+    )
+
+
 class StreamEntry(NamedTuple):
     """One entry read through the group (a tuple: a batch holds hundreds)."""
 
@@ -73,7 +95,16 @@ class GroupConsumer:
 
     def read(self, block_ms: int) -> list[StreamEntry]:
         """The next batch (with, now and then, entries claimed from dead consumers first);
-        ``block_ms`` 0: do not block."""
+        ``block_ms`` 0: do not block. :class:`StateLost` when the group is gone."""
+        try:
+            return self._read(block_ms)
+        except redis.ResponseError as err:
+            lost = _lost(err, self.group, self.streams)
+            if lost is not None:
+                raise lost from err
+            raise
+
+    def _read(self, block_ms: int) -> list[StreamEntry]:
         entries: list[StreamEntry] = []
         now = time.time()
         if self._taking_over:
