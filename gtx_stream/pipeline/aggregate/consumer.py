@@ -34,9 +34,10 @@ class StateLost(redis.ResponseError):
 
 def _lost(err: redis.ResponseError, group: str, streams: Sequence[str]) -> StateLost | None:
     """``err`` as :class:`StateLost` when it says the group or its stream is gone (NOGROUP;
-    UNBLOCKED: the stream was deleted while a read blocked on it), else None."""
+    "UNBLOCKED the stream key no longer exists": deleted while a read blocked on it), else
+    None (a CLIENT UNBLOCK's "UNBLOCKED force unblock" is not a loss)."""
     message = str(err)
-    if not message.startswith(("NOGROUP", "UNBLOCKED")):
+    if not (message.startswith("NOGROUP") or message.startswith("UNBLOCKED the stream key")):
         return None
     return StateLost(
         f"Redis lost the pipeline's state: the consumer group {group!r} of "
