@@ -619,3 +619,29 @@ def test_corrupt_image_in_a_folder_is_a_log_line(
         f"{folder.resolve() / 'b.jpg'}: truncated JPEG (no end-of-image marker), skipped"
     ]
     assert "corrupt 1" in report.summary()
+
+
+def test_a_label_error_is_one_line_and_a_backend_bug_keeps_its_traceback(
+    redis_url: str, r: redis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame a simulated labeler cannot label (no truth) fails its request with one warning
+    line saying why, not RQ's traceback after it; a ``python`` backend that raises (a bug in
+    the user's code) still gets RQ's traceback in the log."""
+    _put_frame(r, keys, "cam-no-truth", truth="")
+    _put_frame(r, keys, "cam-raise", task="raise")
+    enqueue_request(r, keys, "sim", "cam-no-truth", "r-1", 30)
+    enqueue_request(r, keys, "py", "cam-raise", "r-2", 30)
+    settings = Settings.model_validate({"redis": {"url": redis_url}, "labelers": [
+        {"id": "sim", "backend": "simulated", "accuracy": 0.9},
+        {"id": "py", "backend": "python", "target": f"{__name__}:mode_labeler"},
+    ]})  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        assert run_labeler_worker(settings, ["sim", "py"], burst=True) == 0
+    lines = [(rec.name, rec.levelno, rec.getMessage()) for rec in caplog.records]
+    sim = [m for _, _, m in lines if "cam-no-truth" in m or "r-1" in m]
+    assert len(sim) == 1 and "the frame has no truth" in sim[0], lines
+    assert "Traceback" not in sim[0]
+    bug = [m for _, level, m in lines if level == logging.ERROR and "Traceback" in m]
+    assert len(bug) == 1 and "model crashed" in bug[0], lines
+    reasons = {f["frame_id"]: f.get("reason", "") for _, f in cast(Any, r.xrange(keys.labels))}
+    assert "has no truth" in reasons["cam-no-truth"] and "model crashed" in reasons["cam-raise"]

@@ -40,6 +40,7 @@ from rq.timeouts import TimerDeathPenalty
 from gtx_stream.config import ConfigError, Settings
 from gtx_stream.core.signals import set_from_signal
 from gtx_stream.pipeline.label.backends import Backend, build_backend
+from gtx_stream.pipeline.label.base import LabelError
 from gtx_stream.pipeline.label.job import LabelJob, WorkerContext, labeler_settings, set_context
 from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.connection import connect, connect_queue, has_queue_redis
@@ -126,6 +127,16 @@ class LabelerWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         with self._outage_ends_loop():
             super().execute_job(job, queue)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """A request failed with a :class:`LabelError` of its own (no truth, a garbage answer,
+        an HTTP 500) was logged in one line (``job.py``: "request ... failed: ..."), whose
+        message says why: not RQ's traceback again. One caused by another exception (a python
+        labeler's function raised) or any other error keeps RQ's traceback, which shows where.
+        (RQ's failure handling is elsewhere; this worker registers no exception handlers.)"""
+        err = exc_info[1]
+        if not isinstance(err, LabelError) or err.__cause__ is not None:
+            super().handle_exception(job, *exc_info)
 
     def teardown(self) -> None:
         if self.outage is None:
