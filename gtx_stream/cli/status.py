@@ -75,11 +75,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    print(format_status(st))
+    print(format_status(st, settings.export.group, settings.ingest.frame_ttl))
     return 0
 
 
-def format_status(st: dict[str, Any]) -> str:
+def format_status(st: dict[str, Any], export_group: str = "exporter", frame_ttl: int = 0) -> str:
+    """The text of ``gtx-stream status``; ``export_group`` and ``frame_ttl`` (the settings)
+    name what keeps the images when no exporter reads the final stream."""
     """The text report; a value that is not there reads ``-`` or says why, never ``None``."""
     budget = "unlimited" if st["budget_limit"] is None else f"{st['budget_left']} left"
     oldest = st["oldest_open_age_s"]
@@ -98,6 +100,11 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"images           {st['images_exported']} exported, {st['images_missing']} "
                      f"missing, {st['images_filtered']} filtered; group {ex['group']}: {lag} "
                      f"to read, {ex['pending']} pending")  # fmt: skip
+    elif st["frames_finalised"]:  # nothing keeps the images of the frames labeled so far
+        ttl = f" {frame_ttl} s" if frame_ttl else ""
+        lines.append(f"images           not exported (no exporter group {export_group!r} on the "
+                     f"final stream): each JPEG expires{ttl} after its frame opened "
+                     f"(ingest.frame_ttl); gtx-stream export keeps them")  # fmt: skip
     if st.get("shard_owners"):  # several shards: who owns each
         owned = "  ".join(f"s{k} {o or '(none)'}" for k, o in enumerate(st["shard_owners"]))
         lines.append(f"shards           {st['shards']}: {owned}")

@@ -69,3 +69,19 @@ def test_format_status_with_a_budget_and_labelers() -> None:
     assert "None" not in text
     rows = {line.split()[0]: line.split() for line in text.splitlines()[-2:]}
     assert rows["a"][1:3] == ["yes", "0.900"] and rows["b"][1:3] == ["no", "-"]
+
+
+def test_format_status_says_what_keeps_the_images() -> None:
+    """Frames finalised and no exporter group: nothing keeps their JPEGs past the TTL, which
+    the text says; with an exporter it shows the exporter's figures instead; before any frame
+    is finalised it says neither."""
+    lost = format_status(_status(frames_finalised=3), "exporter", 86400)
+    assert ("images           not exported (no exporter group 'exporter' on the final "
+            "stream): each JPEG expires 86400 s after its frame opened (ingest.frame_ttl)")  \
+        in lost  # fmt: skip
+    exported = format_status(_status(
+        frames_finalised=3, images_exported=3, images_missing=0, images_filtered=0,
+        exporter={"group": "exporter", "lag": 0, "pending": 0},
+    ))  # fmt: skip
+    assert "images           3 exported" in exported and "not exported" not in exported
+    assert "images" not in format_status(_status())
