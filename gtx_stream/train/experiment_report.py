@@ -164,8 +164,8 @@ def figure4(path: Path, doc: dict[str, Any]) -> Path:
             ax.set_title(f"{_title(cohort)}: {_NAMES[metric]}", fontsize=10)
             ax.grid(alpha=0.3)
         axes[row][0].legend(fontsize=8)
-    title = (f"Fine-tuning on the stand-in ({plan['mode']} mode): mean and standard error over "
-             f"{plan['seeds']} seeds x {plan['repeats']} trainings")  # fmt: skip
+    runs = f"{_count(plan['seeds'], 'seed')} x {_count(plan['repeats'], 'training')}"
+    title = f"Fine-tuning on the stand-in ({plan['mode']} mode): mean and standard error, {runs}"
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -225,3 +225,7 @@ def format_text(doc: dict[str, Any]) -> str:
     lines.append(f"time: {s['total']:.0f} s (collection {s['collect']:.1f} s, features "
                  f"{s['features']:.0f} s, training {s['train']:.0f} s)")  # fmt: skip
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
