@@ -7,6 +7,7 @@ Listens on ``HOST`` (default ``0.0.0.0`` in a container) and ``PORT`` (default: 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping
 
@@ -15,12 +16,19 @@ from gtx_stream.cli import main
 
 def argv(env: Mapping[str, str]) -> list[str]:
     """The ``gtx-stream`` arguments this service runs with, from its environment."""
-    args = ["--log-level", env.get("LOG_LEVEL", "INFO"), "label-server"]
+    args = ["--log-level", env.get("LOG_LEVEL") or "INFO", "label-server"]
     args += ["--host", env.get("HOST", "0.0.0.0")]
     if env.get("PORT"):
         args += ["--port", env["PORT"]]
     return args
 
 
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 if __name__ == "__main__":
+    # uvicorn shuts down on SIGTERM, then raises it again once its own handler is gone:
+    # without a handler of ours the process dies of it (exit 143 in a container), not 0
+    signal.signal(signal.SIGTERM, _stopped)
     sys.exit(main(argv(os.environ)))
