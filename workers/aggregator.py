@@ -15,7 +15,7 @@ from gtx_stream.cli import main
 
 def argv(env: Mapping[str, str]) -> list[str]:
     """The ``gtx-stream`` arguments this service runs with, from its environment."""
-    args = ["--log-level", env.get("LOG_LEVEL", "INFO"), "aggregator"]
+    args = ["--log-level", env.get("LOG_LEVEL") or "INFO", "aggregator"]
     if env.get("CONSUMER"):
         args += ["--consumer", env["CONSUMER"]]
     return args

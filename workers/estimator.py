@@ -12,7 +12,7 @@ from gtx_stream.cli import main
 
 def argv(env: Mapping[str, str]) -> list[str]:
     """The ``gtx-stream`` arguments this service runs with, from its environment."""
-    return ["--log-level", env.get("LOG_LEVEL", "INFO"), "estimator"]
+    return ["--log-level", env.get("LOG_LEVEL") or "INFO", "estimator"]
 
 
 if __name__ == "__main__":

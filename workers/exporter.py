@@ -15,7 +15,7 @@ from gtx_stream.cli import main
 
 def argv(env: Mapping[str, str]) -> list[str]:
     """The ``gtx-stream`` arguments this service runs with, from its environment."""
-    return ["--log-level", env.get("LOG_LEVEL", "INFO"), "export", "--follow",
+    return ["--log-level", env.get("LOG_LEVEL") or "INFO", "export", "--follow",
             "--out", env.get("OUT") or "/data/dataset",
             "--format", env.get("FORMAT") or "folder"]  # fmt: skip
 

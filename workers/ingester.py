@@ -1,9 +1,11 @@
 """Ingester service: open the frames of ``$SOURCE`` for labeling (docker-compose: ``ingester``).
 
 ``SOURCE`` is a video file, a camera index, a stream URL or a folder of images; ``SOURCES``
-names a sources file instead (several sources at once, one ``SOURCE [NAME]`` per line);
-``TASKS`` (a crowd dataset folder) opens one frame per task. Settings come from ``$GTX_CONFIG``
-and ``GTX_*`` variables (sampling: ``GTX_INGEST__FPS``, ``GTX_INGEST__EVERY``, ...).
+names a sources file instead (several sources at once, one ``SOURCE [NAME] [truth=CSV]`` per
+line); ``TASKS`` (a crowd dataset folder) opens one frame per task. ``TRUTH`` is the
+``frame_index,truth`` file of ``SOURCE``, for simulated labelers. Settings come from
+``$GTX_CONFIG`` and ``GTX_*`` variables (sampling: ``GTX_INGEST__FPS``, ``GTX_INGEST__EVERY``,
+...).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from gtx_stream.cli import main
 
 def argv(env: Mapping[str, str]) -> list[str]:
     """The ``gtx-stream`` arguments this service runs with, from its environment."""
-    head = ["--log-level", env.get("LOG_LEVEL", "INFO"), "ingest"]
+    # the command checks TRUTH against the rest (a sources file gives each source its own)
+    head = ["--log-level", env.get("LOG_LEVEL") or "INFO", "ingest"]
+    head += ["--truth", env["TRUTH"]] if env.get("TRUTH") else []
     if env.get("TASKS"):
         return [*head, "--tasks", env["TASKS"]]
     if env.get("SOURCES"):

@@ -17,7 +17,7 @@ from gtx_stream.cli import main
 
 def argv(env: Mapping[str, str]) -> list[str]:
     """The ``gtx-stream`` arguments this service runs with, from its environment."""
-    head = ["--log-level", env.get("LOG_LEVEL", "INFO"), "labeler"]
+    head = ["--log-level", env.get("LOG_LEVEL") or "INFO", "labeler"]
     ids = [i for i in re.split(r"[,\s]+", env.get("LABELER_IDS", "all")) if i]
     if not ids or ids == ["all"]:
         return [*head, "--all"]

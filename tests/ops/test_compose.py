@@ -8,8 +8,10 @@ checks the file too; no Docker engine is needed for that.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,9 +24,11 @@ import pytest
 import yaml
 
 from gtx_stream.cli import build_parser
+from gtx_stream.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+README = ROOT / "README.md"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 OUR_SERVICES = ("ingester", "labeler", "aggregator", "exporter", "estimator", "label-server")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
@@ -147,6 +151,10 @@ def test_services_run_the_worker_entry_points(compose: dict[str, Any]) -> None:
          {"command": "ingest", "source": [], "tasks": "/data/possent"}),
         ("ingester", {"SOURCE": "x", "SOURCES": "/input/cams.txt"},
          {"command": "ingest", "source": [], "sources": "/input/cams.txt"}),
+        ("ingester", {"SOURCE": "/input/a.mp4", "TRUTH": "/input/truth.csv", "TASKS": ""},
+         {"command": "ingest", "source": ["/input/a.mp4"], "truth": "/input/truth.csv"}),
+        ("ingester", {"SOURCE": "/input/a.mp4", "TRUTH": ""},
+         {"command": "ingest", "source": ["/input/a.mp4"], "truth": None}),
         ("labeler", {}, {"command": "labeler", "all": True, "ids": None}),
         ("labeler", {"LABELER_IDS": "all"}, {"command": "labeler", "all": True}),
         ("labeler", {"LABELER_IDS": "a, b c"}, {"command": "labeler", "ids": ["a", "b", "c"]}),
@@ -158,6 +166,8 @@ def test_services_run_the_worker_entry_points(compose: dict[str, Any]) -> None:
         ("exporter", {"OUT": "/x", "FORMAT": "parquet"},
          {"command": "export", "out": Path("/x"), "format": "parquet"}),
         ("estimator", {}, {"command": "estimator", "once": False}),
+        ("estimator", {"LOG_LEVEL": ""}, {"command": "estimator", "log_level": "INFO"}),
+        ("labeler", {"LOG_LEVEL": ""}, {"command": "labeler", "log_level": "INFO"}),
         ("label_server", {}, {"command": "label-server", "host": "0.0.0.0", "port": None}),
         ("label_server", {"PORT": "9000"}, {"command": "label-server", "port": 9000}),
     ],
@@ -201,3 +211,86 @@ def test_the_exporter_writes_to_a_volume_and_is_not_scaled(compose: dict[str, An
     mounts = {v.split(":")[1]: v.split(":")[0] for v in exporter["volumes"]}
     assert mounts[exporter["environment"]["OUT"]] == "./dataset"
     assert "deploy" not in exporter, "one exporter per group: its folder is locked"
+
+
+def test_config_toml_holds_where_the_compose_file_sets_no_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty GTX_ variable is read as "" and overrides config.toml: each service, run with
+    its compose environment and nothing set in the shell, keeps redis.queue_url of the file."""
+    config = tmp_path / "config.toml"
+    config.write_text('[redis]\nqueue_url = "redis://queues:6379/0"\n')
+    compose = _load(interpolate=False)  # Compose fills ${...} in each value, after parsing
+    for name in OUR_SERVICES:
+        env = compose["services"][name]["environment"]
+        for var in [v for v in os.environ if v.startswith("GTX_")]:
+            monkeypatch.delenv(var)
+        for var, value in env.items():
+            if value is not None:  # null: passed on from the shell only when set there
+                monkeypatch.setenv(var, _interpolate(str(value)))
+        monkeypatch.setenv("GTX_CONFIG", str(config))
+        queue_url = load_settings().redis.queue_url.get_secret_value()
+        assert queue_url == "redis://queues:6379/0", f"{name}: {env}"
+
+
+def test_dot_env_reaches_every_service(compose: dict[str, Any]) -> None:
+    """GTX_<SECTION>__<FIELD> "here or in .env": a .env alone only fills the file's ${...}."""
+    for name in OUR_SERVICES:
+        assert {"path": ".env", "required": False} in compose["services"][name]["env_file"], name
+
+
+def test_replay_labelers_see_the_ingesters_input(compose: dict[str, Any]) -> None:
+    """A replay labeler reads <target>/answers.csv in its own container: the crowd dataset the
+    ingester opens with TASKS=/input/... must be mounted in the labeler too."""
+    services = compose["services"]
+    ingester = {v.split(":")[1]: v for v in services["ingester"]["volumes"]}
+    labeler = {v.split(":")[1]: v for v in services["labeler"]["volumes"]}
+    assert labeler["/input"] == ingester["/input"]
+    assert labeler["/input"].endswith(":ro")
+    assert labeler["/etc/gtx-stream/config.toml"].endswith(":ro")
+
+
+def _readme_compose_variables() -> set[str]:
+    section = README.read_text().split("### With docker compose", 1)[1].split("\n### ", 1)[0]
+    return set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+
+
+def test_the_readme_table_names_every_variable_of_the_compose_file(
+    compose: dict[str, Any],
+) -> None:
+    """Each ${VAR} of docker-compose.yml, and each variable it passes on from the shell, is a
+    row of the README's table, and each row one of them (GTX_<SECTION>__<FIELD> fields aside:
+    their own row covers them)."""
+    field = re.compile(r"GTX_[A-Z_]+__[A-Z_]+")
+    used = {m.group(1) for m in _VARIABLE.finditer(COMPOSE_FILE.read_text())}
+    for service in compose["services"].values():
+        used |= {k for k, v in (service.get("environment") or {}).items() if v is None}
+    documented = _readme_compose_variables()
+    assert {v for v in used if not field.fullmatch(v)} == documented
+
+
+def _dockerignored(name: str, rules: list[str]) -> bool:
+    """Whether a top-level ``name`` is left out of the build context (the last rule that
+    matches wins, as Docker reads .dockerignore)."""
+    ignored = False
+    for rule in rules:
+        negated = rule.startswith("!")
+        if fnmatch.fnmatch(name, rule.removeprefix("!").rstrip("/")):
+            ignored = not negated
+    return ignored
+
+
+def test_the_build_context_is_only_what_the_dockerfile_copies() -> None:
+    """Without .dockerignore, `docker compose up --build` sends the whole folder: .venv (2 GB
+    here), .git, the input videos and the dataset."""
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = re.findall(r"^COPY (.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M)
+    for name in " ".join(copied).split():
+        assert (ROOT / name).exists(), name
+        assert not _dockerignored(name, rules), f"{name} is copied but left out of the context"
+    for name in (".venv", ".git", "input", "dataset", "tests", "gtx_stream.egg-info"):
+        assert _dockerignored(name, rules), name
