@@ -121,6 +121,16 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 NOT_HELD = "this request is not in your hand: answered or skipped already, or not yours"
+PAUSED = ("you are paused: your answers to the gold (check) frames were too often wrong, so "
+          "nothing is handed to you or counted until gtx-stream gold reset")  # fmt: skip
+
+
+def _not_held(feed: Feed, person: str) -> ApiError:
+    """409 for a token the hand does not hold; ``paused`` when the person's pause took it back
+    (the page then says they are paused, not that the frame was decided meanwhile)."""
+    if feed.gold is not None and feed.gold.paused(person):
+        return ApiError(409, PAUSED, paused=True)
+    return ApiError(409, NOT_HELD)
 
 
 def _settle(
@@ -135,11 +145,12 @@ def _settle(
     """
     held = _held(state, person, token)
     if held is None:
-        raise ApiError(409, NOT_HELD)
+        raise _not_held(feed, person)
     item = held.item
     entry: LabelEntry | None = None
     status = "sent"
     answered = False  # what counts in answers today: a label sent, or a gold answer
+    recorded = False  # a gold answer the book counted now
     if item.kind == "request":
         if is_live_request(state.client, state, person, item):
             entry = (LabelEntry(item.frame_id, person, item.request_id, label)
@@ -149,13 +160,18 @@ def _settle(
         else:
             status = "not_needed"  # finalised meanwhile: nothing to send, not counted
     elif label is not None and feed.gold is not None:
-        feed.gold.answer(person, item.gold_id, label)
+        recorded = feed.gold.answer(person, item.gold_id, label)
         answered = True
     done = people.send_answer(
         state.client, state.keys, person, token, held.raw, entry, answered=answered
     )
     if done != "sent":
-        raise ApiError(409, NOT_HELD)
+        if recorded:
+            # the answer counted, and paused the person: a /api/next of theirs meanwhile saw
+            # the pause and took the frame out of the hand (it was answered: say so, count it)
+            people.count_answered(state.client, state.keys, person, item)
+            return {"status": status}
+        raise _not_held(feed, person)
     return {"status": status}
 
 

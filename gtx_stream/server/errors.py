@@ -14,19 +14,26 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """``paused``: the refusal is because the gold frames paused the person (the body says
+    ``"paused": true``, so that the page tells them that rather than another reason)."""
+
+    def __init__(self, status: int, message: str, paused: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.paused = paused
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def error_response(status: int, message: str, paused: bool = False) -> JSONResponse:
+    body: dict[str, object] = {"error": message, "status": status}
+    if paused:
+        body["paused"] = True
+    return JSONResponse(body, status_code=status)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.paused)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

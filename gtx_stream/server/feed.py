@@ -53,7 +53,8 @@ class GoldFeed(Protocol):
 
     def image(self, gold_id: str) -> bytes | None: ...
 
-    def answer(self, person: str, gold_id: str, label: int) -> None: ...
+    def answer(self, person: str, gold_id: str, label: int) -> bool:
+        """Record the answer; whether it counted now (not a duplicate, not an unknown item)."""
 
     def paused(self, person: str) -> bool: ...
 

@@ -48,10 +48,14 @@ class BookFeed:
     def image(self, gold_id: str) -> bytes | None:
         return self.book.image(gold_id)
 
-    def answer(self, person: str, gold_id: str, label: int) -> None:
+    def answer(self, person: str, gold_id: str, label: int) -> bool:
         result = self.book.answer(person, gold_id, label)
-        if result.paused:
-            log.warning("person %s is paused: %s", person, result.score)
+        if result.paused and result.status == "recorded":
+            # the reason as status and /admin give it, not the score's repr
+            why = self.book.standing(person).paused or "paused"
+            log.warning("person %s is paused: %s (gtx-stream gold reset %s lifts it)",
+                        person, why, person)  # fmt: skip
+        return result.status == "recorded"
 
     def paused(self, person: str) -> bool:
         return self.book.is_paused(person)

@@ -54,7 +54,15 @@ SPEC: dict[str, Any] = {
             "Error": {
                 "type": "object",
                 "required": ["error", "status"],
-                "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+                "properties": {
+                    "error": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "paused": {
+                        "type": "boolean",
+                        "description": "present (true) on a 409 when your gold answers paused "
+                        "you: what you held was taken back, and nothing is counted",
+                    },
+                },
             },
             "Held": {
                 "type": "object",
@@ -179,7 +187,10 @@ SPEC: dict[str, Any] = {
                     "200": _json("Settled", "sent to the pipeline"),
                     "400": _err("bad body"),
                     **_POST,
-                    "409": _err("not in your hand: answered already (a replay) or not yours"),
+                    "409": _err(
+                        "not in your hand: answered already (a replay) or not yours, "
+                        "or taken back because you are paused (paused: true)"
+                    ),
                     "413": _err("body too large"),
                 },
             }
@@ -194,7 +205,7 @@ SPEC: dict[str, Any] = {
                     "200": _json("Settled", "given back"),
                     "400": _err("bad body"),
                     **_POST,
-                    "409": _err("not in your hand"),
+                    "409": _err("not in your hand (paused: true when your pause took it back)"),
                     "413": _err("body too large"),
                 },
             }

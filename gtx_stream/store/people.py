@@ -341,6 +341,17 @@ def send_answer(
     return ScriptRunner(client).run_one(call)
 
 
+def count_answered(client: redis.Redis, keys: Keys, labeler_id: str, item: HandItem) -> None:
+    """Count one answer today for an ``item`` no longer in the hand (a gold answer recorded
+    just as the pause it caused emptied the hand), as ``answer_request.lua`` would have."""
+    pk = PeopleKeys(stored_keys(client, keys))
+    key = pk.answered(labeler_id, today(), pk.shard_of(item))
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, DAY_COUNTER_TTL)
+    pipe.execute()
+
+
 def answered_today(client: redis.Redis, keys: Keys, labeler_id: str) -> int:
     pk = PeopleKeys(keys)
     day = today()

@@ -199,3 +199,42 @@ def test_a_gold_answer_that_fails_midway_is_kept_and_recorded_once(
     assert _gold_answers(p) == 1
     assert p.r.hlen(p.keys.gold_answers("alice")) == 1
     assert alice.http.get("/api/progress").json()["answered_today"] == 1
+
+
+def test_the_answer_that_pauses_a_person_counts_though_the_pause_empties_the_hand(
+    raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # seen in a walkthrough: the page's /api/next, running while the pausing answer was sent,
+    # saw the pause and emptied the hand; the answer (recorded in the gold book) got a 409,
+    # the page said "Not counted: that frame was decided meanwhile", and answered today
+    # stayed one short. Then the prefetched frame, answered, said the same.
+    p, alice = _gold_pipeline(raw, qualification=2)
+    p.settings.gold.floor = 0.9  # the gold book's settings
+    feed = p.app.state.feed
+    real_answer = feed.gold.answer
+
+    def answer_then_next(person: str, gold_id: str, label: int) -> bool:
+        recorded = real_answer(person, gold_id, label)
+        feed.current(person)  # the page's /api/next in between: paused, the hand is emptied
+        return recorded
+
+    monkeypatch.setattr(feed.gold, "answer", answer_then_next)
+    for i in range(2):  # two wrong answers: qualified below the floor, paused by the second
+        found = alice.next()
+        while found is not None and not found["next"]:  # a draw of a gold frame held already
+            found = alice.next()  # hands nothing more: the next call draws again
+        assert found is not None
+        truth = int(alice.http.get(found["image"]).content.decode().rsplit("-", 1)[1]) % 2
+        prefetched = str(found["next"][0]["token"])
+        res = alice.answer(str(found["token"]), 1 - truth)
+        assert (res.status_code, res.json()) == (200, {"status": "sent"}), (i, res.text)
+    assert p.r.hexists(p.keys.paused, "alice")
+    assert alice.http.get("/api/progress").json()["answered_today"] == 2
+    # the frame prefetched before the pause was taken back: refused, and the reply says why
+    for res in (alice.answer(prefetched, 1), alice.skip(prefetched)):
+        assert res.status_code == 409
+        assert res.json()["paused"] is True and "paused" in res.json()["error"]
+    assert _gold_answers(p) == 2
+    # a token that is simply not held, for a person not paused, says nothing of a pause
+    p.r.hdel(p.keys.paused, "alice")
+    assert "paused" not in alice.answer(prefetched, 1).json()

@@ -3,8 +3,9 @@
 The conftest pipeline (a real Redis, the real aggregator stepped by a thread of the test) and
 the app under uvicorn on a free port, so the server can be stopped and started again. What is
 checked here is the page's script: an answer given while the server is away is sent once it is
-back; a key held down answers one frame; a paused person is told so; an answer to a frame
-decided meanwhile says it was not counted; Enter or Space after a click answers nothing.
+back; a key held down answers one frame; a paused person is told so (also when answering a frame
+the pause took back); an answer to a frame decided meanwhile says it was not counted; Enter or
+Space after a click answers nothing.
 ``test_browser.py`` is the whole product end to end.
 """
 
@@ -192,6 +193,25 @@ def test_a_paused_person_is_told_so_not_that_nothing_waits(
     _wait(lambda: "paused" in page.text("empty"), "the page saying the person is paused")
     page.p.r.hdel(page.p.keys.paused, PERSON)  # gtx-stream gold reset
     _wait(lambda: page.text("empty").startswith("Nothing to label"), "the pause lifted")
+
+
+def test_an_answer_taken_back_by_a_pause_says_paused_not_decided_meanwhile(
+    make_page: Callable[..., Page],
+) -> None:
+    # seen in a walkthrough: the frame on screen when the gold answers paused the person was
+    # taken back; answered, the page said "Not counted: that frame was decided meanwhile"
+    # under the message that they are paused
+    page = make_page()
+    page.login()
+    _open(page.p, 3)
+    page.frame()
+    page.p.r.hset(page.p.keys.paused, PERSON, json.dumps({"reason": "test", "at": time.time()}))
+    page.p.app.state.feed.current(PERSON)  # a /api/next of theirs: the pause empties the hand
+    page.driver.find_element("id", "no").click()
+    _wait(lambda: "paused" in page.text("empty"), "the page saying the person is paused", 10)
+    time.sleep(1.0)  # past the undo time: the answer was sent and refused
+    assert "Not counted" not in page.text("status")
+    assert page.labels() == []
 
 
 def test_an_answer_to_a_frame_decided_meanwhile_says_it_was_not_counted(

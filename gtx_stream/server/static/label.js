@@ -6,7 +6,8 @@
 // - "Can't tell" is sent at once (the frame is asked of someone else).
 // - An answer that cannot reach the server is retried until it is sent (the page says so);
 //   only a refusal (4xx) or a closed page ends it unsent. One that is not counted (the frame
-//   was decided meanwhile, or answered in another tab) says so.
+//   was decided meanwhile, or answered in another tab) says so; one refused because the gold
+//   frames paused the person (a 409 with "paused") shows the paused message instead.
 // - A heartbeat every data-heartbeat-ms keeps this person live while the page is open; its
 //   reply says when the gold frames paused them, and the page says so.
 // - "Log out" first sends the answer held for Undo and waits for answers still being sent (and
@@ -141,8 +142,12 @@
           } else if (failing && unsent === 1) { status.textContent = ""; }
           break;
         }
-        if (res.status === 409) {  // out of the hand: answered in another tab, or decided
-          if (label !== null) { status.textContent = NOT_COUNTED; }
+        if (res.status === 409) {  // out of the hand: answered in another tab, or decided,
+          const why = await res.json().catch(() => ({}));  // or taken back by a pause
+          if (why.paused) {
+            setPaused(true);
+            status.textContent = "";  // the paused message says why, not "decided meanwhile"
+          } else if (label !== null) { status.textContent = NOT_COUNTED; }
           break;
         }
         if (res.status < 500) {
