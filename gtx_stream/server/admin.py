@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
 import re
 import secrets
 import time
@@ -85,6 +86,8 @@ class Admin:
         self.secure = bool(getattr(server, "secure_cookies", False))
         self.backends = {lab.id: lab.backend for lab in state.settings.labelers}
         self.live_seconds = state.settings.aggregator.live_seconds
+        gold = getattr(state.settings, "gold", None)
+        self.qualification = int(getattr(gold, "qualification", 0))
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -167,7 +170,28 @@ class Admin:
         since, until = self._sampled()
         figures = metrics.dashboard(self.client, self.keys, self.backends, self.live_seconds)
         figures["per_minute"] = measured_minutes(figures["per_minute"], since, until)
+        self._gold_records(figures["labelers"])
         return {"figures": figures, "html": fragments(figures)}
+
+    def _gold_records(self, rows: list[dict[str, Any]]) -> None:
+        """People the registry does not hold, a paused person or one still qualifying, get
+        their gold record (as ``gtx-stream status`` shows it), else their row reads as never
+        measured: accuracy, interval, gold answers, and the source ``gold`` (``gold,
+        qualifying (n of q)`` before they qualify)."""
+        missing = [r for r in rows if r["kind"] == "person" and r["accuracy"] is None]
+        if not missing:
+            return
+        scores = self.client.hmget(self.keys.gold_scores, [r["id"] for r in missing])
+        for row, raw in zip(missing, cast(list[Any], scores), strict=True):
+            if raw is None:
+                continue
+            score = json.loads(raw)
+            n = int(score["total"])
+            qualifying = not row["paused"] and n < self.qualification
+            row.update(accuracy=float(score["accuracy"]), lower=float(score["lower"]),
+                       upper=float(score["upper"]), n=n,
+                       source=f"gold, qualifying ({n} of {self.qualification})" if qualifying
+                       else "gold")  # fmt: skip
 
     def _sampled(self) -> tuple[float | None, float | None]:
         """The times of the oldest and the newest counter sample (None: no sample)."""

@@ -118,6 +118,8 @@ def labelers(rows: Sequence[Mapping[str, Any]], now: float) -> str:
                     f"{row['lower']:.3f} – {row['upper']:.3f}")  # fmt: skip
         if row["live"]:
             live = '<span class="live">live</span>'
+        elif row["paused"]:
+            live = "–"  # a pause takes the person off the live labelers: not "never seen"
         elif row["last_seen_s"] is None:
             live = "never seen"
         else:

@@ -208,6 +208,39 @@ def test_figures_match_redis(
     assert "1 paused: alice" in data["html"]["labelers"]
 
 
+def test_a_person_not_registered_shows_their_gold_record(
+    rb: redis.Redis, r: redis.Redis, keys: Keys, pipeline: list[str]
+) -> None:
+    # seen in a walkthrough: a person paused after 4 gold answers (0.167, [0.005, 0.522] in
+    # gtx-stream status) showed "-" for accuracy, interval and gold, "not measured yet" in
+    # the plot and "never seen" as live; so did a person still qualifying
+    score = {"accuracy": 0.75, "correct": 2, "lower": 0.19, "total": 2, "upper": 0.99}
+    r.hset(keys.gold_scores, "alice", json.dumps(score))
+    client = make_client(rb, keys)
+    assert login(client).status_code == 303
+
+    def alice() -> tuple[dict[str, Any], str]:
+        data = client.get("/admin/api/dashboard").json()
+        row = next(row for row in data["figures"]["labelers"] if row["id"] == "alice")
+        html = data["html"]["labelers"]
+        return row, html[html.index('<tr data-labeler="alice"') :].split("</tr>")[0]
+
+    row, cells = alice()  # qualifying: 2 of gold.qualification (10)
+    assert (row["accuracy"], row["lower"], row["upper"], row["n"]) == (0.75, 0.19, 0.99, 2)
+    assert row["source"] == "gold, qualifying (2 of 10)" and not row["registered"]
+    assert "<td>0.750</td><td>0.190 – 0.990</td><td>gold, qualifying (2 of 10)</td>" in cells
+    score = {"accuracy": 1 / 6, "correct": 0, "lower": 0.005, "total": 4, "upper": 0.522}
+    r.hset(keys.gold_scores, "alice", json.dumps(score))
+    r.hset(keys.paused, "alice", json.dumps({"reason": "interval below the floor 0.6"}))
+    row, cells = alice()  # paused: not live, and the pause's record
+    assert (row["source"], row["n"], row["upper"]) == ("gold", 4, 0.522)
+    assert "<td>0.167</td><td>0.005 – 0.522</td><td>gold</td><td>4</td>" in cells
+    assert "never seen" not in cells
+    data = client.get("/admin/api/dashboard").json()
+    assert '<circle class="accuracy" data-labeler="alice"' in data["html"]["labelers"]
+    assert "not measured yet" not in data["html"]["labelers"]
+
+
 def test_every_plot_is_xml(rb: redis.Redis, keys: Keys, pipeline: list[str]) -> None:
     client = make_client(rb, keys)
     login(client)
