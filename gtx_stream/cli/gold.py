@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
     reset = action.add_parser(
         "reset",
-        help="forget a person's gold answers and pause: they qualify again",
+        help="forget a person's gold answers and lift their pause: they qualify again",
         description=(
             "Forget a person's gold answers, lift their pause and, if gold registered them, "
             "unregister them, so that their next gold answers qualify them again."
@@ -128,5 +128,12 @@ def _reset(args: argparse.Namespace) -> int:
     except redis.RedisError as err:
         print(f"redis error: {err}", file=sys.stderr)
         return 1
-    print(f"gold: {args.person} reset" if found else f"gold: nothing stored for {args.person}")
+    if found:
+        print(f"gold: {args.person} reset")
+        return 0
+    people = [lab.id for lab in settings.labelers if lab.backend == "human"]
+    # a mistyped id: say so, rather than only that nothing was stored for it
+    hint = ("" if args.person in people else
+            f" (not a person of the config: people {', '.join(people) or 'none'})")  # fmt: skip
+    print(f"gold: nothing stored for {args.person}{hint}")
     return 0

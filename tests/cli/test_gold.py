@@ -125,4 +125,21 @@ def test_status_lists_gold_people_and_who_is_paused_and_why(
     assert (code, out.strip()) == (0, "gold: bo reset")
     st = json.loads(cli("status", "--json")[1])
     assert st["paused"] == {} and "bo" not in st["people"]
-    assert cli("gold", "reset", "bo")[1].strip() == "gold: nothing stored for bo"
+    # no config here: bo is no configured person (a mistyped id would be told the same)
+    assert cli("gold", "reset", "bo")[1].strip() == (
+        "gold: nothing stored for bo (not a person of the config: people none)"
+    )
+
+
+def test_reset_of_an_id_that_is_no_person_says_so(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a walkthrough's typo: `gold reset alcie` said only "nothing stored for alcie"
+    monkeypatch.setenv("GTX_LABELERS", json.dumps([{"id": "alice", "backend": "human"},
+                                                   {"id": "m1", "accuracy": 0.8}]))  # fmt: skip
+    code, out, _ = cli("gold", "reset", "alcie")
+    assert (code, out.strip()) == (
+        0,
+        "gold: nothing stored for alcie (not a person of the config: people alice)",
+    )
+    assert cli("gold", "reset", "alice")[1].strip() == "gold: nothing stored for alice"
