@@ -216,9 +216,10 @@ def release_hand(state: ServerState, feed: Feed, person: str) -> int:
 async def logout(request: Request) -> Response:
     """POST /logout: end the session; if it was the person's last live one, let their hand go
     (:func:`release_hand`; in that order, so that no call of the ended session fills the hand
-    again). The hand is per person, not per session: while another session of theirs is live
-    (another device or browser), it is left as it is, for that one to answer; should that one
-    be abandoned, the leases run out as they would."""
+    again), and take them off the live labelers at once. The hand is per person, not per
+    session: while another session of theirs is live (another device or browser), it is left
+    as it is, for that one to answer; should that one be abandoned, the leases run out as they
+    would."""
     state, feed = _state(request), _feed(request)
     person = await person_of(state, request)
     response, others = await auth.end_session(state, person)
@@ -226,6 +227,9 @@ async def logout(request: Request) -> Response:
         log.info("%s logged out of one session: %d other live, the held frames stay in hand",
                  person.labeler_id, others)  # fmt: skip
         return response
+    # no page of theirs beats any more: not live now, rather than for aggregator.live_seconds
+    # more, in which the aggregator would still send them frames that then wait for the lease
+    await run_in_threadpool(state.client.zrem, state.keys.live, person.labeler_id)
     released = await run_in_threadpool(release_hand, state, feed, person.labeler_id)
     log.info("%s logged out of their last session: %d held frames asked of someone else",
              person.labeler_id, released)  # fmt: skip

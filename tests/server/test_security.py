@@ -134,8 +134,12 @@ def test_logging_out_lets_the_held_frames_go_to_someone_else_at_once(pipeline: P
     assert hand, "alice holds nothing"
     assert held["token"] in {k.decode() if isinstance(k, bytes) else k for k in hand}
     frames = {json.loads(v)["frame_id"] for v in hand.values()}
+    assert p.r.zscore(p.keys.live, "alice") is not None
     assert alice.post("/logout").status_code == 204
     assert not p.r.exists(f"{p.keys.prefix}:person:alice:hand")
+    # not live any more (a walkthrough saw status say "live yes" after the logout: for
+    # aggregator.live_seconds the aggregator could still send frames, to wait for the lease)
+    assert p.r.zscore(p.keys.live, "alice") is None
     skipped = [LabelEntry.from_fields(decode_fields(f)) for _, f in p.r.xrange(p.keys.labels)]
     assert {e.frame_id for e in skipped} == frames and all(e.label is None for e in skipped)
     assert all(e.reason == SKIPPED_REASON for e in skipped)
@@ -167,6 +171,7 @@ def test_logging_out_on_one_device_leaves_the_hand_to_the_other(
     caplog.set_level(logging.INFO, logger="gtx_stream.server.api")
     assert laptop.post("/logout").status_code == 204
     assert "alice logged out of one session: 1 other live" in caplog.text
+    assert p.r.zscore(p.keys.live, "alice") is not None  # the phone's page still beats
     assert laptop.http.get("/api/next").status_code == 401  # that session did end
     assert _hand(p) == held and p.r.xlen(p.keys.labels) == 0  # untouched, nothing skipped
     assert phone.next() == shown
