@@ -7,7 +7,6 @@ Listens on ``HOST`` (default ``0.0.0.0`` in a container) and ``PORT`` (default: 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Mapping
 
@@ -23,12 +22,5 @@ def argv(env: Mapping[str, str]) -> list[str]:
     return args
 
 
-def _stopped(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 if __name__ == "__main__":
-    # uvicorn shuts down on SIGTERM, then raises it again once its own handler is gone:
-    # without a handler of ours the process dies of it (exit 143 in a container), not 0
-    signal.signal(signal.SIGTERM, _stopped)
-    sys.exit(main(argv(os.environ)))
+    sys.exit(main(argv(os.environ)))  # exit 0 on SIGTERM: gtx-stream label-server sees to it

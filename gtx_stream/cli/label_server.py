@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,5 +66,21 @@ def _run(args: argparse.Namespace) -> int:
     stray = _stray_public_port(settings.label_server.public_url, port)
     if stray:
         log.warning(stray)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # uvicorn shuts down on SIGTERM, then raises it again once its own handler is gone: with
+    # the default handler there the process died of it (exit 143 under a service manager)
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM once uvicorn has shut down."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped

@@ -148,8 +148,9 @@ def _answers(url: str) -> bool:
 
 @pytest.mark.redis
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("entry", ["worker", "cli"])
 def test_the_label_server_service_exits_0_when_stopped(
-    redis_url: str, tmp_path: Path, sig: signal.Signals
+    redis_url: str, tmp_path: Path, sig: signal.Signals, entry: str
 ) -> None:
     """`docker compose down` sends SIGTERM; uvicorn shuts down and then raises the signal
     again, so without a handler the process died of it (exit -15 here, 143 in a container)."""
@@ -158,8 +159,13 @@ def test_the_label_server_service_exits_0_when_stopped(
     port = free_port()
     env = {**os.environ, "GTX_CONFIG": str(config), "HOST": "127.0.0.1", "PORT": str(port),
            "GTX_LABEL_SERVER__PUBLIC_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    command = (
+        [str(ROOT / "workers" / "label_server.py")]
+        if entry == "worker"
+        else ["-m", "gtx_stream", "label-server", "--host", "127.0.0.1", "--port", str(port)]
+    )
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "workers" / "label_server.py")],
+        [sys.executable, *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
