@@ -1,43 +1,76 @@
-"""The label budget on a Redis Cluster: a global pool that shards lease chunks of.
+"""The label budget on a Redis Cluster: a global pool that shards lease chunks of, and give
+back what they no longer need.
 
 On one Redis the budget is one hash that every script spends from. On a cluster a script
 touches one slot, so each shard spends from a budget hash of its own (``<prefix>:{s<k>}:budget``,
 the same fields ``limit`` and ``spent``), whose ``limit`` is what the pool (``<prefix>:budget``)
-leased it: ``lease_budget.lua`` takes a chunk from the pool (never more than it has left), then
-``credit_budget.lua`` raises the shard's limit to its leased total. The shards' limits never
-add up to more than the pool's, and each shard never spends more than its limit (``ask.lua``),
-so the budget is never overspent. A crash between the two calls leaves the chunk leased but not
-credited: the shard's next credit raises it to the total, nothing is lost.
+leased it, less what it gave back: ``lease_budget.lua`` takes a chunk from the pool (never more
+than it has left), then ``credit_budget.lua`` raises the shard's limit to its leased total less
+its ``returned``. A crash between the two calls leaves the chunk leased but not credited: the
+shard's next credit raises it to the total, nothing is lost.
 
-What a shard leased and did not spend stays with it. A lease takes up to a chunk
-(:data:`CHUNK_FRAMES` frames' worth of kappa labels) but no more than a shard's share of what
-the pool has left, so leases shrink to what is needed as the pool runs low, and what stays
-stranded at the budget's end is what shards leased for frames that then needed fewer labels.
+A lease takes up to a chunk (:data:`CHUNK_FRAMES` frames' worth of kappa labels) but no more
+than a shard's share of what the pool has left, so leases shrink to what is needed as the pool
+runs low. What a shard holds beyond ``reserve`` (kappa) labels per open frame, the reserve that
+``open_frame.lua`` keeps for each, goes back to the pool (:meth:`ShardBudget.give_back`) when
+the pool has less than a frame's reserve left, or when the shard has no open frame: its
+aggregator looks every :data:`GIVE_BACK_SECONDS` and after finalising frames
+(:meth:`ShardBudget.tend`), and an ingester whose lease came short has every other shard give
+back first (:func:`reclaim`). A give-back has two halves, each atomic in its own slot:
 
-Sources' shares of the budget (``aggregator.budget_per_source``) are leased the same way, one
-pool per source in the same hash (``spent:<source>``, ``leased:<shard>:<source>``,
-``lease_source_budget.lua``), credited to the shard's ``limit:<source>``, which ``ask.lua``
-and ``open_frame.lua`` hold the shard's ``spent:<source>`` under: a source never spends more
-than its share over all shards.
+1. ``give_back_budget.lua`` on the shard lowers its ``limit`` and raises its ``returned`` by
+   what it gives, in one step: the shard can no longer spend it, and no later credit restores
+   it (the limit is set to leased - returned);
+2. ``return_budget.lua`` on the pool takes the shard's ``returned`` total: what exceeds the
+   pool's ``returned:<shard>`` comes off the pool's ``spent`` (leased out, net), and
+   ``returned:<shard>`` becomes the total. Idempotent, by totals.
+
+So the pool's ``spent`` is never below what the shards may still spend plus what they spent,
+and the budget is never overspent, whatever runs twice, out of order, or concurrently (two
+aggregators on one shard, an ingester reclaiming): each shard never spends more than its limit
+(``ask.lua``), the limits never add up to more than the pool's ``spent``, nor that to more than
+its ``limit``. A crash between the halves loses the labels given back until that shard's next
+give-back, whose total takes them back then; it never overspends.
+
+When the budget left is all kept for open frames of other shards, a frame refused "budget" is
+told "full" instead (:func:`budget_held`, in the ingester's ``open_frame``): the ingester waits
+for what those frames leave, as on one Redis, and a run spends its whole budget.
+
+Sources' shares of the budget (``aggregator.budget_per_source``) are leased and given back the
+same way, one pool per source in the same hash (``spent:<source>``, ``leased:<shard>:<source>``,
+``returned:<shard>:<source>``, ``lease_source_budget.lua``), credited to the shard's
+``limit:<source>`` (less its ``returned:<source>``), which ``ask.lua`` and ``open_frame.lua``
+hold the shard's ``spent:<source>`` under: a source never spends more than its share over all
+shards. A shard keeps ``reserve`` labels of a source per open frame of that source.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 
+from gtx_stream.core.records import text
 from gtx_stream.store.frame_scripts import budget_left
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
 
 CHUNK_FRAMES = 4
 """A lease takes at least this many frames' worth (kappa labels each) at once."""
+GIVE_BACK_SECONDS = 1.0
+"""How often a shard's aggregator looks whether it holds more than its open frames keep while a
+pool runs low, or anything with no frame open (also at once when it finalised frames while a
+pool was low): :meth:`ShardBudget.tend`."""
 
 
 def _pair(reply: Any) -> tuple[int, int]:
     return int(reply[0]), int(reply[1])
+
+
+def _pairs(reply: Any) -> list[tuple[int, int]]:
+    return [(int(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 def lease_call(keys: Keys, shard: int, needed: int, chunk: int = 1) -> ScriptCall[tuple[int, int]]:
@@ -59,8 +92,32 @@ def source_lease_call(
 
 def credit_call(shard_keys: Keys, leased: int, field: str = "limit") -> ScriptCall[int]:
     """Raise the shard's budget ``field`` (``limit``, or a source's ``limit:<source>``) to
-    ``leased`` (never lowers it)."""
+    ``leased`` less what the shard gave back of it (never lowers it)."""
     return ScriptCall("credit_budget", (shard_keys.budget,), (int(leased), field), int)
+
+
+def give_back_call(
+    shard_keys: Keys, reserve: int, what: Sequence[str]
+) -> ScriptCall[list[tuple[int, int]]]:
+    """The shard's half of a give-back: for each of ``what`` ('' the budget, or a source id),
+    what the shard holds beyond ``reserve`` labels per open frame (of that source) leaves its
+    limit: (given, the shard's returned total) each."""
+    keys = (shard_keys.budget, shard_keys.open_frames)
+    return ScriptCall("give_back_budget", keys, (int(reserve), *what), _pairs)
+
+
+def return_call(keys: Keys, shard: int, totals: Mapping[str, int]) -> ScriptCall[int]:
+    """The pool's half: take back what ``shard`` gave back, given its returned ``totals`` ('' the
+    budget, or a source id -> total); idempotent. The labels taken back."""
+    args = [x for what, n in sorted(totals.items()) for x in (what, int(n))]
+    return ScriptCall("return_budget", (keys.budget_pool,), (shard, *args), int)
+
+
+def _field(name: str, what: str, shard: int | None = None) -> str:
+    """A budget hash's field of the budget (``what`` '') or of a source's share: ``limit``,
+    ``limit:<source>``; with ``shard``, the pool's ``returned:<shard>[:<source>]``."""
+    head = name if shard is None else f"{name}:{shard}"
+    return f"{head}:{what}" if what else head
 
 
 def _shard_number(keys: Keys) -> int:
@@ -69,7 +126,8 @@ def _shard_number(keys: Keys) -> int:
 
 def set_limit(client: redis.Redis, keys: Keys, limit: int) -> None:
     """The budget limit (0: unlimited): on one Redis the budget hash's ``limit``; on a cluster
-    the pool's, and every shard's own limit set to what it leased (absent: unlimited)."""
+    the pool's, and every shard's own limit set to what it leased less what it gave back
+    (absent: unlimited)."""
     if not keys.cluster:
         if limit > 0:
             client.hset(keys.budget, "limit", limit)
@@ -94,24 +152,85 @@ def pool_left(client: redis.Redis, keys: Keys) -> int | None:
 
 
 class ShardBudget:
-    """One shard's side of the pool: what it may still spend, and leases when it runs short
-    (of the budget, and of each source's ``share`` where sources have one)."""
+    """One shard's side of the pool: what it may still spend, leases when it runs short (of the
+    budget, and of each source's ``share`` where sources have one), and gives back what it
+    holds beyond ``reserve`` labels per open frame once a pool runs low, or all of it with no
+    frame open (:meth:`tend`)."""
 
     def __init__(self, client: redis.Redis, shard_keys: Keys, runner: ScriptRunner,
-                 chunk: int, share: int = 0) -> None:  # fmt: skip
+                 chunk: int, share: int = 0, reserve: int = 1) -> None:  # fmt: skip
         self.r = client
         self.keys = shard_keys
         self.shard = _shard_number(shard_keys)
         self.runner = runner
         self.chunk = max(1, chunk)
         self.share = share
+        self.reserve = max(1, reserve)
+        self.low = False
+        """A pool was below ``reserve`` (a frame's worth) at the last look: after finalising
+        frames, look again at once."""
+        self._looked = 0.0
 
     def combined(self, shard_left: int | None) -> int | None:
         """What this shard may still spend, its own left plus the pool's (None: unlimited)."""
         if shard_left is None:
             return None
-        pool = pool_left(self.r, self.keys)
-        return shard_left + max(0, pool or 0)
+        pool = max(0, pool_left(self.r, self.keys) or 0)
+        self.low = self.low or pool < self.reserve
+        return shard_left + pool
+
+    def tend(self, finalised: bool = False) -> int:
+        """Every :data:`GIVE_BACK_SECONDS`, and at once after finalising frames while a pool
+        was low: :meth:`give_back`. Nothing with one shard (no other shard could use it)."""
+        now = time.monotonic()
+        if self.keys.shards <= 1 or (
+            not (finalised and self.low) and now - self._looked < GIVE_BACK_SECONDS
+        ):
+            return 0
+        self._looked = now
+        return self.give_back()
+
+    def give_back(self) -> int:
+        """Give back to the pool what the shard holds beyond ``reserve`` labels per open frame
+        (of each source) where the pool (the budget, a source's share) has less than
+        ``reserve`` left: another shard may need it, and leases from a pool that low take only
+        what is needed, so it does not come straight back. All of it, of every pool, when the
+        shard has no open frame. Two halves: ``give_back_budget.lua`` on the shard, then
+        ``return_budget.lua`` on the pool with the shard's returned totals, which also takes
+        back what a crash between the halves left out. The labels given back."""
+        k = self.shard
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.keys.budget)
+        pipe.zcard(self.keys.open_frames)
+        pipe.hmget(self.keys.budget_pool, ["limit", "spent", f"returned:{k}"])
+        raw_held, n_open, (limit, spent, taken) = pipe.execute()
+        held = {text(f): int(v) for f, v in raw_held.items()}
+        sources = sorted(f[6:] for f in held if f.startswith("limit:"))
+        left = {"": None if limit is None else int(limit) - int(spent or 0)}
+        pool_taken = {"": int(taken or 0)}
+        if sources:
+            fields = [f for src in sources for f in (f"spent:{src}", f"returned:{k}:{src}")]
+            raw = self.r.hmget(self.keys.budget_pool, fields)
+            for i, src in enumerate(sources):
+                left[src] = self.share - int(raw[2 * i] or 0) if self.share > 0 else None
+                pool_taken[src] = int(raw[2 * i + 1] or 0)
+        limited = {w: n for w, n in left.items() if n is not None}
+        holds = {w: held.get(_field("limit", w), 0) - held.get(_field("spent", w), 0)
+                 for w in limited}  # fmt: skip
+        low = {w for w, n in limited.items() if n < self.reserve}
+        what = [w for w, h in holds.items() if h > 0 and (w in low or not n_open)]
+        before = {w: held.get(_field("returned", w), 0) for w in left}
+        totals = dict(before)
+        if what:
+            replies = self.runner.run_one(give_back_call(self.keys, self.reserve, what))
+            totals.update({w: total for w, (_, total) in zip(what, replies, strict=True)})
+        given = {w: totals[w] - before[w] for w in totals}
+        # what it still holds of a low pool, kept for open frames, comes back as they end
+        self.low = any(holds[w] - given[w] > 0 for w in low)
+        behind = {w: n for w, n in totals.items() if n > pool_taken[w]}
+        if behind:
+            self.runner.run_one(return_call(self.keys, k, behind))
+        return sum(given.values())
 
     def lease(self, needed: int) -> int:
         """Lease ``needed`` labels, or up to a chunk while the pool has plenty
@@ -162,10 +281,11 @@ class ShardBudget:
     def sources_left(self, sources: Sequence[str]) -> dict[str, int]:
         """Labels each source may still spend here: what the shard holds of its lease, plus
         what its pool has not leased out."""
-        pooled = self.r.hmget(self.keys.budget_pool, [f"spent:{src}" for src in sources])
-        held = self.held(sources)
-        return {src: max(0, h) + max(0, self.share - int(p or 0))
-                for src, h, p in zip(sources, held, pooled, strict=True)}  # fmt: skip
+        raw = self.r.hmget(self.keys.budget_pool, [f"spent:{src}" for src in sources])
+        pooled = [max(0, self.share - int(p or 0)) for p in raw]
+        self.low = self.low or any(p < self.reserve for p in pooled)
+        return {src: max(0, h) + p
+                for src, h, p in zip(sources, self.held(sources), pooled, strict=True)}  # fmt: skip
 
 
 def lease_for_open(
@@ -180,8 +300,42 @@ def lease_for_open(
     if share > 0:
         chunk = ShardBudget(client, shard, runner, CHUNK_FRAMES * reserve, share)
         if chunk.held([source_id])[0] <= 0:
-            granted += chunk.lease_source(source_id, reserve)
+            got = chunk.lease_source(source_id, reserve)
+            if got <= 0 and reclaim(runner, shard, reserve, source_id) > 0:
+                got = chunk.lease_source(source_id, reserve)
+            granted += got
     return granted + _lease_budget_for_open(client, shard, runner, reserve)
+
+
+def budget_held(client: redis.Redis, keys: Keys, source_id: str = "", share: int = 0) -> bool:
+    """Whether a frame of ``source_id`` refused "budget" on a cluster's shard may still open
+    later: some of the budget (when limited) and of the source's ``share`` (when it has one)
+    is held, by the pool or by a shard (for its open frames, after :func:`lease_for_open`'s
+    :func:`reclaim`), and what those frames leave comes back (:meth:`ShardBudget.tend`). On
+    one Redis the same state is "full": the ingester waits instead of stopping."""
+    fields = ["limit", "spent", f"limit:{source_id}", f"spent:{source_id}"]
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.budget_pool, ["limit", "spent", f"spent:{source_id}"])
+    for shard in keys.every_shard():
+        pipe.hmget(shard.budget, fields)
+    (limit, spent, source_spent), *shards = pipe.execute()
+    budget = sum(max(0, int(b[0] or 0) - int(b[1] or 0)) for b in shards)
+    source = sum(max(0, int(b[2] or 0) - int(b[3] or 0)) for b in shards)
+    return (limit is None or int(limit) - int(spent or 0) + budget > 0) and (
+        share <= 0 or share - int(source_spent or 0) + source > 0
+    )
+
+
+def reclaim(runner: ScriptRunner, shard: Keys, reserve: int, what: str) -> int:
+    """Have every shard but ``shard`` give back what it holds of ``what`` ('' the budget, or a
+    source id) beyond ``reserve`` labels per open frame (of that source), both halves, as
+    :meth:`ShardBudget.give_back` does for its own (each half is atomic in its slot, so any
+    process may): the labels the pool took back. For a lease that came short."""
+    others = [s for s in shard.every_shard() if s.shard != shard.shard]
+    replies = runner.run([give_back_call(s, reserve, [what]) for s in others])
+    calls = [return_call(s, _shard_number(s), {what: total})
+             for s, [(given, total)] in zip(others, replies, strict=True) if given > 0]  # fmt: skip
+    return sum(runner.run(calls)) if calls else 0
 
 
 def _lease_budget_for_open(client: redis.Redis, shard: Keys, runner: ScriptRunner,
@@ -197,4 +351,7 @@ def _lease_budget_for_open(client: redis.Redis, shard: Keys, runner: ScriptRunne
     if needed <= 0:
         return 0  # full for another reason (max_open_frames): leasing would not help
     chunk = ShardBudget(client, shard, runner, CHUNK_FRAMES * reserve)
-    return max(0, chunk.lease(needed))
+    granted = chunk.lease(needed)
+    if 0 <= granted < needed and reclaim(runner, shard, reserve, "") > 0:
+        granted += max(0, chunk.lease(needed - granted))
+    return max(0, granted)

@@ -189,9 +189,10 @@ class Keys:
 
     @property
     def budget_pool(self) -> str:
-        """HASH limit, spent, leased:<shard>: on a Redis Cluster the global budget, which shards
-        lease chunks of into their own :attr:`budget` (``spent`` counts labels leased out);
-        else :attr:`budget` itself."""
+        """HASH limit, spent, leased:<shard>, returned:<shard>: on a Redis Cluster the global
+        budget, which shards lease chunks of into their own :attr:`budget` and give back to
+        (``spent`` counts labels leased out, less those given back); else :attr:`budget`
+        itself."""
         return f"{self.prefix}:budget"
 
     def source_index(self, source_id: str) -> str:

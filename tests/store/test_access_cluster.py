@@ -1,11 +1,12 @@
 """The ACL users of docs/access.md, "On a Redis Cluster", on a real cluster: 3 masters and 3
 replicas on loopback, every node started with exactly that file (read from the page). Each
 service does its work as its own user, in this process: the aggregator (sharded, with a budget
-and sources' shares, so it leases from the pool), the ingester, a labeler (heartbeats and
-labels), an application's client (submit, wait, final labels), the label server (a person
-qualifies on gold; the admin opens the dashboard), the estimator, the exporter, status and a
-consumer of the final streams. No node's ACL log may hold
-a refusal at the end; and a labeler's user cannot write a final stream nor the registry.
+and sources' shares, so it leases from the pool and gives back), the ingester (also taking back
+other shards' labels when its lease comes short), a labeler (heartbeats and labels), an
+application's client (submit, wait, final labels, the same take-back), the label server (a
+person qualifies on gold; the admin opens the dashboard), the estimator, the exporter, status
+and a consumer of the final streams. No node's ACL log may hold a refusal at the end; and a
+labeler's user cannot write a final stream nor the registry.
 Then the same for the services as processes (aggregator, labeler worker, ingester, export,
 status), each with its user's URL.
 """
@@ -32,9 +33,11 @@ from gtx_stream.pipeline.export.exporter import Exporter
 from gtx_stream.pipeline.ingest.images import encode_jpeg
 from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.store import gold, params
+from gtx_stream.store.budget_lease import GIVE_BACK_SECONDS, ShardBudget, budget_held, reclaim
 from gtx_stream.store.cluster import cluster_client
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.people import PeopleKeys, create_invite
+from gtx_stream.store.scripts import ScriptRunner
 from tests.aggregator_harness import Capture
 from tests.cluster_fixtures import LocalCluster, cluster_unavailable
 
@@ -134,6 +137,19 @@ def test_every_service_does_its_work_as_its_user_on_a_cluster(
             entry = LabelEntry(req.frame_id, req.labeler_id, req.request_id, 1)
             labeler.xadd(keys.of_frame(req.frame_id).labels, entry.to_fields())  # type: ignore[arg-type]
         cap.pending.clear()
+    # what the shards hold comes back to the pool: the aggregator's give-back once no frame is
+    # open, and the reclaim of an ingester's or an application's lease that came short
+    time.sleep(GIVE_BACK_SECONDS)
+    agg.step()
+    assert sum(int(admin.hget(s.budget, "returned") or 0) for s in keys.every_shard()) > 0
+    for who in (ingester, app_client.redis):
+        runner = ScriptRunner(who)
+        lender = ShardBudget(who, keys.for_shard(1), runner, chunk=10, share=60)
+        assert lender.lease(10) > 0 and lender.lease_source("cam-0", 5) > 0
+        assert reclaim(runner, keys.for_shard(0), 3, "") >= 10
+        assert reclaim(runner, keys.for_shard(0), 3, "cam-0") >= 5
+        assert budget_held(who, keys, "cam-0", 60)
+    assert _refusals(cluster) == []  # before the log is reset below
     # a labeler's user may not finalise nor change the registry
     for forbidden in (lambda: labeler.xadd(keys.for_shard(0).final, {"x": "1"}),
                       lambda: labeler.hset(keys.labelers, "ann", "{}")):  # fmt: skip

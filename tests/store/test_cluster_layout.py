@@ -9,7 +9,13 @@ from redis.cluster import key_slot
 from gtx_stream.core.records import FinalRecord, LabelEntry
 from gtx_stream.store import frame_scripts as fs
 from gtx_stream.store import waiting_scripts as ws
-from gtx_stream.store.budget_lease import credit_call, lease_call, source_lease_call
+from gtx_stream.store.budget_lease import (
+    credit_call,
+    give_back_call,
+    lease_call,
+    return_call,
+    source_lease_call,
+)
 from gtx_stream.store.cluster import startup_nodes
 from gtx_stream.store.dead_letters import requeue_dead
 from gtx_stream.store.keys import Keys, shard_of
@@ -67,6 +73,7 @@ def _calls(keys: Keys, shard: int) -> list[ScriptCall[object]]:
         trim_stream(k.final, max_age_ms=0, open_frames=k.open_frames),
         trim_stream(k.labels, max_age_ms=0, open_frames=k.open_frames),
         credit_call(k, 10),
+        give_back_call(k, 3, ["", "cam"]),
     ]
 
 
@@ -86,6 +93,7 @@ def test_shards_of_a_cluster_spread_over_slots_and_the_pool_is_global() -> None:
     assert keys.budget_pool == "gtx:budget"
     assert lease_call(keys, 3, 8).keys == ("gtx:budget",)
     assert source_lease_call(keys, 3, "cam", 1, 8, 30).keys == ("gtx:budget",)  # a source's share
+    assert return_call(keys, 3, {"": 5, "cam": 2}).keys == ("gtx:budget",)  # a give-back's half
     with pytest.raises(ValueError, match="per shard"):
         _ = keys.stats  # a cluster's state has no global copy: name the shard
     assert keys.for_shard(3).final == "gtx:{s3}:final"

@@ -104,7 +104,7 @@ class Aggregator:
         slots = settings.labeler_slots
         self.fair = FairShare(client, keys, slots) if slots else None
         self.budget = (ShardBudget(client, keys, runner, CHUNK_FRAMES * settings.kappa,
-                                   settings.budget_per_source)
+                                   settings.budget_per_source, settings.reserve_per_frame)
                        if keys.cluster else None)  # fmt: skip
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
@@ -176,6 +176,8 @@ class Aggregator:
                 self._decide(sorted(swept), {}, self.budget_left(), report)
         if self.sampler is not None:
             report.asked += self.sampler.pick(self.requester.ask, self._allowed)
+        if self.budget is not None:  # a cluster's shard: what it holds and no longer needs
+            self.budget.tend(finalised=report.finalised > 0)
         self.group.ack(entries, progress=report.progress)
         self.retainer.apply_if_due()
         return report

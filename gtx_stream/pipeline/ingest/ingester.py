@@ -30,7 +30,7 @@ from gtx_stream.pipeline.ingest.sources import (
     read_truth_csv,
 )
 from gtx_stream.store import frame_scripts
-from gtx_stream.store.budget_lease import lease_for_open
+from gtx_stream.store.budget_lease import budget_held, lease_for_open
 from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.frames import high_water_mark
 from gtx_stream.store.keys import Keys
@@ -102,7 +102,9 @@ def open_frame(
     """Run ``open_frame.lua`` once: "opened", "duplicate", "budget" or "full".
 
     "full" also while the budget left could not give every open frame ``reserve_per_frame``
-    more labels (the ingester passes kappa): the end of the budget finishes open frames.
+    more labels (the ingester passes kappa): the end of the budget finishes open frames. On a
+    cluster also while other shards' open frames keep what is left (``budget_held``): what they
+    leave comes back to the pool.
     ``reserved``: ``frame_index`` came from ``reserve_index.lua`` (``client.submit``).
     """
     frame_id = frame_id_of(source_id, frame_index)
@@ -129,6 +131,8 @@ def open_frame(
         shard = keys.of_frame(frame_id)
         if lease_for_open(client, shard, runner, reserve_per_frame, source_id, source_share) > 0:
             code = runner.run_one(call)
+        if code == "budget" and budget_held(client, keys, source_id, source_share):
+            code = "full"
     return code
 
 

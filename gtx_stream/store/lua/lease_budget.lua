@@ -1,17 +1,19 @@
 -- Lease a chunk of the global label budget to one shard (Redis Cluster layout).
 -- KEYS[1] = budget pool hash (<prefix>:budget; fields limit (absent: unlimited), spent (labels
---           leased out to shards), leased:<shard> (labels leased to that shard in all))
+--           leased out to shards, less what they gave back: return_budget.lua), leased:<shard>
+--           (labels leased to that shard in all))
 -- ARGV[1] = shard number
 -- ARGV[2] = labels needed now
 -- ARGV[3] = labels a lease takes at most (a chunk)
 -- ARGV[4] = shard count
 -- Grants what is needed, or more: up to a chunk, but no more than a shard's share of what is
--- left (left / shard count), so that leases shrink as the pool runs low and little stays
--- stranded in shards that will not spend it; never more than is left. spent and
--- leased:<shard> grow by it, so the shards' leases never add up to more than the limit.
+-- left (left / shard count), so that leases shrink as the pool runs low; never more than is
+-- left. spent and leased:<shard> grow by it, so the shards' leases, less what they gave back,
+-- never add up to more than the limit.
 -- Returns {granted, leased:<shard> after it}, or {-1, 0} when the budget is unlimited. The
--- shard's own budget hash is raised to leased:<shard> by credit_budget.lua, in its own slot; a
--- crash between the two loses nothing: the next credit of that shard raises it to the total.
+-- shard's own budget hash is raised to leased:<shard> (less what it gave back) by
+-- credit_budget.lua, in its own slot; a crash between the two loses nothing: the next credit
+-- of that shard raises it to the total.
 local limit = redis.call('HGET', KEYS[1], 'limit')
 if not limit then
   return {-1, 0}

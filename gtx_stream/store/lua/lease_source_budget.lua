@@ -1,7 +1,8 @@
 -- Lease a chunk of one source's share of the budget to one shard (Redis Cluster layout, with
 -- aggregator.budget_per_source): the share is global, each shard spends from its own lease.
 -- KEYS[1] = budget pool hash (<prefix>:budget; fields spent:<source> (the source's labels
---           leased out to shards), leased:<shard>:<source> (leased to that shard in all))
+--           leased out to shards, less what they gave back: return_budget.lua),
+--           leased:<shard>:<source> (leased to that shard in all))
 -- ARGV[1] = shard number
 -- ARGV[2] = source id
 -- ARGV[3] = labels needed now
@@ -11,8 +12,9 @@
 -- As lease_budget.lua does for the whole budget: grants what is needed, or more, up to a chunk
 -- but no more than a shard's share of what the source has left, never more than it has left;
 -- spent:<source> and leased:<shard>:<source> grow by it, so the shards' leases of a source
--- never add up to more than its share. Returns {granted, leased:<shard>:<source> after it};
--- credit_budget.lua raises the shard's limit:<source> to the total, in the shard's slot.
+-- (less what they gave back) never add up to more than its share. Returns {granted,
+-- leased:<shard>:<source> after it}; credit_budget.lua raises the shard's limit:<source> to
+-- the total less the shard's returned:<source>, in the shard's slot.
 local src = ARGV[2]
 local field = 'leased:' .. ARGV[1] .. ':' .. src
 local left = tonumber(ARGV[6]) - tonumber(redis.call('HGET', KEYS[1], 'spent:' .. src) or '0')
