@@ -52,7 +52,7 @@ class BookFeed:
         result = self.book.answer(person, gold_id, label)
         if result.paused and result.status == "recorded":
             # the reason as status and /admin give it, not the score's repr
-            why = self.book.standing(person).paused or "paused"
+            why = self.book.pause_reason(person) or "paused"
             log.warning("person %s is paused: %s (gtx-stream gold reset %s lifts it)",
                         person, why, person)  # fmt: skip
         return result.status == "recorded"

@@ -326,6 +326,11 @@ class GoldBook:
     def is_paused(self, person: str) -> bool:
         return bool(self.r.hexists(self.keys.paused, person))
 
+    def pause_reason(self, person: str) -> str | None:
+        """Why ``person`` is paused (None: not paused), one HGET."""
+        raw = self.r.hget(self.keys.paused, person)
+        return None if raw is None else str(json.loads(raw)["reason"])
+
     def standing(self, person: str) -> PersonGold:
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.keys.gold_scores, person)
