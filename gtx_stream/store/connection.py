@@ -117,9 +117,7 @@ def connect(
         # redis-py connects to a cluster when the client is built: no node answered, or
         # every one refused the credentials (not a RedisError)
         reason = str(err).removeprefix(_CLUSTER_PREAMBLE)
-        problem = ": authentication failed" if any(a in reason for a in AUTH_REFUSED) else (
-            " is unreachable")  # fmt: skip
-        raise ConfigError(f"redis cluster at {redacted(url)}{problem}: {reason}") from None
+        raise ConfigError(f"redis cluster at {redacted(url)}{_cluster_problem(reason)}") from None
     except ValueError as err:
         # redis-py's messages name the part of the URL that is wrong, never its password
         raise ConfigError(f"config error: {field}: {err}") from None
@@ -131,7 +129,42 @@ def connect(
             raise ConfigError(f"{what} at {redacted(url)}: authentication failed: {err}") from None
         except redis.RedisError as err:
             raise ConfigError(f"{what} at {redacted(url)} is unreachable: {err}") from None
+        if not on_cluster and _is_cluster_node(client):
+            raise ConfigError(f"{what} at {redacted(url)} is a Redis Cluster node: " + (
+                "set redis.cluster = true (GTX_REDIS__CLUSTER) and a standalone "
+                "redis.queue_url" if field == "redis.url" else
+                "RQ does not run on a Redis Cluster, so the label requests need a standalone "
+                "Redis"))  # fmt: skip
     return client
+
+
+def _cluster_problem(reason: str) -> str:
+    """What a cluster client that could not be built says, after the cluster's address."""
+    if any(a in reason for a in AUTH_REFUSED):
+        return f": authentication failed: {reason}"
+    if "Cluster mode is not enabled" in reason:
+        return (f" is no cluster node ({reason}): a standalone Redis needs "
+                "redis.cluster = false")  # fmt: skip
+    if reason.startswith("All slots are not covered"):
+        # the nodes answer: not created yet (redis-cli --cluster create), or a master is down
+        # with no replica to take over
+        return f" does not serve every slot (not created yet, or a master is down): {reason}"
+    return f" is unreachable: {reason}"
+
+
+def _is_cluster_node(client: redis.Redis) -> bool:
+    """Whether a standalone client's server is a Redis Cluster node, where its first key of
+    another node's slot would fail with a bare MOVED. ``HELLO`` without arguments (the
+    connection keeps its protocol) says it as ``mode``; unlike ``INFO`` every ACL user may
+    send it, with no ``ACL LOG`` entry."""
+    try:
+        reply = client.execute_command("HELLO")
+    except redis.RedisError:  # it answered PING: whatever this is, it is no reason to stop
+        return False
+    if isinstance(reply, list):  # a RESP2 connection: flat pairs
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
+    mode = reply.get(b"mode", reply.get("mode")) if isinstance(reply, dict) else None
+    return mode in (b"cluster", "cluster")
 
 
 def _cluster_once_up(

@@ -1,16 +1,20 @@
 """What a Redis Cluster refuses, in one line: label requests without a standalone Redis of
-their own (RQ does not run on a cluster)."""
+their own (RQ does not run on a cluster), and a server of the wrong kind for its setting."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.exceptions import RedisClusterException
 
 from gtx_stream.config import ConfigError, Settings
+from gtx_stream.ops.embedded import EmbeddedRedis
 from gtx_stream.store import connection
 from gtx_stream.store.connection import connect, connect_both, connect_queue
+from tests import cluster_fixtures
 
 
 def _settings(**redis: object) -> Settings:
@@ -61,4 +65,63 @@ def test_a_cluster_that_refuses_the_credentials_says_so(monkeypatch: pytest.Monk
     assert str(err.value) == (
         "redis cluster at redis://gtx-reader:***@h:1: authentication failed: "
         "invalid username-password pair or user is disabled."
+    )
+
+
+@pytest.fixture
+def lone_node(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A cluster-enabled redis-server that no ``redis-cli --cluster create`` has given slots:
+    a cluster not created yet, and a cluster node all the same."""
+    args = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")]
+    port = cluster_fixtures._free_ports(1)[0]  # its bus port (+10000) free too
+    with EmbeddedRedis(port, extra_args=args) as node:
+        yield node
+
+
+@pytest.mark.redis
+def test_a_cluster_not_created_yet_is_not_called_unreachable(lone_node: EmbeddedRedis) -> None:
+    """Before, 'is unreachable: All slots are not covered ...': its node had answered."""
+    settings = _settings(url=lone_node.url, cluster=True, queue_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigError) as err:
+        connect(settings, check=True)
+    message = str(err.value)
+    assert message.startswith(f"redis cluster at {lone_node.url} does not serve every slot (")
+    assert "unreachable" not in message and "\n" not in message
+
+
+@pytest.mark.redis
+def test_a_cluster_node_named_as_the_queue_redis_is_refused_in_one_line(
+    lone_node: EmbeddedRedis,
+) -> None:
+    """Before, PING passed, and the labeler worker died of RQ's first MOVED (a traceback)."""
+    with EmbeddedRedis() as state:
+        settings = _settings(url=state.url, queue_url=lone_node.url)
+        with pytest.raises(ConfigError) as err:
+            connect_queue(settings)
+        assert str(err.value) == (
+            f"redis.queue_url redis at {lone_node.url} is a Redis Cluster node: RQ does not "
+            "run on a Redis Cluster, so the label requests need a standalone Redis"
+        )
+        connect_queue(_settings(url=state.url, queue_url=state.url)).close()  # standalone: fine
+
+
+@pytest.mark.redis
+def test_a_cluster_node_without_redis_cluster_set_says_to_set_it(
+    lone_node: EmbeddedRedis,
+) -> None:
+    """Before, PING passed and the first key of another node's slot printed
+    'redis error: 9301 127.0.0.1:7202' (a bare MOVED)."""
+    with pytest.raises(ConfigError, match="^redis at .* is a Redis Cluster node: set redis.cl"):
+        connect(_settings(url=lone_node.url))
+
+
+@pytest.mark.redis
+def test_a_standalone_redis_named_as_the_cluster_says_to_unset_redis_cluster() -> None:
+    with EmbeddedRedis() as standalone:
+        settings = _settings(url=standalone.url, cluster=True, queue_url=standalone.url)
+        with pytest.raises(ConfigError) as err:
+            connect(settings)
+    assert str(err.value) == (
+        f"redis cluster at {standalone.url} is no cluster node (Cluster mode is not enabled on "
+        "this node): a standalone Redis needs redis.cluster = false"
     )
