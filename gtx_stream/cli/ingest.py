@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         read_truths,
         run_many,
     )
-    from gtx_stream.store.connection import connect
+    from gtx_stream.store.connection import connect, redacted
     from gtx_stream.store.keys import Keys
 
     specs = [SourceSpec(s) for s in args.source]
@@ -209,7 +209,12 @@ def _run(args: argparse.Namespace) -> int:
         _error(str(err))
         return 1
     except redis.RedisError as err:
-        _error(f"Redis: {err}")
+        # a cluster node reached as one Redis: MOVED, or CROSSSLOT for a script's keys
+        on_cluster_node = isinstance(err, redis.exceptions.MovedError) or (
+            "hash to the same slot" in str(err))  # fmt: skip
+        _error(f"redis at {redacted(settings.redis.url.get_secret_value())} is a Redis "
+               "Cluster node: set redis.cluster = true (GTX_REDIS__CLUSTER) and a standalone "
+               "redis.queue_url" if on_cluster_node else f"Redis: {err}")  # fmt: skip
         return 1
     finally:
         for s, handler in previous.items():

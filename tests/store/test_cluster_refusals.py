@@ -16,6 +16,8 @@ from gtx_stream.store import connection
 from gtx_stream.store.connection import connect, connect_both, connect_queue
 from tests import cluster_fixtures
 
+local_cluster = cluster_fixtures.local_cluster  # the fixture
+
 
 def _settings(**redis: object) -> Settings:
     return Settings(redis={"url": "redis://127.0.0.1:1", **redis})  # type: ignore[arg-type]
@@ -125,3 +127,35 @@ def test_a_standalone_redis_named_as_the_cluster_says_to_unset_redis_cluster() -
         f"redis cluster at {standalone.url} is no cluster node (Cluster mode is not enabled on "
         "this node): a standalone Redis needs redis.cluster = false"
     )
+
+
+@pytest.mark.redis
+def test_the_ingester_on_a_cluster_node_without_redis_cluster_says_to_set_it(
+    local_cluster: cluster_fixtures.LocalCluster, tmp_path: Path
+) -> None:
+    """The ingester connects without the start-up check (it rides out a Redis not up yet), so
+    the first key of another node's slot was a bare MOVED: 'error: Redis: 11152 127.0.0.1:7203'.
+    Whichever master it is given, one line that says what to set."""
+    import os
+    import subprocess
+    import sys
+
+    from gtx_stream.ops.synthetic import write_synthetic_video, write_truth_csv
+
+    truths = write_synthetic_video(tmp_path / "v.avi", 5, seed=0)
+    write_truth_csv(tmp_path / "t.csv", truths)
+    (tmp_path / "none.toml").write_text("")
+    for port, _ in local_cluster.masters():
+        url = f"redis://127.0.0.1:{port}/0"
+        env = {**os.environ, "GTX_REDIS__URL": url, "GTX_CONFIG": str(tmp_path / "none.toml")}
+        done = subprocess.run(
+            [sys.executable, "-m", "gtx_stream", "ingest", str(tmp_path / "v.avi"),
+             "--truth", str(tmp_path / "t.csv")],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr  # a log line may come before it
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"gtx-stream ingest: error: redis at {url} is a Redis Cluster node: set "
+            "redis.cluster = true (GTX_REDIS__CLUSTER) and a standalone redis.queue_url"
+        )
