@@ -20,7 +20,9 @@ def register(sub: Any) -> None:
         help="run the aggregator: apply labels, ask labelers, finalise frames (until stopped)",
         description=(
             "Consume the labels stream, apply each label to its frame once, and decide: "
-            "finalise, or ask one more labeler. Several aggregators may share the work. "
+            "finalise, or ask one more labeler. Several aggregators may share the work: "
+            "with aggregator.shards above 1 each owns some shards, and the others take a "
+            "dead one's over. "
             "SIGTERM or Ctrl-C finish the current batch, then exit 0."
         ),
     )
