@@ -7,7 +7,9 @@ finalised labels through a consumer group.
 
     with Client() as client:
         frame_id = client.submit(image, source="line3")
-        record = client.wait(frame_id, timeout=120)
+        record = client.wait(frame_id, timeout=120)  # a FinalRecord
+
+``FinalRecord`` (from :mod:`gtx_stream.core.records`) is exported here too, for type hints.
 """
 
 from gtx_stream.client.client import Client
@@ -18,11 +20,13 @@ from gtx_stream.client.errors import (
     PipelineFull,
     UnknownFrame,
 )
+from gtx_stream.core.records import FinalRecord
 
 __all__ = [
     "BudgetSpent",
     "Client",
     "ClientError",
+    "FinalRecord",
     "FrameDropped",
     "PipelineFull",
     "UnknownFrame",

@@ -49,9 +49,10 @@ class Client:
         return submit.submit(self.redis, self.keys, self.settings, image, source=source,
                              metadata=metadata, truth=truth, timeout=timeout)  # fmt: skip
 
-    def wait(self, frame_id: str, timeout: float = 60.0) -> FinalRecord:
-        """The frame's final record once it is final: TimeoutError after ``timeout`` s,
-        :class:`FrameDropped` or :class:`UnknownFrame` when it never will be."""
+    def wait(self, frame_id: str, timeout: float | None = 60.0) -> FinalRecord:
+        """The frame's final record once it is final: TimeoutError after ``timeout`` s (None:
+        for ever), :class:`FrameDropped` or :class:`UnknownFrame` when it never will be. A
+        Redis restart meanwhile raises redis-py's ConnectionError at once: call again."""
         return wait.wait(self.redis, self.keys, frame_id, timeout,
                          self.settings.redis.socket_timeout)  # fmt: skip
 
@@ -69,7 +70,14 @@ class Client:
         idle_seconds: float | None = None,
     ) -> Iterator[FinalRecord]:
         """Final records through the consumer group ``group`` (created if new, from the first
-        entry): each is acknowledged when the next is asked for; see :mod:`.consume`."""
+        entry): each is acknowledged when the next is asked for; see :mod:`.consume`.
+
+        A bad argument raises ValueError here, before the first record is asked for. A Redis
+        error (a restart) ends the iteration as redis-py raises it; what was not acknowledged
+        comes again on the next call.
+        """
+        consume.check_arguments(group, consumer, self.settings.export.group, batch_size,
+                                claim_idle_seconds)  # fmt: skip
         return consume.final_labels(
             self.redis, self.keys, group, consumer,
             socket_timeout=self.settings.redis.socket_timeout, batch_size=batch_size,

@@ -31,6 +31,27 @@ log = logging.getLogger(__name__)
 BLOCK_MAX_SECONDS = 5.0
 
 
+def check_arguments(
+    group: str, consumer: str, exporter_group: str, batch_size: int, claim_idle_seconds: float
+) -> None:
+    """ValueError, in one line, for what Redis would take silently (an empty name, the
+    exporter's group) or refuse with a message about XREADGROUP."""
+    for what, name in (("group", group), ("consumer", consumer)):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"final_labels: the {what} name must be a non-empty string")
+    if group == exporter_group:
+        raise ValueError(
+            f"final_labels: group {group!r} is the exporter's (export.group): what this loop "
+            "acknowledged would never reach the dataset; give your application a group of its own"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"final_labels: batch_size must be an int >= 1, got {batch_size!r}")
+    if not claim_idle_seconds >= 0:
+        raise ValueError(
+            f"final_labels: claim_idle_seconds must be >= 0, got {claim_idle_seconds!r}"
+        )
+
+
 def final_labels(
     client: redis.Redis,
     keys: Keys,

@@ -110,7 +110,9 @@ def submit(
     if truth is not None:
         if truth not in (0, 1):
             raise ValueError(f"truth must be 0 or 1, got {truth!r}")
-        fields["truth"] = str(truth)
+        # as "0" or "1" whatever it came as (True, 1.0, numpy.int64(1)): simulated labelers
+        # parse it with int(), and str(True) is "True"
+        fields["truth"] = str(int(truth))
     jpeg = as_jpeg(image, settings.ingest.jpeg_quality)
     # the opened stream of the frame's shard; the first submit refuses another shard count
     keys = configured_keys(client, keys, settings.aggregator.shards)

@@ -26,16 +26,18 @@ PAGE = 500
 
 
 def wait(
-    client: redis.Redis, keys: Keys, frame_id: str, timeout: float, socket_timeout: float
+    client: redis.Redis, keys: Keys, frame_id: str, timeout: float | None, socket_timeout: float
 ) -> FinalRecord:
     """The final record of ``frame_id``, once it is final.
 
-    Raises TimeoutError after ``timeout`` seconds, :class:`FrameDropped` when its state expired
-    before it was finalised, :class:`UnknownFrame` when Redis holds no such frame (never
-    opened, or finalised so long ago that its state expired: read it from the final stream).
+    Raises TimeoutError after ``timeout`` seconds (None: waits for ever), :class:`FrameDropped`
+    when its state expired before it was finalised, :class:`UnknownFrame` when Redis holds no
+    such frame (never opened, or finalised so long ago that its state expired: read it from the
+    final stream). A Redis error (a restart while it blocks) is raised at once, as redis-py
+    raises it: the frame is not lost, call again.
     """
     keys = keys.of_frame(frame_id)  # on a Redis Cluster: its shard's final stream, open set
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     # XREAD BLOCK must answer before the client's socket timeout ends the call
     block = max(0.001, min(BLOCK_MAX_SECONDS, socket_timeout / 2))
     while True:
@@ -56,10 +58,11 @@ def wait(
                 raise FrameDropped(frame_id, reason)
             raise UnknownFrame(f"no frame {frame_id} (never opened, or its state expired)")
         while True:
-            left = deadline - time.monotonic()
+            left = block if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"frame {frame_id} is not final after {timeout:g} s")
-            reply = client.xread({keys.final: last}, count=PAGE, block=int(min(left, block) * 1000))
+            wait_ms = max(1, int(min(left, block) * 1000))  # BLOCK 0 would block for ever
+            reply = client.xread({keys.final: last}, count=PAGE, block=wait_ms)
             if not reply:
                 break  # nothing finalised for a while: look at the hash again
             for entry_id, entry in cast(list[Any], reply)[0][1]:

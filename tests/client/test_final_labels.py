@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+import gtx_stream.client
 from gtx_stream.client import Client
 from gtx_stream.core.records import FinalRecord
 from gtx_stream.store.keys import Keys
@@ -99,3 +100,36 @@ def test_an_entry_trimmed_while_pending_is_acknowledged(
     got = [rec.frame_id for rec in client.final_labels("app", "app-1", idle_seconds=0.3)]
     assert got == ["cam-0", "cam-2"]
     assert pending(r, keys, "app") == 0
+
+
+def test_the_records_are_the_final_record_the_client_package_exports(
+    client: Client, r: redis.Redis, keys: Keys
+) -> None:
+    add_finals(r, keys, range(1))
+    (rec,) = client.final_labels("app", "app-1", idle_seconds=0.3)
+    assert isinstance(rec, gtx_stream.client.FinalRecord)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("", "app-1"), {}, "the group name must be a non-empty string"),
+        (("app", " "), {}, "the consumer name must be a non-empty string"),
+        (("exporter", "app-1"), {}, "group 'exporter' is the exporter's"),
+        (("app", "app-1"), {"batch_size": 0}, "batch_size must be an int >= 1, got 0"),
+        (("app", "app-1"), {"claim_idle_seconds": -1}, "claim_idle_seconds must be >= 0"),
+    ],
+    ids=["empty-group", "blank-consumer", "exporter-group", "batch-0", "negative-claim"],
+)
+def test_bad_arguments_are_refused_before_any_read(
+    client: Client,
+    r: redis.Redis,
+    keys: Keys,
+    args: tuple[str, str],
+    kwargs: dict[str, float],
+    message: str,
+) -> None:
+    add_finals(r, keys, range(1))
+    with pytest.raises(ValueError, match=message):
+        client.final_labels(*args, idle_seconds=0.3, **kwargs)  # type: ignore[arg-type]
+    assert r.xinfo_groups(keys.final) == []  # no group was created

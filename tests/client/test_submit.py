@@ -100,6 +100,14 @@ def test_bad_metadata_is_refused_and_nothing_is_written(
     assert r.dbsize() == 0
 
 
+@pytest.mark.parametrize("truth", [True, 1.0, np.int64(1)], ids=["bool", "float", "numpy"])
+def test_a_truth_of_another_type_is_stored_as_simulated_labelers_read_it(
+    client: Client, r: redis.Redis, keys: Keys, truth: object
+) -> None:
+    fid = client.submit(grey(1), source="cam", truth=truth)  # type: ignore[arg-type]
+    assert r.hget(keys.frame(fid), "truth") == "1"  # not "True": int("True") fails
+
+
 def test_a_bad_source_name_or_truth_is_refused(client: Client, r: redis.Redis) -> None:
     with pytest.raises(ValueError, match="source 'a/b'"):
         client.submit(grey(1), source="a/b")

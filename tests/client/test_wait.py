@@ -86,6 +86,19 @@ def test_wait_times_out_without_polling(client: Client, r: redis.Redis) -> None:
     }  # fmt: skip
 
 
+def test_a_timeout_of_none_waits_until_the_frame_is_final(
+    client: Client, r: redis.Redis, keys: Keys
+) -> None:
+    client.settings.redis.socket_timeout = 0.4  # a quiet block of 0.2 s: several go by
+    fid = client.submit(grey(1), source="cam")
+    finaliser = threading.Timer(1.0, finalise_all, args=(r, keys))
+    finaliser.start()
+    t0 = time.monotonic()
+    record = client.wait(fid, timeout=None)
+    assert record.frame_id == fid and time.monotonic() - t0 >= 1.0
+    finaliser.join(30)
+
+
 def test_an_unknown_frame_is_a_clear_error(client: Client) -> None:
     with pytest.raises(UnknownFrame, match="no frame nope-1"):
         client.wait("nope-1", timeout=5)
