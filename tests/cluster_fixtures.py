@@ -417,6 +417,30 @@ def run_cli(config: Path, *command: str) -> str:
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def masters_only_cluster() -> Iterator[LocalCluster]:
+    """One cluster of 3 masters and no replicas for a whole test module (each test flushes it:
+    :func:`flushed_client`), skipped like :func:`local_cluster` where none can start."""
+    reason = cluster_unavailable()
+    if reason is not None:
+        if os.environ.get("GTX_REQUIRE_CLUSTER"):
+            pytest.fail(f"GTX_REQUIRE_CLUSTER is set but no local cluster can start: {reason}")
+        pytest.skip(reason)
+    with LocalCluster(replicas=0) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def flushed_client(masters_only_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    """A decoding client of :func:`masters_only_cluster`, every master flushed after the test."""
+    client = masters_only_cluster.client(decode_responses=True)
+    yield client
+    for port, _ in masters_only_cluster.masters():
+        with masters_only_cluster.node(port) as node:
+            node.flushall()
+    client.close()
+
+
 @pytest.fixture
 def local_cluster() -> Iterator[LocalCluster]:
     reason = cluster_unavailable()

@@ -13,9 +13,7 @@ within the budget.
 from __future__ import annotations
 
 import collections
-import os
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,33 +26,21 @@ from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
 from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy, store
+from tests import cluster_fixtures
 from tests.aggregator_harness import Capture
-from tests.cluster_fixtures import LocalCluster, cluster_unavailable
 
 SHARDS = 8
 KAPPA = 3
 ACC = {"ann": 0.9, "bob": 0.85, "cid": 0.8, "dee": 0.75}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    reason = cluster_unavailable()
-    if reason is not None:
-        if os.environ.get("GTX_REQUIRE_CLUSTER"):
-            pytest.fail(f"GTX_REQUIRE_CLUSTER is set but no local cluster can start: {reason}")
-        pytest.skip(reason)
-    with LocalCluster(replicas=0) as c:
-        yield c
+masters_only_cluster = cluster_fixtures.masters_only_cluster  # the fixtures
+flushed_client = cluster_fixtures.flushed_client
 
 
 @pytest.fixture
-def rc(cluster: LocalCluster) -> Iterator[RedisCluster]:
-    client = cluster.client(decode_responses=True)
-    yield client
-    for port, _ in cluster.masters():
-        with cluster.node(port) as node:
-            node.flushall()
-    client.close()
+def rc(flushed_client: RedisCluster) -> RedisCluster:
+    return flushed_client
 
 
 def _run(r: RedisCluster, budget: int, share: int, sources: list[str]) -> dict[str, Any]:

@@ -8,10 +8,8 @@ hold beyond their frames' reserve first."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,30 +27,24 @@ from gtx_stream.store.budget_lease import (
 )
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptRunner
-from tests.cluster_fixtures import LocalCluster, cluster_unavailable
+from tests import cluster_fixtures
+from tests.cluster_fixtures import LocalCluster
 
 RESERVE = 4
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    reason = cluster_unavailable()
-    if reason is not None:
-        if os.environ.get("GTX_REQUIRE_CLUSTER"):
-            pytest.fail(f"GTX_REQUIRE_CLUSTER is set but no local cluster can start: {reason}")
-        pytest.skip(reason)
-    with LocalCluster(replicas=0) as c:
-        yield c
+masters_only_cluster = cluster_fixtures.masters_only_cluster  # the fixtures
+flushed_client = cluster_fixtures.flushed_client
 
 
 @pytest.fixture
-def rc(cluster: LocalCluster) -> Iterator[RedisCluster]:
-    client = cluster.client(decode_responses=True)
-    yield client
-    for port, _ in cluster.masters():
-        with cluster.node(port) as node:
-            node.flushall()
-    client.close()
+def cluster(masters_only_cluster: LocalCluster) -> LocalCluster:
+    return masters_only_cluster
+
+
+@pytest.fixture
+def rc(flushed_client: RedisCluster) -> RedisCluster:
+    return flushed_client
 
 
 def _hash(r: Any, key: str) -> dict[str, int]:
