@@ -80,9 +80,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def format_status(st: dict[str, Any], export_group: str = "exporter", frame_ttl: int = 0) -> str:
-    """The text of ``gtx-stream status``; ``export_group`` and ``frame_ttl`` (the settings)
-    name what keeps the images when no exporter reads the final stream."""
-    """The text report; a value that is not there reads ``-`` or says why, never ``None``."""
+    """The text report; a value that is not there reads ``-`` or says why, never ``None``.
+    ``export_group`` and ``frame_ttl`` (the settings) name what keeps the images when no
+    exporter reads the final stream."""
     budget = "unlimited" if st["budget_limit"] is None else f"{st['budget_left']} left"
     oldest = st["oldest_open_age_s"]
     open_line = f"{st['frames_open']}" + ("" if oldest is None else f"  (oldest {oldest} s)")
