@@ -9,7 +9,8 @@ finalised labels through a consumer group.
         frame_id = client.submit(image, source="line3")
         record = client.wait(frame_id, timeout=120)  # a FinalRecord
 
-``FinalRecord`` (from :mod:`gtx_stream.core.records`) is exported here too, for type hints.
+``FinalRecord`` (from :mod:`gtx_stream.core.records`) is exported here too, for type hints, and
+``StateLost``, which ``final_labels`` raises when Redis came back without its consumer group.
 """
 
 from gtx_stream.client.client import Client
@@ -18,9 +19,11 @@ from gtx_stream.client.errors import (
     ClientError,
     FrameDropped,
     PipelineFull,
+    RedisUnreachable,
     UnknownFrame,
 )
 from gtx_stream.core.records import FinalRecord
+from gtx_stream.pipeline.aggregate.consumer import StateLost
 
 __all__ = [
     "BudgetSpent",
@@ -29,5 +32,7 @@ __all__ = [
     "FinalRecord",
     "FrameDropped",
     "PipelineFull",
+    "RedisUnreachable",
+    "StateLost",
     "UnknownFrame",
 ]

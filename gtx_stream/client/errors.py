@@ -1,7 +1,10 @@
 """What the client raises when the pipeline cannot do what was asked, each with a one-line
-message. Redis errors (unreachable, refused) come through as redis-py raises them."""
+message. Other Redis errors (a refused command, refused credentials, and any while ``submit``
+runs) come through as redis-py raises them."""
 
 from __future__ import annotations
+
+import redis
 
 
 class ClientError(Exception):
@@ -27,3 +30,8 @@ class FrameDropped(ClientError):
         super().__init__(f"frame {frame_id} was dropped before it was finalised: {reason}")
         self.frame_id = frame_id
         self.reason = reason
+
+
+class RedisUnreachable(ClientError, redis.ConnectionError):
+    """``wait`` or ``final_labels`` tried to reach Redis again for ``reconnect_seconds`` and
+    gave up (a ``redis.ConnectionError`` too, as redis-py's own error was before)."""

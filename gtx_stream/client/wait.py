@@ -5,6 +5,9 @@ with ``final_id``). Otherwise the waiter blocks on the final stream (XREAD from 
 entry it knew of before it looked at the hash, so a frame finalised in between is not missed)
 and looks for the frame among the new entries: no polling while nothing is finalised, and one
 round trip per batch of finalisations while others are.
+
+A Redis restart while it waits is ridden out (:mod:`.reconnect`): once Redis answers again the
+waiter looks at the hash again and blocks from there, so a frame finalised meanwhile is found.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, cast
 import redis
 
 from gtx_stream.client.errors import FrameDropped, UnknownFrame
+from gtx_stream.client.reconnect import UNAVAILABLE, Reconnect
 from gtx_stream.core.records import DeadLetter, FinalRecord, RecordError, decode_fields, text
 from gtx_stream.pipeline.aggregate.sweeper import GONE_REASON
 from gtx_stream.store.keys import Keys
@@ -26,18 +30,46 @@ PAGE = 500
 
 
 def wait(
-    client: redis.Redis, keys: Keys, frame_id: str, timeout: float | None, socket_timeout: float
+    client: redis.Redis,
+    keys: Keys,
+    frame_id: str,
+    timeout: float | None,
+    socket_timeout: float,
+    link: Reconnect | None = None,
 ) -> FinalRecord:
     """The final record of ``frame_id``, once it is final.
 
     Raises TimeoutError after ``timeout`` seconds (None: waits for ever), :class:`FrameDropped`
     when its state expired before it was finalised, :class:`UnknownFrame` when Redis holds no
     such frame (never opened, or finalised so long ago that its state expired: read it from the
-    final stream). A Redis error (a restart while it blocks) is raised at once, as redis-py
-    raises it: the frame is not lost, call again.
+    final stream). While Redis is unreachable it tries again as ``link`` says (:mod:`.reconnect`),
+    within ``timeout`` too: a TimeoutError that says so when it ends first (without a ``link``,
+    redis-py's error is raised at once).
     """
+    link = link if link is not None else Reconnect("redis", 0)
     keys = keys.of_frame(frame_id)  # on a Redis Cluster: its shard's final stream, open set
     deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return _wait(client, keys, frame_id, timeout, deadline, socket_timeout, link)
+        except UNAVAILABLE as err:
+            if link.seconds != 0 and deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"frame {frame_id} is not final after {timeout:g} s (redis at {link.url} "
+                    f"unreachable for the last {link.down_for:.1f} s)"
+                ) from err
+            link.lost(err, until=deadline)
+
+
+def _wait(
+    client: redis.Redis,
+    keys: Keys,
+    frame_id: str,
+    timeout: float | None,
+    deadline: float | None,
+    socket_timeout: float,
+    link: Reconnect,
+) -> FinalRecord:
     # XREAD BLOCK must answer before the client's socket timeout ends the call
     block = max(0.001, min(BLOCK_MAX_SECONDS, socket_timeout / 2))
     while True:
@@ -46,6 +78,7 @@ def wait(
         pipe.hgetall(keys.frame(frame_id))
         pipe.zscore(keys.open_frames, frame_id)
         newest, raw, open_since = pipe.execute()
+        link.back()
         last = text(newest[0][0]) if newest else "0-0"
         fields = decode_fields(raw)
         if fields.get("state") == "final":
