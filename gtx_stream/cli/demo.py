@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gtx_stream.cli.options import add_config_option
+from gtx_stream.cli.options import add_config_option, non_negative_int
 
 
 def register(sub: Any) -> None:
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument("--tau", type=float, help="default: config (0.99)")
     p.add_argument("--kappa", type=int, help="default: config (5)")
     p.add_argument("--budget", type=int, help="labels to spend; 0: unlimited (default: config)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--workdir", type=Path, help="keep the video, config and logs here")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--people", action="store_true",

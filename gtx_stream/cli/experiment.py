@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gtx_stream.cli.options import non_negative_int, positive_int
 from gtx_stream.cli.train import EXTRA_HINT
 
 DEFAULT_CACHE = Path.home() / ".cache" / "gtx-stream"
@@ -47,14 +48,20 @@ def register(sub: Any) -> None:
                         "full: every layer, 3 epochs per training (the paper's; about 25 hours "
                         "for the grid on a 2-core CPU)")  # fmt: skip
     f.add_argument("--frames", type=int, default=1050, help="stand-in frames (default 1050)")
-    f.add_argument("--standin-seed", type=int, default=0, help="the stand-in video's seed")
-    f.add_argument("--seed", type=int, default=0, help="base seed of the labelers and orders")
+    f.add_argument(
+        "--standin-seed", type=non_negative_int, default=0, help="the stand-in video's seed"
+    )
+    f.add_argument(
+        "--seed", type=non_negative_int, default=0, help="base seed of the labelers and orders"
+    )
     f.add_argument("--seeds", type=int, default=5, help="labeling seeds (default 5)")
     f.add_argument("--repeats", type=int, default=3, help="trainings per seed (default 3)")
     f.add_argument("--budgets", type=_ints, default="250,500,750,1000,1500,2000,3000,4000",
                    help="comma list (default 250,500,750,1000,1500,2000,3000,4000)")  # fmt: skip
-    f.add_argument("--image-size", type=int, default=224, help="input size (default 224)")
-    f.add_argument("--epochs", type=int, help="passes per training (default: head 30, full 3)")
+    f.add_argument("--image-size", type=positive_int, default=224, help="input size (default 224)")
+    f.add_argument(
+        "--epochs", type=positive_int, help="passes per training (default: head 30, full 3)"
+    )
     f.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     f.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                    help=f"head mode's feature cache (default {DEFAULT_CACHE})")  # fmt: skip

@@ -39,6 +39,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: 1, 2, 3, ... (a count of trials, epochs, labels that must not be 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def inherit_options(
     parser: argparse.ArgumentParser, inherited: tuple[argparse.Action, ...] = ()
 ) -> None:

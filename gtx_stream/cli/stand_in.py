@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--truth", type=Path, required=True, metavar="CSV", help="truth CSV to write")
     p.add_argument("--frames", type=non_negative_int, default=DEFAULT_FRAMES,
                    help=f"number of frames (default {DEFAULT_FRAMES}, the paper's)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--fps", type=float, default=10, help="frame rate written (default 10)")
     p.add_argument("--strip", type=Path, metavar="PNG",
                    help="also write a sample strip: 4 frames of each class, captioned")  # fmt: skip
@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(truths)} frames ({SIZE[0]}x{SIZE[1]}, MJPG) to {args.video}; "
         f"truth in {args.truth}: {sum(truths)} touching ({sum(truths) / len(truths):.0%}), "
-        f"{runs} runs"
+        f"{runs} run{'s' * (runs != 1)}"
     )
     if args.strip is not None:
         print(f"sample strip in {args.strip}")

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gtx_stream.cli.options import non_negative_int
+
 EXTRA_HINT = (
     "gtx-stream train needs the train extra: pip install -e '.[train]' in the gtx-stream folder"
 )
@@ -38,7 +40,8 @@ def register(sub: Any) -> None:
     p.add_argument("--epochs", type=int,
                    help="passes over the training split (default: head 100, full 3)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--seed", type=int, default=0, help="seeds the head and the shuffles")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seeds the head and the shuffles")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32,
                    help="images (full mode) or feature rows (head mode) per step "
                         "(default 32)")  # fmt: skip

@@ -122,3 +122,25 @@ def test_the_command_runs_and_refuses_bad_input(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "positive" in bad.stderr
     bad = gtx("--frames", "15", "--out", str(tmp_path / "x"), "--quiet")
     assert bad.returncode == 2 and "too few blocks" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--epochs", "0", "argument --epochs: must be 1 or more, got 0"),  # trained nothing
+        ("--epochs", "-1", "argument --epochs: must be 1 or more, got -1"),
+        ("--image-size", "0", "argument --image-size: must be 1 or more, got 0"),  # cv2.error
+        ("--seed", "-1", "argument --seed: must be 0 or more, got -1"),
+        ("--standin-seed", "-1", "argument --standin-seed: must be 0 or more, got -1"),
+    ],
+)
+def test_a_count_out_of_range_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
+    from gtx_stream.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["experiment", "finetune", "--out", str(tmp_path / "o"), option, value])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+    assert not (tmp_path / "o").exists()

@@ -35,7 +35,21 @@ def test_a_video_of_one_class_says_so(
     monkeypatch.chdir(tmp_path)
     assert main(["stand-in", "v.avi", "--truth", "t.csv", "--frames", "5"]) == 0
     out = capsys.readouterr().out
-    assert "5 touching (100%), 1 runs" in out
+    assert "5 touching (100%), 1 run\n" in out
     assert "note: every frame is truth 1" in out
     assert main(["stand-in", "w.avi", "--truth", "u.csv", "--frames", "100"]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+def test_a_negative_seed_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, numpy's 'expected non-negative integer' came out as a traceback."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["stand-in", "v.avi", "--truth", "t.csv", "--frames", "3", "--seed", "-1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "gtx-stream stand-in: error: argument --seed: must be 0 or more, got -1"
+    )
+    assert list(tmp_path.iterdir()) == []
