@@ -10,6 +10,7 @@ import math
 import sys
 from typing import Any
 
+from gtx_stream.cli.options import non_negative_int, positive_int
 from gtx_stream.cli.output import json_safe
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import DatasetError, load_dataset
@@ -31,16 +32,25 @@ def register(sub: Any) -> None:
             "early with GTX and SV (tau) or after k = kappa labels with MV and WMV, and report "
             "labels per task, accuracy, MAE and tasks that ran out of labelers, averaged over "
             "trials, with majority vote over all recorded labels as the reference. Tasks without "
-            "a row in truth.csv are labeled but not scored."
+            "a row in truth.csv are never scored; they are labeled too where the tasks run as a "
+            "stream (--model two_coin, --estimate em or --order best), and the header counts "
+            "them."
         ),
     )
     p.add_argument("dataset_dir", metavar="DATASET_DIR", help="folder with answers.csv, truth.csv")
     p.add_argument("--tau", type=float, default=0.99, help="confidence threshold (default 0.99)")
     p.add_argument(
-        "--kappa", type=int, default=5, help="most labels per task; k of MV and WMV (default 5)"
+        "--kappa",
+        type=positive_int,
+        default=5,
+        help="most labels per task; k of MV and WMV (default 5)",
     )
-    p.add_argument("--trials", type=int, default=10, help="random label orders (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="trial t uses seed + t (default 0)")
+    p.add_argument(
+        "--trials", type=positive_int, default=10, help="random label orders (default 10)"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="trial t uses seed + t (default 0)"
+    )
     p.add_argument(
         "--assess-fraction",
         type=float,
@@ -71,7 +81,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--every",
         type=int,
-        default=DEFAULT_EVERY,
+        default=None,
         help=f"with --estimate em: refit after every N labels bought (default {DEFAULT_EVERY})",
     )
     p.add_argument(
@@ -103,7 +113,18 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
+def _refusal(args: argparse.Namespace) -> str | None:
+    """An option given that the run would ignore (None: none)."""
+    if args.every is not None and args.estimate != Estimate.EM.value:
+        return "--every is the EM refit cadence: it goes with --estimate em"
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
+    refusal = _refusal(args)
+    if refusal is not None:
+        print(f"gtx-stream replay: error: {refusal}", file=sys.stderr)
+        return 2
     bar = Progress("replay trials", args.trials, unit="trial", enabled=not args.quiet)
     try:
         dataset = load_dataset(args.dataset_dir, truthless=True)
@@ -117,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
             estimator=args.accuracy,
             model=args.model,
             estimate=args.estimate,
-            every=args.every,
+            every=DEFAULT_EVERY if args.every is None else args.every,
             strategy=args.strategy,
             budget=args.budget,
             order=args.order,
@@ -149,6 +170,15 @@ def _rule(row: Row, report: Report) -> str:
     if row.k is not None:
         return f"k={row.k}"
     return "all labels"
+
+
+def streamed(report: Report) -> bool:
+    """Whether the tasks ran as a stream (:mod:`~gtx_stream.offline.replay_stream`), where a
+    task without a truth is labeled too (its labels count for EM)."""
+    gold_one_coin = (report.model, report.estimate) == (ModelName.ONE_COIN.value,
+                                                        Estimate.GOLD.value)  # fmt: skip
+    return report.strategy == "threshold" and (report.order == Order.BEST.value
+                                               or not gold_one_coin)  # fmt: skip
 
 
 def format_report(report: Report) -> str:
@@ -188,7 +218,8 @@ def format_report(report: Report) -> str:
         "",
     ]
     if report.truthless:
-        head.insert(-1, f"tasks without a truth: {report.truthless}, labeled, not scored")
+        done = "labeled, not scored" if streamed(report) else "left out (no row in truth.csv)"
+        head.insert(-1, f"tasks without a truth: {report.truthless}, {done}")
     columns = ("method", "rule", "labels/task", "accuracy", "error", "MAE", "ran out")
     table = [columns]
     for row in report.rows:

@@ -124,7 +124,7 @@ class Report:
     fits: float = 0.0
     """EM refits of GTX's stream per trial, averaged over trials (``estimate = em``)."""
     truthless: int = 0
-    """Tasks without a truth: labeled in the two-coin or EM stream, never scored."""
+    """Tasks without a truth: never scored; labeled only in the stream (two-coin, EM, best)."""
     strategy: str = "threshold"
     """``threshold`` (strategy 1), or ``uncertainty`` (strategy 2, spending ``budget`` labels)."""
     budget: int | None = None
@@ -376,7 +376,7 @@ def replay(
         estimate=estimate.value,
         every=every if estimate is Estimate.EM else None,
         fits=float(np.mean(fits)) if fits else 0.0,
-        truthless=0 if legacy else len(dataset.truthless),
+        truthless=len(dataset.truthless),
         strategy=strategy,
         budget=budget if strategy == "uncertainty" else None,
         order=order.value,

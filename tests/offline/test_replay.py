@@ -366,3 +366,66 @@ def test_smoke_possent(datasets: Path) -> None:
         assert rows[method].accuracy > 0.75
         assert rows[method].exhausted == 0
     assert rows["gtx"].mae < rows["mv"].mae
+
+
+def _missing_truth_rows(tmp_path: Path) -> Path:
+    """The tiny folder with t5's truth row gone (a truth.csv that misses rows)."""
+    return _write(
+        tmp_path / "partial",
+        {
+            "answers.csv": ANSWERS,
+            "truth.csv": TRUTH.replace("t5,1\n", ""),
+            "assessment_answers.csv": ASSESSMENT_ANSWERS,
+            "assessment_truth.csv": ASSESSMENT_TRUTH,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ([], "tasks without a truth: 1, left out (no row in truth.csv)"),
+        (
+            ["--strategy", "uncertainty", "--budget", "6"],
+            "tasks without a truth: 1, left out (no row in truth.csv)",
+        ),
+        (["--model", "two_coin"], "tasks without a truth: 1, labeled, not scored"),
+    ],
+    ids=["default", "uncertainty", "stream"],
+)
+def test_tasks_missing_from_truth_csv_are_counted_in_the_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], said: str
+) -> None:
+    """Before, the default replay dropped them without a word (4 tasks, no line about t5)."""
+    folder = _missing_truth_rows(tmp_path)
+    rc, out, _ = _cli([str(folder), "--trials", "1", "--quiet", *extra], capsys)
+    assert rc == 0 and said in out.splitlines()
+    rc, out, _ = _cli([str(folder), "--trials", "1", "--quiet", "--json", *extra], capsys)
+    assert rc == 0 and json.loads(out)["truthless"] == 1
+
+
+def test_every_without_em_is_refused(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--every is EM's cadence: before, --estimate gold ran with it and ignored it."""
+    rc, out, err = _cli([str(tiny), "--every", "10", "--quiet"], capsys)
+    assert rc == 2 and out == ""
+    assert err == "gtx-stream replay: error: --every is the EM refit cadence: it goes with " \
+                  "--estimate em\n"  # fmt: skip
+    rc, _, _ = _cli([str(tiny), "--every", "10", "--estimate", "em", "--trials", "1",
+                     "--quiet"], capsys)  # fmt: skip
+    assert rc == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--kappa", "argument --kappa: must be 1 or more, got -1"),  # was 'need at least one
+        ("--seed", "argument --seed: must be 0 or more, got -1"),  # array to stack'
+    ],
+)
+def test_a_negative_count_is_a_usage_error(
+    tiny: Path, capsys: pytest.CaptureFixture[str], option: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["replay", str(tiny), option, "-1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
