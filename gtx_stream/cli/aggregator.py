@@ -31,12 +31,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def stop_on_signals(stop: threading.Event, service: logging.Logger = log) -> None:
-    """SIGTERM and SIGINT set ``stop``: the loop finishes its batch, acknowledges, exits 0.
-    The signal is logged under ``service``'s logger (the aggregator's by default)."""
+def stop_on_signals(
+    stop: threading.Event, service: logging.Logger = log, work: str = "batch"
+) -> None:
+    """SIGTERM and SIGINT set ``stop``: the loop finishes its ``work`` (a batch: acknowledges
+    it; the estimator's fit), exits 0. The signal is logged under ``service``'s logger (the
+    aggregator's by default)."""
 
     def handler(signum: int, _frame: Any) -> None:
-        service.info("signal %d: finishing the current batch", signum)
+        service.info("signal %d: finishing the current %s", signum, work)
         set_from_signal(stop)
 
     signal.signal(signal.SIGTERM, handler)

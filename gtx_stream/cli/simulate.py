@@ -10,8 +10,10 @@ import logging
 import math
 import os
 import sys
+import threading
 from typing import Any
 
+from gtx_stream.cli.options import non_negative_int
 from gtx_stream.cli.simulate_report import (
     format_threshold,
     format_uncertainty,
@@ -24,12 +26,14 @@ from gtx_stream.offline.simulate import (
     ALL_COHORTS,
     COHORTS,
     DEFAULT_EVERY,
+    TABLE_ORDER,
     TWO_COIN_COHORTS,
     Accuracy,
     Cohort,
     run_threshold,
     run_uncertainty,
 )
+from gtx_stream.train.progress import Progress
 
 DEFAULT_ASSESS_SIZE = 20
 
@@ -63,7 +67,7 @@ def register(sub: Any) -> None:
     t.add_argument(
         "--every",
         type=int,
-        default=DEFAULT_EVERY,
+        default=None,
         help=f"with --accuracy em: refit EM after every N labels bought (default {DEFAULT_EVERY})",
     )
     t.add_argument(
@@ -72,6 +76,8 @@ def register(sub: Any) -> None:
         default=min(2, os.cpu_count() or 1),
         help="threads, one cohort each (default: 2, or 1 on a single core)",
     )
+    t.add_argument("--quiet", action="store_true",
+                   help="no progress line (on stderr) while --accuracy em runs")  # fmt: skip
     t.set_defaults(func=_run_threshold)
 
     u = which.add_parser(
@@ -103,7 +109,7 @@ def register(sub: Any) -> None:
 
 def _common(p: argparse.ArgumentParser, trials: int) -> None:
     p.add_argument("--trials", type=int, default=trials, help=f"trials (default {trials})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--budget", type=int, default=15000, help="labels B (default 15000)")
     p.add_argument("--labelers", type=int, default=10, help="labelers per trial (default 10)")
     p.add_argument(
@@ -188,6 +194,9 @@ def _settings(args: argparse.Namespace) -> tuple[tuple[Accuracy, ...], int, tupl
     assess = args.assess_size
     if assess is None:
         assess = DEFAULT_ASSESS_SIZE if estimated else 0
+    elif not estimated:
+        raise UsageError("--assess-size is the gold items of mle, beta or em: true accuracies "
+                         "use none (give --accuracy mle, beta or em, or a comma list)")  # fmt: skip
     if assess < 0 or (estimated and assess == 0):
         raise UsageError(
             "--assess-size must be a positive number of gold items for mle, beta or em"
@@ -242,6 +251,9 @@ def _run_threshold(args: argparse.Namespace) -> int:
             raise UsageError("--kappa must be in 1..labelers")
         if args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
+        if args.every is not None and Accuracy.EM not in estimators:
+            raise UsageError("--every is EM's refit cadence: it goes with --accuracy em")
+        args.every = DEFAULT_EVERY if args.every is None else args.every
         if args.every < 1:
             raise UsageError("--every must be at least 1")
         # thousands of fits: a guard's fallback is routine here, not news for the log
@@ -271,7 +283,19 @@ def _threshold(
     assess: int,
     cohorts: tuple[Cohort, ...],
 ) -> dict[Accuracy, Any]:
-    return run_threshold(
+    bar = None
+    if Accuracy.EM in estimators:  # minutes: each setting is a stream of its own
+        per_cohort = sum(len(taus) if m.uses_threshold else args.kappa for m in TABLE_ORDER)
+        bar = Progress("simulate em settings", per_cohort * len(cohorts), unit="setting",
+                       enabled=not args.quiet)  # fmt: skip
+    lock = threading.Lock()  # the cohorts run in threads
+
+    def one_setting() -> None:
+        if bar is not None:
+            with lock:
+                bar.update()
+
+    results = run_threshold(
         trials=args.trials,
         seed=args.seed,
         budget=args.budget,
@@ -284,7 +308,11 @@ def _threshold(
         jobs=args.jobs,
         model=args.model,
         every=args.every,
+        on_em_setting=one_setting,
     )
+    if bar is not None:
+        bar.close()
+    return results
 
 
 def _run_uncertainty(args: argparse.Namespace) -> int:

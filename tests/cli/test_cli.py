@@ -215,6 +215,30 @@ def test_a_service_logs_its_stop_signal_under_its_own_name(
     assert names == ["gtx_stream.pipeline.export.exporter"]
 
 
+def test_the_estimator_says_it_finishes_its_fit_not_a_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It has no batch: before, its stop line said 'finishing the current batch'."""
+    import logging
+    import signal
+    import threading
+
+    from gtx_stream.cli.aggregator import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    stop = threading.Event()
+    try:
+        stop_on_signals(stop, logging.getLogger("gtx_stream.pipeline.estimate.service"), "fit")
+        with caplog.at_level(logging.INFO):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(5)
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("signal")]
+    assert said == [f"signal {signal.SIGTERM.value}: finishing the current fit"]
+
+
 def test_the_label_server_warns_when_invite_links_miss_its_port() -> None:
     from gtx_stream.cli.label_server import _stray_public_port
 
@@ -250,3 +274,19 @@ def test_usr1_prints_every_threads_stack_on_stderr(redis_url: str, tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_every_seed_option_refuses_a_negative_seed() -> None:
+    """numpy's generators refuse a negative seed with a traceback from deep inside (stand-in,
+    demo, train), or a bare 'expected non-negative integer' (simulate, experiment)."""
+    seeds = [(path, action) for path, parser in parsers(build_parser())
+             for action in parser._actions
+             if {"--seed", "--standin-seed"} & set(action.option_strings)]  # fmt: skip
+    assert {path for path, _ in seeds} >= {"demo", "replay", "simulate threshold",
+                                           "simulate uncertainty", "stand-in", "train",
+                                           "experiment finetune"}  # fmt: skip
+    for path, action in seeds:
+        assert callable(action.type), path
+        assert action.type("0") == 0, path
+        with pytest.raises(argparse.ArgumentTypeError, match="must be 0 or more, got -1"):
+            action.type("-1")

@@ -135,3 +135,34 @@ def test_cli_uncertainty_two_coin(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"] == "two_coin" and len(doc["rows"]) == 4
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--every", "50"], "--every is EM's refit cadence: it goes with --accuracy em"),
+        (["--accuracy", "true", "--assess-size", "5"], "--assess-size is the gold items of mle"),
+    ],
+    ids=["every-without-em", "assess-size-with-true-accuracies"],
+)
+def test_an_option_the_run_would_ignore_is_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, both ran and printed the same table as without them."""
+    assert main(["simulate", "threshold", "--trials", "1", "--budget", "50", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_em_settings_show_a_progress_line_unless_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--accuracy em`` runs each setting as a stream of its own (minutes at 100 trials)."""
+    argv = ["simulate", "threshold", "--trials", "1", "--budget", "60", "--taus", "0.9,0.99",
+            "--kappa", "2", "--cohort", "accurate", "--accuracy", "em", "--assess-size", "3",
+            "--every", "30", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    json.loads(out)  # stdout stays one JSON document
+    # GTX and SV at 2 taus, MV and WMV at k = 1, 2: 8 settings of one cohort
+    assert err.splitlines()[-1].startswith("simulate em settings  8/8  100%")
+    assert main([*argv, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -21,7 +21,7 @@ task per item and labeler (:func:`gold_items`), as the estimator service does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -299,9 +299,10 @@ def simulate_threshold_em(
     model: ModelName | str = ModelName.ONE_COIN,
     every: int = DEFAULT_EVERY,
     prior: float = 0.5,
+    on_setting: Callable[[], None] | None = None,
 ) -> list[Outcome]:
     """Section 3.3 for one cohort with EM-learned parameters: the settings of
-    :func:`.threshold.simulate_threshold`, in its order."""
+    :func:`.threshold.simulate_threshold`, in its order; ``on_setting`` is called after each."""
     out: list[Outcome] = []
     for method in methods:
         settings = (
@@ -323,4 +324,6 @@ def simulate_threshold_em(
                 prior=prior,
             )
             out.append(run.outcome)
+            if on_setting is not None:
+                on_setting()
     return out

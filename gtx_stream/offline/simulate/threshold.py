@@ -122,11 +122,13 @@ def run_threshold(
     jobs: int = 1,
     model: ModelName | str = ModelName.ONE_COIN,
     every: int = DEFAULT_EVERY,
+    on_em_setting: Callable[[], None] | None = None,
 ) -> dict[Accuracy, list[Outcome]]:
     """Section 3.3 for each cohort and source of accuracies; cohorts run in ``jobs`` threads.
 
     All sources of a cohort see the same trials (labelers, examples, answers, gold items).
-    ``model`` is GTX's labeler model; ``every``, EM's cadence for ``em``.
+    ``model`` is GTX's labeler model; ``every``, EM's cadence for ``em``; ``on_em_setting``
+    is called after each setting of ``em`` (a progress line; from the cohorts' threads).
     """
     if trials < 1:
         raise ValueError("need at least one trial")
@@ -136,7 +138,14 @@ def run_threshold(
     def results(cohort: Cohort, draws: Draws, source: Accuracy) -> list[Outcome]:
         if source is Accuracy.EM:
             return simulate_threshold_em(
-                cohort.name, draws, taus=taus, kappa=kappa, budget=budget, model=model, every=every
+                cohort.name,
+                draws,
+                taus=taus,
+                kappa=kappa,
+                budget=budget,
+                model=model,
+                every=every,
+                on_setting=on_em_setting,
             )
         coins = draws.coins(source.estimator) if model is ModelName.TWO_COIN else None
         acc = draws.accuracies(source.estimator)
