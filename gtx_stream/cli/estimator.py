@@ -34,12 +34,18 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gtx_stream.config import load_settings
+    from gtx_stream.config import ConfigError, load_settings
     from gtx_stream.pipeline.estimate import Estimator
     from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
 
     settings = load_settings(args.config)
+    s = settings.estimator
+    if s.min_labels > s.window_labels:  # the window never holds enough labels for a fit
+        raise ConfigError(
+            f"config error: estimator.min_labels = {s.min_labels} is above "
+            f"estimator.window_labels = {s.window_labels}: no fit would ever run"
+        )
     client = connect(settings)
     est = Estimator(client, Keys(settings.redis.prefix), settings.estimator, settings.aggregator)
     if args.once:
@@ -62,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
                                 if lid in stored}))  # fmt: skip
         return 0
     stop = threading.Event()
-    stop_on_signals(stop, log)
+    stop_on_signals(stop, log, work="fit")
     log.info(
         "estimator: model=%s every %ss or %s labels, window %d labels",
         settings.aggregator.model, settings.estimator.every_seconds,

@@ -349,3 +349,26 @@ def test_the_estimator_service_runs_and_stops_on_sigterm(
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "EM over" in err and "not refitted" in err
+
+
+@pytest.mark.redis
+def test_the_service_says_once_that_it_waits_for_min_labels(
+    r: redis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a service with too few final labels logged its start line and then nothing."""
+    import threading
+
+    _register(r, keys)
+    _draw_finals(r, keys, 3)  # 12 labels
+    est = _estimator(r, keys, min_labels=50, every_seconds=0.05)
+    stop = threading.Event()
+    worker = threading.Thread(target=est.run, args=(stop,))
+    with caplog.at_level(logging.INFO, logger="gtx_stream.pipeline.estimate.service"):
+        worker.start()
+        time.sleep(0.6)  # a dozen due checks
+        stop.set()
+        worker.join(10)
+    said = [rec.getMessage() for rec in caplog.records if "min_labels" in rec.getMessage()]
+    assert said == [
+        "12 final labels so far, fewer than estimator.min_labels = 50: the first fit waits for them"
+    ]

@@ -115,3 +115,20 @@ def test_the_labelers_table_without_em_records_has_no_fit_column() -> None:
     # each value ends under its column's name
     line = out.splitlines()[2]
     assert line.index("20") + 2 == head.index("gold") + 4
+
+
+@pytest.mark.usefixtures("no_gtx_env")
+def test_min_labels_above_the_window_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The window never holds more than window_labels labels, so such an estimator waited for
+    ever without a word; now one line, before Redis is even asked."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[redis]\nurl = "redis://127.0.0.1:1/0"\n'
+                   "[estimator]\nmin_labels = 50\nwindow_labels = 40\n")  # fmt: skip
+    for once in ([], ["--once"]):
+        assert main(["estimator", "--config", str(cfg), *once]) == 2
+        assert capsys.readouterr().err == (
+            "config error: estimator.min_labels = 50 is above estimator.window_labels = 40: "
+            "no fit would ever run\n"
+        )

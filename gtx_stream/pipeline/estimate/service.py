@@ -100,6 +100,7 @@ class Estimator:
         self._p1: dict[str, float] = {}
         # the labelers hash as the last fit left it; None before the first fit
         self._left: dict[str, str] | None = None
+        self._told_waiting = False  # the service said once that it waits for min_labels
 
     def em_settings(self, model: ModelName) -> EMSettings:
         return EMSettings(model=model, prior_strength=self.s.prior_strength,
@@ -229,6 +230,21 @@ class Estimator:
             return True
         return bool(self.s.every_labels) and self._new_labels >= self.s.every_labels
 
+    def _tell_waiting(self) -> None:
+        """Log once, at INFO, that too few final labels are in for a first fit: a service
+        that says nothing after its start line looks stuck."""
+        if (
+            self._told_waiting
+            or self._left is not None
+            or self.window.n_labels >= self.s.min_labels
+        ):
+            return
+        self._told_waiting = True
+        log.info(
+            "%d final labels so far, fewer than estimator.min_labels = %d: the first fit "
+            "waits for them", self.window.n_labels, self.s.min_labels,
+        )  # fmt: skip
+
     def run(self, stop: threading.Event | None = None) -> None:
         """Fit whenever due (``every_seconds``, or ``every_labels`` new labels) until ``stop``."""
         stop = stop or threading.Event()
@@ -238,6 +254,7 @@ class Estimator:
                 if self.due() and self._fit_window(if_changed=True) is None:
                     # too few labels, or nothing new: look again in every_seconds
                     self._last_check = time.monotonic()
+                    self._tell_waiting()
             except UNAVAILABLE as err:
                 log.warning("redis unavailable (%s): retrying", err)
             stop.wait(min(POLL_SECONDS, self.s.every_seconds))
