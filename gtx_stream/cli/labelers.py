@@ -166,6 +166,7 @@ def _assess(args: argparse.Namespace) -> int:
     from gtx_stream.store.params import store
 
     records = assess(args.answers, args.truth, args.estimator, args.two_coin)
+    _note_untruthed(args.answers, args.truth)
     if args.dry_run:
         print(labeler_table(records))
         return 0
@@ -174,6 +175,20 @@ def _assess(args: argparse.Namespace) -> int:
     n = store(client, keys, records)
     print(f"stored {n} labeler accuracies ({args.estimator}) in {keys.labelers}")
     return 0
+
+
+def _note_untruthed(answers_path: str, truth_path: str) -> None:
+    """Say on stderr how many answers went uncounted for want of a truth row: a TRUTH file
+    that misses rows otherwise only shows as small gold counts."""
+    from gtx_stream.core.datasets import read_answers, read_truth
+
+    truth, answers = read_truth(truth_path), read_answers(answers_path)
+    tasks = [task for task in answers if task not in truth]
+    if tasks:
+        n = sum(len(answers[task]) for task in tasks)
+        print(f"note: {n} answer{'s' * (n != 1)} to {len(tasks)} task"
+              f"{'s' * (len(tasks) != 1)} without a row in {truth_path} not counted",
+              file=sys.stderr)  # fmt: skip
 
 
 @_guard
