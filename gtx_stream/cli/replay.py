@@ -13,13 +13,16 @@ from typing import Any
 from gtx_stream.cli.options import non_negative_int, positive_int
 from gtx_stream.cli.output import json_safe
 from gtx_stream.core.accuracy import Estimator
-from gtx_stream.core.datasets import DatasetError, load_dataset
+from gtx_stream.core.datasets import Dataset, DatasetError, load_dataset
 from gtx_stream.core.models import ModelName
-from gtx_stream.offline.replay import REFERENCES, Report, Row, replay
+from gtx_stream.offline.replay import REFERENCES, Report, Row, assess, replay
 from gtx_stream.offline.replay_queues import Order
 from gtx_stream.offline.replay_stream import DEFAULT_EVERY, Estimate
 from gtx_stream.offline.replay_uncertainty import STRATEGIES
 from gtx_stream.train.progress import Progress
+
+ASSESS_FRACTION = 0.1
+"""--assess-fraction when not given."""
 
 
 def register(sub: Any) -> None:
@@ -54,9 +57,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--assess-fraction",
         type=float,
-        default=0.1,
+        default=None,
         help="share of tasks drawn as gold for the accuracies when the folder has no "
-        "assessment set; they are not scored (default 0.1)",
+        f"assessment set; they are not scored (default {ASSESS_FRACTION:g})",
     )
     p.add_argument(
         "--accuracy",
@@ -120,6 +123,29 @@ def _refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _unweighed(dataset: Dataset, args: argparse.Namespace) -> str | None:
+    """Why no worker would get an accuracy from gold (None: some do). Every worker at 0.5
+    gives every task the posterior 0.5: GTX and SV never stop early and break ties, which
+    scored 0.44 on temp with --assess-fraction 0. EM learns them from the labels instead."""
+    if args.estimate == Estimate.EM.value:
+        return None
+    first = assess(dataset, seed=args.seed, assess_fraction=args.assess_fraction,
+                   estimator=args.accuracy)  # fmt: skip
+    if first.unassessed < len(dataset.workers):
+        return None
+    if dataset.assessment is not None:
+        why = "no worker answered an item of its assessment set"
+    elif first.gold_tasks:
+        why = f"no worker answered its {len(first.gold_tasks)} gold tasks"
+    else:
+        why = (f"it has no assessment set, and --assess-fraction {args.assess_fraction:g} "
+               f"draws none of its {len(dataset.truth)} tasks as gold")  # fmt: skip
+    return (
+        f"{dataset.name}: {why}, so every worker would weigh 0.5 and GTX and SV would "
+        "only break ties: give a larger --assess-fraction, or --estimate em"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     refusal = _refusal(args)
     if refusal is not None:
@@ -128,6 +154,14 @@ def _run(args: argparse.Namespace) -> int:
     bar = Progress("replay trials", args.trials, unit="trial", enabled=not args.quiet)
     try:
         dataset = load_dataset(args.dataset_dir, truthless=True)
+        if args.assess_fraction is None:
+            args.assess_fraction = ASSESS_FRACTION
+        elif dataset.assessment is not None:
+            print(f"note: {dataset.name} has an assessment set, so --assess-fraction is not "
+                  "used (every task of truth.csv is scored)", file=sys.stderr)  # fmt: skip
+        unweighed = _unweighed(dataset, args)
+        if unweighed is not None:
+            raise ValueError(unweighed)
         report = replay(
             dataset,
             tau=args.tau,

@@ -319,12 +319,14 @@ def test_a_task_without_truth_is_refused_by_default_and_accepted_by_the_cli(
 ) -> None:
     folder = _write(
         tmp_path / "open",
-        {"answers.csv": "task,worker,label\nt1,a,1\nzz,a,1\n", "truth.csv": "task,truth\nt1,1\n"},
-    )
+        {"answers.csv": "task,worker,label\nt1,a,1\nzz,a,1\n", "truth.csv": "task,truth\nt1,1\n",
+         "assessment_answers.csv": "task,worker,label\nq1,a,1\n",
+         "assessment_truth.csv": "task,truth\nq1,1\n"},
+    )  # fmt: skip
     with pytest.raises(DatasetError, match=r"answers.csv:3: task zz has no row in .*truth.csv"):
         load_dataset(folder)
     assert load_dataset(folder, truthless=True).truthless == ("zz",)
-    rc, out, err = _cli([str(folder), "--assess-fraction", "0", "--trials", "1"], capsys)
+    rc, out, err = _cli([str(folder), "--trials", "1"], capsys)
     assert rc == 0 and err.splitlines() == [err.splitlines()[0]]  # the progress line only
     assert err.startswith("replay trials  1/1  100%")
     assert "scored tasks: 1;" in out
