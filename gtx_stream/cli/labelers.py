@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gtx_stream.cli.options import add_config_option
@@ -27,7 +27,12 @@ def register(sub: Any) -> None:
     load = action.add_parser(
         "load",
         help="store accuracies from a file",
-        description="Store accuracies from TOML ([[labelers]] id, accuracy) or CSV (id,accuracy).",
+        description=(
+            "Store accuracies from TOML ([[labelers]] id, accuracy) or CSV (id,accuracy), "
+            "with optional lower, upper, n, correct and the two coins. A key or column not "
+            "among them is refused; an id the config has no labeler of is stored with a "
+            "warning (a typo, most often)."
+        ),
     )
     load.add_argument("file", metavar="FILE", help=".toml or .csv")
     load.set_defaults(func=_load)
@@ -75,15 +80,55 @@ def register(sub: Any) -> None:
     invite.set_defaults(func=_invite)
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, ids: Collection[str] = ()) -> Any:
+    """The client and keys of the config's Redis, after a warning on stderr for each of
+    ``ids`` (the labelers about to be stored) the config does not know."""
     from gtx_stream.config import load_settings
     from gtx_stream.store.connection import connect
     from gtx_stream.store.keys import Keys
     from gtx_stream.store.shards import layout
 
     settings = load_settings(args.config)
+    warning = unknown_ids(ids, [lab.id for lab in settings.labelers])
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     client = connect(settings)
     return client, layout(client, Keys(settings.redis.prefix))  # the registry's name on a cluster
+
+
+SHOWN_IDS = 8
+"""Labeler ids a warning names at most (of those unknown, and of the config's)."""
+
+
+def unknown_ids(ids: Collection[str], known: Sequence[str]) -> str | None:
+    """One line on the ``ids`` not in ``known`` (None: all are), each with the config's id it
+    is closest to: an id the config lacks is most often a typo, and no labeler worker of this
+    config serves it, so its accuracy weighs nothing unless another config's labeler has it."""
+    from difflib import get_close_matches
+
+    missing = [lid for lid in ids if lid not in set(known)]
+    if not missing:
+        return None
+
+    def named(lid: str) -> str:
+        close = get_close_matches(lid, known, n=1)
+        return f"{lid!r} (did you mean {close[0]!r}?)" if close else repr(lid)
+
+    def listed(items: Sequence[str]) -> str:
+        more = len(items) - SHOWN_IDS
+        return ", ".join(items[:SHOWN_IDS]) + (f", ... ({len(items)} in all)" if more > 0 else "")
+
+    what = (f"labeler {named(missing[0])} is" if len(missing) == 1
+            else f"{len(missing)} labelers are")  # fmt: skip
+    line = f"{what} not in the config"
+    line += f" (its labelers: {listed(list(known))})" if known else " (it has no labelers)"
+    if len(missing) > 1:
+        line += f": {listed([named(lid) for lid in missing])}"
+    return line + "; stored anyway"
+
+
+def _accuracies(n: int) -> str:
+    return f"{n} labeler {'accuracy' if n == 1 else 'accuracies'}"
 
 
 def labeler_table(
@@ -153,10 +198,10 @@ def _load(args: argparse.Namespace) -> int:
     from gtx_stream.store.params import store
 
     records = load_file(args.file)
-    client, keys = _client(args)
+    client, keys = _client(args, records)
     n = store(client, keys, records)
     print(labeler_table(records))
-    print(f"stored {n} labeler accuracies in {keys.labelers}")
+    print(f"stored {_accuracies(n)} in {keys.labelers}")
     return 0
 
 
@@ -170,10 +215,10 @@ def _assess(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(labeler_table(records))
         return 0
-    client, keys = _client(args)  # an unusable Redis stops it before any output
+    client, keys = _client(args, records)  # an unusable Redis stops it before any output
     print(labeler_table(records))
     n = store(client, keys, records)
-    print(f"stored {n} labeler accuracies ({args.estimator}) in {keys.labelers}")
+    print(f"stored {_accuracies(n)} ({args.estimator}) in {keys.labelers}")
     return 0
 
 

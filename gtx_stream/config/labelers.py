@@ -19,6 +19,9 @@ from pydantic_core import PydanticCustomError
 HUMAN_LEASE_SECONDS = 120.0
 """A person's lease when their ``lease_seconds`` is not set: a page needs more time than a model."""
 
+LABELER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
+"""What a labeler id is made of (also checked on ids of accuracy files)."""
+
 MAX_BATCH = 256
 """The most frames one labeler worker job may take at once (``batch``)."""
 
@@ -28,7 +31,7 @@ class LabelerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.:@-]+$")
+    id: str = Field(pattern=LABELER_ID_PATTERN)
     backend: Literal["simulated", "replay", "python", "http", "human"] = "simulated"
     accuracy: float | None = Field(default=None, ge=0.0, le=1.0, validate_default=True)
     target: str = Field(

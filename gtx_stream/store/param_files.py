@@ -11,17 +11,34 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gtx_stream.config.labelers import LABELER_ID_PATTERN
 from gtx_stream.core import accuracy
 from gtx_stream.core.accuracy import Estimator
 from gtx_stream.core.datasets import DatasetError, read_answers, read_truth
 from gtx_stream.store.params import LabelerAccuracy, RegistryError, TwoCoinRecord
 
 COIN_COLUMNS = ("sensitivity", "specificity")
+COLUMNS = ("id", "accuracy", "lower", "upper", "n", "correct", *COIN_COLUMNS,
+           "sensitivity_lower", "sensitivity_upper", "specificity_lower", "specificity_upper",
+           "positives", "negatives")  # fmt: skip
+"""What an accuracy file may give per labeler; anything else (a typo: ``acuracy``) is refused."""
+COUNTS = ("n", "correct", "positives", "negatives")
+
+
+def _unknown(names: Any, where: str, what: str) -> None:
+    extra = [str(name) for name in names if name not in COLUMNS]
+    if extra:
+        listed = ", ".join(map(repr, extra))
+        plural = "s" * (len(extra) > 1)
+        raise RegistryError(
+            f"{where}: unknown {what}{plural} {listed} (known: {', '.join(COLUMNS)})"
+        )
 
 
 def _number(value: Any, what: str) -> float:
@@ -38,6 +55,9 @@ def _record(row: Mapping[str, Any], where: str) -> tuple[str, LabelerAccuracy]:
     lid = str(row.get("id") or "").strip()
     if not lid:
         raise RegistryError(f"{where}: missing labeler id")
+    if not re.match(LABELER_ID_PATTERN, lid):
+        raise RegistryError(f"{where}: labeler id {lid!r} is not made of letters, digits "
+                            "and _ . : @ - (as the config's ids)")  # fmt: skip
     if row.get("accuracy") in (None, ""):
         raise RegistryError(f"{where}: labeler {lid}: missing accuracy")
     acc = _number(row["accuracy"], f"{where}: labeler {lid}: accuracy")
@@ -46,7 +66,10 @@ def _record(row: Mapping[str, Any], where: str) -> tuple[str, LabelerAccuracy]:
         value = row.get(name)
         if value in (None, ""):
             return default
-        return _number(value, f"{where}: labeler {lid}: {name}")
+        out = _number(value, f"{where}: labeler {lid}: {name}")
+        if name in COUNTS and not out.is_integer():  # int() would cut 2.5 to 2
+            raise RegistryError(f"{where}: labeler {lid}: {name}: not a whole number: {value!r}")
+        return out
 
     n = get("n", 0.0)
     correct = get("correct", None)
@@ -100,13 +123,20 @@ def load_file(path: str | Path) -> dict[str, LabelerAccuracy]:
         tables = doc.get("labelers")
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise RegistryError(f"{file}: expected [[labelers]] tables with id and accuracy")
+        others = [key for key in doc if key != "labelers"]
+        if others:
+            raise RegistryError(f"{file}: only [[labelers]] tables belong in an accuracy file, "
+                                f"not {', '.join(map(repr, others))}")  # fmt: skip
         rows = [(f"{file}: labelers[{i}]", t) for i, t in enumerate(tables)]
+        for where, table in rows:
+            _unknown(table, where, "key")
     elif suffix == ".csv":
         with file.open(newline="") as fh:
             reader = csv.DictReader(fh)
             missing = {"id", "accuracy"} - set(reader.fieldnames or ())
             if missing:
                 raise RegistryError(f"{file}: missing column(s) {sorted(missing)}")
+            _unknown(reader.fieldnames or (), str(file), "column")
             header = len(reader.fieldnames or ())
             for line in reader:
                 where = f"{file}: line {reader.line_num}"

@@ -66,8 +66,16 @@ def test_load_toml_and_csv(tmp_path: Path) -> None:
         ("acc.toml", "labelers = 3\n", r"expected \[\[labelers\]\]"),
         ("acc.toml", "[[labelers]\n", "acc.toml"),
         ("acc.json", "{}", "expected a .toml or .csv"),
+        # each of these was stored (or ignored) without a word
+        ("acc.toml", '[[labelers]]\nid = "a"\naccuracy = 0.8\nacuracy = 0.9\n',
+         r"labelers\[0\]: unknown key 'acuracy' \(known: id, accuracy, lower,"),
+        ("acc.toml", '[redis]\nurl = ""\n[[labelers]]\nid = "a"\naccuracy = 0.8\n',
+         "only \\[\\[labelers\\]\\] tables belong in an accuracy file, not 'redis'"),
+        ("acc.csv", "id,accuracy,lowr,src\na,0.9,0.8,x\n", "unknown columns 'lowr', 'src'"),
+        ("acc.csv", "id,accuracy\nmy guy,0.9\n", "labeler id 'my guy' is not made of letters"),
+        ("acc.csv", "id,accuracy,n\na,0.9,2.5\n", "labeler a: n: not a whole number: '2.5'"),
     ],
-)
+)  # fmt: skip
 def test_bad_files_are_refused(tmp_path: Path, name: str, text: str, message: str) -> None:
     path = tmp_path / name
     path.write_text(text)
