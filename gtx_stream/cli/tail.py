@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import Any, cast
@@ -21,11 +22,23 @@ def register(sub: Any) -> None:
     add_config_option(p)
     p.add_argument("--follow", "-f", action="store_true", help="wait for new labels")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--from", dest="start", default="0", metavar="ID",
-                   help="stream id to start after (default: the beginning)")  # fmt: skip
+    p.add_argument("--from", dest="start", default="0", metavar="ID", type=stream_id,
+                   help="stream id to start after, as --json's entry_id (default: the "
+                        "beginning)")  # fmt: skip
     p.add_argument("--count", type=non_negative_int, default=0, metavar="N",
                    help="stop after N frames (default 0: no limit)")  # fmt: skip
     p.set_defaults(func=_run)
+
+
+def stream_id(text: str) -> str:
+    """A Redis stream id (``<ms>`` or ``<ms>-<seq>``): before, ``--from xyz`` got as far as
+    Redis ('Invalid stream ID specified as stream command argument'), and ``$`` never showed
+    a frame on a cluster's shard streams."""
+    if not re.fullmatch(r"\d+(-\d+)?", text):
+        raise argparse.ArgumentTypeError(
+            f"not a stream id (like 1796319689259-0, or 0 for the beginning): {text!r}"
+        )
+    return text
 
 
 def _line(rec: FinalRecord) -> str:
@@ -59,6 +72,11 @@ def _run(args: argparse.Namespace) -> int:
             if not entries:
                 if args.follow:
                     continue
+                if not shown:  # a wrong prefix, or nothing finalised yet: say which stream
+                    after = "" if args.start == "0" else f" after {args.start}"
+                    print(f"gtx-stream tail: no finalised frame on {streams[0]}{after}"
+                          + (f" (nor its {len(streams) - 1} other shards)" if len(streams) > 1
+                             else ""), file=sys.stderr)  # fmt: skip
                 return 0
             for stream, entry_id, fields in entries:
                 last[stream] = entry_id

@@ -77,3 +77,31 @@ def test_a_malformed_entry_is_skipped_with_one_line(
     assert out.err.strip().splitlines() == [
         f"gtx-stream tail: entry {bad} skipped: missing field: label"
     ], after
+
+
+@pytest.mark.parametrize("start", ["xyz", "$", "12-", "-1"])
+def test_from_refuses_what_is_not_a_stream_id(
+    capsys: pytest.CaptureFixture[str], start: str
+) -> None:
+    """Before, Redis said 'Invalid stream ID specified as stream command argument' (exit 1)."""
+    with pytest.raises(SystemExit) as done:
+        main(["tail", "--from", start])
+    assert done.value.code == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.endswith(
+        f"argument --from: not a stream id (like 1796319689259-0, or 0 for the beginning): "
+        f"{start!r}"
+    )
+
+
+def test_nothing_to_show_is_said_on_stderr(
+    final_stream: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a wrong prefix or a --from past the end printed nothing at all."""
+    assert main(["tail", "--from", final_stream[-1]]) == 0
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == f"gtx-stream tail: no finalised frame on gtx:final after {final_stream[-1]}\n"
+    monkeypatch.setenv("GTX_REDIS__PREFIX", "elsewhere")
+    assert main(["tail"]) == 0
+    assert capsys.readouterr().err == "gtx-stream tail: no finalised frame on elsewhere:final\n"
