@@ -89,11 +89,13 @@ def _client(args: argparse.Namespace, ids: Collection[str] = ()) -> Any:
     from gtx_stream.store.shards import layout
 
     settings = load_settings(args.config)
-    warning = unknown_ids(ids, [lab.id for lab in settings.labelers])
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
     client = connect(settings)
-    return client, layout(client, Keys(settings.redis.prefix))  # the registry's name on a cluster
+    keys = layout(client, Keys(settings.redis.prefix))  # the registry's name on a cluster
+    warning = unknown_ids(ids, [lab.id for lab in settings.labelers])
+    if warning:  # no command removes a record: say how
+        print(f"warning: {warning}; stored anyway (redis-cli HDEL {keys.labelers} ID removes "
+              "one)", file=sys.stderr)  # fmt: skip
+    return client, keys
 
 
 SHOWN_IDS = 8
@@ -124,7 +126,7 @@ def unknown_ids(ids: Collection[str], known: Sequence[str]) -> str | None:
     line += f" (its labelers: {listed(list(known))})" if known else " (it has no labelers)"
     if len(missing) > 1:
         line += f": {listed([named(lid) for lid in missing])}"
-    return line + "; stored anyway"
+    return line
 
 
 def _accuracies(n: int) -> str:

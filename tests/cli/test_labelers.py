@@ -38,7 +38,7 @@ def test_load_warns_of_ids_the_config_lacks(tmp_path: Path, cli: Cli) -> None:
     assert code == 0 and out.splitlines()[-1] == "stored 1 labeler accuracy in gtx:labelers"
     assert err == (
         "warning: labeler 'alcie' (did you mean 'alice'?) is not in the config (its labelers: "
-        "alice, bob); stored anyway\n"
+        "alice, bob); stored anyway (redis-cli HDEL gtx:labelers ID removes one)\n"
     )
     (tmp_path / "acc.csv").write_text("id,accuracy\nbob,0.7\nalice,0.9\n")
     code, out, err = cli("labelers", "load", "acc.csv")
@@ -48,10 +48,9 @@ def test_load_warns_of_ids_the_config_lacks(tmp_path: Path, cli: Cli) -> None:
 def test_unknown_ids_are_one_line_however_many() -> None:
     known = [f"w{i}" for i in range(20)]
     assert unknown_ids(["w3", "w19"], known) is None
-    assert unknown_ids(["x"], []) == "labeler 'x' is not in the config (it has no labelers); " \
-                                     "stored anyway"  # fmt: skip
+    assert unknown_ids(["x"], []) == "labeler 'x' is not in the config (it has no labelers)"
     line = unknown_ids([f"q{i}" for i in range(30)], known)
     assert line is not None and "\n" not in line
     assert line.startswith("30 labelers are not in the config (its labelers: w0, w1, w2, w3, "
                            "w4, w5, w6, w7, ... (20 in all)): 'q0', 'q1',")  # fmt: skip
-    assert line.endswith(", ... (30 in all); stored anyway")
+    assert line.endswith(", ... (30 in all)")
