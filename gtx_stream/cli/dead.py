@@ -82,16 +82,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_safe({
             "prefix": keys.prefix, "dead_letters": len(letters), "complete": scan.complete,
+            "reason_contains": args.reason, "read": len(scan.letters),
             "reasons": [{"reason": g.reason, "count": g.count, "kinds": g.kinds,
                          "newest": [s.to_json() for s in g.newest]} for g in groups],
         }), indent=2))  # fmt: skip
         return 0
-    print(format_groups(groups, len(letters), scan, keys.prefix))
+    print(format_groups(groups, len(letters), scan, keys.prefix, args.reason))
     return 0
 
 
-def format_groups(groups: Sequence[ReasonGroup], n: int, scan: DeadScan, prefix: str) -> str:
-    lines = [f"dead letters  {n}  (prefix {prefix})"]
+def format_groups(
+    groups: Sequence[ReasonGroup], n: int, scan: DeadScan, prefix: str, reason: str = ""
+) -> str:
+    # with --reason, of how many: 'dead letters 0' alone read as none at all
+    among = f" of {len(scan.letters)} with a reason containing {reason!r}" if reason else ""
+    lines = [f"dead letters  {n}{among}  (prefix {prefix})"]
     if not scan.complete:
         lines.append(f"  only the newest {len(scan.letters)} were read")
     for g in groups:

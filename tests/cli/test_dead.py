@@ -163,9 +163,13 @@ def test_listing_groups_by_reason_newest_first_and_filters(
     assert '"f-4"' in lines[2] and '"f-3"' in lines[3]  # the newest two of five
     assert lines[4].startswith("     1  frame state expired  (1 frame)")
 
+    code, out, _ = cli("dead", "--reason", "nothing like it")
+    # before, 'dead letters  0' alone, with 7 dead letters there
+    assert out == "dead letters  0 of 7 with a reason containing 'nothing like it'  (prefix gtx)\n"
     code, out, _ = cli("dead", "--json", "--reason", "LARGE", "--limit", "0")
     doc = json.loads(out)
     assert doc["dead_letters"] == 1 and doc["complete"] is True
+    assert (doc["read"], doc["reason_contains"]) == (7, "LARGE")
     [group] = doc["reasons"]
     assert group["reason"] == "payload too large"
     assert group["newest"][0]["payload"] == '{"frame_'  # cut: shown as it is
