@@ -15,8 +15,11 @@ runs low. What a shard holds beyond ``reserve`` (kappa) labels per open frame, t
 ``open_frame.lua`` keeps for each, goes back to the pool (:meth:`ShardBudget.give_back`) when
 the pool has less than a frame's reserve left, or when the shard has no open frame: its
 aggregator looks every :data:`GIVE_BACK_SECONDS` and after finalising frames
-(:meth:`ShardBudget.tend`), and an ingester whose lease came short has every other shard give
-back first (:func:`reclaim`). A give-back has two halves, each atomic in its own slot:
+(:meth:`ShardBudget.tend`; a look reads only what could change what it does, so it costs
+nothing while the budget is unlimited and little while the pool is far from low:
+:mod:`~gtx_stream.store.budget_watch`), and an ingester whose lease came short has every
+other shard give back first (:func:`reclaim`). A give-back has two halves, each atomic in its
+own slot:
 
 1. ``give_back_budget.lua`` on the shard lowers its ``limit`` and raises its ``returned`` by
    what it gives, in one step: the shard can no longer spend it, and no later credit restores
@@ -53,16 +56,19 @@ from typing import Any
 import redis
 
 from gtx_stream.core.records import text
+from gtx_stream.store.budget_watch import (
+    GIVE_BACK_SECONDS,
+    SEEN_SECONDS,
+    PoolWatch,
+    budget_field,
+    worth_a_look,
+)
 from gtx_stream.store.frame_scripts import budget_left
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.scripts import ScriptCall, ScriptRunner
 
 CHUNK_FRAMES = 4
 """A lease takes at least this many frames' worth (kappa labels each) at once."""
-GIVE_BACK_SECONDS = 1.0
-"""How often a shard's aggregator looks whether it holds more than its open frames keep while a
-pool runs low, or anything with no frame open (also at once when it finalised frames while a
-pool was low): :meth:`ShardBudget.tend`."""
 
 
 def _pair(reply: Any) -> tuple[int, int]:
@@ -113,13 +119,6 @@ def return_call(keys: Keys, shard: int, totals: Mapping[str, int]) -> ScriptCall
     return ScriptCall("return_budget", (keys.budget_pool,), (shard, *args), int)
 
 
-def _field(name: str, what: str, shard: int | None = None) -> str:
-    """A budget hash's field of the budget (``what`` '') or of a source's share: ``limit``,
-    ``limit:<source>``; with ``shard``, the pool's ``returned:<shard>[:<source>]``."""
-    head = name if shard is None else f"{name}:{shard}"
-    return f"{head}:{what}" if what else head
-
-
 def _shard_number(keys: Keys) -> int:
     return 0 if keys.shard is None else keys.shard
 
@@ -158,7 +157,10 @@ class ShardBudget:
     frame open (:meth:`tend`)."""
 
     def __init__(self, client: redis.Redis, shard_keys: Keys, runner: ScriptRunner,
-                 chunk: int, share: int = 0, reserve: int = 1) -> None:  # fmt: skip
+                 chunk: int, share: int = 0, reserve: int = 1,
+                 pool: PoolWatch | None = None) -> None:  # fmt: skip
+        """``pool``: the pool's fields as this process's shards read them for their looks
+        (one :class:`PoolWatch` for every shard an aggregator owns; default, one of its own)."""
         self.r = client
         self.keys = shard_keys
         self.shard = _shard_number(shard_keys)
@@ -166,10 +168,15 @@ class ShardBudget:
         self.chunk = max(1, chunk)
         self.share = share
         self.reserve = max(1, reserve)
+        self.pool = pool or PoolWatch(client, shard_keys)
         self.low = False
         """A pool was below ``reserve`` (a frame's worth) at the last look: after finalising
         frames, look again at once."""
         self._looked = 0.0
+        self._full = False  # the first look is a full one: it repairs what a crash left
+        self._open: bool | None = None
+        """Whether the shard had an open frame when last read (None: not read since frames of
+        it ended)."""
 
     def combined(self, shard_left: int | None) -> int | None:
         """What this shard may still spend, its own left plus the pool's (None: unlimited)."""
@@ -179,16 +186,40 @@ class ShardBudget:
         self.low = self.low or pool < self.reserve
         return shard_left + pool
 
-    def tend(self, finalised: bool = False) -> int:
-        """Every :data:`GIVE_BACK_SECONDS`, and at once after finalising frames while a pool
-        was low: :meth:`give_back`. Nothing with one shard (no other shard could use it)."""
+    def tend(
+        self, finalised: bool = False, seen: Mapping[str, str] | None = None,
+        seen_at: float = -float("inf"),
+    ) -> int:  # fmt: skip
+        """Every :data:`GIVE_BACK_SECONDS`, and at once after frames of the shard ended
+        (``finalised``: finalised or dropped) while a pool was low: :meth:`give_back`; the
+        periodic looks after the first only where it has anything to do
+        (:func:`~gtx_stream.store.budget_watch.worth_a_look`). ``seen``: the shard's budget
+        hash as the last sweep read it, at ``seen_at`` (``time.monotonic()``); used while at
+        most :data:`~gtx_stream.store.budget_watch.SEEN_SECONDS` old, else read. Nothing with
+        one shard (no other shard could use it)."""
         now = time.monotonic()
-        if self.keys.shards <= 1 or (
-            not (finalised and self.low) and now - self._looked < GIVE_BACK_SECONDS
-        ):
+        if self.keys.shards <= 1:
+            return 0
+        if finalised:
+            self._open = None
+            if self.low:
+                self._looked = now
+                return self.give_back()
+        if now - self._looked < GIVE_BACK_SECONDS:
             return 0
         self._looked = now
+        if self._full:
+            if seen is None or now - seen_at > SEEN_SECONDS:
+                seen = {text(f): text(v) for f, v in self.r.hgetall(self.keys.budget).items()}
+            if not worth_a_look(seen, self.pool, self.shard, self.share, self.reserve,
+                                self._has_open):  # fmt: skip
+                return 0
         return self.give_back()
+
+    def _has_open(self) -> bool:
+        if self._open is None:
+            self._open = int(self.r.zcard(self.keys.open_frames)) > 0
+        return self._open
 
     def give_back(self) -> int:
         """Give back to the pool what the shard holds beyond ``reserve`` labels per open frame
@@ -204,6 +235,7 @@ class ShardBudget:
         pipe.zcard(self.keys.open_frames)
         pipe.hmget(self.keys.budget_pool, ["limit", "spent", f"returned:{k}"])
         raw_held, n_open, (limit, spent, taken) = pipe.execute()
+        self._full, self._open = True, n_open > 0
         held = {text(f): int(v) for f, v in raw_held.items()}
         sources = sorted(f[6:] for f in held if f.startswith("limit:"))
         left = {"": None if limit is None else int(limit) - int(spent or 0)}
@@ -215,11 +247,11 @@ class ShardBudget:
                 left[src] = self.share - int(raw[2 * i] or 0) if self.share > 0 else None
                 pool_taken[src] = int(raw[2 * i + 1] or 0)
         limited = {w: n for w, n in left.items() if n is not None}
-        holds = {w: held.get(_field("limit", w), 0) - held.get(_field("spent", w), 0)
+        holds = {w: held.get(budget_field("limit", w), 0) - held.get(budget_field("spent", w), 0)
                  for w in limited}  # fmt: skip
         low = {w for w, n in limited.items() if n < self.reserve}
         what = [w for w, h in holds.items() if h > 0 and (w in low or not n_open)]
-        before = {w: held.get(_field("returned", w), 0) for w in left}
+        before = {w: held.get(budget_field("returned", w), 0) for w in left}
         totals = dict(before)
         if what:
             replies = self.runner.run_one(give_back_call(self.keys, self.reserve, what))

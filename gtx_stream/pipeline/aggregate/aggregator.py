@@ -49,6 +49,7 @@ from gtx_stream.pipeline.aggregate.uncertainty import Ranking, UncertaintySample
 from gtx_stream.pipeline.dispatch import make_dispatcher
 from gtx_stream.store import frame_scripts as scripts
 from gtx_stream.store.budget_lease import CHUNK_FRAMES, ShardBudget, set_limit
+from gtx_stream.store.budget_watch import PoolWatch
 from gtx_stream.store.cluster import UNAVAILABLE
 from gtx_stream.store.frames import FrameState, read_frames
 from gtx_stream.store.keys import Keys
@@ -78,12 +79,14 @@ class Aggregator:
         queue_client: redis.Redis | None = None,
         sent: SentCheck | None = None,
         defer_confirm: bool = False,
+        pool: PoolWatch | None = None,
     ) -> None:
         """``labeler_leases``: labeler id -> its lease (``Settings.labeler_leases()``); the
         others get ``lease_seconds`` (default: ``settings.lease_seconds``). ``queue_client``:
         where requests are enqueued (``redis.queue_url``); default ``client``. ``sent`` and
         ``defer_confirm``: see :class:`Requester` (default, with RQ's enqueue: RQ's jobs
-        tell what was sent)."""
+        tell what was sent). ``pool``: on a Redis Cluster, the budget pool's fields as the
+        shards of this process read them for their give-backs (``ShardBudget``)."""
         if enqueue is None:
             enqueue, sent = rq_enqueue(), sent or rq_sent()
         self.r = client
@@ -104,8 +107,9 @@ class Aggregator:
         slots = settings.labeler_slots
         self.fair = FairShare(client, keys, slots) if slots else None
         self.budget = (ShardBudget(client, keys, runner, CHUNK_FRAMES * settings.kappa,
-                                   settings.budget_per_source, settings.reserve_per_frame)
+                                   settings.budget_per_source, settings.reserve_per_frame, pool)
                        if keys.cluster else None)  # fmt: skip
+        self._dropped = False  # frames whose state expired left the open set in this step
         self.requester = Requester(
             client, keys, runner, self.labelers, make_dispatcher(settings.dispatch, settings.seed),
             enqueue, settings.max_inflight, self.lease_seconds, labeler_leases, self.fair,
@@ -177,7 +181,8 @@ class Aggregator:
         if self.sampler is not None:
             report.asked += self.sampler.pick(self.requester.ask, self._allowed)
         if self.budget is not None:  # a cluster's shard: what it holds and no longer needs
-            self.budget.tend(finalised=report.finalised > 0)
+            ended, self._dropped = report.finalised > 0 or self._dropped, False
+            self.budget.tend(ended, self.sweeper.budget_seen, self.sweeper.budget_seen_at)
         self.group.ack(entries, progress=report.progress)
         self.retainer.apply_if_due()
         return report
@@ -212,6 +217,7 @@ class Aggregator:
         gone = [fid for fid in frame_ids if states.get(fid) is None]
         if gone:
             self.sweeper.drop_gone(gone)
+            self._dropped = True
         frames = [f for fid in frame_ids if (f := states.get(fid)) is not None and f.is_open]
         if self.sampler is not None:  # finalised or gone: out of the sampler's sets
             out = [fid for fid in frame_ids if (f := states.get(fid)) is None or not f.is_open]

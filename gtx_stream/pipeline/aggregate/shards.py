@@ -49,6 +49,7 @@ from gtx_stream.pipeline.aggregate.consumer import GroupConsumer
 from gtx_stream.pipeline.aggregate.report import BatchReport
 from gtx_stream.pipeline.aggregate.requester import Enqueue
 from gtx_stream.store.budget_lease import set_limit
+from gtx_stream.store.budget_watch import PoolWatch
 from gtx_stream.store.cluster import UNAVAILABLE, is_cluster
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import mirror_labelers
@@ -99,10 +100,11 @@ class ShardedAggregator:
         self._enqueue = enqueue or rq_enqueue()
         sent = rq_sent() if enqueue is None else None
         self._held: dict[float, tuple[redis.Redis, list[LabelRequest]]] = {}
+        pool = PoolWatch(client, self.keys)  # one read of the budget pool for all owned shards
         self._build = lambda shard_keys: Aggregator(
             client, shard_keys, settings, consumer=self.consumer, lease_seconds=lease_seconds,
             enqueue=self._hold, retention=retention, labeler_leases=labeler_leases,
-            queue_client=queue_client, sent=sent, defer_confirm=True,
+            queue_client=queue_client, sent=sent, defer_confirm=True, pool=pool,
         )  # fmt: skip
         self.owned: dict[int, Aggregator] = {}
         self._last_balance = 0.0

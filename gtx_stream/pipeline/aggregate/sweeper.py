@@ -116,6 +116,10 @@ class Sweeper:
         self._watched: Watched | None = None
         self._woke_at = 0.0  # the last wake: stalled ages count from it
         self._wake_after: str | None = None  # a wake under way: go on after this due time
+        self.budget_seen: dict[str, str] | None = None
+        """The budget hash as the last sweep read it (a cluster shard's give-back looks at
+        it: ``ShardBudget.tend``), and when (``time.monotonic()``)."""
+        self.budget_seen_at = -float("inf")
         self.backlog = False
         """Whether the last sweep left due work (it took ``max_due`` of something, or a wake is
         under way): the aggregator sweeps again at its next step."""
@@ -175,6 +179,7 @@ class Sweeper:
             return None
         available = frozenset(self.book.pool(with_load=False).available)
         budget = {text(k): text(v) for k, v in self.r.hgetall(self.keys.budget).items()}
+        self.budget_seen, self.budget_seen_at = budget, time.monotonic()
         limit = budget.get("limit")
         left = scripts.budget_left(limit, budget.get("spent"))
         share = self.source_share
