@@ -145,6 +145,12 @@ def _gold_lines(st: dict[str, Any]) -> list[str]:
     lines = [f"gold             {st['gold_items']} items, {st['gold_answers']} answers "
              "(assessment, not charged to the budget)"]  # fmt: skip
     lines += [f"paused           {p}: {why}" for p, why in st.get("paused", {}).items()]
+    for p in st.get("gold_used_up", []):  # every gold item answered: the label server warns too
+        # registered (qualified, or by a configured accuracy): they still get frames
+        then = ("gold measures them no more" if p in st["labelers"] else
+                "not qualified, so they get no frame")  # fmt: skip
+        lines.append(f"gold used up     {p}: answered all {people[p]['gold_answers']} items, "
+                     f"{then} (gtx-stream gold load adds more)")  # fmt: skip
     if people:
         lines.append(f"{'person':<16}{'gold':>6}{'right':>7}{'accuracy':>10}  "
                      f"{'interval':<14}  state")  # fmt: skip

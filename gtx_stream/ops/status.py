@@ -112,8 +112,11 @@ def pipeline_status(
 def gold_status(
     stats: dict[str, int], scores: dict[Any, Any], paused: dict[Any, Any], qualification: int
 ) -> dict[str, Any]:
-    """Gold items and answers, each person's gold record, and the paused people with why."""
+    """Gold items and answers, each person's gold record and gold items left to them, the
+    paused people with why, and who is not paused but has answered every gold item
+    (``gold_used_up``: gold measures them no more, or, not qualified, they get no frame)."""
     why = {text(k): json.loads(v) for k, v in paused.items()}
+    items = stats.get("gold_items", 0)
     people = {}
     for k, v in sorted(scores.items()):
         person, rec = text(k), json.loads(v)
@@ -125,13 +128,20 @@ def gold_status(
             "upper": rec["upper"],
             "qualified": rec["total"] >= qualification,
             "paused": why[person]["reason"] if person in why else None,
+            # a person answers each item once: what they have not answered yet
+            "gold_left": max(0, items - rec["total"]),
         }
     return {
-        "gold_items": stats.get("gold_items", 0),
+        "gold_items": items,
         "gold_answers": stats.get("gold_answers", 0),
         "people": people,
         "paused": {person: rec["reason"] for person, rec in sorted(why.items())},
+        "gold_used_up": [p for p, v in people.items() if _used_up(v, items)],
     }
+
+
+def _used_up(person: dict[str, Any], items: int) -> bool:
+    return bool(items) and not person["gold_left"] and not person["paused"]
 
 
 def exporter_status(client: redis.Redis, keys: Keys, group: str) -> dict[str, Any] | None:

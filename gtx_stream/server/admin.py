@@ -171,7 +171,28 @@ class Admin:
         figures = metrics.dashboard(self.client, self.keys, self.backends, self.live_seconds)
         figures["per_minute"] = measured_minutes(figures["per_minute"], since, until)
         self._gold_records(figures["labelers"])
+        self._gold_used_up(figures["labelers"])
         return {"figures": figures, "html": fragments(figures)}
+
+    def _gold_used_up(self, rows: list[dict[str, Any]]) -> None:
+        """``gold_used_up`` on each person's row: not paused, and every gold item answered
+        (gold measures them no more; one not registered gets no frame)."""
+        people = [r for r in rows if r["kind"] == "person"]
+        if not people:
+            return
+        items = self.client.hget(self.keys.gold_stats, "gold_items")
+        for row, raw in zip(people, self._scores(people), strict=True):
+            answered = 0 if raw is None else int(json.loads(raw)["total"])
+            row["gold_used_up"] = bool(items) and answered >= int(cast(Any, items)) and (
+                not row["paused"])  # fmt: skip
+
+    def _scores(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """Each row's gold score (None: no gold answer yet): one HGET each, in one round
+        trip, since the label server's ACL user may HGET the scores but not HMGET them."""
+        pipe = self.client.pipeline(transaction=False)
+        for row in rows:
+            pipe.hget(self.keys.gold_scores, row["id"])
+        return cast(list[Any], pipe.execute())
 
     def _gold_records(self, rows: list[dict[str, Any]]) -> None:
         """People the registry does not hold, a paused person or one still qualifying, get
@@ -181,8 +202,7 @@ class Admin:
         missing = [r for r in rows if r["kind"] == "person" and r["accuracy"] is None]
         if not missing:
             return
-        scores = self.client.hmget(self.keys.gold_scores, [r["id"] for r in missing])
-        for row, raw in zip(missing, cast(list[Any], scores), strict=True):
+        for row, raw in zip(missing, self._scores(missing), strict=True):
             if raw is None:
                 continue
             score = json.loads(raw)

@@ -138,6 +138,13 @@ def labelers(rows: Sequence[Mapping[str, Any]], now: float) -> str:
     note = (f'<p class="warning" id="paused">{len(paused)} paused: '
             + ", ".join(escape(f"{r['id']} ({r['paused']})") for r in paused) + "</p>"
             if paused else "")  # fmt: skip
+    used_up = [r for r in rows if r.get("gold_used_up")]
+    if used_up:  # gold measures them no more; one not registered gets no frame
+        who = ", ".join(escape(str(r["id"])) + ("" if r["registered"] else " (not qualified: "
+                        "gets no frame)") for r in used_up)  # fmt: skip
+        note += (f'<p class="warning" id="gold-used-up">{len(used_up)} answered every gold '
+                 f"item, so gold measures them no more: {who}; gtx-stream gold load adds "
+                 "more</p>")  # fmt: skip
     return (admin_plots.accuracy_chart(rows) + note + '<table id="labelers-table">'
             f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table>")  # fmt: skip
 

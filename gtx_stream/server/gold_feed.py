@@ -35,15 +35,45 @@ class BookFeed:
         self.book = book
         self.configured = frozenset(configured)  # people with a configured accuracy
         self._rng = random.Random()
+        self._used_up: set[str] = set()  # warned of: every gold item answered
 
     def draw(self, person: str) -> str | None:
         if person in self.configured:
             if self._rng.random() >= self.book.s.rate:
                 return None  # a real frame: qualified by their configured accuracy
-            item = self.book.draw(person, rng=_Rolled())
+            rng: random.Random = _Rolled()
         else:
-            item = self.book.draw(person)
-        return None if item is None else item.gold_id
+            rng = random.Random()
+        if not self.book.due(person, rng):
+            return None
+        item = self.book.pick(person, rng)
+        if item is None:
+            self._warn_used_up(person)
+            return None
+        self._used_up.discard(person)  # more gold was loaded: warn again when it runs out
+        return item.gold_id
+
+    def _warn_used_up(self, person: str) -> None:
+        """Once per person (until more gold is loaded for them): they have answered every gold
+        item, so gold measures them no more, and one who has not qualified gets no frame."""
+        if person in self._used_up:
+            return
+        self._used_up.add(person)
+        st = self.book.standing(person)
+        qualified = st.qualified or person in self.configured
+        need = (f"they need gold.qualification = {self.book.s.qualification} gold answers to "
+                "qualify and get no frame until then")  # fmt: skip
+        if st.score.total == 0:  # no gold loaded at all: news only to those who need it
+            if not qualified:
+                log.warning("person %s: no gold is loaded, and %s; load it with gtx-stream "
+                            "gold load DIR --truth CSV", person, need)  # fmt: skip
+            return
+        then = need if not qualified else (
+            f"gold measures them no more (their gold record stays {st.score.correct} right "
+            f"of {st.score.total}, and a drop in their accuracy cannot pause them)")  # fmt: skip
+        log.warning("person %s has answered every gold item (%d): %s; load more with "
+                    "gtx-stream gold load DIR --truth CSV", person, st.score.total,
+                    then)  # fmt: skip
 
     def image(self, gold_id: str) -> bytes | None:
         return self.book.image(gold_id)

@@ -249,22 +249,27 @@ class GoldBook:
         return self.score_of(0, 0) if raw is None else GoldScore.from_json(raw)
 
     def draw(self, person: str, rng: random.Random | None = None) -> GoldItem | None:
-        """A gold frame for ``person``'s next frame, or None (a real frame, or nothing).
-
-        Always gold while they are not qualified, else with chance ``gold.rate``; an item they
-        have not answered yet, drawn at random; None when none is left to them, and for a
-        paused person (who gets no frame at all: ask :meth:`is_paused`).
-        """
+        """A gold frame for ``person``'s next frame, or None (a real frame, or nothing):
+        :meth:`pick` when :meth:`due`; None for a paused person (who gets no frame at all:
+        ask :meth:`is_paused`)."""
         rng = rng or random.Random()
+        return self.pick(person, rng) if self.due(person, rng) else None
+
+    def due(self, person: str, rng: random.Random) -> bool:
+        """Whether ``person``'s next frame is gold: always while they are not qualified, else
+        with chance ``gold.rate``; never while they are paused."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.keys.gold_scores, person)
         pipe.hexists(self.keys.paused, person)
         raw, paused = pipe.execute()
         if paused:
-            return None
+            return False
         total = 0 if raw is None else GoldScore.from_json(raw).total
-        if total >= self.s.qualification and rng.random() >= self.s.rate:
-            return None
+        return total < self.s.qualification or rng.random() < self.s.rate
+
+    def pick(self, person: str, rng: random.Random) -> GoldItem | None:
+        """An item ``person`` has not answered yet, drawn at random; None once they have
+        answered every one (their gold is used up: gold measures them no more)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hkeys(self.keys.gold)
         pipe.hkeys(self.keys.gold_answers(person))

@@ -113,9 +113,16 @@ def test_status_lists_gold_people_and_who_is_paused_and_why(
     assert rows["ann"][1:4] == ["12", "12", "0.929"] and rows["ann"][-1] == "qualified"
     assert rows["bo"][1:3] == ["12", "0"] and rows["bo"][-1] == "paused"
     assert rows["cy"][1:3] == ["3", "3"] and rows["cy"][-1] == "qualifying"
+    # ann has answered all 12 (bo too, but bo is paused): gold measures her no more
+    assert [line for line in lines if line.startswith("gold used up ")] == [
+        "gold used up     ann: answered all 12 items, gold measures them no more "
+        "(gtx-stream gold load adds more)"
+    ]
     code, out, _ = cli("status", "--json")
     st = json.loads(out)
     assert st["gold_items"] == 12 and st["gold_answers"] == 27
+    assert st["gold_used_up"] == ["ann"]
+    assert {p: v["gold_left"] for p, v in st["people"].items()} == {"ann": 0, "bo": 0, "cy": 9}
     assert set(st["paused"]) == {"bo"}
     assert st["people"]["bo"]["paused"] == st["paused"]["bo"]
     assert st["people"]["cy"]["qualified"] is False
@@ -129,6 +136,22 @@ def test_status_lists_gold_people_and_who_is_paused_and_why(
     assert cli("gold", "reset", "bo")[1].strip() == (
         "gold: nothing stored for bo (not a person of the config: people none)"
     )
+
+
+def test_status_says_who_cannot_qualify_for_want_of_gold(
+    cli: Cli, tmp_path: Path, redis_url: str
+) -> None:
+    folder, csv = _folder(tmp_path / "gold", 4)  # fewer than gold.qualification (10)
+    assert cli("gold", "load", str(folder), "--truth", str(csv))[0] == 0
+    rb = redis.Redis.from_url(redis_url)
+    keys = Keys("gtx")
+    book = GoldBook(rb, keys, GoldSettings())
+    for gid, truth in rb.hgetall(keys.gold).items():
+        book.answer("dee", gid.decode(), int(truth))
+    code, out, err = cli("status")
+    assert code == 0, err
+    assert "gold used up     dee: answered all 4 items, not qualified, so they get no frame " \
+        "(gtx-stream gold load adds more)" in out.splitlines()  # fmt: skip
 
 
 def test_reset_of_an_id_that_is_no_person_says_so(

@@ -241,6 +241,28 @@ def test_a_person_not_registered_shows_their_gold_record(
     assert "not measured yet" not in data["html"]["labelers"]
 
 
+def test_a_person_who_has_answered_every_gold_item_is_named(
+    rb: redis.Redis, r: redis.Redis, keys: Keys, pipeline: list[str]
+) -> None:
+    client = make_client(rb, keys)
+    assert login(client).status_code == 303
+
+    def note() -> str | None:
+        html = client.get("/admin/api/dashboard").json()["html"]["labelers"]
+        found = re.search(r'<p class="warning" id="gold-used-up">(.*?)</p>', html)
+        return found.group(1) if found else None
+
+    r.hset(keys.gold_stats, "gold_items", 2)
+    score = {"accuracy": 0.75, "correct": 2, "lower": 0.19, "total": 1, "upper": 0.99}
+    r.hset(keys.gold_scores, "alice", json.dumps(score))
+    assert note() is None  # one item left to her
+    r.hset(keys.gold_scores, "alice", json.dumps({**score, "total": 2}))
+    assert note() == ("1 answered every gold item, so gold measures them no more: alice (not "
+                      "qualified: gets no frame); gtx-stream gold load adds more")  # fmt: skip
+    r.hset(keys.paused, "alice", json.dumps({"reason": "interval below the floor 0.6"}))
+    assert note() is None  # paused: gold is not what she waits for
+
+
 def test_every_plot_is_xml(rb: redis.Redis, keys: Keys, pipeline: list[str]) -> None:
     client = make_client(rb, keys)
     login(client)

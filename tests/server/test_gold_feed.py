@@ -3,6 +3,7 @@ the gold book (never to the labels stream, never charged), and look like any req
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -238,3 +239,63 @@ def test_the_answer_that_pauses_a_person_counts_though_the_pause_empties_the_han
     # a token that is simply not held, for a person not paused, says nothing of a pause
     p.r.hdel(p.keys.paused, "alice")
     assert "paused" not in alice.answer(prefetched, 1).json()
+
+
+def _answer_all_gold(alice: PersonClient) -> int:
+    """Answer (rightly) whatever gold alice is handed until she is handed nothing."""
+    for answered in range(40):
+        found = alice.next()
+        if found is None:
+            return answered
+        truth = int(alice.http.get(found["image"]).content.decode().rsplit("-", 1)[1]) % 2
+        assert alice.answer(str(found["token"]), truth).status_code == 200
+    raise AssertionError("alice was handed gold for ever")
+
+
+def test_a_person_who_has_answered_every_gold_item_is_warned_of_once(
+    raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # before, nothing said it: a person short of gold.qualification when the gold ran out got
+    # no frame for ever, and one qualified was measured no more, without a word
+    p, alice = _gold_pipeline(raw, qualification=7)  # 5 items: she cannot qualify
+    caplog.set_level(logging.WARNING, "gtx_stream.server.gold_feed")
+    assert _answer_all_gold(alice) == 5
+    for _ in range(3):  # her page asks again and again: one line
+        assert alice.next() is None
+    [line] = [r.getMessage() for r in caplog.records if "every gold item" in r.getMessage()]
+    assert line == (
+        "person alice has answered every gold item (5): they need gold.qualification = 7 "
+        "gold answers to qualify and get no frame until then; load more with gtx-stream gold "
+        "load DIR --truth CSV"
+    )
+    more = [gold.GoldImage(f"g{i}", f"g{i}.jpg", f"gold-{i}".encode(), i % 2) for i in (5, 6, 7)]
+    gold.load(p.r, p.keys, more)
+    p.settings.gold.rate = 1.0  # the gold book's settings: once qualified, gold is still due
+    caplog.clear()
+    assert _answer_all_gold(alice) == 3  # qualified at 7; then the last item
+    assert p.r.hexists(p.keys.labelers, "alice")
+    assert alice.next() is None
+    [line] = [r.getMessage() for r in caplog.records if "every gold item" in r.getMessage()]
+    assert line.startswith("person alice has answered every gold item (8): gold measures them "
+                           "no more (their gold record stays 8 right of 8, ")  # fmt: skip
+
+
+def test_a_person_needing_gold_when_none_is_loaded_is_warned_of_and_others_not(
+    raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(people=["alice", "bob"], kappa=1)
+    settings.labelers[1] = settings.labelers[1].model_copy(update={"accuracy": 0.9})
+    settings.gold.qualification = 3
+    settings.gold.rate = 1.0
+    p = build_pipeline(raw, settings, ["alice", "bob"])
+    p.r.hdel(p.keys.labelers, "alice")  # a new person; bob has a configured accuracy
+    caplog.set_level(logging.WARNING, "gtx_stream.server.gold_feed")
+    for name in ("alice", "bob"):
+        person = p.person(name)
+        person.login()
+        person.beat()
+        assert person.next() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "person alice: no gold is loaded, and they need gold.qualification = 3 gold answers to "
+        "qualify and get no frame until then; load it with gtx-stream gold load DIR --truth CSV"
+    ]

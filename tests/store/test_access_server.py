@@ -175,6 +175,12 @@ def test_label_server_runs_with_its_acl_user(server: Server, tmp_path: Path) -> 
     assert admin.hexists(KEYS.paused, "bob") and not admin.hexists(KEYS.labelers, "bob")
     assert bob.post("/api/heartbeat").json() == {"live": False, "paused": True}
     assert admin.zscore(KEYS.live, "bob") is None
+    with TestClient(build_app(bob_state), base_url="http://testserver") as http:
+        # /admin shows the paused person's gold record: read with HGET, since this user may
+        # not HMGET the scores (it was HMGET: a 503 as soon as someone was paused)
+        assert admin_login(http, PASSWORD).status_code == 303
+        rows = http.get("/admin/api/dashboard").json()["figures"]["labelers"]
+        assert next(r for r in rows if r["id"] == "bob")["source"] == "gold"
     book = gold.GoldBook(bob_state.client, KEYS, strict.gold)
     statuses = [book.answer("bob", f"g{i}", 1).status for i in range(3)]
     assert statuses.count("duplicate") == 2  # the two he answered
