@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from gtx_stream.cli import main
+from gtx_stream.config import EXIT_CONFIG
 
 
 def argv(env: Mapping[str, str]) -> list[str]:
@@ -27,10 +28,9 @@ def argv(env: Mapping[str, str]) -> list[str]:
     if env.get("SOURCES"):
         return [*head, "--sources", env["SOURCES"]]
     if not env.get("SOURCE"):
-        raise SystemExit(
-            "ingester: set SOURCE (a video, camera index, stream URL or folder) or SOURCES "
-            "(a sources file)"
-        )
+        print("ingester: set SOURCE (a video, camera index, stream URL or folder) or SOURCES "
+              "(a sources file)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(EXIT_CONFIG)  # a configuration error: not restarted (README)
     return [*head, env["SOURCE"]]
 
 

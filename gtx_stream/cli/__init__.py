@@ -82,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_environment()
         return int(args.func(args) or 0)
     except ConfigError as err:
+        # 2 (EXIT_CONFIG), which no service restarts on; 1 for a Redis that does not answer
         print(str(err), file=sys.stderr)
-        return 2
+        return err.exit_status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

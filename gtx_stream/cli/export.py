@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.check is not None:
         return _check(args.check)
     from gtx_stream.cli.aggregator import stop_on_signals
-    from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.config import EXIT_CONFIG, ConfigError, load_settings
     from gtx_stream.pipeline.aggregate.consumer import StateLost
     from gtx_stream.pipeline.export.exporter import Exporter, ExportError
     from gtx_stream.store.connection import connect
@@ -60,7 +60,10 @@ def _run(args: argparse.Namespace) -> int:
         exporter.setup()
     except ExportError as err:
         print(f"gtx-stream export: {err}", file=sys.stderr)
-        return 1
+        return err.exit_status
+    except OSError as err:  # a folder that cannot be made or written (a volume's owner)
+        print(f"gtx-stream export: cannot write to {out}: {err.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
     stop = threading.Event()
     if args.follow:
         stop_on_signals(stop, log)

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from gtx_stream.cli.options import add_config_option
-from gtx_stream.config import ConfigError, load_settings
+from gtx_stream.config import EXIT_CONFIG, ConfigError, load_settings
 from gtx_stream.core.signals import set_from_signal
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     import redis
     from pydantic import ValidationError
 
-    from gtx_stream.pipeline.ingest.ingester import SourceError, run_ingest
+    from gtx_stream.pipeline.ingest.ingester import InputError, SourceError, run_ingest
     from gtx_stream.pipeline.ingest.many import (
         SourceSpec,
         read_sources_file,
@@ -129,32 +129,32 @@ def _run(args: argparse.Namespace) -> int:
             specs += read_sources_file(args.sources)
         except SourceError as err:
             _error(str(err))
-            return 2
+            return EXIT_CONFIG
     if bool(specs) == (args.tasks is not None):
         _error("give either SOURCE (or --sources FILE) or --tasks DATASET_DIR")
-        return 2
+        return EXIT_CONFIG
     if len(specs) > 1 and (args.truth or args.source_id):
         _error(
             "--truth and --source-id go with one SOURCE (a sources file gives each source "
             "its NAME and truth=CSV)"
         )
-        return 2
+        return EXIT_CONFIG
     if args.truth and specs:
         if specs[0].truth is not None:
             _error("--truth and the sources file's truth=CSV both give the source a truth")
-            return 2
+            return EXIT_CONFIG
         specs = [replace(specs[0], truth=args.truth)]
     try:  # every truth file, before any source starts
         truths = read_truths(specs)
     except SourceError as err:
         _error(str(err))
-        return 2
+        return EXIT_CONFIG
     settings = load_settings(args.config)
     if len(specs) > 1:
         problem = _check_sources(specs, truths, settings)
         if problem:
             _error(problem)
-            return 2
+            return EXIT_CONFIG
     overrides = {
         "fps": args.fps,
         "every": args.every,
@@ -193,7 +193,11 @@ def _run(args: argparse.Namespace) -> int:
                                 truths)  # fmt: skip
             for out in outcomes:
                 print(out.summary())
-            return 1 if any(out.error for out in outcomes) else 0
+            failed = [out for out in outcomes if out.error]
+            if not failed:
+                return 0
+            # 1 unless a restart would fail the same way for every source that failed
+            return EXIT_CONFIG if all(out.input_error for out in failed) else 1
         report = run_ingest(
             client,
             Keys(settings.redis.prefix),
@@ -207,7 +211,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     except SourceError as err:
         _error(str(err))
-        return 1
+        # a missing file, say, fails again after a restart; a camera not there yet may not
+        return EXIT_CONFIG if isinstance(err, InputError) else 1
     except redis.RedisError as err:
         # a cluster node reached as one Redis: MOVED, or CROSSSLOT for a script's keys
         on_cluster_node = isinstance(err, redis.exceptions.MovedError) or (

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,22 +63,61 @@ def _run(args: argparse.Namespace) -> int:
     port = args.port or settings.label_server.port
     people = [lab.id for lab in settings.labelers if lab.backend == "human"]
     app = app_from_settings(settings)
+    try:
+        sock = _listen(host, port)
+    except PortInUse as err:
+        print(f"label server: {err}", file=sys.stderr)
+        return 1  # the one holding it may be on its way out: a restart may find it free
+    # said once the port is ours: before, a port in use showed this line, then the error
     log.info("label server on http://%s:%d for %s (links: %s/login/...)", host, port,
              ", ".join(people) or "no people (no labeler with backend human)",
              settings.label_server.public_url)  # fmt: skip
     stray = _stray_public_port(settings.label_server.public_url, port)
     if stray:
         log.warning(stray)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
     # uvicorn shuts down on SIGTERM, then raises it again once its own handler is gone: with
     # the default handler there the process died of it (exit 143 under a service manager)
     previous = signal.signal(signal.SIGTERM, _stopped)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-    except _Stopped:
+        server.run(sockets=[sock])
+    except (_Stopped, KeyboardInterrupt):  # SIGINT, raised again the same way (as uvicorn.run)
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sock.close()
     return 0
+
+
+class PortInUse(OSError):
+    """Another socket listens on the label server's address and port."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, as uvicorn binds one (``SO_REUSEADDR``, IPv6 for
+    an address with ``:``). :class:`PortInUse` when the port is taken; ConfigError (exit 2)
+    for an address that is not this machine's or a port it may not use."""
+    from gtx_stream.config import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog; with SO_REUSEADDR a bind alone may not clash
+    except OSError as err:
+        sock.close()
+        where = f"{host}:{port}"
+        if err.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} is in use on {host}: another label server, or "
+                            "another program, listens there; stop it or set "
+                            "label_server.port (--port)") from None  # fmt: skip
+        raise ConfigError(f"label server: cannot listen on {where}: "
+                          f"{err.strerror or err} (label_server.host and .port, "
+                          "--host and --port)") from None  # fmt: skip
+    return sock
 
 
 class _Stopped(Exception):

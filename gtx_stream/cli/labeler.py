@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     import redis
 
-    from gtx_stream.config import ConfigError, load_settings
+    from gtx_stream.config import EXIT_CONFIG, ConfigError, load_settings
     from gtx_stream.pipeline.label.backends import LabelError
     from gtx_stream.pipeline.label.worker import run_labeler_worker
 
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         return run_labeler_worker(settings, ids, burst=args.burst)
     except LabelError as err:
         print(f"labeler error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG  # a backend that cannot be built as configured
     except redis.RedisError as err:
         print(f"redis error: {err}", file=sys.stderr)
         return 1

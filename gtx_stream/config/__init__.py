@@ -31,8 +31,17 @@ from gtx_stream.core.models import Method, ModelName
 DEFAULT_CONFIG_FILE = Path("config.toml")
 
 
+EXIT_CONFIG = 2
+"""The exit status of a configuration or input error (argparse's, for a usage error): the
+same settings would fail the same way again, so the service definitions do not restart on
+it (systemd's ``RestartPreventExitStatus``; README, Exit statuses and restarts)."""
+
+
 class ConfigError(Exception):
-    """A configuration problem, with a one-line message naming the field."""
+    """A configuration problem, with a one-line message naming the field; a command exits
+    with ``exit_status`` on it."""
+
+    exit_status = EXIT_CONFIG
 
 
 class _Section(BaseModel):

@@ -36,6 +36,13 @@ CLUSTER_WAIT_MAX (a standalone Redis's services wait the same way)."""
 CLUSTER_WAIT_MAX = 2.0
 
 
+class RedisUnreachable(ConfigError):
+    """Redis did not answer (it may not be up yet): one line, as a configuration error is,
+    but a command exits 1 on it, not EXIT_CONFIG, so that a service manager restarts it."""
+
+    exit_status = 1
+
+
 class StoppedWaiting(SystemExit):
     """SIGTERM or SIGINT (or the caller's stop event) came while a service waited for its Redis
     Cluster to come up: it exits 0, as after a stop once running."""
@@ -77,8 +84,9 @@ def connect(
     """The one builder of Redis clients: for ``url`` (default: settings.redis.url).
 
     Raises :class:`ConfigError` with a one-line message when the URL is empty or unusable
-    (``http://...``, a bad port) and, with ``check``, when the server does not answer a PING
-    (unreachable, or the credentials are refused). Services that must ride out a Redis that
+    (``http://...``, a bad port) and, with ``check``, when the credentials are refused or the
+    server is of the wrong kind; :class:`RedisUnreachable` (exit 1: a restart may find it up)
+    when it does not answer a PING. Services that must ride out a Redis that
     is not up yet pass ``check=False``: a bad URL is still refused at once. ``field`` names
     the setting in those messages.
 
@@ -117,7 +125,9 @@ def connect(
         # redis-py connects to a cluster when the client is built: no node answered, or
         # every one refused the credentials (not a RedisError)
         reason = str(err).removeprefix(_CLUSTER_PREAMBLE)
-        raise ConfigError(f"redis cluster at {redacted(url)}{_cluster_problem(reason)}") from None
+        problem, fixed_by_settings = _cluster_problem(reason)
+        raise (ConfigError if fixed_by_settings else RedisUnreachable)(
+            f"redis cluster at {redacted(url)}{problem}") from None  # fmt: skip
     except ValueError as err:
         # redis-py's messages name the part of the URL that is wrong, never its password
         raise ConfigError(f"config error: {field}: {err}") from None
@@ -128,7 +138,7 @@ def connect(
         except redis.AuthenticationError as err:
             raise ConfigError(f"{what} at {redacted(url)}: authentication failed: {err}") from None
         except redis.RedisError as err:
-            raise ConfigError(f"{what} at {redacted(url)} is unreachable: {err}") from None
+            raise RedisUnreachable(f"{what} at {redacted(url)} is unreachable: {err}") from None
         if not on_cluster and _is_cluster_node(client):
             raise ConfigError(f"{what} at {redacted(url)} is a Redis Cluster node: " + (
                 "set redis.cluster = true (GTX_REDIS__CLUSTER) and a standalone "
@@ -138,18 +148,20 @@ def connect(
     return client
 
 
-def _cluster_problem(reason: str) -> str:
-    """What a cluster client that could not be built says, after the cluster's address."""
+def _cluster_problem(reason: str) -> tuple[str, bool]:
+    """What a cluster client that could not be built says, after the cluster's address, and
+    whether only other settings fix it (else the cluster may come up: RedisUnreachable)."""
     if any(a in reason for a in AUTH_REFUSED):
-        return f": authentication failed: {reason}"
+        return f": authentication failed: {reason}", True
     if "Cluster mode is not enabled" in reason:
         return (f" is no cluster node ({reason}): a standalone Redis needs "
-                "redis.cluster = false")  # fmt: skip
+                "redis.cluster = false"), True  # fmt: skip
     if reason.startswith("All slots are not covered"):
         # the nodes answer: not created yet (redis-cli --cluster create), or a master is down
         # with no replica to take over
-        return f" does not serve every slot (not created yet, or a master is down): {reason}"
-    return f" is unreachable: {reason}"
+        return (f" does not serve every slot (not created yet, or a master is down): "
+                f"{reason}"), False  # fmt: skip
+    return f" is unreachable: {reason}", False
 
 
 def _is_cluster_node(client: redis.Redis) -> bool:

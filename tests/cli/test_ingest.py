@@ -32,7 +32,8 @@ def test_one_ingester_reads_several_sources_and_a_dead_one_stops_no_other(
     sources = tmp_path / "cams.txt"
     sources.write_text(f"# line 3\n{videos[1]} cam-b\n\n{tmp_path / 'gone.avi'} cam-x\n")
     done = gtx("ingest", str(videos[0]), "--sources", str(sources), GTX_REDIS__URL=redis_url)
-    assert done.returncode == 1, done.stderr  # one source failed
+    # one source failed, of a missing file, which a restart would not mend: 2 (it was 1)
+    assert done.returncode == 2, done.stderr
     lines = done.stdout.splitlines()
     assert (
         lines[0]
@@ -43,6 +44,10 @@ def test_one_ingester_reads_several_sources_and_a_dead_one_stops_no_other(
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     ids = sorted(r.zrange(Keys("gtx").open_frames, 0, -1))
     assert len(ids) == 7 and sum(fid.startswith("cam-b-") for fid in ids) == 4
+    # a camera that cannot be opened now may be there after a restart: 1
+    done = gtx("ingest", str(videos[0]), "99", GTX_REDIS__URL=redis_url)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[1] == "ingest 99: failed: cannot open camera 99"
 
 
 def test_several_sources_refuse_one_source_options(gtx: Gtx, tmp_path: Path) -> None:

@@ -123,6 +123,22 @@ def test_labelers_scale(compose: dict[str, Any]) -> None:
     assert "ports" not in labeler
 
 
+def test_services_are_restarted_after_a_failure_and_the_ingester_not_after_its_end(
+    compose: dict[str, Any],
+) -> None:
+    """Compose has no restart policy per exit status, so a configuration error (exit 2) is
+    restarted too (systemd's unit, workers/gtx-stream@.service, leaves it down). No count
+    (``on-failure:N``): Docker keeps counting for the container's whole life, so the count
+    would run out on real failures too, and leave the service down for good."""
+    services = compose["services"]
+    policies = {name: services[name]["restart"] for name in OUR_SERVICES}
+    expected = {**dict.fromkeys(OUR_SERVICES, "unless-stopped"), "ingester": "on-failure"}
+    assert policies == expected
+    assert services["redis"]["restart"] == "unless-stopped"
+    text = COMPOSE_FILE.read_text()
+    assert "a configuration error's (2) too" in text  # the file says what it cannot do
+
+
 def _worker(name: str) -> ModuleType:
     path = ROOT / "workers" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"gtx_worker_{name}", path)
@@ -177,9 +193,11 @@ def test_worker_arguments(worker: str, env: dict[str, str], expected: dict[str, 
     assert {k: getattr(args, k) for k in expected} == expected
 
 
-def test_ingester_needs_a_source() -> None:
-    with pytest.raises(SystemExit, match="SOURCE"):
+def test_ingester_needs_a_source(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
         _worker("ingester").argv({})
+    assert stopped.value.code == 2  # a configuration error: not restarted (it was 1)
+    assert "set SOURCE" in capsys.readouterr().err
 
 
 def _compose_command() -> list[str] | None:

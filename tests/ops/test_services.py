@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,11 +24,13 @@ import redis
 import yaml
 
 from gtx_stream.cli import main
+from gtx_stream.config import EXIT_CONFIG
 from gtx_stream.ops.embedded import EmbeddedRedis, free_port
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.params import LabelerAccuracy, store
 
 ROOT = Path(__file__).resolve().parents[2]
+WORKERS = ("ingester", "labeler", "aggregator", "exporter", "estimator", "label_server")
 ACCESS = ROOT / "docs" / "access.md"
 KEYS = Keys("gtx")
 HEALTH_CHECK = ["CMD", "gtx-stream", "status", "--check"]
@@ -184,3 +187,108 @@ def test_the_label_server_service_exits_0_when_stopped(
             proc.wait()
     output = proc.communicate()[0].decode()
     assert code == 0, output
+
+
+def _run_worker(
+    worker: str, tmp_path: Path, config: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``workers/<worker>.py`` as compose and systemd run it, with ``config`` as its
+    config.toml and no GTX_* settings variable of the shell."""
+    path = tmp_path / f"{worker}.toml"
+    path.write_text(config)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GTX_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "workers" / f"{worker}.py")],
+        env={**clean, "GTX_CONFIG": str(path), "HOST": "127.0.0.1", **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _one_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_each_service_exits_2_on_a_configuration_error(worker: str, tmp_path: Path) -> None:
+    """docker-compose.yml restarts a service that exits; under systemd's
+    RestartPreventExitStatus=2 (workers/gtx-stream@.service) a bad setting is not restarted."""
+    done = _run_worker(worker, tmp_path, "[aggregator]\ntau = 2.0\n", SOURCE="/input/a.mp4")
+    assert done.returncode == EXIT_CONFIG == 2, done.stderr
+    assert _one_line(done).startswith("config error: aggregator.tau: Input should be less")
+
+
+CLOSED = f'[redis]\nurl = "redis://127.0.0.1:{free_port()}/0"\n'  # nothing listens there
+
+
+@pytest.mark.parametrize(
+    ("worker", "config", "env", "line"),
+    [
+        ("ingester", CLOSED, {"SOURCE": "/input/missing.mp4"},
+         "gtx-stream ingest: error: no such file: /input/missing.mp4"),
+        ("ingester", CLOSED, {"SOURCE": "", "SOURCES": ""},
+         "ingester: set SOURCE (a video, camera index, stream URL or folder) or SOURCES "
+         "(a sources file)"),
+        ("labeler", CLOSED, {}, "config error: labelers: none configured"),
+    ],
+    ids=["ingester-missing-file", "ingester-no-source", "labeler-none-configured"],
+)  # fmt: skip
+def test_a_service_given_an_input_it_cannot_use_exits_2(
+    worker: str, config: str, env: dict[str, str], line: str, tmp_path: Path
+) -> None:
+    """Before, a missing video and an unset SOURCE exited 1, as a camera not there yet does."""
+    done = _run_worker(worker, tmp_path, config, **env)
+    assert (done.returncode, _one_line(done)) == (EXIT_CONFIG, line)
+
+
+def test_the_exporter_and_the_label_server_refuse_a_folder_or_address_with_2(
+    redis_url: str, tmp_path: Path
+) -> None:
+    config = f'[redis]\nurl = "{redis_url}"\n'
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = _run_worker("exporter", tmp_path, config, OUT=str(blocker / "dataset"))
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert _one_line(done) == f"gtx-stream export: cannot write to {blocker / 'dataset'}: " \
+        "Not a directory"  # fmt: skip
+    done = _run_worker("label_server", tmp_path, config, HOST="192.0.2.1", PORT="8000")
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert "label server: cannot listen on 192.0.2.1:8000: " in done.stderr
+
+
+@pytest.mark.parametrize("worker", [w for w in WORKERS if w != "ingester"])
+def test_a_service_whose_redis_does_not_answer_exits_1_to_be_restarted(
+    worker: str, tmp_path: Path
+) -> None:
+    """A Redis not up yet (a host's reboot) is no configuration error: exit 1, restarted. It
+    was 2, which RestartPreventExitStatus=2 would have left down for good. (The ingester
+    waits for its Redis instead.)"""
+    config = CLOSED + '[[labelers]]\nid = "m1"\nbackend = "simulated"\naccuracy = 0.9\n'
+    done = _run_worker(worker, tmp_path, config, PORT=str(free_port()))
+    assert done.returncode == 1, done.stderr
+    assert "is unreachable" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.redis
+def test_the_label_server_on_a_port_in_use_says_so_in_one_line(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Before, "label server on http://127.0.0.1:PORT" came first, then uvicorn's error."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[redis]\nurl = "{redis_url}"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gtx_stream", "--log-level", "INFO", "label-server",
+             "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "" and "label server on" not in done.stderr
+    assert _one_line(done) == (
+        f"label server: port {port} is in use on 127.0.0.1: another label server, or another "
+        "program, listens there; stop it or set label_server.port (--port)"
+    )

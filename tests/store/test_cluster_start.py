@@ -121,17 +121,19 @@ def test_a_stop_signal_while_waiting_for_the_cluster_exits_0_at_once(
 
 
 @pytest.mark.timeout(30)
-def test_the_aggregator_on_a_cluster_that_is_down_is_still_one_line_and_exit_2(
+def test_the_aggregator_on_a_cluster_that_is_down_is_still_one_line_and_exit_1(
     tmp_path: Path,
 ) -> None:
-    """It connects with ``check=True``, as on a standalone Redis that is down."""
+    """It connects with ``check=True``, as on a standalone Redis that is down; exit 1, not 2
+    (a configuration error's, which systemd's RestartPreventExitStatus=2 leaves down), since
+    the cluster may be up when it is restarted."""
     state, queue = cluster_fixtures._free_ports(3)[:2], cluster_fixtures._free_ports(1)[0]
     config = _config(tmp_path, state, queue_url=f"redis://127.0.0.1:{queue}")
     done = subprocess.run(
         [sys.executable, "-m", "gtx_stream", "aggregator", "--config", str(config)],
         capture_output=True, text=True, timeout=20,
     )  # fmt: skip
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("redis cluster at ") and done.stderr.count("\n") == 1
     assert "is unreachable" in done.stderr
 

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import redis
 
-from gtx_stream.config import ExportSettings
+from gtx_stream.config import EXIT_CONFIG, ExportSettings
 from gtx_stream.core.records import DeadLetter, FinalRecord, RecordError, text
 from gtx_stream.pipeline.aggregate.consumer import GroupConsumer, StreamEntry
 from gtx_stream.pipeline.export.layout import (
@@ -124,7 +124,8 @@ class Exporter:
         consumer: str | None = None,
     ) -> None:
         if fmt not in FORMATS:
-            raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+            raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}",
+                              EXIT_CONFIG)  # fmt: skip
         self.r = client
         self.keys = keys = stored_keys(client, keys)  # on a Redis Cluster: a final stream per shard
         self.settings = settings
@@ -192,7 +193,8 @@ class Exporter:
                 other = row["file_name"].endswith(".parquet") != (self.fmt == "parquet")
                 if other:
                     raise ExportError(f"{self.out} holds an export in the other format "
-                                      f"({row['file_name']}): choose another --out")  # fmt: skip
+                                      f"({row['file_name']}): choose another --out",
+                                      EXIT_CONFIG)  # fmt: skip
                 return
 
     def _remove_orphans(self) -> None:

@@ -25,7 +25,14 @@ TMP_DIR = ".tmp"
 
 
 class ExportError(RuntimeError):
-    """The folder cannot be exported to (one line: locked, another format, a bad manifest)."""
+    """The folder cannot be exported to (one line: locked, another format, a bad manifest).
+
+    ``exit_status`` is the command's: 1 where a restart may do (a lock another exporter
+    holds), EXIT_CONFIG where only other settings do (another format, pyarrow missing)."""
+
+    def __init__(self, message: str, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 _SAFE_STEM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gtx_stream.config import EXIT_CONFIG
 from gtx_stream.pipeline.export.layout import SPLITS, ExportError, write_atomic
 from gtx_stream.pipeline.export.manifest import Manifest, Row
 
@@ -44,7 +45,8 @@ def _pyarrow() -> Any:
     except ImportError:
         raise ExportError(
             "--format parquet needs pyarrow: pip install -e '.[export-parquet]' in the "
-            "gtx-stream folder"
+            "gtx-stream folder",
+            EXIT_CONFIG,
         ) from None
     return pyarrow
 

@@ -22,6 +22,7 @@ from gtx_stream.config import ConfigError, Settings
 from gtx_stream.pipeline.ingest.images import ImageError, encode_jpeg
 from gtx_stream.pipeline.ingest.report import IngestReport
 from gtx_stream.pipeline.ingest.sources import (
+    InputError,
     Source,
     SourceError,
     SourceFrame,
@@ -39,7 +40,10 @@ from gtx_stream.store.shards import configured_keys
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IngestReport", "Sampler", "SourceError", "frame_id_of", "open_frame", "run_ingest"]
+__all__ = [
+    "IngestReport", "InputError", "Sampler", "SourceError", "frame_id_of", "open_frame",
+    "run_ingest",
+]  # fmt: skip
 
 FULL_WAIT_FIRST = 0.02  # seconds between tries while max open frames are open, doubling
 FULL_WAIT_MAX = 0.5
@@ -161,7 +165,8 @@ def run_ingest(
     current frame). Frame ids are ``<source_id>-<index>``; ``source_id`` defaults to a hash of
     the source's path or URL (give one to keep ids stable when a file moves). Each frame's truth
     comes from ``truths`` (frame index -> 0 or 1) or else the ``truth_csv`` file.
-    Raises :class:`SourceError` when the source cannot be read at all, and ConfigError when
+    Raises :class:`SourceError` when the source cannot be read at all (:class:`InputError`
+    when it never will be, as given: a missing file, say), and ConfigError when
     the frames would carry no truth while every configured labeler is ``simulated`` (each of
     their requests would fail).
     """
@@ -185,7 +190,7 @@ def run_ingest(
         src = parse_source(source, reconnect_max_seconds=cfg.reconnect_max_seconds, stop=stop)
     if source_id is not None:
         if not SOURCE_ID.fullmatch(source_id):
-            raise SourceError(f"source id {source_id!r}: use letters, digits, '_', '.', '-'")
+            raise InputError(f"source id {source_id!r}: use letters, digits, '_', '.', '-'")
         src.source_id = source_id
     if truths is None:
         truths = read_truth_csv(truth_csv) if truth_csv is not None else {}

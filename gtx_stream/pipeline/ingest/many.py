@@ -24,7 +24,7 @@ import redis
 
 from gtx_stream.config import Settings
 from gtx_stream.pipeline.ingest.ingester import IngestReport, run_ingest
-from gtx_stream.pipeline.ingest.sources import SourceError, read_truth_csv
+from gtx_stream.pipeline.ingest.sources import InputError, SourceError, read_truth_csv
 from gtx_stream.store.keys import Keys
 from gtx_stream.store.shards import configured_keys
 
@@ -43,6 +43,7 @@ class SourceOutcome:
     spec: SourceSpec
     report: IngestReport | None = None
     error: str | None = None
+    input_error: bool = False  # the error is an InputError: a restart fails the same way
 
     def summary(self) -> str:
         if self.report is not None:
@@ -124,7 +125,7 @@ def run_many(
             out.report = run_ingest(client, keys, settings, out.spec.source, stop_event=stop,
                                     source_id=out.spec.source_id, truths=truth)  # fmt: skip
         except (SourceError, redis.RedisError, OSError) as err:
-            out.error = str(err)
+            out.error, out.input_error = str(err), isinstance(err, InputError)
             log.error("source %s failed, the others go on: %s", out.spec.source, err)
         except Exception as err:  # one source's bug must not take the others down
             out.error = f"{type(err).__name__}: {err}"

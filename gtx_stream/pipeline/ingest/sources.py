@@ -41,6 +41,12 @@ class SourceError(Exception):
     """An unreadable source or input file, with a one-line message."""
 
 
+class InputError(SourceError):
+    """An input that cannot be read as given (no such file, not a video, a folder without
+    images, a malformed truth or tasks file): unlike a camera or stream that cannot be opened
+    now, it fails the same way after a restart (``gtx-stream ingest`` exits 2 on it)."""
+
+
 def source_id_of(uri: str) -> str:
     """A short stable id of a source: the first 12 hex digits of the SHA-1 of its URI."""
     return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:12]
@@ -99,13 +105,13 @@ class VideoFileSource(Source):
 
     def open(self) -> None:
         if not self.path.exists():
-            raise SourceError(f"no such file: {self.path}")
+            raise InputError(f"no such file: {self.path}")
         if not self.path.is_file():
-            raise SourceError(f"not a file: {self.path}")
+            raise InputError(f"not a file: {self.path}")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot read {self.path}: not a video OpenCV can decode")
+            raise InputError(f"cannot read {self.path}: not a video OpenCV can decode")
         self._cap = cap
         self.fps = _fps_of(cap)
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -127,7 +133,7 @@ class VideoFileSource(Source):
                     log.warning("%s: frame %d cannot be decoded, skipped", self.path, index)
             index += 1
         if self.stats.read == 0:
-            raise SourceError(f"cannot read {self.path}: no frame could be decoded")
+            raise InputError(f"cannot read {self.path}: no frame could be decoded")
         if self._expected and self.stats.read < self._expected:
             self.stats.truncated = True
             log.warning(
@@ -161,10 +167,10 @@ class FolderSource(Source):
         try:
             entries = sorted(self.path.iterdir(), key=lambda p: p.name)
         except OSError as err:
-            raise SourceError(f"cannot list folder {self.path}: {err.strerror}") from None
+            raise InputError(f"cannot list folder {self.path}: {err.strerror}") from None
         self._files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if not self._files:
-            raise SourceError(f"no images in folder {self.path}")
+            raise InputError(f"no images in folder {self.path}")
 
     def frames(self, wants: Wants) -> Iterator[SourceFrame]:
         index = 0
@@ -286,7 +292,7 @@ class TaskSource(Source):
         try:
             dataset = load_dataset(self.path)
         except DatasetError as err:
-            raise SourceError(str(err)) from None
+            raise InputError(str(err)) from None
         self._tasks = [(task, str(truth)) for task, truth in dataset.truth.items()]
         self._eligible = {task: list(labels) for task, labels in dataset.answers.items()}
 
@@ -317,7 +323,7 @@ def read_truth_csv(path: str | Path) -> dict[int, int]:
                 raise DatasetError(f"{path}:{line}: frame {index} has a second truth row")
             truths[int(index)] = binary(value, "truth", path, line)
     except DatasetError as err:
-        raise SourceError(str(err)) from None
+        raise InputError(str(err)) from None
     return truths
 
 
