@@ -115,6 +115,7 @@ class HttpBackend(Backend):
                 body: bytes = response.read()
                 return body
         except urllib.error.HTTPError as err:
+            err.close()  # it holds the answer's socket: left to the collector, a ResourceWarning
             raise error(f"{self.url} answered HTTP {err.code} {err.reason}") from None
         except (urllib.error.URLError, TimeoutError) as err:
             reason = err.reason if isinstance(err, urllib.error.URLError) else err
