@@ -44,10 +44,18 @@ SEEN_SECONDS = 2 * GIVE_BACK_SECONDS
 once per ``aggregator.sweep_seconds``, 1 s by default; longer, a look reads the hash itself)."""
 
 
+KEEP_PERIODS = 10
+"""A field no shard asked for in this many look periods leaves the periodic read (a shard handed
+over, a source gone); one asked for again is read at once, with the others."""
+
+
 class PoolWatch:
     """The budget pool's fields as the shards of one process last read them: one HMGET, of every
-    field they asked for lately, at most every ``period`` seconds, whichever shard asks first;
-    a field not read yet (a shard's first look) is read at once, with the others."""
+    field asked for in the last ``KEEP_PERIODS`` periods, at most every ``period`` seconds,
+    whichever shard asks first; a field not read yet (a shard's first look) is read at once,
+    with the others. So a value is at most a period old, and the reads are one a period
+    however far apart a shard's looks fall (on a loaded machine a round of 16 shards' looks
+    can take longer than two periods)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, period: float = GIVE_BACK_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
@@ -57,20 +65,16 @@ class PoolWatch:
         self.clock = clock
         self._values: dict[str, str | None] = {}
         self._read_at = -float("inf")
-        self._asked: set[str] = set()
-        """Fields asked for since the last periodic read, and (``_before``) in the period
-        before it: the next one reads them all (a shard's looks, each a period apart at
-        least, may fall in every other period)."""
-        self._before: set[str] = set()
+        self._asked_at: dict[str, float] = {}
+        """Each field's last ask."""
 
     def fields(self, names: Collection[str]) -> dict[str, str | None]:
         now = self.clock()
-        self._asked.update(names)
-        if now - self._read_at >= self.period:  # all asked for in the last two periods
-            self._read(sorted(self._asked | self._before), now)
-            self._before, self._asked = self._asked, set(names)
-        elif not self._values.keys() >= set(names):  # a shard's first look: add its fields
-            self._read(sorted(self._values.keys() | set(names)), now)
+        self._asked_at.update(dict.fromkeys(names, now))
+        if now - self._read_at >= self.period or not self._values.keys() >= set(names):
+            keep = KEEP_PERIODS * self.period
+            self._asked_at = {f: t for f, t in self._asked_at.items() if now - t <= keep}
+            self._read(sorted(self._asked_at), now)
         return {f: self._values[f] for f in names}
 
     def _read(self, wanted: list[str], now: float) -> None:

@@ -21,7 +21,12 @@ from gtx_stream.pipeline.aggregate.shards import ShardedAggregator
 from gtx_stream.pipeline.ingest.ingester import open_frame
 from gtx_stream.store import budget_lease
 from gtx_stream.store.budget_lease import ShardBudget, pool_left, set_limit
-from gtx_stream.store.budget_watch import GIVE_BACK_SECONDS, PoolWatch, worth_a_look
+from gtx_stream.store.budget_watch import (
+    GIVE_BACK_SECONDS,
+    KEEP_PERIODS,
+    PoolWatch,
+    worth_a_look,
+)
 from gtx_stream.store.keys import Keys, shard_of
 from gtx_stream.store.params import LabelerAccuracy, store
 from gtx_stream.store.scripts import ScriptRunner
@@ -116,14 +121,23 @@ def test_the_pool_is_read_once_a_period_for_every_shard_of_the_process() -> None
         for k in [*range(8, 16), *range(8)]:
             watch.fields(names[k])
         assert pool.reads == [sorted({f for k in range(16) for f in names[k]})]
-    # a shard that looks every other period is kept in the read; one that stopped drops out
+    # shards whose looks fall periods apart are kept in the one read (no read of their own),
+    # and a value is never more than a period old
     pool.fields["spent"] = "990"
     clock.now += 1.0
     assert watch.fields(names[0])["spent"] == "990"
-    clock.now += 1.0
-    watch.fields(names[0])
-    clock.now += 1.0
     pool.reads.clear()
+    for k in range(1, 16):  # each shard looks again only a few periods later
+        clock.now += 0.5
+        assert watch.fields(names[k])["spent"] == "990"
+    assert len(pool.reads) == 7  # one a period (7.5 s), never one for a shard's own fields
+    assert all(r == sorted({f for k in range(16) for f in names[k]}) for r in pool.reads)
+    # a shard that stopped looking for KEEP_PERIODS periods drops out of the read
+    for _ in range(KEEP_PERIODS + 1):
+        clock.now += 1.0
+        watch.fields(names[0])
+    pool.reads.clear()
+    clock.now += 1.0
     watch.fields(names[0])
     assert pool.reads == [sorted(names[0])]
 
