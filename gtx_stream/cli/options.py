@@ -28,26 +28,24 @@ def add_log_level_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: 0, 1, 2, ... (a negative count is a usage error, not 'no limit')."""
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: 0, 1, 2, ... (a negative count is a usage error, not 'no limit')."""
+    return _whole_number(text, 0)
 
 
 def positive_int(text: str) -> int:
     """An argparse type: 1, 2, 3, ... (a count of trials, epochs, labels that must not be 0)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+    return _whole_number(text, 1)
 
 
 def inherit_options(

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,9 +193,8 @@ def test_other_gtx_variables_are_left_alone() -> None:
                        "GTX_LABELERS": "[]", "GTX_AGGREGATOR": "{}"})  # fmt: skip
 
 
-def test_a_service_logs_its_stop_signal_under_its_own_name(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def _stop_lines(caplog: pytest.LogCaptureFixture, logger: str, *what: str) -> list[Any]:
+    """The log records of ``stop_on_signals(stop, logger, *what)`` when a SIGTERM comes."""
     import logging
     import signal
     import threading
@@ -204,14 +204,21 @@ def test_a_service_logs_its_stop_signal_under_its_own_name(
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     stop = threading.Event()
     try:
-        stop_on_signals(stop, logging.getLogger("gtx_stream.pipeline.export.exporter"))
+        stop_on_signals(stop, logging.getLogger(logger), *what)
         with caplog.at_level(logging.INFO):
             os.kill(os.getpid(), signal.SIGTERM)
             assert stop.wait(5)
     finally:
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGINT, before[1])
-    names = [r.name for r in caplog.records if "finishing the current batch" in r.getMessage()]
+    return [r for r in caplog.records if r.getMessage().startswith("signal")]
+
+
+def test_a_service_logs_its_stop_signal_under_its_own_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    records = _stop_lines(caplog, "gtx_stream.pipeline.export.exporter")
+    names = [r.name for r in records if "finishing the current batch" in r.getMessage()]
     assert names == ["gtx_stream.pipeline.export.exporter"]
 
 
@@ -219,23 +226,10 @@ def test_the_estimator_says_it_finishes_its_fit_not_a_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """It has no batch: before, its stop line said 'finishing the current batch'."""
-    import logging
     import signal
-    import threading
 
-    from gtx_stream.cli.aggregator import stop_on_signals
-
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    stop = threading.Event()
-    try:
-        stop_on_signals(stop, logging.getLogger("gtx_stream.pipeline.estimate.service"), "fit")
-        with caplog.at_level(logging.INFO):
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert stop.wait(5)
-    finally:
-        signal.signal(signal.SIGTERM, before[0])
-        signal.signal(signal.SIGINT, before[1])
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("signal")]
+    records = _stop_lines(caplog, "gtx_stream.pipeline.estimate.service", "fit")
+    said = [r.getMessage() for r in records]
     assert said == [f"signal {signal.SIGTERM.value}: finishing the current fit"]
 
 
