@@ -21,7 +21,10 @@ def test_objects_alive_at_the_freeze_are_left_out_of_later_collections() -> None
     try:
         frozen = freeze_startup_heap()
         tracked = gc.get_objects()
-        assert frozen == gc.get_freeze_count() > 0
+        # frozen objects can only be freed since (a thread another test left, ending now, frees
+        # its frame: seen once in CI as 2 fewer), never added
+        assert 0 < gc.get_freeze_count() <= frozen
+        assert gc.get_freeze_count() > frozen - 1000
         assert not any(o is alive for o in tracked)  # frozen: no collection walks it again
         assert gone() is None  # collected first, not frozen
         later = _Marker()
